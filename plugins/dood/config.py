@@ -1,0 +1,166 @@
+"""The shared dood config (`config/dood.yaml`): one typed model that is also its documentation.
+
+Every process that launches or waits for containers (workers, triggerer, janitor, tests) reads the
+same file, so the mount map and container defaults cannot drift between them.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from dood.exceptions import DoodConfigError
+from dood.resources import Resources
+
+CONFIG_ENV_VAR = "DOOD_CONFIG"
+DEFAULT_CONFIG_PATH = Path(__file__).resolve().parents[2] / "config" / "dood.yaml"
+
+AutoRemove = Literal["always", "on_success", "never"]
+PullPolicy = Literal["if_not_present", "always", "never"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DockerEndpoint(_Strict):
+    """How to reach the Docker daemon that runs the launched containers."""
+
+    url: str = Field(
+        default_factory=lambda: os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock"),
+        description="Docker API URL. Defaults to $DOCKER_HOST, else the mounted host socket.",
+        examples=["unix:///var/run/docker.sock", "tcp://dood-proxy:2375"],
+    )
+    conn_id: str | None = Field(
+        default=None,
+        description="Airflow connection (type docker) used for registry login; none means no login.",
+        examples=["docker_registry"],
+    )
+    api_version: str = Field(default="auto", description="Docker API version, or 'auto' to negotiate.")
+    timeout_seconds: int = Field(default=120, gt=0, description="Timeout of single Docker API calls.")
+    tls_ca_cert: str | None = Field(default=None, description="CA certificate for a TLS endpoint.")
+    tls_client_cert: str | None = Field(default=None, description="Client certificate for TLS.")
+    tls_client_key: str | None = Field(default=None, description="Client key for TLS.")
+
+
+class MountMapEntry(_Strict):
+    """One directory that Airflow and the Docker host see under different paths."""
+
+    airflow_path: str = Field(description="The path as the Airflow process sees it.", examples=["/opt/dood/data"])
+    host_path: str = Field(description="The same directory's path on the Docker host.", examples=["/srv/ml/data"])
+
+    @field_validator("airflow_path", "host_path")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError(f"must be an absolute path, got {value!r}")
+        return os.path.normpath(value)
+
+
+class MountDiscovery(_Strict):
+    """Whether to learn the mount map by inspecting Airflow's own container through the socket."""
+
+    mode: Literal["auto", "off", "required"] = Field(
+        default="auto",
+        description=(
+            "auto: inspect our own container through the socket and check the configured map against its "
+            "mounts (no container of ours on that daemon means Airflow is on the host: identity for "
+            "uncovered paths); off: the configured map only (identity when empty); required: like auto, "
+            "but fail when our own container cannot be found."
+        ),
+    )
+
+
+class ContainerDefaults(_Strict):
+    """Defaults applied to every launched container; operators may override each one."""
+
+    network: str | None = Field(
+        default=None,
+        description="Docker network the containers join; none means Docker's default bridge.",
+        examples=["dood-net"],
+    )
+    labels: dict[str, str] = Field(default_factory=dict, description="Extra labels on every container.")
+    resources: Resources = Field(default_factory=Resources, description="Default resource limits.")
+    auto_remove: AutoRemove = Field(
+        default="always",
+        description="When to remove a container after it ended: always, on_success (keep failures), never.",
+    )
+    pull_policy: PullPolicy = Field(default="if_not_present", description="When to pull the image.")
+    stop_grace_period_seconds: int = Field(
+        default=30, ge=0, description="Seconds between SIGTERM and SIGKILL when a container is stopped."
+    )
+
+
+class DoodConfig(_Strict):
+    """Root of `config/dood.yaml`."""
+
+    docker: DockerEndpoint = Field(default_factory=DockerEndpoint)
+    mount_map: tuple[MountMapEntry, ...] = Field(
+        default=(),
+        description="Airflow-side path -> host path pairs; longest prefix wins. Empty on the host means identity.",
+    )
+    mount_discovery: MountDiscovery = Field(default_factory=MountDiscovery)
+    runs_root: str = Field(
+        default="/tmp/dood-runs",
+        description=(
+            "Airflow-side directory holding one run directory per launched container (its result file). "
+            "Must be covered by the mount map when Airflow runs in a container."
+        ),
+    )
+    max_result_bytes: int = Field(default=1_048_576, gt=0, description="Largest result file accepted as XCom.")
+    defaults: ContainerDefaults = Field(default_factory=ContainerDefaults)
+
+    @field_validator("runs_root")
+    @classmethod
+    def _absolute_root(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError(f"must be an absolute path, got {value!r}")
+        return os.path.normpath(value)
+
+
+def config_path() -> Path:
+    """The config file in force: $DOOD_CONFIG, else the repository's `config/dood.yaml`."""
+    return Path(os.environ.get(CONFIG_ENV_VAR) or DEFAULT_CONFIG_PATH)
+
+
+def parse_config(data: object, source: str = "<dict>") -> DoodConfig:
+    """Validate raw data; the error names each bad field's path and what it accepts."""
+    try:
+        return DoodConfig.model_validate(data or {})
+    except ValidationError as exc:
+        problems = "\n".join(
+            f"  - {'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}"
+            + (f" (got {err['input']!r})" if err["type"] not in ("missing", "extra_forbidden") else "")
+            for err in exc.errors()
+        )
+        raise DoodConfigError(f"Invalid dood config {source}:\n{problems}") from None
+
+
+@lru_cache(maxsize=8)
+def _load_cached(path: str, mtime_ns: int) -> DoodConfig:
+    with open(path, encoding="utf-8") as handle:
+        try:
+            data = yaml.safe_load(handle)
+        except yaml.YAMLError as exc:
+            raise DoodConfigError(f"Invalid dood config {path}: not valid YAML: {exc}") from None
+    return parse_config(data, source=path)
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> DoodConfig:
+    """Load and validate the config; re-read only when the file changed."""
+    resolved = Path(path) if path else config_path()
+    try:
+        mtime_ns = resolved.stat().st_mtime_ns
+    except FileNotFoundError:
+        if path is None and CONFIG_ENV_VAR not in os.environ:
+            return DoodConfig()  # no config anywhere: the documented defaults apply
+        raise DoodConfigError(
+            f"dood config not found at {resolved}. Create it (see config/dood.yaml in the project) "
+            f"or point ${CONFIG_ENV_VAR} at it."
+        ) from None
+    return _load_cached(str(resolved), mtime_ns)

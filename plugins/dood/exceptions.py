@@ -1,0 +1,65 @@
+"""Domain errors that carry their context, so a failed task's log says what happened and what to do."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from airflow.sdk.exceptions import AirflowException
+
+
+class DoodError(AirflowException):
+    """Base of every error raised by dood."""
+
+
+class DoodConfigError(DoodError, ValueError):
+    """The shared config or an operator argument is invalid; raised before any container exists."""
+
+
+class MountNotMapped(DoodConfigError):
+    """A bind source lies outside every mount-map entry, so the host daemon could not find it."""
+
+
+class MountMapConflict(DoodError):
+    """The configured mount map and the one discovered from our own container disagree."""
+
+
+class ForeignContainerError(DoodError):
+    """A container with our name exists but is not ours; we never touch it."""
+
+    def __init__(self, name: str, container_id: str, reason: str) -> None:
+        self.name = name
+        self.container_id = container_id
+        super().__init__(
+            f"A container named {name!r} (id {container_id[:12]}) already exists and {reason}. "
+            "dood never stops or removes containers it does not own: rename or remove that container "
+            f"yourself (`docker rm -f {name}`) if it is safe, then retry."
+        )
+
+
+class ResultFileError(DoodError):
+    """The container wrote a result file that cannot become an XCom value."""
+
+
+class ContainerFailed(DoodError):
+    """A launched container exited non-zero; carries what is needed to understand why."""
+
+    def __init__(
+        self,
+        *,
+        container: str,
+        exit_code: int,
+        oom_killed: bool,
+        log_tail: Sequence[str],
+        error: str = "",
+    ) -> None:
+        self.container = container
+        self.exit_code = exit_code
+        self.oom_killed = oom_killed
+        self.log_tail = list(log_tail)
+        reason = " (killed by the kernel: out of memory; raise resources.memory)" if oom_killed else ""
+        detail = f"\nDocker error: {error}" if error else ""
+        tail = "\n".join(self.log_tail) if self.log_tail else "<no output>"
+        super().__init__(
+            f"Container {container} exited with code {exit_code}{reason}.{detail}\n"
+            f"Last {len(self.log_tail)} log lines:\n{tail}"
+        )

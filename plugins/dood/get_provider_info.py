@@ -1,0 +1,23 @@
+"""Provider metadata, read by Airflow through the `apache_airflow_provider` entry point."""
+
+from __future__ import annotations
+
+from dood import __version__
+
+
+def get_provider_info() -> dict:
+    return {
+        "package-name": "dood-airflow",
+        "name": "dood (Docker-out-of-Docker)",
+        "description": "Run pipeline steps as sibling containers through the host's Docker socket.",
+        "versions": [__version__],
+        "operators": [
+            {"integration-name": "dood", "python-modules": ["dood.operators.container"]},
+        ],
+        "hooks": [
+            {"integration-name": "dood", "python-modules": ["dood.hooks.dood"]},
+        ],
+        "integrations": [
+            {"integration-name": "dood", "external-doc-url": "https://github.com/dood-airflow/dood-airflow"},
+        ],
+    }

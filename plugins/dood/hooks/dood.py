@@ -1,0 +1,100 @@
+"""DoodHook: the provider's DockerHook (connection, TLS, registry login) plus what DooD needs on top:
+inspecting our own container to discover the mount map, and finding containers by labels."""
+
+from __future__ import annotations
+
+import re
+import socket
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from airflow.providers.docker.hooks.docker import DockerHook
+from docker.errors import NotFound
+
+from dood.exceptions import DoodConfigError
+from dood.mounts import MountMap, discovered_entries, reconcile
+
+if TYPE_CHECKING:
+    from docker import APIClient
+
+    from dood.config import DoodConfig
+
+_CONTAINER_ID_IN_MOUNTINFO = re.compile(r"/containers/([0-9a-f]{64})/")
+
+
+def own_container_candidates() -> list[str]:
+    """Ids or names that may designate our own container: the full id from mountinfo, then the hostname."""
+    candidates = []
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8") as handle:
+            candidates.extend(dict.fromkeys(_CONTAINER_ID_IN_MOUNTINFO.findall(handle.read())))
+    except OSError:
+        pass
+    candidates.append(socket.gethostname())
+    return candidates
+
+
+class DoodHook(DockerHook):
+    """Docker connection for dood, configured from the shared config's `docker` section."""
+
+    hook_name = "Docker (dood)"
+
+    def __init__(self, config: DoodConfig) -> None:
+        endpoint = config.docker
+        tls = False
+        if endpoint.tls_ca_cert or endpoint.tls_client_cert:
+            tls = DockerHook.construct_tls_config(
+                ca_cert=endpoint.tls_ca_cert,
+                client_cert=endpoint.tls_client_cert,
+                client_key=endpoint.tls_client_key,
+            )
+        super().__init__(
+            docker_conn_id=endpoint.conn_id,
+            base_url=endpoint.url,
+            version=endpoint.api_version,
+            tls=tls,
+            timeout=endpoint.timeout_seconds,
+        )
+        self.config = config
+
+    @property
+    def api(self) -> APIClient:
+        return self.api_client
+
+    def inspect_own_container(self) -> dict[str, Any] | None:
+        """`docker inspect` of the container this process runs in, if the daemon we talk to runs it."""
+        hostname = socket.gethostname()
+        for candidate in own_container_candidates():
+            try:
+                found = self.api.inspect_container(candidate)
+            except NotFound:
+                continue
+            if found["Config"].get("Hostname") == hostname:  # a same-named stranger is not us
+                return found
+        return None
+
+    @cached_property
+    def mount_map(self) -> MountMap:
+        """The mount map in force, checked against (and extended by) what our own container really mounts.
+
+        When the daemon runs no container of ours, Airflow shares the daemon's filesystem (Airflow on the
+        host): uncovered paths map to themselves.
+        """
+        configured = self.config.mount_map
+        mode = self.config.mount_discovery.mode
+        if mode == "off":
+            return MountMap(configured, identity=not configured)
+        own = self.inspect_own_container()
+        if own is None:
+            if mode == "required":
+                raise DoodConfigError(
+                    "mount_discovery.mode is 'required' but the Docker daemon runs no container of ours "
+                    f"(tried {own_container_candidates()}). Set it to 'auto' when Airflow runs on the host."
+                )
+            return MountMap(configured, identity=True)
+        return MountMap(reconcile(configured, discovered_entries(own)), identity=False)
+
+    def find_containers(self, labels: dict[str, str], *, include_stopped: bool = True) -> list[dict[str, Any]]:
+        """Containers carrying all these labels (Docker's `docker ps --filter label=...`)."""
+        filters = {"label": [f"{key}={value}" for key, value in labels.items()]}
+        return self.api.containers(all=include_stopped, filters=filters)

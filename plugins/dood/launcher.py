@@ -1,0 +1,180 @@
+"""The life of one launched container: image, create (never a 409), start, logs, wait, stop, remove.
+
+Operator, sensor and trigger all go through here, so "wait for a container and read its outcome" is
+written once. Everything takes container ids or names, never in-memory state, so another process
+(a retry, the triggerer, the janitor) can pick up where one left off.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from docker.errors import APIError, ImageNotFound, NotFound
+from docker.types import Mount
+from docker.utils import parse_repository_tag
+
+from dood.exceptions import DoodConfigError, DoodError, ForeignContainerError
+from dood.logs import LineForwarder
+from dood.naming import MANAGED_LABEL, TaskIdentity
+
+if TYPE_CHECKING:
+    from docker import APIClient
+
+    from dood.config import PullPolicy
+    from dood.resources import Resources
+
+log = logging.getLogger(__name__)
+_LEFTOVER_STATES = ("created", "exited", "dead")
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    """Everything needed to create one container; sources of `mounts` are already host paths."""
+
+    identity: TaskIdentity
+    image: str
+    command: Sequence[str] | str | None = None
+    entrypoint: Sequence[str] | str | None = None
+    environment: Mapping[str, str] = field(default_factory=dict)
+    mounts: Sequence[Mount] = ()
+    working_dir: str | None = None
+    user: str | None = None
+    labels: Mapping[str, str] = field(default_factory=dict)
+    resources: Resources | None = None
+    network: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.identity.container_name()
+
+    def all_labels(self) -> dict[str, str]:
+        return {**self.labels, **self.identity.labels()}
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a container ended."""
+
+    exit_code: int
+    oom_killed: bool = False
+    error: str = ""
+
+
+class ContainerLauncher:
+    """Drives one Docker API client through a container's life."""
+
+    def __init__(self, api: APIClient) -> None:
+        self.api = api
+
+    def ensure_image(self, image: str, policy: PullPolicy) -> None:
+        """Pull according to the policy; `never` with a missing image fails before anything is created."""
+        if policy != "always":
+            try:
+                self.api.inspect_image(image)
+                return
+            except ImageNotFound:
+                if policy == "never":
+                    raise DoodConfigError(
+                        f"image: {image!r} is not present on the Docker host and pull_policy is 'never'. "
+                        "Build or load it there, or use pull_policy 'if_not_present'."
+                    ) from None
+        repository, tag = parse_repository_tag(image)
+        log.info("Pulling image %s", image)
+        for event in self.api.pull(repository, tag=tag or "latest", stream=True, decode=True):
+            if "error" in event:
+                raise DoodError(f"Pulling image {image!r} failed: {event['error']}")
+
+    def create(self, spec: ContainerSpec) -> str:
+        """Create the container; a leftover of this same try is removed first, anything else is refused."""
+        for attempt in (1, 2):
+            try:
+                return self._create(spec)
+            except APIError as exc:
+                if exc.status_code != 409 or attempt == 2:
+                    raise
+            self._clear_leftover(spec)
+        raise AssertionError("unreachable")
+
+    def _create(self, spec: ContainerSpec) -> str:
+        host_config = self.api.create_host_config(
+            mounts=list(spec.mounts),
+            network_mode=spec.network,
+            auto_remove=False,  # we remove it ourselves, after reading its outcome
+            **(spec.resources.host_config_kwargs() if spec.resources else {}),
+        )
+        created = self.api.create_container(
+            image=spec.image,
+            command=spec.command,
+            entrypoint=spec.entrypoint,
+            environment=dict(spec.environment),
+            working_dir=spec.working_dir,
+            user=spec.user,
+            labels=spec.all_labels(),
+            name=spec.name,
+            host_config=host_config,
+        )
+        return created["Id"]
+
+    def _clear_leftover(self, spec: ContainerSpec) -> None:
+        try:
+            existing = self.api.inspect_container(spec.name)
+        except NotFound:
+            return  # removed meanwhile: just create again
+        labels = existing["Config"].get("Labels") or {}
+        if labels.get(MANAGED_LABEL) != "true":
+            raise ForeignContainerError(spec.name, existing["Id"], f"does not carry the label {MANAGED_LABEL}=true")
+        expected = spec.identity.labels()
+        mismatched = {k: labels.get(k) for k, v in expected.items() if labels.get(k) != v}
+        if mismatched:
+            raise ForeignContainerError(spec.name, existing["Id"], f"belongs to another task ({mismatched})")
+        status = existing["State"]["Status"]
+        if status not in _LEFTOVER_STATES:
+            raise DoodError(
+                f"Container {spec.name} of this very task try is already {status}; refusing to start a second "
+                "one. Stop it (or wait for it) and clear the task again."
+            )
+        log.info("Removing leftover container %s (ours, %s) from an earlier attempt", spec.name, status)
+        self.remove(existing["Id"])
+
+    def start(self, container_id: str) -> None:
+        self.api.start(container_id)
+
+    def forward_logs(
+        self, container_id: str, emit: Callable[[str], None], *, since: int | None = None
+    ) -> LineForwarder:
+        """Follow the output until the container ends, emitting each line; returns the forwarder (tail)."""
+        stream = self.api.logs(container_id, stream=True, follow=True, stdout=True, stderr=True, since=since)
+        try:
+            return LineForwarder(emit).consume(stream)
+        finally:
+            stream.close()
+
+    def wait(self, container_id: str) -> Outcome:
+        result = self.api.wait(container_id)
+        return self.outcome(container_id, result)
+
+    def outcome(self, container_id: str, wait_result: Mapping[str, Any] | None = None) -> Outcome:
+        """Exit code, OOM flag and Docker's error message of an ended container."""
+        state = self.api.inspect_container(container_id)["State"]
+        exit_code = wait_result["StatusCode"] if wait_result else state["ExitCode"]
+        error = ((wait_result or {}).get("Error") or {}).get("Message") or state.get("Error") or ""
+        return Outcome(exit_code=exit_code, oom_killed=bool(state.get("OOMKilled")), error=error)
+
+    def stop(self, container_id: str, grace_seconds: int) -> None:
+        """SIGTERM, then SIGKILL after the grace period; a container already gone is fine."""
+        try:
+            self.api.stop(container_id, timeout=grace_seconds)
+        except NotFound:
+            pass
+
+    def remove(self, container_id: str) -> None:
+        try:
+            self.api.remove_container(container_id, force=True, v=True)
+        except NotFound:
+            pass
+        except APIError as exc:
+            if "already in progress" not in str(exc):
+                raise

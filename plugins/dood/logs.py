@@ -1,0 +1,67 @@
+"""Forward a container's output into the task log line by line, in bounded memory.
+
+Only the last `tail_lines` lines are kept (for the failure message); a line longer than
+`max_line_bytes` is cut into pieces rather than buffered without limit.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterable
+
+DEFAULT_TAIL_LINES = 50
+DEFAULT_MAX_LINE_BYTES = 64 * 1024
+
+
+class LineForwarder:
+    """Turns a stream of byte chunks into whole lines, emits each and remembers the last few."""
+
+    def __init__(
+        self,
+        emit: Callable[[str], None],
+        *,
+        tail_lines: int = DEFAULT_TAIL_LINES,
+        max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+    ) -> None:
+        self._emit = emit
+        self._max_line_bytes = max_line_bytes
+        self._partial = b""
+        self._just_cut = False  # the previous piece was cut for length: its newline ends no new line
+        self.tail: deque[str] = deque(maxlen=tail_lines)
+        self.lines = 0
+
+    def feed(self, chunk: bytes) -> None:
+        if self._partial:
+            chunk = self._partial + chunk
+            self._partial = b""
+        if self._just_cut and chunk.startswith(b"\n"):
+            chunk = chunk[1:]
+        self._just_cut = False
+        if chunk.endswith(b"\n"):
+            pieces = chunk[:-1].split(b"\n")
+        else:
+            *pieces, self._partial = chunk.split(b"\n")
+            if len(self._partial) > self._max_line_bytes:
+                pieces.append(self._partial)
+                self._partial = b""
+                self._just_cut = True
+        for piece in pieces:
+            self._line(piece)
+
+    def close(self) -> None:
+        """Emit what is left of an unterminated last line."""
+        if self._partial:
+            self._line(self._partial)
+            self._partial = b""
+
+    def _line(self, raw: bytes) -> None:
+        line = raw.decode("utf-8", errors="replace").rstrip("\r")
+        self.lines += 1
+        self.tail.append(line)
+        self._emit(line)
+
+    def consume(self, chunks: Iterable[bytes]) -> LineForwarder:
+        for chunk in chunks:
+            self.feed(chunk)
+        self.close()
+        return self

@@ -1,0 +1,31 @@
+from __future__ import annotations
+
+from dood.logs import LineForwarder
+
+
+def run(chunks, **kwargs):
+    lines = []
+    fwd = LineForwarder(lines.append, **kwargs).consume(chunks)
+    return lines, fwd
+
+
+def test_chunks_are_reassembled_into_lines():
+    lines, fwd = run([b"a\nb", b"c\n", b"d\n\ne"])
+    assert lines == ["a", "bc", "d", "", "e"]
+    assert fwd.lines == 5
+
+
+def test_tail_is_bounded():
+    lines, fwd = run([f"{i}\n".encode() for i in range(1000)], tail_lines=50)
+    assert len(lines) == 1000
+    assert list(fwd.tail) == [str(i) for i in range(950, 1000)]
+
+
+def test_overlong_line_is_cut_not_buffered():
+    lines, _ = run([b"x" * 100, b"x" * 100, b"\nnext\n"], max_line_bytes=150)
+    assert lines == ["x" * 200, "next"]
+
+
+def test_invalid_utf8_and_crlf():
+    lines, _ = run([b"caf\xe9\r\n"])
+    assert lines == ["caf\ufffd"]

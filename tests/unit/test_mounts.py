@@ -1,0 +1,114 @@
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from dood.config import MountMapEntry
+from dood.exceptions import DoodConfigError, MountMapConflict, MountNotMapped
+from dood.mounts import DoodMount, MountMap, discovered_entries, reconcile
+
+
+def entry(a, h):
+    return MountMapEntry(airflow_path=a, host_path=h)
+
+
+@pytest.fixture
+def mapping(tmp_path):
+    (tmp_path / "data" / "models").mkdir(parents=True)
+    return tmp_path, MountMap(
+        [entry(str(tmp_path / "data"), "/srv/data"), entry(str(tmp_path / "data" / "models"), "/fast/models")],
+        identity=False,
+    )
+
+
+def test_longest_prefix_wins(mapping):
+    root, mm = mapping
+    assert mm.to_host(str(root / "data" / "x.csv")) == "/srv/data/x.csv"
+    assert mm.to_host(str(root / "data" / "models" / "m1")) == "/fast/models/m1"
+    assert mm.to_host(str(root / "data")) == "/srv/data"
+
+
+def test_prefix_matches_whole_components_only(mapping):
+    root, mm = mapping
+    with pytest.raises(MountNotMapped):
+        mm.to_host(str(root / "database"))
+
+
+def test_dotdot_is_resolved_before_mapping(mapping):
+    root, mm = mapping
+    with pytest.raises(MountNotMapped):
+        mm.to_host(str(root / "data" / ".." / "etc"))
+    assert mm.to_host(str(root / "data" / "models" / ".." / "y")) == "/srv/data/y"
+
+
+def test_symlinks_are_resolved_on_the_airflow_side(mapping):
+    root, mm = mapping
+    os.symlink(root / "data" / "models", root / "shortcut")
+    assert mm.to_host(str(root / "shortcut" / "m2")) == "/fast/models/m2"
+
+
+def test_unmapped_path_lists_known_entries(mapping):
+    root, mm = mapping
+    with pytest.raises(MountNotMapped) as err:
+        mm.to_host("/etc/passwd", "mounts[0]")
+    text = str(err.value)
+    assert "mounts[0]" in text and "/srv/data" in text and "/fast/models" in text and "mount_map" in text
+
+
+def test_identity_map_on_the_host(tmp_path):
+    assert MountMap([], identity=True).to_host(str(tmp_path / "a")) == os.path.realpath(tmp_path / "a")
+
+
+def test_relative_source_is_refused():
+    with pytest.raises(DoodConfigError, match="absolute"):
+        MountMap([], identity=True).to_host("data/x")
+
+
+def test_discovery_reads_binds_and_volumes():
+    inspect = {
+        "Mounts": [
+            {"Type": "bind", "Source": "/srv/ml", "Destination": "/opt/dood/data"},
+            {"Type": "volume", "Source": "/var/lib/docker/volumes/v/_data", "Destination": "/cache"},
+            {"Type": "tmpfs", "Destination": "/tmp"},
+        ]
+    }
+    assert discovered_entries(inspect) == [
+        entry("/opt/dood/data", "/srv/ml"),
+        entry("/cache", "/var/lib/docker/volumes/v/_data"),
+    ]
+
+
+def test_reconcile_accepts_agreeing_config():
+    merged = reconcile([entry("/opt/dood/data/sub", "/srv/ml/sub")], [entry("/opt/dood/data", "/srv/ml")])
+    assert entry("/opt/dood/data", "/srv/ml") in merged
+
+
+def test_reconcile_shows_both_sides_of_a_disagreement():
+    with pytest.raises(MountMapConflict) as err:
+        reconcile([entry("/opt/dood/data", "/wrong")], [entry("/opt/dood/data", "/srv/ml")])
+    assert "/wrong" in str(err.value) and "/srv/ml" in str(err.value)
+
+
+def test_reconcile_flags_config_for_a_path_that_is_not_mounted():
+    with pytest.raises(MountMapConflict, match="not a mount"):
+        reconcile([entry("/elsewhere", "/srv/x")], [entry("/opt/dood/data", "/srv/ml")])
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        ("/a:/b", DoodMount(source="/a", target="/b")),
+        ("/a:/b:ro", DoodMount(source="/a", target="/b", read_only=True)),
+        ("cache:/c", DoodMount(source="cache", target="/c", type="volume")),
+        ({"source": "/a", "target": "/b", "read_only": True}, DoodMount(source="/a", target="/b", read_only=True)),
+    ],
+)
+def test_mount_forms(spec, expected):
+    assert DoodMount.parse(spec, "mounts[0]") == expected
+
+
+@pytest.mark.parametrize("spec", ["/a", "/a:/b:rx", {"source": "/a", "target": "rel"}, {"src": "/a"}])
+def test_bad_mount_names_the_field(spec):
+    with pytest.raises(DoodConfigError, match=r"mounts\[0\]"):
+        DoodMount.parse(spec, "mounts[0]")

@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from dood.exceptions import DoodConfigError
+from dood.naming import TaskIdentity, check_user_labels
+
+DOCKER_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
+
+
+def ident(**overrides):
+    values = dict(dag_id="retrain", task_id="train", run_id="scheduled__2026-11-20T00:00:00+00:00")
+    values.update(overrides)
+    return TaskIdentity(**values)
+
+
+def test_name_is_deterministic_and_docker_valid():
+    name = ident().container_name()
+    assert name == ident().container_name()
+    assert DOCKER_NAME.match(name)
+    assert name.startswith("dood-retrain-train-t1-")
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"try_number": 2}, {"run_id": "backfill__2026-11-21T00:00:00+00:00"}, {"map_index": 3}, {"task_id": "eval"}],
+)
+def test_each_identity_part_changes_the_name(change):
+    assert ident(**change).container_name() != ident().container_name()
+
+
+def test_long_and_odd_ids_are_shortened_but_stay_unique():
+    long_a = ident(dag_id="ü" * 5 + "d" * 200, task_id="group.task with spaces/" + "t" * 100)
+    long_b = ident(dag_id="ü" * 5 + "d" * 200 + "x", task_id="group.task with spaces/" + "t" * 100)
+    for name in (long_a.container_name(), long_b.container_name()):
+        assert len(name) <= 63
+        assert DOCKER_NAME.match(name)
+    assert long_a.container_name() != long_b.container_name()
+
+
+def test_labels_identify_the_try():
+    labels = ident(map_index=2, try_number=3).labels()
+    assert labels == {
+        "dood.managed": "true",
+        "dood.dag_id": "retrain",
+        "dood.task_id": "train",
+        "dood.run_id": "scheduled__2026-11-20T00:00:00+00:00",
+        "dood.map_index": "2",
+        "dood.try_number": "3",
+    }
+    assert "dood.try_number" not in ident().task_labels()
+
+
+def test_user_labels_cannot_forge_ownership():
+    with pytest.raises(DoodConfigError, match=r"dood\.managed"):
+        check_user_labels({"dood.managed": "true", "team": "ml"})
+    assert check_user_labels({"team": "ml"}) == {"team": "ml"}

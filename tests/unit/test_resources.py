@@ -1,0 +1,30 @@
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from dood.resources import Resources
+
+
+def test_host_config_kwargs():
+    kwargs = Resources(cpus=1.5, memory="512m", shm_size="1g", gpus=2).host_config_kwargs()
+    assert kwargs["nano_cpus"] == 1_500_000_000
+    assert kwargs["mem_limit"] == 512 * 1024**2
+    assert kwargs["shm_size"] == 1024**3
+    assert kwargs["device_requests"][0]["Count"] == 2
+
+
+def test_all_gpus_and_none():
+    assert Resources(gpus="all").host_config_kwargs()["device_requests"][0]["Count"] == -1
+    assert Resources().host_config_kwargs() == {}
+
+
+def test_unset_fields_fall_back_to_defaults():
+    merged = Resources(cpus=2).merged_over(Resources(memory="1g", cpus=1))
+    assert merged.cpus == 2 and merged.memory == 1024**3
+
+
+@pytest.mark.parametrize("bad", [{"cpus": 0}, {"memory": "lots"}, {"gpus": -1}, {"gpus": "some"}, {"disk": 1}])
+def test_bad_values_are_refused(bad):
+    with pytest.raises(ValidationError):
+        Resources(**bad)
