@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# Build, locally and without an image registry, the images the tests and the demo use.
+#   scripts/build-images.sh [test|ml|all]     (default: all)
+# Each image is skipped when it already exists, unless FORCE=1.
+# PUBLIC_BASE (default python:3.11-slim) is tried first for the ML image; OFFLINE=1 skips
+# that pull and goes straight to the local Debian base + wheels downloaded on the host.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+TARGET="${1:-all}"
+FORCE="${FORCE:-0}"
+OFFLINE="${OFFLINE:-0}"
+PUBLIC_BASE="${PUBLIC_BASE:-python:3.11-slim}"
+BUSYBOX_IMAGE=dood-test-busybox:latest
+BASE_IMAGE=dood-python-base:bookworm
+ML_IMAGE=dood-ml-example:latest
+ML_DIR="$ROOT/images/ml-example"
+export DOCKER_BUILDKIT=0
+
+log() { printf 'build-images: %s\n' "$*"; }
+die() { printf 'build-images: ERROR: %s\n' "$*" >&2; exit 1; }
+exists() { [[ "$FORCE" != 1 ]] && docker image inspect "$1" >/dev/null 2>&1; }
+size_of() { docker image inspect -f '{{.Size}}' "$1" | awk '{printf "%.0f MB", $1 / 1e6}'; }
+done_msg() { log "$1: built in $(($(date +%s) - $2))s ($(size_of "$1"))"; }
+
+TMPDIRS=()
+cleanup() {  # unmount leftovers (a failed debootstrap may leave /proc mounted) before deleting
+  local d m
+  for d in "${TMPDIRS[@]}"; do
+    for m in $(awk -v p="$d/" 'index($2, p) == 1 {print $2}' /proc/mounts | sort -r); do umount -l "$m" || true; done
+    rm -rf --one-file-system "$d"
+  done
+}
+trap cleanup EXIT
+new_tmp() { local d; d="$(mktemp -d /var/tmp/dood-build.XXXXXX)"; TMPDIRS+=("$d"); echo "$d"; }
+
+apt_install() {  # quiet, non-interactive; refresh the package lists only if needed
+  [[ $(id -u) -eq 0 ]] || die "need root to apt-get install $*"
+  local opts=(-qq -y -o DPkg::Lock::Timeout=300)
+  DEBIAN_FRONTEND=noninteractive apt-get "${opts[@]}" install "$@" >/dev/null 2>&1 || {
+    apt-get "${opts[@]}" update >/dev/null &&
+      DEBIAN_FRONTEND=noninteractive apt-get "${opts[@]}" install "$@" >/dev/null; } || die "apt-get install $* failed"
+}
+
+build_busybox() {
+  if exists "$BUSYBOX_IMAGE"; then log "$BUSYBOX_IMAGE: exists, skipped"; return; fi
+  local t0 dir a
+  t0=$(date +%s)
+  log "$BUSYBOX_IMAGE: importing a rootfs of Debian's static busybox with one link per applet"
+  # `ldd` fails on a static binary; a dynamic /bin/busybox (package busybox) will not do.
+  if [[ ! -x /bin/busybox ]] || ldd /bin/busybox >/dev/null 2>&1; then apt_install busybox-static; fi
+  dir="$(new_tmp)"
+  mkdir -p "$dir/bin" "$dir/tmp" "$dir/usr"
+  chmod 1777 "$dir/tmp"
+  ln -s ../bin "$dir/usr/bin"  # so #!/usr/bin/env works
+  cp /bin/busybox "$dir/bin/busybox"
+  for a in $(/bin/busybox --list); do [[ -e "$dir/bin/$a" ]] || ln -s busybox "$dir/bin/$a"; done
+  tar -C "$dir" --numeric-owner -c . | docker import --change 'CMD ["sh"]' - "$BUSYBOX_IMAGE" >/dev/null
+  done_msg "$BUSYBOX_IMAGE" "$t0"
+}
+
+build_python_base() {
+  if exists "$BASE_IMAGE"; then log "$BASE_IMAGE: exists, skipped"; return; fi
+  local t0 dir
+  t0=$(date +%s)
+  log "$BASE_IMAGE: debootstrap --variant=minbase bookworm with python3 (takes about a minute)"
+  command -v debootstrap >/dev/null || apt_install debootstrap
+  dir="$(new_tmp)/rootfs"
+  debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates bookworm "$dir" \
+    >"$dir.log" 2>&1 || { tail -n 20 "$dir.log" >&2; die "debootstrap failed"; }
+  rm -rf "$dir"/var/cache/apt/archives/*.deb "$dir"/var/lib/apt/lists/*
+  tar -C "$dir" --numeric-owner -c . | docker import \
+    --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+    --change 'ENV LANG=C.UTF-8' --change 'CMD ["bash"]' - "$BASE_IMAGE" >/dev/null
+  done_msg "$BASE_IMAGE" "$t0"
+}
+
+download_wheels() {
+  local arch plats=()
+  arch="$(uname -m)"
+  case "$arch" in
+    x86_64 | aarch64) for p in manylinux2014 manylinux_2_17 manylinux_2_28; do plats+=(--platform "${p}_$arch"); done ;;
+    *) die "no wheel platform known for $arch" ;;
+  esac
+  log "$ML_IMAGE: downloading cp311 $arch wheels on the host into images/ml-example/wheels/"
+  python3 -m pip download -q --disable-pip-version-check --only-binary=:all: --python-version 3.11 \
+    "${plats[@]}" -d "$ML_DIR/wheels" -r "$ML_DIR/requirements.txt" || die "pip download failed"
+}
+
+build_ml() {
+  if exists "$ML_IMAGE"; then log "$ML_IMAGE: exists, skipped"; return; fi
+  local t0 base out
+  t0=$(date +%s)
+  if docker image inspect "$PUBLIC_BASE" >/dev/null 2>&1 ||
+    { [[ "$OFFLINE" != 1 ]] && timeout 30 docker pull -q "$PUBLIC_BASE" >/dev/null 2>&1; }; then
+    base="$PUBLIC_BASE"
+  else
+    log "$ML_IMAGE: $PUBLIC_BASE is not available$([[ $OFFLINE == 1 ]] && echo ' (OFFLINE=1)'); using $BASE_IMAGE + host wheels"
+    build_python_base
+    download_wheels
+    base="$BASE_IMAGE"
+    t0=$(date +%s)  # time the image build itself; the steps above report their own time
+  fi
+  log "$ML_IMAGE: docker build images/ml-example (BASE_IMAGE=$base)"
+  out="$(new_tmp)/build.log"
+  docker build --build-arg "BASE_IMAGE=$base" -t "$ML_IMAGE" "$ML_DIR" >"$out" 2>&1 ||
+    { tail -n 30 "$out" >&2; die "docker build of $ML_IMAGE failed"; }
+  done_msg "$ML_IMAGE" "$t0"
+}
+
+docker info >/dev/null 2>&1 || die "no Docker engine answers: run scripts/ensure-docker.sh first"
+case "$TARGET" in
+  test) build_busybox ;;
+  ml) build_ml ;;
+  all) build_busybox; build_ml ;;
+  *) die "usage: $0 [test|ml|all]" ;;
+esac

@@ -1,0 +1,100 @@
+"""Integration fixtures: a real Docker engine, the locally built test image, a real Airflow metadata DB."""
+
+from __future__ import annotations
+
+import sys
+from datetime import datetime, timedelta, timezone
+from itertools import count
+from pathlib import Path
+
+import docker
+import pytest
+from docker.errors import DockerException, ImageNotFound
+
+from dood.naming import MANAGED_LABEL
+
+TEST_IMAGE = "dood-test-busybox:latest"
+_dates = count(1)
+_BASE = datetime.now(timezone.utc).replace(microsecond=0)
+sys.path.insert(0, str(Path(__file__).parent / "dags"))
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if "/integration/" in str(item.fspath):
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def docker_api():
+    try:
+        api = docker.APIClient(base_url="unix:///var/run/docker.sock")
+        api.ping()
+    except DockerException as exc:
+        pytest.fail(f"No Docker engine answers ({exc}). Start one: bash scripts/ensure-docker.sh")
+    try:
+        api.inspect_image(TEST_IMAGE)
+    except ImageNotFound:
+        pytest.fail(f"Test image {TEST_IMAGE} is missing. Build it: bash scripts/build-images.sh test")
+    return api
+
+
+@pytest.fixture(scope="session")
+def airflow_db():
+    from airflow.utils import db
+
+    db.initdb()
+
+
+def run_id_for(when: datetime) -> str:
+    """The run id `dag.test()` gives a manual run at this logical date (container names derive from it)."""
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.types import DagRunType
+
+    return DagRun.generate_run_id(run_type=DagRunType.MANUAL, logical_date=when, run_after=when)
+
+
+@pytest.fixture
+def next_date():
+    """A logical date no earlier test run of this session used."""
+    return _BASE + timedelta(minutes=next(_dates))
+
+
+@pytest.fixture
+def dag_run(airflow_db, docker_api):
+    """Run one test DAG through `dag.test()`; returns the finished DagRun."""
+    import dood_it_dags
+
+    def run(dag_id: str, when: datetime):
+        return dood_it_dags.DAGS[dag_id].test(logical_date=when, run_after=when)
+
+    return run
+
+
+def task_state(dagrun, task_id: str = "run"):
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        return dagrun.get_task_instance(task_id, session=session).state
+
+
+def xcom_value(dagrun, task_id: str = "run"):
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        rows = session.query(XComModel).filter_by(dag_id=dagrun.dag_id, run_id=dagrun.run_id, task_id=task_id).all()
+        return {row.key: row.value for row in rows}
+
+
+@pytest.fixture
+def ours(docker_api):
+    """Containers labelled as ours for a DAG; every one left is removed after the test."""
+
+    def find(dag_id: str):
+        return docker_api.containers(all=True, filters={"label": [f"{MANAGED_LABEL}=true", f"dood.dag_id={dag_id}"]})
+
+    yield find
+    for container in docker_api.containers(all=True, filters={"label": f"{MANAGED_LABEL}=true"}):
+        if container["Labels"].get("dood.dag_id", "").startswith("dood_it_"):
+            docker_api.remove_container(container["Id"], force=True)
