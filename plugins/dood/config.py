@@ -7,7 +7,7 @@ same file, so the mount map and container defaults cannot drift between them.
 from __future__ import annotations
 
 import os
-from functools import lru_cache
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from dood.exceptions import DoodConfigError
+from dood.pipeline_config import Pipeline
 from dood.resources import Resources
 
 CONFIG_ENV_VAR = "DOOD_CONFIG"
@@ -114,6 +115,17 @@ class DoodConfig(_Strict):
     )
     max_result_bytes: int = Field(default=1_048_576, gt=0, description="Largest result file accepted as XCom.")
     defaults: ContainerDefaults = Field(default_factory=ContainerDefaults)
+    pipelines: dict[str, Pipeline] = Field(
+        default_factory=dict, description="Retraining pipelines; each becomes a DAG named dood_<name>."
+    )
+
+    @field_validator("pipelines")
+    @classmethod
+    def _pipeline_names(cls, value: dict[str, Pipeline]) -> dict[str, Pipeline]:
+        for name in value:
+            if not re.fullmatch(r"[a-zA-Z0-9_]+", name):
+                raise ValueError(f"pipeline name {name!r} may hold only letters, digits and underscores")
+        return value
 
     @field_validator("runs_root")
     @classmethod
@@ -141,21 +153,11 @@ def parse_config(data: object, source: str = "<dict>") -> DoodConfig:
         raise DoodConfigError(f"Invalid dood config {source}:\n{problems}") from None
 
 
-@lru_cache(maxsize=8)
-def _load_cached(path: str, mtime_ns: int) -> DoodConfig:
-    with open(path, encoding="utf-8") as handle:
-        try:
-            data = yaml.safe_load(handle)
-        except yaml.YAMLError as exc:
-            raise DoodConfigError(f"Invalid dood config {path}: not valid YAML: {exc}") from None
-    return parse_config(data, source=path)
-
-
 def load_config(path: str | os.PathLike[str] | None = None) -> DoodConfig:
-    """Load and validate the config; re-read only when the file changed."""
+    """Load and validate the config; `${VAR}` references are expanded from the environment first."""
     resolved = Path(path) if path else config_path()
     try:
-        mtime_ns = resolved.stat().st_mtime_ns
+        text = resolved.read_text(encoding="utf-8")
     except FileNotFoundError:
         if path is None and CONFIG_ENV_VAR not in os.environ:
             return DoodConfig()  # no config anywhere: the documented defaults apply
@@ -163,4 +165,8 @@ def load_config(path: str | os.PathLike[str] | None = None) -> DoodConfig:
             f"dood config not found at {resolved}. Create it (see config/dood.yaml in the project) "
             f"or point ${CONFIG_ENV_VAR} at it."
         ) from None
-    return _load_cached(str(resolved), mtime_ns)
+    try:
+        data = yaml.safe_load(os.path.expandvars(text))
+    except yaml.YAMLError as exc:
+        raise DoodConfigError(f"Invalid dood config {resolved}: not valid YAML: {exc}") from None
+    return parse_config(data, source=str(resolved))

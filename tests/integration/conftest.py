@@ -64,9 +64,12 @@ def next_date():
 def dag_run(airflow_db, docker_api):
     """Run one test DAG through `dag.test()`; returns the finished DagRun."""
     import dood_it_dags
+    import dood_it_pipelines
 
-    def run(dag_id: str, when: datetime):
-        return dood_it_dags.DAGS[dag_id].test(logical_date=when, run_after=when)
+    dags = {**dood_it_dags.DAGS, **dood_it_pipelines.DAGS}
+
+    def run(dag_id: str, when: datetime, conf: dict | None = None):
+        return dags[dag_id].test(logical_date=when, run_after=when, run_conf=conf)
 
     return run
 
@@ -96,5 +99,5 @@ def ours(docker_api):
 
     yield find
     for container in docker_api.containers(all=True, filters={"label": f"{MANAGED_LABEL}=true"}):
-        if container["Labels"].get("dood.dag_id", "").startswith("dood_it_"):
+        if container["Labels"].get("dood.dag_id", "").startswith(("dood_it_", "dood_it")):
             docker_api.remove_container(container["Id"], force=True)

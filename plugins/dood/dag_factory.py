@@ -1,0 +1,103 @@
+"""One DAG per configured pipeline: prepare -> train -> evaluate -> promote.
+
+Runs at DAG-parse time, so it only reads the config file: no Docker, no network.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING
+
+from airflow.sdk import DAG, Param
+
+from dood.config import DoodConfig, load_config
+from dood.operators.pipeline_step import PipelineStepOperator
+from dood.pipeline_config import STEP_NAMES
+
+if TYPE_CHECKING:
+    from dood.pipeline_config import Pipeline
+
+DAG_ID_PREFIX = "dood_"
+
+
+def run_params(pipeline: Pipeline) -> dict[str, Param]:
+    """The trigger form: typed hyperparameters with limits, plus dataset date, image tag, GPUs, force promote."""
+    def number(value: float) -> float | int:
+        return int(value) if hp.type == "integer" else value
+
+    params = {}
+    for name, hp in pipeline.hyperparameters.items():
+        limits = {k: number(v) for k, v in (("minimum", hp.minimum), ("maximum", hp.maximum)) if v is not None}
+        params[name] = Param(
+            number(hp.default),
+            type=hp.type,
+            title=name.replace("_", " "),
+            description=hp.description or f"Hyperparameter {name}",
+            **limits,
+        )
+    params.update(
+        dataset_date=Param(
+            None,
+            type=["null", "string"],
+            format="date",
+            title="dataset date",
+            description="Date of the data slice to train on; empty means the run's data interval.",
+        ),
+        image_tag=Param(
+            pipeline.image_tag,
+            type="string",
+            pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$",
+            title="image tag",
+            description="Tag of every step's image.",
+        ),
+        gpus=Param(0, type="integer", minimum=0, maximum=pipeline.max_gpus, title="GPUs for training"),
+        min_accuracy=Param(
+            pipeline.quality_gate.minimum,
+            type="number",
+            minimum=0,
+            maximum=1,
+            title=f"minimum {pipeline.quality_gate.metric}",
+            description="Evaluate fails the run below this.",
+        ),
+        force_promote=Param(False, type="boolean", title="force promote",
+                            description="Replace the champion even when the new model is not better."),
+    )
+    return params
+
+
+def build_dag(name: str, pipeline: Pipeline, config_path: str | None = None) -> DAG:
+    """The DAG of one pipeline."""
+    dag = DAG(
+        dag_id=f"{DAG_ID_PREFIX}{name}",
+        description=pipeline.description or f"Retraining pipeline {name} (dood)",
+        schedule=pipeline.schedule,
+        start_date=datetime.combine(pipeline.start_date, datetime.min.time(), tzinfo=timezone.utc),
+        catchup=pipeline.catchup,
+        max_active_runs=pipeline.max_active_runs,
+        params=run_params(pipeline),
+        default_args={"retries": pipeline.retries, **({"pool": pipeline.pool} if pipeline.pool else {})},
+        tags=["dood", "ml", name],
+        doc_md=f"Retraining pipeline **{name}** from the dood config: steps {list(pipeline.steps)}.",
+    )
+    previous = None
+    with dag:
+        for step_name in STEP_NAMES:
+            if step_name not in pipeline.steps:
+                continue
+            task = PipelineStepOperator(
+                task_id=step_name,
+                pipeline_name=name,
+                pipeline=pipeline,
+                step_name=step_name,
+                config_path=config_path,
+            )
+            if previous is not None:
+                previous >> task
+            previous = task
+    return dag
+
+
+def build_dags(config: DoodConfig | None = None, config_path: str | None = None) -> dict[str, DAG]:
+    """Every configured pipeline's DAG, keyed by dag_id."""
+    config = config or load_config(config_path)
+    return {dag.dag_id: dag for dag in (build_dag(n, p, config_path) for n, p in config.pipelines.items())}

@@ -1,0 +1,73 @@
+"""PipelineStepOperator: a DoodContainerOperator wired to a configured pipeline's step and run partition."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import TYPE_CHECKING, Any
+
+from dood.operators.container import DoodContainerOperator
+from dood.partition import partition_from_context
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+    from dood.pipeline_config import Pipeline
+
+WORK_DIR = "/dood/work"
+INPUT_DIR = "/dood/input"
+MODELS_DIR = "/dood/models"
+PROMOTE_SKIP_EXIT_CODE = 99
+RUN_PARAM_NAMES = ("dataset_date", "image_tag", "gpus", "force_promote", "min_accuracy")
+
+
+class PipelineStepOperator(DoodContainerOperator):
+    """Runs one step; mounts the run's partition (rw), the data root (ro) and the pipeline's model dir.
+
+    The model dir is writable for the promote step only. Run Params reach the container as the JSON
+    object ``$DOOD_PARAMS``; the ``gpus`` Param sets the train step's GPU request.
+    """
+
+    def __init__(self, *, pipeline_name: str, pipeline: Pipeline, step_name: str, **kwargs: Any) -> None:
+        step = pipeline.steps[step_name]
+        super().__init__(
+            image=f"{step.image}:{{{{ params.image_tag }}}}",
+            command=list(step.command),
+            environment={**step.environment, "DOOD_PIPELINE": pipeline_name, "DOOD_STEP": step_name},
+            labels={**step.labels, "dood-pipeline": pipeline_name},
+            resources=step.resources,
+            skip_on_exit_code=PROMOTE_SKIP_EXIT_CODE if step_name == "promote" else None,
+            **kwargs,
+        )
+        self.pipeline_name = pipeline_name
+        self.pipeline = pipeline
+        self.step_name = step_name
+
+    def execute(self, context: Context) -> Any:
+        partition = partition_from_context(context)
+        pipeline = self.pipeline
+        work_dir = os.path.join(pipeline.artifact_root, self.pipeline_name, partition)
+        models_dir = os.path.join(pipeline.model_root, self.pipeline_name)
+        for path in (work_dir, models_dir, pipeline.data_root):
+            os.makedirs(path, exist_ok=True)
+            os.chmod(path, 0o777)  # noqa: S103 - the step's container may run as any uid
+        self.log.info("Run partition: %s", work_dir)
+        self.mounts = [
+            *self.mounts,
+            {"source": work_dir, "target": WORK_DIR},
+            {"source": pipeline.data_root, "target": INPUT_DIR, "read_only": True},
+            {"source": models_dir, "target": MODELS_DIR, "read_only": self.step_name != "promote"},
+        ]
+        params = context["params"]
+        run_params = {name: params[name] for name in (*pipeline.hyperparameters, *RUN_PARAM_NAMES) if name in params}
+        self.environment = {
+            **self.environment,
+            "DOOD_PARTITION": partition,
+            "DOOD_WORK_DIR": WORK_DIR,
+            "DOOD_INPUT_DIR": INPUT_DIR,
+            "DOOD_MODELS_DIR": MODELS_DIR,
+            "DOOD_PARAMS": json.dumps(run_params, default=str),
+        }
+        if self.step_name == "train" and params.get("gpus"):
+            self.container_resources = self.container_resources.model_copy(update={"gpus": int(params["gpus"])})
+        return super().execute(context)

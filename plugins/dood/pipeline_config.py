@@ -1,0 +1,124 @@
+"""Pipelines in the shared config: schedule, data/model/artifact roots, steps and the trigger form's Params.
+
+Validated by the same pydantic model as the rest of `dood.yaml`, so an error names the pipeline,
+the step and the field (`pipelines.retrain.steps.train.resources.memory`).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from dood.naming import check_user_labels
+from dood.resources import Resources
+
+STEP_NAMES = ("prepare", "train", "evaluate", "promote")
+_IMAGE_WITH_TAG = re.compile(r":[^/]+$|@sha256:")
+_IDENTIFIER = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Step(_Strict):
+    """One container step of a pipeline."""
+
+    image: str = Field(description="Image repository without tag; the tag comes from the run's image_tag.",
+                       examples=["dood-ml-example", "registry.example.com/ml/retrain"])
+    command: list[str] = Field(description="Command run in the container.", examples=[["python", "/opt/app/train.py"]])
+    resources: Resources = Field(default_factory=Resources, description="CPU, memory, shm, GPUs (train gets the run's gpus Param).")
+    environment: dict[str, str] = Field(default_factory=dict, description="Extra environment variables.")
+    labels: dict[str, str] = Field(default_factory=dict, description="Extra container labels.")
+
+    @field_validator("image")
+    @classmethod
+    def _no_tag(cls, value: str) -> str:
+        if _IMAGE_WITH_TAG.search(value):
+            raise ValueError(f"give the image without tag ({value!r}); the tag comes from the pipeline's image_tag")
+        return value
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, value: dict[str, str]) -> dict[str, str]:
+        return check_user_labels(value)
+
+
+class HyperParameter(_Strict):
+    """A typed hyperparameter shown in Airflow's trigger form, with its limits."""
+
+    type: Literal["integer", "number"] = "integer"
+    default: float
+    minimum: float | None = None
+    maximum: float | None = None
+    description: str = ""
+
+    @model_validator(mode="after")
+    def _default_within_limits(self) -> HyperParameter:
+        if self.minimum is not None and self.maximum is not None and self.minimum > self.maximum:
+            raise ValueError(f"minimum {self.minimum} is above maximum {self.maximum}")
+        if (self.minimum is not None and self.default < self.minimum) or (
+            self.maximum is not None and self.default > self.maximum
+        ):
+            raise ValueError(f"default {self.default} is outside [{self.minimum}, {self.maximum}]")
+        if self.type == "integer" and self.default != int(self.default):
+            raise ValueError(f"default {self.default} is not an integer")
+        return self
+
+
+class QualityGate(_Strict):
+    """Evaluate fails the run when the metric is below this; promote compares the same metric."""
+
+    metric: str = "accuracy"
+    minimum: float = Field(default=0.8, ge=0, le=1)
+
+
+class Pipeline(_Strict):
+    """One retraining pipeline: becomes one DAG, prepare -> train -> evaluate -> promote."""
+
+    description: str = ""
+    schedule: str | None = Field(default="@weekly", description="Cron or preset; null for manual runs only.",
+                                 examples=["@weekly", "0 3 * * 1"])
+    start_date: date = Field(default=date(2026, 1, 1), description="First data interval (for catchup/backfills).")
+    catchup: bool = Field(default=False, description="Run every missed interval when the DAG is switched on.")
+    max_active_runs: int = Field(default=1, ge=1, description="How many runs (trainings) at once, backfills included.")
+    pool: str | None = Field(default=None, description="Airflow pool bounding concurrent steps (create it first).")
+    retries: int = Field(default=1, ge=0, description="Retries of each step.")
+    data_root: str = Field(description="Input data (Airflow-side path), mounted read-only.")
+    model_root: str = Field(description="Model registry (Airflow-side path) holding the champion.")
+    artifact_root: str = Field(description="Where each run's partition (data slice, model, metrics) is written.")
+    image_tag: str = Field(default="latest", pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$",
+                           description="Default image tag of every step; the trigger form can change it.")
+    hyperparameters: dict[str, HyperParameter] = Field(
+        default_factory=dict, description="Typed hyperparameters for the trigger form (name -> type, default, limits)."
+    )
+    quality_gate: QualityGate = Field(default_factory=QualityGate)
+    max_gpus: int = Field(default=0, ge=0, description="Upper limit of the trigger form's gpus Param.")
+    steps: dict[Literal["prepare", "train", "evaluate", "promote"], Step]
+
+    @field_validator("hyperparameters")
+    @classmethod
+    def _names(cls, value: dict[str, HyperParameter]) -> dict[str, HyperParameter]:
+        reserved = {"dataset_date", "image_tag", "gpus", "force_promote", "min_accuracy"}
+        for name in value:
+            if not _IDENTIFIER.match(name) or name in reserved:
+                raise ValueError(f"{name!r} must be an identifier and not one of {sorted(reserved)}")
+        return value
+
+    @field_validator("steps")
+    @classmethod
+    def _required_steps(cls, value: dict[str, Step]) -> dict[str, Step]:
+        missing = [name for name in ("prepare", "train", "evaluate") if name not in value]
+        if missing:
+            raise ValueError(f"missing steps {missing}; prepare, train and evaluate are required, promote optional")
+        return value
+
+    @field_validator("data_root", "model_root", "artifact_root")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError(f"must be an absolute path (as Airflow sees it), got {value!r}")
+        return value

@@ -1,0 +1,85 @@
+"""The retraining pipeline DAGs (built from config by the factory) on the real engine, through `dag.test()`."""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from tests.integration.conftest import task_state, xcom_value
+
+ROOT = Path(os.environ["DOOD_TEST_ROOT"])
+ML_IMAGE = "dood-ml-example:latest"
+
+
+@pytest.fixture(scope="module")
+def ml_image(docker_api):
+    try:
+        docker_api.inspect_image(ML_IMAGE)
+    except Exception:  # noqa: BLE001
+        pytest.fail(f"{ML_IMAGE} is missing. Build it: bash scripts/build-images.sh ml")
+
+
+def partitions(pipeline: str) -> list[Path]:
+    base = ROOT / pipeline.split("_", 1)[1] / "artifacts" / pipeline
+    return sorted(base.iterdir()) if base.exists() else []
+
+
+def test_full_pipeline_writes_model_and_metrics_then_promote_skips_a_worse_model(
+    dag_run, next_date, ours, ml_image, capfd
+):
+    first = dag_run("dood_it_ml", next_date)
+    assert first.state == "success"
+    assert {t: task_state(first, t) for t in ("prepare", "train", "evaluate", "promote")} == dict.fromkeys(
+        ("prepare", "train", "evaluate", "promote"), "success"
+    )
+    [work] = [p for p in partitions("it_ml") if first.run_id.split("__")[0] in p.name]
+    assert (work / "model" / "model.joblib").stat().st_size > 0
+    metrics = json.loads((work / "metrics" / "eval.json").read_text())
+    assert xcom_value(first, "evaluate")["return_value"]["accuracy"] == metrics["accuracy"] >= 0.85
+    champion = ROOT / "ml" / "models" / "it_ml" / "champion"
+    assert json.loads((champion / "source.json").read_text())["run_id"] == first.run_id
+
+    capfd.readouterr()
+    worse = dag_run(
+        "dood_it_ml", next_date + timedelta(seconds=1), {"n_estimators": 10, "max_depth": 1, "min_accuracy": 0.5}
+    )
+    log = capfd.readouterr().out
+    assert worse.state == "success"
+    assert task_state(worse, "evaluate") == "success"
+    assert task_state(worse, "promote") == "skipped"
+    assert "exited with code 99" in log
+    assert json.loads((champion / "source.json").read_text())["run_id"] == first.run_id  # champion kept
+
+
+def test_params_reach_the_containers_and_quality_gate_fails_the_run(dag_run, next_date, ours, ml_image, capfd):
+    dagrun = dag_run("dood_it_ml", next_date, {"n_estimators": 12, "max_depth": 2, "min_accuracy": 0.999})
+    log = capfd.readouterr().out
+    assert task_state(dagrun, "train") == "success"
+    assert task_state(dagrun, "evaluate") == "failed"
+    assert task_state(dagrun, "promote") == "upstream_failed"
+    assert "exited with code 3" in log and "0.999" in log
+
+
+def test_bad_param_value_is_rejected_before_any_container(dag_run, next_date, ours):
+    from airflow.sdk.exceptions import ParamValidationError
+
+    with pytest.raises(ParamValidationError, match="n_estimators"):
+        dag_run("dood_it_ml", next_date, {"n_estimators": 100000})
+    assert ours("dood_it_ml") == []
+
+
+def test_consecutive_dates_get_distinct_partitions(dag_run, next_date, ours):
+    before = set(partitions("it_light"))
+    for day in range(7):
+        dagrun = dag_run("dood_it_light", next_date + timedelta(days=day))
+        assert dagrun.state == "success"
+    created = sorted(set(partitions("it_light")) - before)
+    assert len(created) == 7
+    prepared = {(p / "prepared.txt").read_text() for p in created}
+    assert len(prepared) == 7  # each run saw its own data interval
+    params = json.loads((created[0] / "params.json").read_text())
+    assert params["image_tag"] == "latest" and params["force_promote"] is False

@@ -1,0 +1,101 @@
+"""The DAG factory and pipeline config, without Docker: structure, Params, errors that name the field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dood.config import load_config, parse_config
+from dood.dag_factory import build_dags
+from dood.exceptions import DoodConfigError
+
+REPO = Path(__file__).resolve().parents[2]
+STEP = {"image": "img", "command": ["run"]}
+
+
+def pipeline(**overrides):
+    value = {
+        "data_root": "/d",
+        "model_root": "/m",
+        "artifact_root": "/a",
+        "steps": {"prepare": STEP, "train": STEP, "evaluate": STEP, "promote": STEP},
+    }
+    value.update(overrides)
+    return value
+
+
+def test_repository_dags_import_without_errors(monkeypatch):
+    from airflow.dag_processing.dagbag import DagBag
+
+    monkeypatch.setenv("DOOD_CONFIG", str(REPO / "config" / "dood.yaml"))
+    bag = DagBag(dag_folder=str(REPO / "dags"))
+    assert bag.import_errors == {}
+    assert "dood_breast_cancer" in bag.dag_ids
+
+
+def test_one_dag_per_pipeline_chained_in_order():
+    config = parse_config({"pipelines": {"churn": pipeline(schedule="0 3 * * 1", max_active_runs=3, pool="gpu")}})
+    dag = build_dags(config)["dood_churn"]
+    assert [t.task_id for t in dag.topological_sort()] == ["prepare", "train", "evaluate", "promote"]
+    assert dag.max_active_runs == 3 and dag.catchup is False
+    assert all(t.pool == "gpu" for t in dag.tasks)
+    assert dag.get_task("promote").skip_on_exit_code == frozenset({99})
+
+
+def test_promote_is_optional():
+    steps = {"prepare": STEP, "train": STEP, "evaluate": STEP}
+    dag = build_dags(parse_config({"pipelines": {"p": pipeline(steps=steps)}}))["dood_p"]
+    assert [t.task_id for t in dag.topological_sort()] == ["prepare", "train", "evaluate"]
+
+
+def test_trigger_form_params_are_typed_with_limits():
+    hp = {"n_estimators": {"type": "integer", "default": 100, "minimum": 10, "maximum": 500}}
+    dag = build_dags(parse_config({"pipelines": {"p": pipeline(hyperparameters=hp, max_gpus=2)}}))["dood_p"]
+    schema = {name: param.schema for name, param in dag.params.items()}
+    assert schema["n_estimators"] == {"type": "integer", "title": "n estimators", "minimum": 10, "maximum": 500}
+    assert dag.params.get_param("n_estimators").description == "Hyperparameter n_estimators"
+    assert schema["gpus"]["maximum"] == 2
+    assert schema["force_promote"]["type"] == "boolean"
+    assert schema["dataset_date"]["format"] == "date"
+    dag.params.validate()  # the defaults themselves are valid
+
+
+def test_bad_param_value_is_rejected():
+    from airflow.sdk.definitions.param import ParamsDict
+    from airflow.sdk.exceptions import ParamValidationError
+
+    hp = {"n_estimators": {"type": "integer", "default": 100, "minimum": 10, "maximum": 500}}
+    dag = build_dags(parse_config({"pipelines": {"p": pipeline(hyperparameters=hp)}}))["dood_p"]
+    params = ParamsDict(dag.params)
+    with pytest.raises(ParamValidationError, match="n_estimators.*greater than the maximum"):
+        params["n_estimators"] = 5000
+
+
+@pytest.mark.parametrize(
+    ("change", "path"),
+    [
+        ({"steps": {"prepare": STEP, "train": STEP}}, "pipelines.p.steps"),
+        ({"steps": {"prepare": STEP, "train": {"image": "img:1.0", "command": ["x"]}, "evaluate": STEP}},
+         "pipelines.p.steps.train.image"),
+        ({"steps": {"prepare": STEP, "train": {**STEP, "resources": {"memory": "huge"}}, "evaluate": STEP}},
+         "pipelines.p.steps.train.resources.memory"),
+        ({"steps": {"prepare": STEP, "train": STEP, "evaluate": STEP, "deploy": STEP}}, "pipelines.p.steps.deploy"),
+        ({"artifact_root": "relative/dir"}, "pipelines.p.artifact_root"),
+        ({"hyperparameters": {"depth": {"default": 50, "maximum": 10}}}, "pipelines.p.hyperparameters.depth"),
+        ({"max_active_runs": 0}, "pipelines.p.max_active_runs"),
+    ],
+)
+def test_config_errors_name_pipeline_step_and_field(change, path):
+    with pytest.raises(DoodConfigError) as err:
+        parse_config({"pipelines": {"p": pipeline(**change)}})
+    assert path in str(err.value)
+
+
+def test_env_vars_are_expanded_in_the_config(tmp_path, monkeypatch):
+    monkeypatch.setenv("ML_ROOT", "/srv/ml")
+    path = tmp_path / "dood.yaml"
+    path.write_text("pipelines:\n  p:\n    data_root: ${ML_ROOT}/data\n    model_root: /m\n    artifact_root: /a\n"
+                    "    steps: {prepare: {image: i, command: [x]}, train: {image: i, command: [x]},"
+                    " evaluate: {image: i, command: [x]}}\n")
+    assert load_config(path).pipelines["p"].data_root == "/srv/ml/data"
