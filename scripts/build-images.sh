@@ -23,16 +23,13 @@ exists() { [[ "$FORCE" != 1 ]] && docker image inspect "$1" >/dev/null 2>&1; }
 size_of() { docker image inspect -f '{{.Size}}' "$1" | awk '{printf "%.0f MB", $1 / 1e6}'; }
 done_msg() { log "$1: built in $(($(date +%s) - $2))s ($(size_of "$1"))"; }
 
-TMPDIRS=()
+WORK="$(mktemp -d /var/tmp/dood-build.XXXXXX)"
 cleanup() {  # unmount leftovers (a failed debootstrap may leave /proc mounted) before deleting
-  local d m
-  for d in "${TMPDIRS[@]}"; do
-    for m in $(awk -v p="$d/" 'index($2, p) == 1 {print $2}' /proc/mounts | sort -r); do umount -l "$m" || true; done
-    rm -rf --one-file-system "$d"
-  done
+  awk -v p="$WORK/" 'index($2, p) == 1 {print $2}' /proc/mounts | sort -r |
+    while read -r m; do umount -l "$m" || true; done
+  rm -rf --one-file-system "$WORK"
 }
 trap cleanup EXIT
-new_tmp() { local d; d="$(mktemp -d /var/tmp/dood-build.XXXXXX)"; TMPDIRS+=("$d"); echo "$d"; }
 
 apt_install() {  # quiet, non-interactive; refresh the package lists only if needed
   [[ $(id -u) -eq 0 ]] || die "need root to apt-get install $*"
@@ -44,12 +41,11 @@ apt_install() {  # quiet, non-interactive; refresh the package lists only if nee
 
 build_busybox() {
   if exists "$BUSYBOX_IMAGE"; then log "$BUSYBOX_IMAGE: exists, skipped"; return; fi
-  local t0 dir a
+  local t0 a dir="$WORK/busybox"
   t0=$(date +%s)
   log "$BUSYBOX_IMAGE: importing a rootfs of Debian's static busybox with one link per applet"
   # `ldd` fails on a static binary; a dynamic /bin/busybox (package busybox) will not do.
   if [[ ! -x /bin/busybox ]] || ldd /bin/busybox >/dev/null 2>&1; then apt_install busybox-static; fi
-  dir="$(new_tmp)"
   mkdir -p "$dir/bin" "$dir/tmp" "$dir/usr"
   chmod 1777 "$dir/tmp"
   ln -s ../bin "$dir/usr/bin"  # so #!/usr/bin/env works
@@ -61,11 +57,10 @@ build_busybox() {
 
 build_python_base() {
   if exists "$BASE_IMAGE"; then log "$BASE_IMAGE: exists, skipped"; return; fi
-  local t0 dir
+  local t0 dir="$WORK/rootfs"
   t0=$(date +%s)
   log "$BASE_IMAGE: debootstrap --variant=minbase bookworm with python3 (takes about a minute)"
   command -v debootstrap >/dev/null || apt_install debootstrap
-  dir="$(new_tmp)/rootfs"
   debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates bookworm "$dir" \
     >"$dir.log" 2>&1 || { tail -n 20 "$dir.log" >&2; die "debootstrap failed"; }
   rm -rf "$dir"/var/cache/apt/archives/*.deb "$dir"/var/lib/apt/lists/*
@@ -76,7 +71,7 @@ build_python_base() {
 }
 
 download_wheels() {
-  local arch plats=()
+  local arch p plats=()
   arch="$(uname -m)"
   case "$arch" in
     x86_64 | aarch64) for p in manylinux2014 manylinux_2_17 manylinux_2_28; do plats+=(--platform "${p}_$arch"); done ;;
@@ -89,7 +84,7 @@ download_wheels() {
 
 build_ml() {
   if exists "$ML_IMAGE"; then log "$ML_IMAGE: exists, skipped"; return; fi
-  local t0 base out
+  local t0 base out="$WORK/ml-build.log"
   t0=$(date +%s)
   if docker image inspect "$PUBLIC_BASE" >/dev/null 2>&1 ||
     { [[ "$OFFLINE" != 1 ]] && timeout 30 docker pull -q "$PUBLIC_BASE" >/dev/null 2>&1; }; then
@@ -102,7 +97,6 @@ build_ml() {
     t0=$(date +%s)  # time the image build itself; the steps above report their own time
   fi
   log "$ML_IMAGE: docker build images/ml-example (BASE_IMAGE=$base)"
-  out="$(new_tmp)/build.log"
   docker build --build-arg "BASE_IMAGE=$base" -t "$ML_IMAGE" "$ML_DIR" >"$out" 2>&1 ||
     { tail -n 30 "$out" >&2; die "docker build of $ML_IMAGE failed"; }
   done_msg "$ML_IMAGE" "$t0"

@@ -1,0 +1,64 @@
+#!/usr/bin/env python3
+"""Promote: make this run's model the champion if it beats the current one.
+
+The champion lives in $DOOD_MODELS_DIR/champion/ (model.joblib, metrics.json, source.json).
+It is rebuilt in a temp dir next to it and swapped in with a rename, so readers never see
+a half-written champion. Exit code 99 means "kept the current champion" (task skipped).
+"""
+import datetime as dt
+import os
+import shutil
+import tempfile
+
+from common import (EXIT_BAD_CONFIG, EXIT_SKIP, env, fail, log, params, read_json, remove_tree,
+                    run_info, swap_dirs, work_dir, write_json, write_result)
+
+
+def main():
+    p = params()
+    models_dir = env("DOOD_MODELS_DIR")
+    if not models_dir or not os.path.isdir(models_dir):
+        fail(f"DOOD_MODELS_DIR={models_dir!r} is not a directory", EXIT_BAD_CONFIG)
+    if not os.access(models_dir, os.W_OK):
+        fail(f"DOOD_MODELS_DIR={models_dir} is not writable (promote needs it mounted read-write)", EXIT_BAD_CONFIG)
+    eval_path, model_path = work_dir("metrics", "eval.json"), work_dir("model", "model.joblib")
+    for path in (eval_path, model_path):
+        if not os.path.exists(path):
+            fail(f"{path} is missing: run train and evaluate first", EXIT_BAD_CONFIG)
+    new = read_json(eval_path)
+
+    champion = os.path.join(models_dir, "champion")
+    old_acc = None
+    if os.path.exists(os.path.join(champion, "metrics.json")):
+        try:
+            old_acc = float(read_json(os.path.join(champion, "metrics.json"))["accuracy"])
+        except (ValueError, KeyError, TypeError) as exc:
+            if not p["force_promote"]:
+                fail(f"champion metrics.json is unreadable ({exc!r}); set force_promote to replace it")
+    log(f"new accuracy {new['accuracy']}, champion accuracy {old_acc if old_acc is not None else 'none'}")
+
+    better = old_acc is None or new["accuracy"] > old_acc
+    if not better and not p["force_promote"]:
+        log(f"not promoting: new accuracy {new['accuracy']} is not greater than the champion's "
+            f"{old_acc} (set force_promote to override)")
+        raise SystemExit(EXIT_SKIP)
+
+    staging = tempfile.mkdtemp(prefix=".champion-new-", dir=models_dir)
+    shutil.copy2(model_path, os.path.join(staging, "model.joblib"))
+    write_json(os.path.join(staging, "metrics.json"), new)
+    meta_path = work_dir("data", "meta.json")
+    data = read_json(meta_path) if os.path.exists(meta_path) else {}
+    source = {**run_info(), "partition": env("DOOD_WORK_DIR"), "data_date": data.get("data_date"),
+              "seed": data.get("seed"), "previous_accuracy": old_acc,
+              "forced": not better, "promoted_at": dt.datetime.now(dt.timezone.utc).isoformat()}
+    write_json(os.path.join(staging, "source.json"), source)
+    os.chmod(staging, 0o755)  # mkdtemp creates 0700; the registry should stay readable
+    remove_tree(swap_dirs(staging, champion))
+    reason = "forced" if not better else ("first champion" if old_acc is None else "better accuracy")
+    log(f"promoted ({reason}): {champion} now holds run {source['run_id'] or '-'}")
+    write_result({"promoted": True, "reason": reason, "accuracy": new["accuracy"],
+                  "previous_accuracy": old_acc, "champion_dir": champion})
+
+
+if __name__ == "__main__":
+    main()
