@@ -3,7 +3,15 @@
 from __future__ import annotations
 
 __version__ = "0.1.0"
-__all__ = ["DoodContainerOperator", "DoodHook", "DoodMount", "Resources", "__version__"]
+__all__ = [
+    "DoodContainerOperator",
+    "DoodContainerSensor",
+    "DoodContainerTrigger",
+    "DoodHook",
+    "DoodMount",
+    "Resources",
+    "__version__",
+]
 
 
 def __getattr__(name: str):
@@ -12,6 +20,14 @@ def __getattr__(name: str):
         from dood.operators.container import DoodContainerOperator
 
         return DoodContainerOperator
+    if name == "DoodContainerSensor":
+        from dood.sensors.container import DoodContainerSensor
+
+        return DoodContainerSensor
+    if name == "DoodContainerTrigger":
+        from dood.triggers.container import DoodContainerTrigger
+
+        return DoodContainerTrigger
     if name == "DoodHook":
         from dood.hooks.dood import DoodHook
 

@@ -22,6 +22,7 @@ DAG_ID_PREFIX = "dood_"
 
 def run_params(pipeline: Pipeline) -> dict[str, Param]:
     """The trigger form: typed hyperparameters with limits, plus dataset date, image tag, GPUs, force promote."""
+
     def number(value: float) -> float | int:
         return int(value) if hp.type == "integer" else value
 
@@ -59,8 +60,12 @@ def run_params(pipeline: Pipeline) -> dict[str, Param]:
             title=f"minimum {pipeline.quality_gate.metric}",
             description="Evaluate fails the run below this.",
         ),
-        force_promote=Param(False, type="boolean", title="force promote",
-                            description="Replace the champion even when the new model is not better."),
+        force_promote=Param(
+            False,
+            type="boolean",
+            title="force promote",
+            description="Replace the champion even when the new model is not better.",
+        ),
     )
     return params
 

@@ -62,6 +62,13 @@ class Outcome:
     oom_killed: bool = False
     error: str = ""
 
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any], wait_result: Mapping[str, Any] | None = None) -> Outcome:
+        """From `docker inspect`'s State; a wait result's code and error win when given."""
+        exit_code = wait_result["StatusCode"] if wait_result else state["ExitCode"]
+        error = ((wait_result or {}).get("Error") or {}).get("Message") or state.get("Error") or ""
+        return cls(exit_code=exit_code, oom_killed=bool(state.get("OOMKilled")), error=error)
+
 
 class ContainerLauncher:
     """Drives one Docker API client through a container's life."""
@@ -142,11 +149,9 @@ class ContainerLauncher:
     def start(self, container_id: str) -> None:
         self.api.start(container_id)
 
-    def forward_logs(
-        self, container_id: str, emit: Callable[[str], None], *, since: int | None = None
-    ) -> LineForwarder:
-        """Follow the output until the container ends, emitting each line; returns the forwarder (tail)."""
-        stream = self.api.logs(container_id, stream=True, follow=True, stdout=True, stderr=True, since=since)
+    def forward_logs(self, container_id: str, emit: Callable[[str], None], *, follow: bool = True) -> LineForwarder:
+        """Emit each output line (following until the container ends, or what exists now); returns the tail."""
+        stream = self.api.logs(container_id, stream=True, follow=follow, stdout=True, stderr=True)
         try:
             return LineForwarder(emit).consume(stream)
         finally:
@@ -158,10 +163,7 @@ class ContainerLauncher:
 
     def outcome(self, container_id: str, wait_result: Mapping[str, Any] | None = None) -> Outcome:
         """Exit code, OOM flag and Docker's error message of an ended container."""
-        state = self.api.inspect_container(container_id)["State"]
-        exit_code = wait_result["StatusCode"] if wait_result else state["ExitCode"]
-        error = ((wait_result or {}).get("Error") or {}).get("Message") or state.get("Error") or ""
-        return Outcome(exit_code=exit_code, oom_killed=bool(state.get("OOMKilled")), error=error)
+        return Outcome.from_state(self.api.inspect_container(container_id)["State"], wait_result)
 
     def stop(self, container_id: str, grace_seconds: int) -> None:
         """SIGTERM, then SIGKILL after the grace period; a container already gone is fine."""

@@ -23,6 +23,4 @@ def partition_key(run_id: str, interval_start=None, interval_end=None) -> str:
 
 
 def partition_from_context(context) -> str:
-    return partition_key(
-        context["run_id"], context.get("data_interval_start"), context.get("data_interval_end")
-    )
+    return partition_key(context["run_id"], context.get("data_interval_start"), context.get("data_interval_end"))

@@ -27,10 +27,14 @@ class _Strict(BaseModel):
 class Step(_Strict):
     """One container step of a pipeline."""
 
-    image: str = Field(description="Image repository without tag; the tag comes from the run's image_tag.",
-                       examples=["dood-ml-example", "registry.example.com/ml/retrain"])
+    image: str = Field(
+        description="Image repository without tag; the tag comes from the run's image_tag.",
+        examples=["dood-ml-example", "registry.example.com/ml/retrain"],
+    )
     command: list[str] = Field(description="Command run in the container.", examples=[["python", "/opt/app/train.py"]])
-    resources: Resources = Field(default_factory=Resources, description="CPU, memory, shm, GPUs (train gets the run's gpus Param).")
+    resources: Resources = Field(
+        default_factory=Resources, description="CPU, memory, shm, GPUs (train gets the run's gpus Param)."
+    )
     environment: dict[str, str] = Field(default_factory=dict, description="Extra environment variables.")
     labels: dict[str, str] = Field(default_factory=dict, description="Extra container labels.")
 
@@ -80,8 +84,9 @@ class Pipeline(_Strict):
     """One retraining pipeline: becomes one DAG, prepare -> train -> evaluate -> promote."""
 
     description: str = ""
-    schedule: str | None = Field(default="@weekly", description="Cron or preset; null for manual runs only.",
-                                 examples=["@weekly", "0 3 * * 1"])
+    schedule: str | None = Field(
+        default="@weekly", description="Cron or preset; null for manual runs only.", examples=["@weekly", "0 3 * * 1"]
+    )
     start_date: date = Field(default=date(2026, 1, 1), description="First data interval (for catchup/backfills).")
     catchup: bool = Field(default=False, description="Run every missed interval when the DAG is switched on.")
     max_active_runs: int = Field(default=1, ge=1, description="How many runs (trainings) at once, backfills included.")
@@ -90,8 +95,11 @@ class Pipeline(_Strict):
     data_root: str = Field(description="Input data (Airflow-side path), mounted read-only.")
     model_root: str = Field(description="Model registry (Airflow-side path) holding the champion.")
     artifact_root: str = Field(description="Where each run's partition (data slice, model, metrics) is written.")
-    image_tag: str = Field(default="latest", pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$",
-                           description="Default image tag of every step; the trigger form can change it.")
+    image_tag: str = Field(
+        default="latest",
+        pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$",
+        description="Default image tag of every step; the trigger form can change it.",
+    )
     hyperparameters: dict[str, HyperParameter] = Field(
         default_factory=dict, description="Typed hyperparameters for the trigger form (name -> type, default, limits)."
     )

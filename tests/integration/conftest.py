@@ -64,9 +64,10 @@ def next_date():
 def dag_run(airflow_db, docker_api):
     """Run one test DAG through `dag.test()`; returns the finished DagRun."""
     import dood_it_dags
+    import dood_it_janitor
     import dood_it_pipelines
 
-    dags = {**dood_it_dags.DAGS, **dood_it_pipelines.DAGS}
+    dags = {**dood_it_dags.DAGS, **dood_it_pipelines.DAGS, "dood_janitor": dood_it_janitor.dag}
 
     def run(dag_id: str, when: datetime, conf: dict | None = None):
         return dags[dag_id].test(logical_date=when, run_after=when, run_conf=conf)
@@ -97,7 +98,11 @@ def ours(docker_api):
     def find(dag_id: str):
         return docker_api.containers(all=True, filters={"label": [f"{MANAGED_LABEL}=true", f"dood.dag_id={dag_id}"]})
 
+    def remove_test_containers():
+        for container in docker_api.containers(all=True, filters={"label": f"{MANAGED_LABEL}=true"}):
+            if container["Labels"].get("dood.dag_id", "").startswith("dood_it"):
+                docker_api.remove_container(container["Id"], force=True)
+
+    remove_test_containers()  # leftovers of an interrupted earlier session must not count
     yield find
-    for container in docker_api.containers(all=True, filters={"label": f"{MANAGED_LABEL}=true"}):
-        if container["Labels"].get("dood.dag_id", "").startswith(("dood_it_", "dood_it")):
-            docker_api.remove_container(container["Id"], force=True)
+    remove_test_containers()

@@ -92,8 +92,7 @@ def test_mapped_bind_mount_writes_where_the_map_says_on_the_host(dag_run, next_d
         (base / "in").mkdir(parents=True, exist_ok=True)
     (host_view / "in" / "input.txt").write_text("from the host side\n")
     (root / "mapped.yaml").write_text(
-        f"runs_root: {root / 'runs'}\n"
-        f"mount_map:\n  - airflow_path: {airflow_view}\n    host_path: {host_view}\n"
+        f"runs_root: {root / 'runs'}\nmount_map:\n  - airflow_path: {airflow_view}\n    host_path: {host_view}\n"
     )
     dagrun = dag_run("dood_it_mapped_mount", next_date)
     assert dagrun.state == "success"

@@ -76,10 +76,14 @@ def test_bad_param_value_is_rejected():
     ("change", "path"),
     [
         ({"steps": {"prepare": STEP, "train": STEP}}, "pipelines.p.steps"),
-        ({"steps": {"prepare": STEP, "train": {"image": "img:1.0", "command": ["x"]}, "evaluate": STEP}},
-         "pipelines.p.steps.train.image"),
-        ({"steps": {"prepare": STEP, "train": {**STEP, "resources": {"memory": "huge"}}, "evaluate": STEP}},
-         "pipelines.p.steps.train.resources.memory"),
+        (
+            {"steps": {"prepare": STEP, "train": {"image": "img:1.0", "command": ["x"]}, "evaluate": STEP}},
+            "pipelines.p.steps.train.image",
+        ),
+        (
+            {"steps": {"prepare": STEP, "train": {**STEP, "resources": {"memory": "huge"}}, "evaluate": STEP}},
+            "pipelines.p.steps.train.resources.memory",
+        ),
         ({"steps": {"prepare": STEP, "train": STEP, "evaluate": STEP, "deploy": STEP}}, "pipelines.p.steps.deploy"),
         ({"artifact_root": "relative/dir"}, "pipelines.p.artifact_root"),
         ({"hyperparameters": {"depth": {"default": 50, "maximum": 10}}}, "pipelines.p.hyperparameters.depth"),
@@ -95,7 +99,9 @@ def test_config_errors_name_pipeline_step_and_field(change, path):
 def test_env_vars_are_expanded_in_the_config(tmp_path, monkeypatch):
     monkeypatch.setenv("ML_ROOT", "/srv/ml")
     path = tmp_path / "dood.yaml"
-    path.write_text("pipelines:\n  p:\n    data_root: ${ML_ROOT}/data\n    model_root: /m\n    artifact_root: /a\n"
-                    "    steps: {prepare: {image: i, command: [x]}, train: {image: i, command: [x]},"
-                    " evaluate: {image: i, command: [x]}}\n")
+    path.write_text(
+        "pipelines:\n  p:\n    data_root: ${ML_ROOT}/data\n    model_root: /m\n    artifact_root: /a\n"
+        "    steps: {prepare: {image: i, command: [x]}, train: {image: i, command: [x]},"
+        " evaluate: {image: i, command: [x]}}\n"
+    )
     assert load_config(path).pipelines["p"].data_root == "/srv/ml/data"

@@ -3,22 +3,24 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import timedelta
-from typing import TYPE_CHECKING, Any, get_args
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
-from airflow.sdk.exceptions import AirflowSkipException
+from airflow.sdk.exceptions import AirflowSkipException, AirflowTaskTimeout
 from docker.types import Mount
-from pydantic import ValidationError
 
+from dood.arguments import exit_codes, one_of, validated_resources
+from dood.completion import ContainerHandle, finish
 from dood.config import AutoRemove, DoodConfig, PullPolicy, load_config
-from dood.exceptions import ContainerFailed, DoodConfigError
+from dood.exceptions import ContainerFailed, DoodConfigError, DoodError, ResultFileError
 from dood.hooks.dood import DoodHook
 from dood.launcher import ContainerLauncher, ContainerSpec, Outcome
 from dood.mounts import DoodMount
 from dood.naming import TaskIdentity, check_user_labels
 from dood.resources import Resources
-from dood.results import RUN_DIR_IN_CONTAINER, prepare_run_dir, read_result, result_env
+from dood.results import RUN_DIR_IN_CONTAINER, prepare_run_dir, result_env
+from dood.triggers.container import DoodContainerTrigger
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -47,6 +49,10 @@ class DoodContainerOperator(BaseOperator):
     :param auto_remove: ``always``, ``on_success`` or ``never``; defaults to config.
     :param stop_grace_period: seconds (or timedelta) between SIGTERM and SIGKILL on kill/timeout.
     :param config_path: dood config file; defaults to ``$DOOD_CONFIG`` or the project's ``config/dood.yaml``.
+    :param deferrable: start the container, then wait in the triggerer (no worker slot held).
+    :param wait: False starts the container and returns its handle at once (wait with DoodContainerSensor).
+    :param reattach: adopt a still-running container of an earlier try of this task instance instead of
+        starting a second one; a worker's graceful shutdown then leaves the container running.
     """
 
     template_fields: Sequence[str] = (
@@ -81,6 +87,9 @@ class DoodContainerOperator(BaseOperator):
         auto_remove: AutoRemove | None = None,
         stop_grace_period: int | timedelta | None = None,
         config_path: str | None = None,
+        deferrable: bool = False,
+        wait: bool = True,
+        reattach: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -94,20 +103,26 @@ class DoodContainerOperator(BaseOperator):
         self.mounts = list(mounts or [])
         self.working_dir = working_dir
         self.user = user
-        self.container_resources = _validated_resources(resources, self.task_id)
+        self.container_resources = validated_resources(resources, self.task_id)
         self.network = network
         self.labels = check_user_labels(dict(labels or {}), f"{self.task_id}: labels")
-        self.pull_policy = _one_of(pull_policy, PullPolicy, "pull_policy", self.task_id)
-        self.auto_remove = _one_of(auto_remove, AutoRemove, "auto_remove", self.task_id)
-        self.skip_on_exit_code = _exit_codes(skip_on_exit_code, self.task_id)
+        self.pull_policy = one_of(pull_policy, PullPolicy, "pull_policy", self.task_id)
+        self.auto_remove = one_of(auto_remove, AutoRemove, "auto_remove", self.task_id)
+        self.skip_on_exit_code = exit_codes(skip_on_exit_code, self.task_id)
         if isinstance(stop_grace_period, timedelta):
             stop_grace_period = int(stop_grace_period.total_seconds())
         if stop_grace_period is not None and stop_grace_period < 0:
             raise DoodConfigError(f"{self.task_id}: stop_grace_period must be 0 or more seconds")
         self.stop_grace_period = stop_grace_period
         self.config_path = config_path
+        if deferrable and not wait:
+            raise DoodConfigError(f"{self.task_id}: deferrable=True needs wait=True (use DoodContainerSensor)")
+        self.deferrable = deferrable
+        self.wait = wait
+        self.reattach = reattach
         self._launcher: ContainerLauncher | None = None
         self._container_id: str | None = None
+        self._identity: TaskIdentity | None = None
         self._grace_seconds = stop_grace_period or 0
 
     # --- building the spec: every check happens here, before anything exists on the host ---
@@ -124,9 +139,7 @@ class DoodContainerOperator(BaseOperator):
             if mount.type == "bind":
                 source = mount_map.to_host(mount.source, f"{self.task_id}: mounts[{index}]")
             mounts.append(Mount(target=mount.target, source=source, type=mount.type, read_only=mount.read_only))
-        run_dir_host = mount_map.to_host(
-            f"{config.runs_root}/{identity.container_name()}", "runs_root (dood config)"
-        )
+        run_dir_host = mount_map.to_host(f"{config.runs_root}/{identity.container_name()}", "runs_root (dood config)")
         mounts.append(Mount(target=RUN_DIR_IN_CONTAINER, source=run_dir_host, type="bind"))
         environment = {str(k): str(v) for k, v in self.environment.items()}
         environment.update({str(k): str(v) for k, v in self.private_environment.items()})
@@ -151,64 +164,166 @@ class DoodContainerOperator(BaseOperator):
 
     def execute(self, context: Context) -> Any:
         config = load_config(self.config_path)
-        self._grace_seconds = (
-            self.stop_grace_period
-            if self.stop_grace_period is not None
-            else config.defaults.stop_grace_period_seconds
-        )
-        identity = TaskIdentity.from_context(context)
+        self._grace_seconds = self._grace(config)
+        identity = self._identity = TaskIdentity.from_context(context)
         hook = DoodHook(config)
-        spec, run_dir = self.build_spec(config, hook, identity, context)
         launcher = self._launcher = ContainerLauncher(hook.api)
-        launcher.ensure_image(spec.image, self.pull_policy or config.defaults.pull_policy)
-        prepare_run_dir(config.runs_root, spec.name)
-        self.log.info("Creating container %s from %s", spec.name, spec.image)
-        self._container_id = launcher.create(spec)
-        succeeded = False
+        handle = self._reattach(hook, identity, config) if self.reattach else None
+        if handle is None:
+            spec, run_dir = self.build_spec(config, hook, identity, context)
+            launcher.ensure_image(spec.image, self.pull_policy or config.defaults.pull_policy)
+            prepare_run_dir(config.runs_root, spec.name)
+            self.log.info("Creating container %s from %s", spec.name, spec.image)
+            container_id = launcher.create(spec)
+            handle = ContainerHandle(container_id, spec.name, run_dir)
+            self._container_id = container_id
+            try:
+                launcher.start(container_id)
+            except BaseException:
+                launcher.remove(container_id)
+                raise
+        self._container_id = handle.container_id
+        if not self.wait:
+            self.log.info("Container %s started; not waiting (wait=False). Handle: %s", handle.container_name, handle)
+            self._container_id = None  # from now on it belongs to whoever waits for it
+            return handle.to_xcom()
+        if self.deferrable:
+            self._defer(handle, config, context)
+        return self._finish(handle, config, follow=True)
+
+    def _finish(self, handle: ContainerHandle, config: DoodConfig, *, follow: bool, outcome: Outcome | None = None):
+        assert self._launcher is not None
         try:
-            launcher.start(self._container_id)
-            forwarder = launcher.forward_logs(self._container_id, self._emit)
-            outcome = launcher.wait(self._container_id)
-            result = self._finish(spec.name, outcome, forwarder.tail, run_dir, config)
-            succeeded = True
-            return result
+            return finish(
+                self._launcher,
+                handle,
+                emit=self._emit,
+                follow=follow,
+                skip_on_exit_code=self.skip_on_exit_code,
+                max_result_bytes=config.max_result_bytes,
+                auto_remove=self.auto_remove or config.defaults.auto_remove,
+                outcome=outcome,
+            )
+        except (ContainerFailed, AirflowSkipException, ResultFileError):
+            raise  # the container has ended: nothing to stop
         except BaseException:
-            if not succeeded:
-                launcher.stop(self._container_id, self._grace_seconds)
+            # Timeout, Docker error, or any failure while it may still run: never leave it running.
+            if self._container_id:
+                self._launcher.stop(self._container_id, self._grace_seconds)
             raise
         finally:
-            self._cleanup(succeeded, config.defaults.auto_remove)
+            self._container_id = None
+
+    def _reattach(self, hook: DoodHook, identity: TaskIdentity, config: DoodConfig) -> ContainerHandle | None:
+        """Adopt the container of an earlier try of this task instance instead of starting a second one:
+        one still running, or one that succeeded while no worker was watching (its result is kept)."""
+        earlier = [
+            c
+            for c in hook.find_containers(identity.task_labels())
+            if c["Labels"].get("dood.try_number") != str(identity.try_number)
+        ]
+        running = [c for c in earlier if c["State"] == "running"]
+        succeeded = [c for c in earlier if c["State"] == "exited" and c["Status"].startswith("Exited (0)")]
+        if not (running or succeeded):
+            return None
+        adopted = max(running or succeeded, key=lambda c: c["Created"])
+        name = adopted["Names"][0].lstrip("/")
+        self.log.info(
+            "Reattaching to container %s of try %s (%s) instead of starting another (reattach=True).",
+            name,
+            adopted["Labels"].get("dood.try_number"),
+            adopted["Status"],
+        )
+        return ContainerHandle(adopted["Id"], name, f"{config.runs_root}/{name}")
+
+    def _defer(self, handle: ContainerHandle, config: DoodConfig, context: Context) -> None:
+        deadline = None
+        if self.execution_timeout:
+            started = context["ti"].start_date or datetime.now(timezone.utc)
+            deadline = (started + self.execution_timeout).timestamp()
+        self._container_id = None  # the trigger owns it now; its on_kill stops it on a user kill
+        self.defer(
+            trigger=DoodContainerTrigger(
+                container_id=handle.container_id,
+                docker_url=config.docker.url,
+                api_version=config.docker.api_version,
+                deadline=deadline,
+                stop_grace_seconds=self._grace_seconds,
+                tls_ca_cert=config.docker.tls_ca_cert,
+                tls_client_cert=config.docker.tls_client_cert,
+                tls_client_key=config.docker.tls_client_key,
+            ),
+            method_name="execute_complete",
+            kwargs={"handle": handle.to_xcom()},
+        )
+
+    def execute_complete(self, context: Context, event: dict[str, Any], handle: dict[str, str] | None = None) -> Any:
+        """Resume after the trigger fired: show the logs (none were shown yet), then conclude."""
+        config = load_config(self.config_path)
+        self._grace_seconds = self._grace(config)
+        api = DoodHook(config).api
+        container = ContainerHandle.resumed(handle, event, api, config.runs_root)
+        self._launcher = ContainerLauncher(api)
+        self._container_id = container.container_id
+        status = event.get("status")
+        if status == "timeout":
+            self.log.error("execution_timeout passed while deferred: stopping %s", container.container_name)
+            self._launcher.stop(container.container_id, self._grace_seconds)
+            self._launcher.remove(container.container_id)
+            raise AirflowTaskTimeout(f"Container {container.container_name} outlived execution_timeout")
+        if status == "error":
+            raise DoodError(f"Waiting for container {container.container_name} failed: {event.get('message')}")
+        outcome = Outcome(
+            exit_code=int(event["exit_code"]),
+            oom_killed=bool(event.get("oom_killed")),
+            error=event.get("error_message") or "",
+        )
+        return self._finish(container, config, follow=False, outcome=outcome)
+
+    def _grace(self, config: DoodConfig) -> int:
+        if self.stop_grace_period is not None:
+            return self.stop_grace_period
+        return config.defaults.stop_grace_period_seconds
 
     def _emit(self, line: str) -> None:
         self.log.info("%s", line)
 
-    def _finish(self, name: str, outcome: Outcome, tail, run_dir: str, config: DoodConfig) -> Any:
-        """Map the container's outcome to Airflow's success / skip / failure."""
-        if outcome.exit_code != 0 and outcome.exit_code in self.skip_on_exit_code:
-            raise AirflowSkipException(f"Container {name} exited with code {outcome.exit_code} (skip_on_exit_code)")
-        if outcome.exit_code != 0:
-            raise ContainerFailed(
-                container=name,
-                exit_code=outcome.exit_code,
-                oom_killed=outcome.oom_killed,
-                log_tail=list(tail),
-                error=outcome.error,
-            )
-        return read_result(run_dir, config.max_result_bytes)
-
-    def _cleanup(self, succeeded: bool, default_policy: AutoRemove) -> None:
-        policy = self.auto_remove or default_policy
-        if self._launcher and self._container_id and (policy == "always" or (policy == "on_success" and succeeded)):
-            self._launcher.remove(self._container_id)
-            self._container_id = None
-
     def on_kill(self) -> None:
-        """Kill from Airflow (mark failed, timeout, SIGTERM): stop the container with grace, then remove it."""
-        if self._launcher and self._container_id:
-            self.log.info("Stopping container %s (grace %ss)", self._container_id[:12], self._grace_seconds)
-            self._launcher.stop(self._container_id, self._grace_seconds)
-            self._launcher.remove(self._container_id)
-            self._container_id = None
+        """Mark failed, clear, timeout: stop the container (grace period) and remove it.
+
+        A worker's graceful shutdown sends the same SIGTERM; with reattach on, the container is left
+        running when Airflow still considers this try running, so the next try adopts it.
+        """
+        if not (self._launcher and self._container_id):
+            return
+        if self.reattach and self._identity and _still_running_in_airflow(self._identity):
+            self.log.warning(
+                "Worker is shutting down while the task is still running: leaving container %s running for "
+                "the next try to reattach (reattach=True).",
+                self._container_id[:12],
+            )
+            return
+        self.log.info("Stopping container %s (grace %ss)", self._container_id[:12], self._grace_seconds)
+        self._launcher.stop(self._container_id, self._grace_seconds)
+        self._launcher.remove(self._container_id)
+        self._container_id = None
+
+
+def _still_running_in_airflow(identity: TaskIdentity) -> bool:
+    """Whether Airflow's API still records this task instance as running (a user kill changes it first)."""
+    from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
+
+    try:
+        states = RuntimeTaskInstance.get_task_states(
+            dag_id=identity.dag_id,
+            task_ids=[identity.task_id],
+            run_ids=[identity.run_id],
+            map_index=identity.map_index,
+        )
+        state = states.get(identity.run_id, {}).get(identity.task_id)
+    except Exception:  # noqa: BLE001 - API unreachable: keep the training; the next try or the janitor decides
+        return True
+    return state == "running"
 
 
 def _identity_env(identity: TaskIdentity, context: Context) -> dict[str, str]:
@@ -228,29 +343,3 @@ def _identity_env(identity: TaskIdentity, context: Context) -> dict[str, str]:
         "DOOD_DATA_INTERVAL_START": iso("data_interval_start"),
         "DOOD_DATA_INTERVAL_END": iso("data_interval_end"),
     }
-
-
-def _validated_resources(resources: Resources | Mapping[str, Any] | None, task_id: str) -> Resources:
-    if isinstance(resources, Resources):
-        return resources
-    try:
-        return Resources.model_validate(resources or {})
-    except ValidationError as exc:
-        problems = "; ".join(f"resources.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise DoodConfigError(f"{task_id}: {problems}") from None
-
-
-def _one_of(value: str | None, allowed_type: Any, field: str, task_id: str) -> Any:
-    allowed = get_args(allowed_type)
-    if value is not None and value not in allowed:
-        raise DoodConfigError(f"{task_id}: {field}={value!r} is not one of {list(allowed)}")
-    return value
-
-
-def _exit_codes(codes: int | Iterable[int] | None, task_id: str) -> frozenset[int]:
-    if codes is None:
-        return frozenset()
-    values = [codes] if isinstance(codes, int) else list(codes)
-    if not all(isinstance(code, int) and 0 < code < 256 for code in values):
-        raise DoodConfigError(f"{task_id}: skip_on_exit_code must be exit codes 1-255, got {codes!r}")
-    return frozenset(values)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from airflow.sdk import DAG
 
-from dood import DoodContainerOperator
+from dood import DoodContainerOperator, DoodContainerSensor
 
 IMAGE = "dood-test-busybox:latest"
 ROOT = Path(os.environ.get("DOOD_TEST_ROOT", "/tmp/dood-test"))
@@ -35,7 +35,8 @@ with dag("dood_it_success"):
         private_environment={"SECRET_TOKEN": "s3cret-value"},
         command=sh(
             'echo "$GREETING"; echo "to stderr" >&2; i=0; while [ $i -lt 3 ]; do echo "step $i"; i=$((i+1)); done; '
-            'printf \'{"accuracy": 0.93, "rows": 3, "token_seen": "%s"}\' "$(printf %s "$SECRET_TOKEN" | wc -c)" > "$DOOD_RESULT_FILE"'
+            'token_length=$(printf %s "$SECRET_TOKEN" | wc -c); '
+            'printf \'{"accuracy": 0.93, "rows": 3, "token_seen": "%s"}\' "$token_length" > "$DOOD_RESULT_FILE"'
         ),
         labels={"team": "ml"},
     )
@@ -98,4 +99,58 @@ with dag("dood_it_oom"):
         image=IMAGE,
         command=sh("echo filling; head -c 300m /dev/zero | tail"),
         resources={"memory": "32m"},
+    )
+
+RESULT = 'printf \'{"done": true, "try": %s}\' "$DOOD_TRY_NUMBER" > "$DOOD_RESULT_FILE"'
+
+with dag("dood_it_deferrable"):
+    DoodContainerOperator(
+        task_id="run",
+        image=IMAGE,
+        command=sh(f"echo deferred-start; sleep 2; echo deferred-end; {RESULT}"),
+        deferrable=True,
+    )
+
+with dag("dood_it_deferrable_timeout"):
+    DoodContainerOperator(
+        task_id="run",
+        image=IMAGE,
+        command=sh("echo started; sleep 300"),
+        deferrable=True,
+        execution_timeout=timedelta(seconds=4),
+        stop_grace_period=1,
+    )
+
+for mode in ("poke", "reschedule", "deferrable"):
+    with dag(f"dood_it_sensor_{mode}"):
+        start = DoodContainerOperator(
+            task_id="start", image=IMAGE, command=sh(f"echo sensed-{mode}; sleep 3; {RESULT}"), wait=False
+        )
+        by_labels = DoodContainerSensor(
+            task_id="wait",
+            upstream_task_id="start",
+            mode="reschedule" if mode == "reschedule" else "poke",
+            deferrable=mode == "deferrable",
+            poke_interval=1,
+            auto_remove="never",
+        )
+        by_handle = DoodContainerSensor(
+            task_id="wait_by_handle",
+            container_id="{{ ti.xcom_pull(task_ids='start')['container_id'] }}",
+            poke_interval=1,
+        )
+        start >> by_labels >> by_handle
+
+with dag("dood_it_sensor_fails"):
+    DoodContainerOperator(
+        task_id="start", image=IMAGE, command=sh("echo about to fail; exit 5"), wait=False
+    ) >> DoodContainerSensor(task_id="wait", upstream_task_id="start", poke_interval=1)
+
+with dag("dood_it_reattach"):
+    DoodContainerOperator(
+        task_id="run",
+        image=IMAGE,
+        command=sh(f"echo training-started; sleep 25; echo training-finished; {RESULT}"),
+        retries=1,
+        retry_delay=timedelta(seconds=0),
     )

@@ -1,4 +1,4 @@
-"""The pipeline Airflow DAGs of tests/integration/pipelines.yaml, built by the same factory as dags/dood_pipelines.py."""
+"""The Airflow DAGs of tests/integration/pipelines.yaml, built by the factory that builds dags/dood_pipelines.py."""
 
 from __future__ import annotations
 

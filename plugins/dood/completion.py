@@ -1,0 +1,104 @@
+"""How a launched container's end becomes the task's end: logs, outcome, result, removal.
+
+Written once and called by the blocking operator, the deferrable operator's resume, and the sensor,
+so "wait for a container and read its outcome" behaves the same on every path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk.exceptions import AirflowSkipException
+
+from dood.exceptions import ContainerFailed
+from dood.results import read_result
+
+if TYPE_CHECKING:
+    from dood.config import AutoRemove
+    from dood.launcher import ContainerLauncher, Outcome
+
+
+@dataclass(frozen=True)
+class ContainerHandle:
+    """A durable reference to a launched container: enough for any process to find it and its result."""
+
+    container_id: str
+    container_name: str
+    run_dir: str
+
+    def to_xcom(self) -> dict[str, str]:
+        return asdict(self)
+
+    @classmethod
+    def from_xcom(cls, value: dict[str, str]) -> ContainerHandle:
+        return cls(**{key: value[key] for key in ("container_id", "container_name", "run_dir")})
+
+    @classmethod
+    def resumed(cls, handle: dict[str, str] | None, event: dict[str, Any], api, runs_root: str) -> ContainerHandle:
+        """The handle given to `defer`, or rebuilt from the trigger event where a runner dropped it
+        (`dag.test()` in Airflow 3.3 passes only the event)."""
+        if handle:
+            return cls.from_xcom(handle)
+        name = api.inspect_container(event["container_id"])["Name"].lstrip("/")
+        return cls(event["container_id"], name, f"{runs_root}/{name}")
+
+
+def conclude(
+    handle: ContainerHandle,
+    outcome: Outcome,
+    tail: Sequence[str],
+    *,
+    skip_on_exit_code: Collection[int],
+    max_result_bytes: int,
+) -> Any:
+    """Map an ended container to Airflow's success (its result), skip, or failure."""
+    if outcome.exit_code != 0 and outcome.exit_code in skip_on_exit_code:
+        raise AirflowSkipException(
+            f"Container {handle.container_name} exited with code {outcome.exit_code} (skip_on_exit_code)"
+        )
+    if outcome.exit_code != 0:
+        raise ContainerFailed(
+            container=handle.container_name,
+            exit_code=outcome.exit_code,
+            oom_killed=outcome.oom_killed,
+            log_tail=list(tail),
+            error=outcome.error,
+        )
+    return read_result(handle.run_dir, max_result_bytes)
+
+
+def finish(
+    launcher: ContainerLauncher,
+    handle: ContainerHandle,
+    *,
+    emit: Callable[[str], None],
+    follow: bool,
+    skip_on_exit_code: Collection[int],
+    max_result_bytes: int,
+    auto_remove: AutoRemove,
+    outcome: Outcome | None = None,
+) -> Any:
+    """Show the logs (following them while the container runs, or all at once after it ended), wait for
+    its end, conclude, and remove it as the policy says."""
+    concluded = False
+    try:
+        forwarder = launcher.forward_logs(handle.container_id, emit, follow=follow)
+        outcome = outcome or launcher.wait(handle.container_id)
+        try:
+            result = conclude(
+                handle,
+                outcome,
+                forwarder.tail,
+                skip_on_exit_code=skip_on_exit_code,
+                max_result_bytes=max_result_bytes,
+            )
+        except AirflowSkipException:
+            concluded = True
+            raise
+        concluded = True
+        return result
+    finally:
+        if auto_remove == "always" or (auto_remove == "on_success" and concluded):
+            launcher.remove(handle.container_id)

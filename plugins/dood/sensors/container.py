@@ -1,0 +1,143 @@
+"""DoodContainerSensor: wait for a container started with ``DoodContainerOperator(wait=False)``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk.bases.sensor import BaseSensorOperator, PokeReturnValue
+from airflow.sdk.exceptions import AirflowSensorTimeout
+from docker.errors import NotFound
+
+from dood.arguments import exit_codes, one_of
+from dood.completion import ContainerHandle, finish
+from dood.config import AutoRemove, DoodConfig, load_config
+from dood.exceptions import DoodConfigError, DoodError
+from dood.hooks.dood import DoodHook
+from dood.launcher import ContainerLauncher, Outcome
+from dood.naming import MANAGED_LABEL
+from dood.triggers.container import DoodContainerTrigger
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+_STILL_GOING = ("created", "running", "restarting", "paused")
+
+
+class DoodContainerSensor(BaseSensorOperator):
+    """Wait for a dood container to end, then bring its logs and result like the operator does.
+
+    Find it by ``container_id`` (e.g. ``"{{ ti.xcom_pull('start')['container_id'] }}"``), or by the labels of
+    ``upstream_task_id`` in the same run (and map index). Works in ``poke`` and ``reschedule`` modes, and
+    with ``deferrable=True`` waits in the triggerer. A non-zero exit fails the sensor (``skip_on_exit_code``
+    skips it); the JSON result becomes its return value.
+    """
+
+    template_fields: Sequence[str] = ("container_id", "upstream_task_id")
+
+    def __init__(
+        self,
+        *,
+        container_id: str | None = None,
+        upstream_task_id: str | None = None,
+        skip_on_exit_code: int | Iterable[int] | None = None,
+        auto_remove: AutoRemove | None = None,
+        deferrable: bool = False,
+        config_path: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if bool(container_id) == bool(upstream_task_id):
+            raise DoodConfigError(f"{self.task_id}: give exactly one of container_id or upstream_task_id")
+        self.container_id = container_id
+        self.upstream_task_id = upstream_task_id
+        self.skip_on_exit_code = exit_codes(skip_on_exit_code, self.task_id)
+        self.auto_remove = one_of(auto_remove, AutoRemove, "auto_remove", self.task_id)
+        self.deferrable = deferrable
+        self.config_path = config_path
+
+    def _locate(self, hook: DoodHook, config: DoodConfig, context: Context) -> tuple[ContainerHandle, dict]:
+        """The container to wait for, and its inspect data; only containers we own qualify."""
+        if self.container_id:
+            try:
+                found = hook.api.inspect_container(self.container_id)
+            except NotFound:
+                raise DoodError(f"{self.task_id}: container {self.container_id!r} does not exist (anymore)") from None
+        else:
+            ti = context["ti"]
+            labels = {
+                MANAGED_LABEL: "true",
+                "dood.dag_id": ti.dag_id,
+                "dood.run_id": ti.run_id,
+                "dood.task_id": self.upstream_task_id,
+                "dood.map_index": str(ti.map_index if ti.map_index is not None else -1),
+            }
+            candidates = hook.find_containers(labels)
+            if not candidates:
+                raise DoodError(
+                    f"{self.task_id}: no container of task {self.upstream_task_id!r} in run {ti.run_id!r}; "
+                    "did it run with wait=False, and was the container removed already?"
+                )
+            newest = max(candidates, key=lambda c: int(c["Labels"].get("dood.try_number", "0")))
+            found = hook.api.inspect_container(newest["Id"])
+        if (found["Config"].get("Labels") or {}).get(MANAGED_LABEL) != "true":
+            raise DoodError(f"{self.task_id}: container {found['Name']} is not managed by dood; not touching it")
+        name = found["Name"].lstrip("/")
+        return ContainerHandle(found["Id"], name, f"{config.runs_root}/{name}"), found["State"]
+
+    def _finish(self, config: DoodConfig, launcher: ContainerLauncher, handle: ContainerHandle, outcome=None):
+        return finish(
+            launcher,
+            handle,
+            emit=lambda line: self.log.info("%s", line),
+            follow=False,
+            skip_on_exit_code=self.skip_on_exit_code,
+            max_result_bytes=config.max_result_bytes,
+            auto_remove=self.auto_remove or config.defaults.auto_remove,
+            outcome=outcome,
+        )
+
+    def poke(self, context: Context) -> PokeReturnValue:
+        config = load_config(self.config_path)
+        hook = DoodHook(config)
+        handle, state = self._locate(hook, config, context)
+        if state["Status"] in _STILL_GOING:
+            self.log.info("Container %s is %s", handle.container_name, state["Status"])
+            return PokeReturnValue(is_done=False)
+        return PokeReturnValue(is_done=True, xcom_value=self._finish(config, ContainerLauncher(hook.api), handle))
+
+    def execute(self, context: Context) -> Any:
+        if not self.deferrable:
+            return super().execute(context)
+        config = load_config(self.config_path)
+        hook = DoodHook(config)
+        handle, state = self._locate(hook, config, context)
+        if state["Status"] not in _STILL_GOING:
+            return self._finish(config, ContainerLauncher(hook.api), handle)
+        deadline = None
+        if self.timeout:
+            deadline = (context["ti"].start_date.timestamp() if context["ti"].start_date else 0) + self.timeout
+        self.defer(
+            trigger=DoodContainerTrigger(
+                container_id=handle.container_id,
+                docker_url=config.docker.url,
+                api_version=config.docker.api_version,
+                deadline=deadline or None,
+                tls_ca_cert=config.docker.tls_ca_cert,
+                tls_client_cert=config.docker.tls_client_cert,
+                tls_client_key=config.docker.tls_client_key,
+            ),
+            method_name="execute_complete",
+            kwargs={"handle": handle.to_xcom()},
+        )
+
+    def execute_complete(self, context: Context, event: dict[str, Any], handle: dict[str, str] | None = None) -> Any:
+        config = load_config(self.config_path)
+        api = DoodHook(config).api
+        container = ContainerHandle.resumed(handle, event, api, config.runs_root)
+        if event.get("status") == "timeout":
+            raise AirflowSensorTimeout(f"{self.task_id}: {container.container_name} still running at the timeout")
+        if event.get("status") == "error":
+            raise DoodError(f"{self.task_id}: waiting for {container.container_name} ended: {event.get('message')}")
+        outcome = Outcome(int(event["exit_code"]), bool(event.get("oom_killed")), event.get("error_message") or "")
+        return self._finish(config, ContainerLauncher(api), container, outcome)

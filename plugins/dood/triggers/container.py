@@ -1,0 +1,439 @@
+"""DoodContainerTrigger: wait in the triggerer for one container to end, from Docker's event stream.
+
+Events, not polling: hundreds of deferred tasks would otherwise each hit the daemon every few seconds,
+while a subscription costs one idle connection and reports the exit within milliseconds.
+
+No exit may be missed, so the order is: subscribe, then inspect once (the container may already have
+ended, or be gone), then read the stream. Each subscription asks Docker to replay this container's recent
+events (`since=`): that covers any gap between Docker answering the subscription and registering it,
+and exits that happened while a broken stream was being re-opened. Every (re)connect inspects again, so
+an exit that Docker's replay buffer has already forgotten is still seen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import re
+import ssl
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+import aiodocker
+import aiohttp
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+from dood.launcher import Outcome
+
+if TYPE_CHECKING:
+    from dood.config import DoodConfig
+
+CLASSPATH = "dood.triggers.container.DoodContainerTrigger"
+DEFAULT_DOCKER_URL = "unix:///var/run/docker.sock"
+WATCHED_ACTIONS = ("die", "oom", "destroy")
+ENDED_STATES = ("exited", "dead")
+SIGKILL_EXIT_CODE = 137  # killed: by the kernel (OOM), `docker kill`, or `docker rm -f`
+REPLAY_MARGIN_SECONDS = 60  # `since=` reaches this far before the wait began: tolerates daemon clock skew
+REPLAY_GRACE_SECONDS = 1.0  # how long replayed events are read once the container is found gone
+FIRST_RETRY_SECONDS = 0.5
+MAX_RETRY_SECONDS = 10.0
+_CALL_TIMEOUT = aiohttp.ClientTimeout(total=30, sock_connect=10)
+_STREAM_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_read=None, sock_connect=10)
+_API_VERSION = re.compile(r"^(auto|v?\d+\.\d+)$")
+_RFC3339 = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)$")
+
+
+@dataclass
+class _Watch:
+    """What one wait has learned about the container so far; kept across reconnects."""
+
+    started_ns: int = 0  # StartedAt of the run being watched: older events are replays of an earlier run
+    auto_remove: bool = False  # Docker removes it on exit by itself, so "gone right after die" is normal
+    oom_seen: bool = False
+
+    def learn(self, info: dict[str, Any]) -> None:
+        self.started_ns = _epoch_ns(info["State"].get("StartedAt"))
+        self.auto_remove = bool((info.get("HostConfig") or {}).get("AutoRemove"))
+
+
+class _Backoff:
+    """Jittered exponential delays between reconnects, within a budget of seconds spent failing in a row.
+
+    The jitter keeps hundreds of triggers from reconnecting in lockstep after a daemon restart.
+    """
+
+    def __init__(self, budget_seconds: float) -> None:
+        self.budget_seconds = budget_seconds
+        self.reset()
+
+    def reset(self) -> None:
+        self._failing_since: float | None = None
+        self._delay = FIRST_RETRY_SECONDS
+
+    def next_delay(self) -> float | None:
+        """Seconds to sleep before the next attempt, or None once the budget is spent."""
+        now = time.monotonic()
+        if self._failing_since is None:
+            self._failing_since = now
+        left = self.budget_seconds - (now - self._failing_since)
+        if left <= 0:
+            return None
+        delay = min(self._delay * random.uniform(0.5, 1.0), left)
+        self._delay = min(self._delay * 2, MAX_RETRY_SECONDS)
+        return delay
+
+
+class DoodContainerTrigger(BaseTrigger):
+    """Fires once, when a container has ended, vanished, or outlived its deadline.
+
+    The event's payload: ``status`` (success | failed | timeout | error), ``container_id``, ``exit_code``,
+    ``oom_killed``, ``error_message``, ``finished_at`` (Docker's time of the exit, epoch seconds) and a
+    human ``message``. ``error`` means the container disappeared before its outcome could be read, or
+    Docker stayed unreachable past ``retry_budget_seconds``.
+
+    :param container_id: the container to wait for (id, or name).
+    :param docker_url: Docker API URL: ``unix://``, ``tcp://``, ``http(s)://``.
+    :param api_version: ``auto`` or a version such as ``1.41`` (a fixed one saves a round trip per wait).
+    :param deadline: epoch seconds after which the wait ends with ``timeout``. Absolute, so a triggerer
+        restart does not restart the clock.
+    :param timeout_seconds: shorthand for ``deadline = now + timeout_seconds``; only the deadline is kept.
+    :param retry_budget_seconds: how long Docker may stay unreachable before the wait gives up.
+    :param stop_grace_seconds: when a user kills the deferred task (mark failed, clear...), stop the
+        container with this grace, then remove it, as the operator's ``on_kill`` does; None leaves it alone.
+    :param tls_ca_cert: CA file for a TLS endpoint; with ``tls_client_cert``/``tls_client_key``.
+    """
+
+    def __init__(
+        self,
+        *,
+        container_id: str,
+        docker_url: str = DEFAULT_DOCKER_URL,
+        api_version: str = "auto",
+        deadline: float | None = None,
+        timeout_seconds: float | None = None,
+        retry_budget_seconds: float = 120.0,
+        stop_grace_seconds: int | None = None,
+        tls_ca_cert: str | None = None,
+        tls_client_cert: str | None = None,
+        tls_client_key: str | None = None,
+    ) -> None:
+        super().__init__()
+        _validate(container_id, api_version, deadline, timeout_seconds, retry_budget_seconds, stop_grace_seconds)
+        self.container_id = container_id
+        self.docker_url = docker_url
+        self.api_version = api_version
+        self.deadline = float(deadline) if deadline is not None else None
+        if timeout_seconds is not None:
+            self.deadline = time.time() + timeout_seconds
+        self.retry_budget_seconds = float(retry_budget_seconds)
+        self.stop_grace_seconds = stop_grace_seconds
+        self.tls_ca_cert = tls_ca_cert
+        self.tls_client_cert = tls_client_cert
+        self.tls_client_key = tls_client_key
+
+    @classmethod
+    def from_config(
+        cls, config: DoodConfig, container_id: str, *, timeout_seconds: float | None = None
+    ) -> DoodContainerTrigger:
+        """The trigger for a container launched through this config's Docker endpoint."""
+        docker = config.docker
+        return cls(
+            container_id=container_id,
+            docker_url=docker.url,
+            api_version=docker.api_version,
+            timeout_seconds=timeout_seconds,
+            stop_grace_seconds=config.defaults.stop_grace_period_seconds,
+            tls_ca_cert=docker.tls_ca_cert,
+            tls_client_cert=docker.tls_client_cert,
+            tls_client_key=docker.tls_client_key,
+        )
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return CLASSPATH, {
+            "container_id": self.container_id,
+            "docker_url": self.docker_url,
+            "api_version": self.api_version,
+            "deadline": self.deadline,
+            "retry_budget_seconds": self.retry_budget_seconds,
+            "stop_grace_seconds": self.stop_grace_seconds,
+            "tls_ca_cert": self.tls_ca_cert,
+            "tls_client_cert": self.tls_client_cert,
+            "tls_client_key": self.tls_client_key,
+        }
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        """Yield exactly one event; the Docker session is already closed when it is yielded."""
+        yield TriggerEvent(await self.wait())
+
+    async def wait(self) -> dict[str, Any]:
+        """The payload of the one event. The session is closed whatever happens, cancellation included."""
+        remaining = None if self.deadline is None else self.deadline - time.time()
+        if remaining is not None and remaining <= 0:
+            return self._timed_out()
+        self.log.info("Waiting for container %s to end (Docker events at %s)", self.container_id[:12], self.docker_url)
+        docker = self._docker()
+        try:
+            return await asyncio.wait_for(self._watch(docker), timeout=remaining)
+        except asyncio.TimeoutError:
+            return self._timed_out()
+        finally:
+            await docker.close()
+
+    async def on_kill(self) -> None:
+        """A user killed the deferred task: no worker runs the operator's on_kill, so stop the container here."""
+        if self.stop_grace_seconds is None:
+            return
+        self.log.info("Stopping container %s (grace %ss)", self.container_id[:12], self.stop_grace_seconds)
+        docker = self._docker()
+        try:
+            container = docker.containers.container(self.container_id)
+            stop_timeout = aiohttp.ClientTimeout(total=self.stop_grace_seconds + 30)
+            await _ignore_gone(container.stop(t=self.stop_grace_seconds, timeout=stop_timeout))
+            await _ignore_gone(container.delete(force=True, v=True))
+        finally:
+            await docker.close()
+
+    # -- waiting --------------------------------------------------------------------------------
+
+    async def _watch(self, docker: aiodocker.Docker) -> dict[str, Any]:
+        """Subscribe, inspect, read events; on a broken stream reconnect with backoff and inspect again."""
+        since = int(time.time()) - REPLAY_MARGIN_SECONDS
+        watch = _Watch()
+        backoff = _Backoff(self.retry_budget_seconds)
+        while True:
+            try:
+                async with self._events(docker, since) as stream:
+                    backoff.reset()
+                    payload = await self._wait_on(docker, stream, watch)
+                    if payload is not None:
+                        return payload
+                problem = "the event stream ended"
+            except aiodocker.DockerError as exc:  # also "cannot connect" (status 900)
+                problem = str(exc)
+            except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
+                problem = f"{type(exc).__name__}: {exc}"
+            delay = backoff.next_delay()
+            if delay is None:
+                return self._unreachable(problem)
+            self.log.warning("Container %s: %s; reconnecting in %.1fs", self.container_id[:12], problem, delay)
+            await asyncio.sleep(delay)
+
+    @asynccontextmanager
+    async def _events(self, docker: aiodocker.Docker, since: int) -> AsyncIterator[aiohttp.StreamReader]:
+        """The raw stream of this container's die/oom/destroy events, replayed from `since` on.
+
+        aiodocker's public ``events.subscribe()`` hides when the daemon has answered and swallows a broken
+        stream; this wait needs both, hence the lower-level ``_query``.
+        """
+        filters = {"type": ["container"], "container": [self.container_id], "event": list(WATCHED_ACTIONS)}
+        params = {"since": str(since), "filters": json.dumps(filters)}
+        async with docker._query("events", params=params, timeout=_STREAM_TIMEOUT) as response:
+            try:
+                yield response.content
+            finally:
+                response.close()  # release() would wait for the end of an endless stream
+
+    async def _wait_on(
+        self, docker: aiodocker.Docker, stream: aiohttp.StreamReader, watch: _Watch
+    ) -> dict[str, Any] | None:
+        """One connection's worth of waiting; None when the stream ended first."""
+        info = await self._inspect(docker)
+        if info is None:
+            return await self._from_replay(docker, stream, watch)
+        watch.learn(info)
+        payload = self._ended_before(info, watch)
+        if payload is not None:
+            return payload
+        return await self._next_outcome(docker, stream, watch)
+
+    async def _from_replay(
+        self, docker: aiodocker.Docker, stream: aiohttp.StreamReader, watch: _Watch
+    ) -> dict[str, Any]:
+        """The container is gone: its exit may still be among the replayed events, else it vanished unseen."""
+        try:
+            payload = await asyncio.wait_for(self._next_outcome(docker, stream, watch), REPLAY_GRACE_SECONDS)
+        except asyncio.TimeoutError:
+            payload = None
+        return payload or self._gone(oom_killed=watch.oom_seen)
+
+    async def _next_outcome(
+        self, docker: aiodocker.Docker, stream: aiohttp.StreamReader, watch: _Watch
+    ) -> dict[str, Any] | None:
+        """Read events until one decides the outcome; None when the stream ends."""
+        async for line in stream:
+            event = _parse(line)
+            if event is None or event.get("timeNano", 0) < watch.started_ns:
+                continue  # noise, or a replayed event of an earlier run of this container
+            action = event.get("Action") or event.get("status")
+            if action == "oom":
+                watch.oom_seen = True
+            elif action == "die":
+                return await self._after_die(docker, event, watch)
+            elif action == "destroy":
+                return self._gone(oom_killed=watch.oom_seen)  # removed without a die: never ran
+        return None
+
+    async def _after_die(self, docker: aiodocker.Docker, event: dict[str, Any], watch: _Watch) -> dict[str, Any]:
+        """The outcome from the die event: its exit code and time, and whether an oom event came before it.
+
+        Docker sets State.OOMKilled from that same OOM notice, received before the exit. Only a SIGKILL
+        (137) may mean "force-removed" (Docker marks the container "removing" before killing it), so only
+        then is it inspected: after a die Docker holds the container's lock while it cleans up, which
+        makes an inspect take 0.1-1 s on a busy daemon. A force-removed container is reported as
+        ``error``, not as the step's own failure.
+        """
+        exit_code = int((event.get("Actor") or {}).get("Attributes", {}).get("exitCode", -1))
+        finished_at = event["timeNano"] / 1e9
+        state: dict[str, Any] = {}
+        if exit_code == SIGKILL_EXIT_CODE:
+            info = await self._inspect(docker)
+            if (info is None or info["State"].get("Status") == "removing") and not watch.auto_remove:
+                return self._gone(exit_code=exit_code, finished_at=finished_at, oom_killed=watch.oom_seen)
+            state = info["State"] if info else {}
+        oom_killed = watch.oom_seen or bool(state.get("OOMKilled"))
+        return self._ended(
+            Outcome(exit_code=exit_code, oom_killed=oom_killed, error=state.get("Error") or ""), finished_at
+        )
+
+    def _ended_before(self, info: dict[str, Any], watch: _Watch) -> dict[str, Any] | None:
+        """The payload when inspect shows the container already ended (or being removed), else None."""
+        state = info["State"]
+        status = state.get("Status")
+        finished_ns = _epoch_ns(state.get("FinishedAt"))
+        finished_at = finished_ns / 1e9 if finished_ns else None
+        outcome = Outcome.from_state(state)
+        if status in ENDED_STATES or (status == "removing" and watch.auto_remove and finished_ns):
+            return self._ended(outcome, finished_at)
+        if status == "removing":
+            exit_code = outcome.exit_code if finished_ns else None
+            return self._gone(exit_code=exit_code, finished_at=finished_at, oom_killed=outcome.oom_killed)
+        return None
+
+    async def _inspect(self, docker: aiodocker.Docker) -> dict[str, Any] | None:
+        """`docker inspect`, or None when the container does not exist; other failures raise."""
+        try:
+            return await docker.containers.container(self.container_id).show()
+        except aiodocker.DockerError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def _docker(self) -> aiodocker.Docker:
+        """A session of this trigger's own, created inside the event loop (never stored between runs)."""
+        context = self._ssl_context()
+        url = re.sub(r"^tcp://", "https://" if context else "http://", self.docker_url)
+        version = self.api_version if self.api_version == "auto" else "v" + self.api_version.lstrip("v")
+        return aiodocker.Docker(url=url, ssl_context=context, api_version=version, timeout=_CALL_TIMEOUT)
+
+    def _ssl_context(self) -> ssl.SSLContext | None:
+        if not (self.tls_ca_cert or self.tls_client_cert):
+            return None
+        context = ssl.create_default_context(cafile=self.tls_ca_cert)
+        if self.tls_client_cert:
+            context.load_cert_chain(self.tls_client_cert, self.tls_client_key)
+        return context
+
+    # -- payloads -------------------------------------------------------------------------------
+
+    def _payload(self, status: str, message: str, **fields: Any) -> dict[str, Any]:
+        return {
+            "status": status,
+            "container_id": self.container_id,
+            "exit_code": fields.get("exit_code"),
+            "oom_killed": bool(fields.get("oom_killed")),
+            "error_message": fields.get("error_message", ""),
+            "finished_at": fields.get("finished_at"),
+            "message": message,
+        }
+
+    def _ended(self, outcome: Outcome, finished_at: float | None) -> dict[str, Any]:
+        oom = " (killed by the kernel: out of memory)" if outcome.oom_killed else ""
+        return self._payload(
+            "success" if outcome.exit_code == 0 else "failed",
+            f"Container {self.container_id[:12]} exited with code {outcome.exit_code}{oom}.",
+            exit_code=outcome.exit_code,
+            oom_killed=outcome.oom_killed,
+            error_message=outcome.error,
+            finished_at=finished_at,
+        )
+
+    def _gone(
+        self, *, exit_code: int | None = None, finished_at: float | None = None, oom_killed: bool = False
+    ) -> dict[str, Any]:
+        seen = f" (it exited with code {exit_code})" if exit_code is not None else ""
+        message = f"Container {self.container_id[:12]} was removed before its outcome could be read{seen}."
+        return self._payload(
+            "error",
+            message,
+            exit_code=exit_code,
+            oom_killed=oom_killed,
+            error_message=message,
+            finished_at=finished_at,
+        )
+
+    def _timed_out(self) -> dict[str, Any]:
+        when = datetime.fromtimestamp(self.deadline or 0, tz=timezone.utc).isoformat()
+        return self._payload("timeout", f"Container {self.container_id[:12]} was still running at the deadline {when}.")
+
+    def _unreachable(self, problem: str) -> dict[str, Any]:
+        message = (
+            f"Docker at {self.docker_url} stayed unreachable for {self.retry_budget_seconds:g}s while waiting "
+            f"for container {self.container_id[:12]}: {problem}"
+        )
+        return self._payload("error", message, error_message=message)
+
+
+def _validate(
+    container_id: object,
+    api_version: str,
+    deadline: float | None,
+    timeout_seconds: float | None,
+    retry_budget_seconds: float,
+    stop_grace_seconds: int | None,
+) -> None:
+    if not isinstance(container_id, str) or not container_id:
+        raise ValueError(f"container_id: a container id or name is required, got {container_id!r}")
+    if not _API_VERSION.match(api_version):
+        raise ValueError(f"api_version: use 'auto' or a version such as '1.41', got {api_version!r}")
+    if deadline is not None and timeout_seconds is not None:
+        raise ValueError("Give either deadline (absolute epoch seconds) or timeout_seconds (from now), not both.")
+    if timeout_seconds is not None and timeout_seconds <= 0:
+        raise ValueError(f"timeout_seconds: must be > 0, got {timeout_seconds!r}; omit it to wait forever")
+    if retry_budget_seconds <= 0:
+        raise ValueError(f"retry_budget_seconds: must be > 0, got {retry_budget_seconds!r}")
+    if stop_grace_seconds is not None and stop_grace_seconds < 0:
+        raise ValueError(
+            f"stop_grace_seconds: must be >= 0 (or None to leave the container), got {stop_grace_seconds!r}"
+        )
+
+
+async def _ignore_gone(call: Any) -> None:
+    """Await a stop/remove call; a container already stopped (304) or gone (404) is fine."""
+    try:
+        await call
+    except aiodocker.DockerError as exc:
+        if exc.status not in (304, 404, 409):
+            raise
+
+
+def _parse(line: bytes) -> dict[str, Any] | None:
+    try:
+        event = json.loads(line)
+    except ValueError:
+        return None
+    return event if isinstance(event, dict) else None
+
+
+def _epoch_ns(text: str | None) -> int:
+    """Docker's RFC 3339 time (nanosecond digits) as epoch nanoseconds; Docker's zero time gives 0."""
+    match = _RFC3339.match(text or "")
+    if not match or match[1].startswith("0001-"):
+        return 0
+    offset = "+00:00" if match[3] == "Z" else match[3]
+    seconds = int(datetime.fromisoformat(match[1] + offset).timestamp())
+    return seconds * 1_000_000_000 + int((match[2] or "").ljust(9, "0")[:9])

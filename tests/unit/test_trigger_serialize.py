@@ -1,0 +1,102 @@
+"""DoodContainerTrigger without an engine: it survives the trip through the triggerer's database."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from dood.config import parse_config
+from dood.triggers.container import CLASSPATH, DoodContainerTrigger, _Backoff, _epoch_ns
+
+
+def test_serialize_round_trips_through_json():
+    trigger = DoodContainerTrigger(
+        container_id="abc123",
+        docker_url="tcp://dood-proxy:2375",
+        api_version="1.41",
+        deadline=1_900_000_000.5,
+        retry_budget_seconds=30,
+        stop_grace_seconds=5,
+    )
+    classpath, kwargs = trigger.serialize()
+    assert classpath == CLASSPATH == "dood.triggers.container.DoodContainerTrigger"
+    restored_kwargs = json.loads(json.dumps(kwargs))  # plain JSON types only
+    assert restored_kwargs == kwargs
+    again = DoodContainerTrigger(**restored_kwargs)
+    assert again.serialize() == (classpath, kwargs)
+    assert kwargs["deadline"] == 1_900_000_000.5
+
+
+def test_classpath_imports_the_class():
+    from importlib import import_module
+
+    module, _, name = CLASSPATH.rpartition(".")
+    assert getattr(import_module(module), name) is DoodContainerTrigger
+
+
+def test_timeout_seconds_becomes_an_absolute_deadline_that_survives_a_restart():
+    before = time.time()
+    _, kwargs = DoodContainerTrigger(container_id="abc", timeout_seconds=60).serialize()
+    assert "timeout_seconds" not in kwargs
+    assert before + 60 <= kwargs["deadline"] <= time.time() + 60
+    time.sleep(0.01)
+    assert DoodContainerTrigger(**kwargs).deadline == kwargs["deadline"]  # the clock does not restart
+
+
+def test_no_client_is_held_before_run():
+    trigger = DoodContainerTrigger(container_id="abc")
+    assert not any("docker" in type(value).__module__ for value in vars(trigger).values())
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "fragment"),
+    [
+        ({"container_id": ""}, "container_id"),
+        ({"container_id": "a", "deadline": 1.0, "timeout_seconds": 5}, "not both"),
+        ({"container_id": "a", "timeout_seconds": 0}, "timeout_seconds"),
+        ({"container_id": "a", "api_version": "latest"}, "api_version"),
+        ({"container_id": "a", "retry_budget_seconds": 0}, "retry_budget_seconds"),
+        ({"container_id": "a", "stop_grace_seconds": -1}, "stop_grace_seconds"),
+    ],
+)
+def test_invalid_arguments_say_which_and_how(kwargs, fragment):
+    with pytest.raises(ValueError, match=fragment):
+        DoodContainerTrigger(**kwargs)
+
+
+def test_from_config_uses_the_shared_docker_endpoint():
+    config = parse_config(
+        {
+            "docker": {"url": "unix:///run/other.sock", "api_version": "1.41"},
+            "defaults": {"stop_grace_period_seconds": 7},
+        }
+    )
+    _, kwargs = DoodContainerTrigger.from_config(config, "abc", timeout_seconds=10).serialize()
+    assert kwargs["docker_url"] == "unix:///run/other.sock"
+    assert kwargs["api_version"] == "1.41"
+    assert kwargs["stop_grace_seconds"] == 7
+    assert kwargs["deadline"] > time.time()
+
+
+def test_docker_times_parse_to_epoch_nanoseconds():
+    assert _epoch_ns("2026-11-27T20:03:37.097271035Z") == 1_795_809_817_097_271_035
+    assert _epoch_ns("2026-11-27T20:03:37Z") == 1_795_809_817_000_000_000
+    assert _epoch_ns("2026-11-27T21:03:37.5+01:00") == 1_795_809_817_500_000_000
+    assert _epoch_ns("0001-01-01T00:00:00Z") == 0
+    assert _epoch_ns(None) == 0
+
+
+def test_backoff_grows_and_stops_at_the_budget(monkeypatch):
+    now = [1000.0]
+    monkeypatch.setattr(time, "monotonic", lambda: now[0])
+    backoff = _Backoff(budget_seconds=5)
+    delays = []
+    while (delay := backoff.next_delay()) is not None:
+        delays.append(delay)
+        now[0] += delay
+    assert 0.25 <= delays[0] <= 0.5
+    assert sum(delays) == pytest.approx(5)
+    backoff.reset()
+    assert backoff.next_delay() <= 0.5
