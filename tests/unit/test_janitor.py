@@ -1,0 +1,61 @@
+"""The janitor's decisions (pure): what is an orphan, what is kept, what is never ours."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+from dood.janitor import MISSING, plan
+
+NOW = datetime(2026, 11, 27, 12, tzinfo=timezone.utc)
+
+
+def container(name, status, labels=None, finished="0001-01-01T00:00:00Z"):
+    labels = (
+        {
+            "dood.managed": "true",
+            "dood.dag_id": "d",
+            "dood.task_id": name,
+            "dood.run_id": "r",
+            "dood.map_index": "-1",
+            "dood.try_number": "1",
+        }
+        if labels is None
+        else labels
+    )
+    return {
+        "Id": f"id-{name}",
+        "Name": f"/{name}",
+        "Config": {"Labels": labels},
+        "State": {"Status": status, "FinishedAt": finished},
+        "Created": "2026-11-27T00:00:00Z",
+    }
+
+
+def decide(containers, states, ttl=timedelta(hours=24)):
+    return {v.name: v.reason for v in plan(containers, lambda labels: states[labels["dood.task_id"]], ttl=ttl, now=NOW)}
+
+
+def test_running_container_of_an_ended_task_is_an_orphan():
+    verdicts = decide([container("a", "running")], {"a": "success"})
+    assert verdicts == {"a": "its task instance has ended (success)"}
+
+
+def test_running_container_of_a_missing_task_instance_is_an_orphan():
+    assert decide([container("a", "running")], {"a": MISSING}) == {"a": "its task instance no longer exists"}
+
+
+def test_containers_a_task_may_still_come_back_for_are_kept():
+    states = {"a": "running", "b": "up_for_retry", "c": "deferred", "d": "queued", "e": None}
+    assert decide([container(n, "running") for n in states], states) == {}
+
+
+def test_ended_containers_go_after_the_ttl_only():
+    old = container("old", "exited", finished="2026-11-26T10:00:00.123456789Z")
+    new = container("new", "exited", finished="2026-11-27T11:00:00Z")
+    verdicts = decide([old, new], {})
+    assert list(verdicts) == ["old"] and "ttl 24.0 h" in verdicts["old"]
+
+
+def test_unlabelled_containers_are_never_judged():
+    foreign = container("foreign", "running", labels={"owner": "someone"})
+    assert decide([foreign, container("x", "exited", labels={}, finished="2020-01-01T00:00:00Z")], {}) == {}
