@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk.exceptions import AirflowSkipException
 
 from dood.exceptions import ContainerFailed
-from dood.results import read_result
+from dood.results import read_result, run_dir_for
 
 if TYPE_CHECKING:
     from dood.config import AutoRemove
@@ -36,13 +36,17 @@ class ContainerHandle:
         return cls(**{key: value[key] for key in ("container_id", "container_name", "run_dir")})
 
     @classmethod
+    def of(cls, container_id: str, container_name: str, runs_root: str) -> ContainerHandle:
+        return cls(container_id, container_name, run_dir_for(runs_root, container_name))
+
+    @classmethod
     def resumed(cls, handle: dict[str, str] | None, event: dict[str, Any], api, runs_root: str) -> ContainerHandle:
         """The handle given to `defer`, or rebuilt from the trigger event where a runner dropped it
         (`dag.test()` in Airflow 3.3 passes only the event)."""
         if handle:
             return cls.from_xcom(handle)
         name = api.inspect_container(event["container_id"])["Name"].lstrip("/")
-        return cls(event["container_id"], name, f"{runs_root}/{name}")
+        return cls.of(event["container_id"], name, runs_root)
 
 
 def conclude(

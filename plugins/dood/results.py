@@ -19,9 +19,14 @@ RESULT_FILE_ENV = "DOOD_RESULT_FILE"
 RUN_DIR_ENV = "DOOD_RUN_DIR"
 
 
+def run_dir_for(runs_root: str, container_name: str) -> str:
+    """The Airflow-side run directory of a container: derived from its name, so any process finds it."""
+    return f"{runs_root}/{container_name}"
+
+
 def prepare_run_dir(runs_root: str, container_name: str) -> Path:
     """Create an empty run directory any container user can write to (its uid is unknown to us)."""
-    run_dir = Path(runs_root) / container_name
+    run_dir = Path(run_dir_for(runs_root, container_name))
     run_dir.mkdir(parents=True, exist_ok=True)
     stale = run_dir / RESULT_FILE_NAME
     if stale.exists():

@@ -19,7 +19,7 @@ from dood.launcher import ContainerLauncher, ContainerSpec, Outcome
 from dood.mounts import DoodMount
 from dood.naming import TaskIdentity, check_user_labels
 from dood.resources import Resources
-from dood.results import RUN_DIR_IN_CONTAINER, prepare_run_dir, result_env
+from dood.results import RUN_DIR_IN_CONTAINER, prepare_run_dir, result_env, run_dir_for
 from dood.triggers.container import DoodContainerTrigger
 
 if TYPE_CHECKING:
@@ -139,7 +139,8 @@ class DoodContainerOperator(BaseOperator):
             if mount.type == "bind":
                 source = mount_map.to_host(mount.source, f"{self.task_id}: mounts[{index}]")
             mounts.append(Mount(target=mount.target, source=source, type=mount.type, read_only=mount.read_only))
-        run_dir_host = mount_map.to_host(f"{config.runs_root}/{identity.container_name()}", "runs_root (dood config)")
+        run_dir = run_dir_for(config.runs_root, identity.container_name())
+        run_dir_host = mount_map.to_host(run_dir, "runs_root (dood config)")
         mounts.append(Mount(target=RUN_DIR_IN_CONTAINER, source=run_dir_host, type="bind"))
         environment = {str(k): str(v) for k, v in self.environment.items()}
         environment.update({str(k): str(v) for k, v in self.private_environment.items()})
@@ -158,7 +159,7 @@ class DoodContainerOperator(BaseOperator):
             resources=self.container_resources.merged_over(config.defaults.resources),
             network=self.network or config.defaults.network,
         )
-        return spec, f"{config.runs_root}/{identity.container_name()}"
+        return spec, run_dir
 
     # --- running ---
 
@@ -234,7 +235,7 @@ class DoodContainerOperator(BaseOperator):
             adopted["Labels"].get("dood.try_number"),
             adopted["Status"],
         )
-        return ContainerHandle(adopted["Id"], name, f"{config.runs_root}/{name}")
+        return ContainerHandle.of(adopted["Id"], name, config.runs_root)
 
     def _defer(self, handle: ContainerHandle, config: DoodConfig, context: Context) -> None:
         deadline = None

@@ -83,7 +83,7 @@ class DoodContainerSensor(BaseSensorOperator):
         if (found["Config"].get("Labels") or {}).get(MANAGED_LABEL) != "true":
             raise DoodError(f"{self.task_id}: container {found['Name']} is not managed by dood; not touching it")
         name = found["Name"].lstrip("/")
-        return ContainerHandle(found["Id"], name, f"{config.runs_root}/{name}"), found["State"]
+        return ContainerHandle.of(found["Id"], name, config.runs_root), found["State"]
 
     def _finish(self, config: DoodConfig, launcher: ContainerLauncher, handle: ContainerHandle, outcome=None):
         return finish(
