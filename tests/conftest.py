@@ -13,5 +13,5 @@ os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(REPO / "tests" / "integration" / "dags")
 os.environ["DOOD_TEST_ROOT"] = str(_home)
 _config = _home / "dood.yaml"
-_config.write_text(f"runs_root: {_home / 'runs'}\n")
+_config.write_text(f"runs_root: {_home / 'runs'}\npolicy:\n  allowed_host_roots: ['{_home}']\n")
 os.environ["DOOD_CONFIG"] = str(_config)

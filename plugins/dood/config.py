@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from dood.exceptions import DoodConfigError
 from dood.pipeline_config import Pipeline
+from dood.policy import Policy
 from dood.resources import Resources
 
 CONFIG_ENV_VAR = "DOOD_CONFIG"
@@ -115,6 +116,13 @@ class DoodConfig(_Strict):
     )
     max_result_bytes: int = Field(default=1_048_576, gt=0, description="Largest result file accepted as XCom.")
     defaults: ContainerDefaults = Field(default_factory=ContainerDefaults)
+    policy: Policy = Field(
+        default_factory=Policy,
+        description=(
+            "What launched containers may ask of the Docker host; checked before create and enforced by "
+            "dood-proxy (docs/security.md)."
+        ),
+    )
     pipelines: dict[str, Pipeline] = Field(
         default_factory=dict, description="Retraining pipelines; each becomes a DAG named dood_<name>."
     )

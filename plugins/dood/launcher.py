@@ -105,14 +105,15 @@ class ContainerLauncher:
             self._clear_leftover(spec)
         raise AssertionError("unreachable")
 
-    def _create(self, spec: ContainerSpec) -> str:
+    def create_body(self, spec: ContainerSpec) -> dict[str, Any]:
+        """The `POST /containers/create` body of this spec, exactly as `create` sends it (for the policy)."""
         host_config = self.api.create_host_config(
             mounts=list(spec.mounts),
             network_mode=spec.network,
             auto_remove=False,  # we remove it ourselves, after reading its outcome
             **(spec.resources.host_config_kwargs() if spec.resources else {}),
         )
-        created = self.api.create_container(
+        return self.api.create_container_config(
             image=spec.image,
             command=spec.command,
             entrypoint=spec.entrypoint,
@@ -120,10 +121,11 @@ class ContainerLauncher:
             working_dir=spec.working_dir,
             user=spec.user,
             labels=spec.all_labels(),
-            name=spec.name,
             host_config=host_config,
         )
-        return created["Id"]
+
+    def _create(self, spec: ContainerSpec) -> str:
+        return self.api.create_container_from_config(self.create_body(spec), name=spec.name)["Id"]
 
     def _clear_leftover(self, spec: ContainerSpec) -> None:
         try:

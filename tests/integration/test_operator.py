@@ -93,6 +93,7 @@ def test_mapped_bind_mount_writes_where_the_map_says_on_the_host(dag_run, next_d
     (host_view / "in" / "input.txt").write_text("from the host side\n")
     (root / "mapped.yaml").write_text(
         f"runs_root: {root / 'runs'}\nmount_map:\n  - airflow_path: {airflow_view}\n    host_path: {host_view}\n"
+        f"policy:\n  allowed_host_roots: ['{root}']\n"
     )
     dagrun = dag_run("dood_it_mapped_mount", next_date)
     assert dagrun.state == "success"

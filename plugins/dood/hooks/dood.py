@@ -9,7 +9,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.docker.hooks.docker import DockerHook
-from docker.errors import NotFound
+from docker.errors import APIError, NotFound
 
 from dood.exceptions import DoodConfigError
 from dood.mounts import MountMap, discovered_entries, reconcile
@@ -69,6 +69,14 @@ class DoodHook(DockerHook):
                 found = self.api.inspect_container(candidate)
             except NotFound:
                 continue
+            except APIError as exc:
+                if exc.status_code != 403:
+                    raise
+                raise DoodConfigError(
+                    f"{self.config.docker.url} refuses to inspect our own container ({exc.explanation}). Behind "
+                    "dood-proxy, start it with --inspectable-label and label the Airflow containers with it, or "
+                    "set mount_discovery.mode: off and list the mount_map (docs/security.md)."
+                ) from None
             if found["Config"].get("Hostname") == hostname:  # a same-named stranger is not us
                 return found
         return None

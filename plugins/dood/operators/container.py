@@ -18,6 +18,7 @@ from dood.hooks.dood import DoodHook
 from dood.launcher import ContainerLauncher, ContainerSpec, Outcome
 from dood.mounts import DoodMount
 from dood.naming import TaskIdentity, check_user_labels
+from dood.policy import check as check_policy
 from dood.resources import Resources
 from dood.results import RUN_DIR_IN_CONTAINER, prepare_run_dir, result_env, run_dir_for
 from dood.triggers.container import DoodContainerTrigger
@@ -172,6 +173,7 @@ class DoodContainerOperator(BaseOperator):
         handle = self._reattach(hook, identity, config) if self.reattach else None
         if handle is None:
             spec, run_dir = self.build_spec(config, hook, identity, context)
+            check_policy(launcher.create_body(spec), config.policy, subject=f"{self.task_id}: the container")
             launcher.ensure_image(spec.image, self.pull_policy or config.defaults.pull_policy)
             prepare_run_dir(config.runs_root, spec.name)
             self.log.info("Creating container %s from %s", spec.name, spec.image)

@@ -1,0 +1,96 @@
+"""`dood-proxy` / `python -m dood.proxy`: run the proxy until SIGTERM or SIGINT."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+
+from dood.policy import Policy, load_policy
+from dood.proxy.daemon import Endpoint
+from dood.proxy.server import DEFAULT_MAX_BODY, ProxyServer
+
+log = logging.getLogger("dood.proxy")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dood-proxy",
+        description="Docker socket proxy: lets dood create, run and remove its own containers, and nothing else.",
+    )
+    parser.add_argument("--listen", required=True, help="unix:///run/dood/docker.sock or tcp://127.0.0.1:2375")
+    parser.add_argument(
+        "--upstream", default="unix:///var/run/docker.sock", help="the real Docker socket (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--config",
+        default=os.environ.get("DOOD_CONFIG"),
+        help="dood config whose `policy:` section is enforced (default: $DOOD_CONFIG; none: the default policy)",
+    )
+    parser.add_argument(
+        "--socket-mode", default="660", help="permissions of a unix listening socket, octal (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--max-body-bytes", type=int, default=DEFAULT_MAX_BODY, help="largest create body (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--inspectable-label",
+        action="append",
+        default=[],
+        metavar="KEY[=VALUE]",
+        help="containers carrying this label may be inspected (read-only), e.g. the Airflow containers, so "
+        "that dood's mount discovery works behind the proxy; repeatable",
+    )
+    parser.add_argument("--log-level", default=os.environ.get("DOOD_PROXY_LOG_LEVEL", "INFO"))
+    return parser
+
+
+async def serve(proxy: ProxyServer, listen: Endpoint, socket_mode: int) -> None:
+    server = await proxy.listen(listen, socket_mode=socket_mode)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    log.info("dood-proxy listening on %s, forwarding to %s", listen, proxy.daemon.endpoint)
+    try:
+        await stop.wait()
+    finally:
+        server.close()
+        if listen.scheme == "unix":
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(listen.path)
+    log.info("dood-proxy stopped")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        listen, upstream = Endpoint.parse(args.listen), Endpoint.parse(args.upstream)
+        socket_mode = int(args.socket_mode, 8)
+        policy = load_policy(args.config) if args.config else Policy()
+    except ValueError as exc:
+        print(f"dood-proxy: {exc}", file=sys.stderr)
+        return 2
+    if not args.config:
+        log.warning("No --config and no $DOOD_CONFIG: enforcing the default policy")
+    if listen.scheme == "tcp" and listen.host not in ("127.0.0.1", "::1", "localhost"):
+        log.warning("Listening on %s: anyone who reaches it may create containers within the policy", listen)
+    log.info("Policy: %s", policy.model_dump_json())
+    proxy = ProxyServer(
+        policy=policy,
+        upstream=upstream,
+        max_body_bytes=args.max_body_bytes,
+        inspectable_labels=args.inspectable_label,
+    )
+    asyncio.run(serve(proxy, listen, socket_mode))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,317 @@
+"""dood-proxy's server: one task per client connection, each request checked, rewritten and relayed.
+
+What is checked where: `rules` decides which calls exist at all, `dood.policy` what a created container
+may ask for, `ownership` which containers may be touched. This module only wires them to the streams.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import stat
+from collections.abc import Callable, Iterable
+
+from dood.naming import MANAGED_LABEL
+from dood.policy import MalformedBody, Policy, canonical_create_body, parse_json, violations
+from dood.proxy import rules, wire
+from dood.proxy.daemon import Daemon, Endpoint
+from dood.proxy.ownership import Ownership
+from dood.proxy.rules import Refused, Route, Target
+
+log = logging.getLogger("dood.proxy")
+DEFAULT_MAX_BODY = 1024 * 1024
+_SMALL_BODY = 4096  # the most any other allowed call may carry (and it must be empty JSON)
+_AUTH_BODY = 64 * 1024  # registry credentials, identity tokens
+IDLE_SECONDS = 300  # a client that sends no (complete) request for this long is disconnected
+
+
+class ProxyServer:
+    """Stands between clients and the Docker socket; see docs/security.md for what passes and why."""
+
+    def __init__(
+        self,
+        *,
+        policy: Policy,
+        upstream: Endpoint,
+        max_body_bytes: int = DEFAULT_MAX_BODY,
+        inspectable_labels: Iterable[str] = (),
+        realpath: Callable[[str], str] = os.path.realpath,
+    ) -> None:
+        self.policy = policy
+        self.daemon = Daemon(upstream)
+        self.ownership = Ownership(self.daemon, inspectable=inspectable_labels)
+        self.max_body_bytes = max_body_bytes
+        self.realpath = realpath
+
+    async def listen(self, endpoint: Endpoint, *, socket_mode: int = 0o660) -> asyncio.AbstractServer:
+        if endpoint.scheme == "unix":
+            _clear_stale_socket(endpoint.path)
+            os.makedirs(os.path.dirname(endpoint.path) or ".", exist_ok=True)
+            server = await asyncio.start_unix_server(self.handle, endpoint.path, limit=wire.MAX_HEAD_BYTES)
+            os.chmod(endpoint.path, socket_mode)
+        else:
+            server = await asyncio.start_server(self.handle, endpoint.host, endpoint.port, limit=wire.MAX_HEAD_BYTES)
+        return server
+
+    # --- one client connection ---
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                try:
+                    request = await asyncio.wait_for(wire.read_request(reader), IDLE_SECONDS)
+                except wire.HttpError as exc:
+                    writer.write(wire.error_response(exc.status, f"dood-proxy: {exc.reason}", close=True))
+                    await writer.drain()
+                    return
+                if request is None:
+                    return
+                if not await self._serve(request, reader, writer) or not request.keep_alive:
+                    return
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.TimeoutError):
+            pass  # gone, or silent for too long: just close
+        except Exception:  # one broken connection must not take the proxy down
+            log.exception("dood-proxy: unexpected error on a client connection")
+        finally:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    async def _serve(self, request: wire.Request, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        """Answer one request; False when the connection must close afterwards."""
+        length = request.body_length()
+        length = 0 if length == -1 else length  # a request without framing has no body
+        body_read = length == 0
+        try:
+            target = rules.parse_target(request.target)
+            route = rules.route(request.method, target)
+            limit = {"create": self.max_body_bytes, "auth": _AUTH_BODY}.get(route.kind, _SMALL_BODY)
+            if (request.header("expect") or "").lower() == "100-continue":
+                if length is not None and length > limit:
+                    raise wire.HttpError(413, f"body of {length} bytes is larger than the {limit} bytes allowed")
+                writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            body = await asyncio.wait_for(wire.read_body(reader, length, limit), IDLE_SECONDS)
+            body_read = True
+            if route.kind not in ("create", "auth") and body.strip() not in (b"", b"{}", b"null"):
+                raise Refused(400, f"{request.method} {target.path} takes no request body")
+            log.debug("allow %s %s", request.method, request.target)
+            return await self._dispatch(route, target, request, body, reader, writer)
+        except (Refused, wire.HttpError) as exc:
+            status, message = (
+                (exc.status, exc.message) if isinstance(exc, Refused) else (exc.status, f"dood-proxy: {exc.reason}")
+            )
+            level = logging.INFO if status == 404 else logging.WARNING
+            log.log(level, "refuse %s %s -> %d %s", request.method, request.target[:200], status, message)
+            close = not body_read  # the unread body would be taken for the next request
+            writer.write(wire.error_response(status, message, close=close))
+            await writer.drain()
+            if close:
+                await _linger(reader)
+            return not close
+
+    async def _dispatch(
+        self,
+        route: Route,
+        target: Target,
+        request: wire.Request,
+        body: bytes,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+    ) -> bool:
+        if route.kind == "pass":
+            return await self._forward(request, target.uri(), b"", reader, writer)
+        if route.kind == "auth":
+            return await self._forward(request, target.uri(), body, reader, writer)
+        if route.kind == "image":
+            self._check_image(route.image or "")
+            return await self._forward(request, target.uri(), b"", reader, writer)
+        if route.kind == "pull":
+            self._check_image(rules.pull_reference(target.query))
+            return await self._forward(request, target.uri(), b"", reader, writer)
+        if route.kind in ("list", "events"):
+            query = rules.with_label_filter(target.query, f"{MANAGED_LABEL}=true")
+            return await self._forward(request, target.uri(query=query), b"", reader, writer)
+        if route.kind == "create":
+            return await self._create(request, target, body, writer)
+        return await self._container(route, target, request, reader, writer)
+
+    def _check_image(self, reference: str) -> None:
+        if not self.policy.image_allowed(reference):
+            raise Refused(
+                403, f"image {reference!r} matches none of policy.allowed_images {list(self.policy.allowed_images)}"
+            )
+
+    async def _create(self, request: wire.Request, target: Target, body: bytes, writer: asyncio.StreamWriter) -> bool:
+        try:
+            parsed = parse_json(body or b"{}")
+        except MalformedBody as exc:
+            raise Refused(400, f"create body: {exc}") from None
+        found = violations(parsed, self.policy, realpath=self.realpath)
+        if found:
+            status = 400 if any(v.structural for v in found) else 403
+            raise Refused(status, "the container breaks the dood policy: " + "; ".join(str(v) for v in found))
+        canonical, _ = canonical_create_body(parsed)
+        canonical["Labels"] = {**(canonical.get("Labels") or {}), MANAGED_LABEL: "true"}
+        sent = json.dumps(canonical, separators=(",", ":")).encode()
+        headers = [("Content-Type", "application/json")]
+        response, up_reader, up_writer = await self.daemon.open("POST", target.uri(), headers, sent)
+        try:
+            answer = await wire.read_body(up_reader, response.body_length(), self.max_body_bytes)
+        finally:
+            up_writer.close()
+        if response.status == 201:
+            with contextlib.suppress(ValueError, KeyError, TypeError, AttributeError):
+                self.ownership.remember(json.loads(answer)["Id"])
+        writer.write(_complete(response, answer))
+        await writer.drain()
+        return True
+
+    async def _container(
+        self,
+        route: Route,
+        target: Target,
+        request: wire.Request,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+    ) -> bool:
+        read_only = route.action == "json"
+        owned = await self.ownership.resolve(route.container or "", target.prefix, read_only=read_only)
+        if read_only and owned.inspect is not None and not target.query:  # just fetched: answer with it
+            writer.write(wire.json_bytes_response(200, owned.inspect))
+            await writer.drain()
+            return True
+        path = target.path.replace(f"/containers/{route.container}", f"/containers/{owned.container_id}", 1)
+        keep = await self._forward(request, target.uri(path=path), b"", reader, writer, upgrade=route.upgrade)
+        if route.action == "remove":
+            self.ownership.forget(owned.container_id)
+        return keep
+
+    # --- relaying ---
+
+    async def _forward(
+        self,
+        request: wire.Request,
+        uri: str,
+        body: bytes,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        *,
+        upgrade: bool = False,
+    ) -> bool:
+        """Send the request upstream and relay the answer as it comes; False when the client must close."""
+        asked = upgrade and request.wants_upgrade
+        response, up_reader, up_writer = await self.daemon.open(
+            request.method, uri, request.headers, body, upgrade=asked
+        )
+        try:
+            hijacked = response.status == 101 or (response.status == 200 and response.body_length() == -1)
+            if upgrade and hijacked:  # attach: raw bytes both ways from here on
+                headers = response.headers if response.status == 101 else _end_to_end(response.headers)
+                writer.write(wire.encode_head(response.start, headers))
+                await writer.drain()
+                await _tunnel(reader, writer, up_reader, up_writer)
+                return False
+            if not wire.response_has_body(request.method, response.status):
+                writer.write(wire.encode_head(response.start, _end_to_end(response.headers)))
+                await writer.drain()
+                return True
+            length = response.body_length()
+            if length is not None and length >= 0:
+                writer.write(wire.encode_head(response.start, _end_to_end(response.headers, length=length)))
+                await wire.pipe(up_reader, writer, length)
+                return True
+            # Chunked or until-close: relayed verbatim (chunk framing included) until the daemon closes.
+            headers = _end_to_end(response.headers, keep_chunked=True) + [("Connection", "close")]
+            writer.write(wire.encode_head(response.start, headers))
+            await _relay_until_close(reader, writer, up_reader)
+            return False
+        finally:
+            up_writer.close()
+
+
+def _end_to_end(
+    headers: list[tuple[str, str]], *, length: int | None = None, keep_chunked: bool = False
+) -> list[tuple[str, str]]:
+    kept = [
+        (k, v)
+        for k, v in headers
+        if k.lower() not in wire.NOT_FORWARDED or (keep_chunked and k.lower() == "transfer-encoding")
+    ]
+    if length is not None:
+        kept.append(("Content-Length", str(length)))
+    return kept
+
+
+def _complete(response: wire.Response, body: bytes) -> bytes:
+    """A response re-framed with a Content-Length (for bodies the proxy has read whole)."""
+    return wire.encode_head(response.start, _end_to_end(response.headers, length=len(body))) + body
+
+
+async def _relay_until_close(
+    client_reader: asyncio.StreamReader, writer: asyncio.StreamWriter, up_reader: asyncio.StreamReader
+) -> None:
+    """Relay a streamed body; stop as soon as the client goes away (as the daemon itself would)."""
+    pump = asyncio.ensure_future(wire.pipe(up_reader, writer))
+    gone = asyncio.ensure_future(_client_closed(client_reader))
+    try:
+        await asyncio.wait({pump, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (pump, gone):
+            task.cancel()
+        for task in (pump, gone):
+            with contextlib.suppress(BaseException):
+                await task
+
+
+async def _linger(reader: asyncio.StreamReader, seconds: float = 2.0, most: int = 64 * 1024 * 1024) -> None:
+    """Read and drop what the client still sends (a refused body), so it gets to read our answer."""
+
+    async def drain() -> None:
+        remaining = most
+        while remaining > 0 and (data := await reader.read(wire.CHUNK)):
+            remaining -= len(data)
+
+    with contextlib.suppress(asyncio.TimeoutError, ConnectionError):
+        await asyncio.wait_for(drain(), seconds)
+
+
+async def _client_closed(reader: asyncio.StreamReader) -> None:
+    while await reader.read(wire.CHUNK):
+        pass  # a pipelined request during a stream is dropped: the connection closes after it
+
+
+async def _tunnel(
+    client_reader: asyncio.StreamReader,
+    client_writer: asyncio.StreamWriter,
+    up_reader: asyncio.StreamReader,
+    up_writer: asyncio.StreamWriter,
+) -> None:
+    """A hijacked connection (attach): bytes both ways until the daemon's side ends."""
+
+    async def upstream() -> None:
+        with contextlib.suppress(ConnectionError):
+            await wire.pipe(client_reader, up_writer)
+            if up_writer.can_write_eof():
+                up_writer.write_eof()  # stdin closed: tell the daemon, keep reading its output
+
+    sending = asyncio.ensure_future(upstream())
+    try:
+        with contextlib.suppress(ConnectionError):
+            await wire.pipe(up_reader, client_writer)
+    finally:
+        sending.cancel()
+        with contextlib.suppress(BaseException):
+            await sending
+
+
+def _clear_stale_socket(path: str) -> None:
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(mode):
+        raise ValueError(f"{path} exists and is not a socket; refusing to replace it")
+    os.unlink(path)

@@ -1,0 +1,419 @@
+"""The container policy: one pure function over the Docker create body, checked case-insensitively."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import subprocess
+import sys
+
+import docker
+import pytest
+from docker.types import DeviceRequest, DriverConfig, Mount
+
+from dood.policy import (
+    MalformedBody,
+    Policy,
+    canonical_create_body,
+    check,
+    load_policy,
+    parse_json,
+    parse_policy,
+    violations,
+)
+
+API = docker.APIClient(version="1.41")  # no connection is made with an explicit version
+OK_IMAGE = "dood-ml-example:latest"
+
+
+def body(image: str = OK_IMAGE, **host_config) -> dict:
+    """A create body exactly as the docker SDK (and so the operator) builds it."""
+    return API.create_container_config(
+        image=image,
+        command=["true"],
+        labels={"dood.managed": "true"},
+        host_config=API.create_host_config(**host_config),
+    )
+
+
+def rules(found) -> list[tuple[str, str]]:
+    return [(v.field, v.rule) for v in found]
+
+
+# --- what the operator sends passes with the defaults ---
+
+
+def test_operator_shaped_body_passes_the_default_policy():
+    sent = body(
+        mounts=[
+            Mount(target="/dood/run", source="/tmp/dood-runs/dood-x-t1-abc", type="bind"),
+            Mount(target="/dood/input", source="/tmp/dood/data", type="bind", read_only=True),
+            Mount(target="/cache", source="pip-cache", type="volume"),
+        ],
+        network_mode="dood-net",
+        nano_cpus=2_000_000_000,
+        mem_limit="2g",
+        shm_size="1g",
+    )
+    assert violations(sent, Policy()) == []
+    check(sent, Policy())  # does not raise
+
+
+def test_defaults_are_documented_and_safe():
+    policy = Policy()
+    assert policy.allowed_images == ("*",)
+    assert policy.allowed_host_roots == ("/tmp/dood", "/tmp/dood-runs")
+    assert policy.allowed_capabilities == ()
+    assert policy.allow_gpus is False
+    assert policy.allowed_host_ports is None
+    for name, field in Policy.model_fields.items():
+        assert field.description, f"policy.{name} has no description"
+
+
+# --- every forbidden thing, named by field and rule ---
+
+
+@pytest.mark.parametrize(
+    ("host_config", "expected"),
+    [
+        ({"privileged": True}, [("HostConfig.Privileged", "privileged")]),
+        ({"cap_add": ["SYS_ADMIN"]}, [("HostConfig.CapAdd[0]", "capability")]),
+        (
+            {"cap_add": ["cap_sys_admin", "NET_RAW"]},
+            [("HostConfig.CapAdd[0]", "capability"), ("HostConfig.CapAdd[1]", "capability")],
+        ),
+        ({"pid_mode": "host"}, [("HostConfig.PidMode", "host-namespace")]),
+        ({"pid_mode": "container:abc"}, [("HostConfig.PidMode", "host-namespace")]),
+        ({"ipc_mode": "host"}, [("HostConfig.IpcMode", "host-namespace")]),
+        ({"uts_mode": "host"}, [("HostConfig.UTSMode", "host-namespace")]),
+        ({"userns_mode": "host"}, [("HostConfig.UsernsMode", "host-namespace")]),
+        ({"cgroupns": "host"}, [("HostConfig.CgroupnsMode", "host-namespace")]),
+        ({"network_mode": "host"}, [("HostConfig.NetworkMode", "host-namespace")]),
+        ({"network_mode": "container:other"}, [("HostConfig.NetworkMode", "host-namespace")]),
+        ({"devices": ["/dev/sda:/dev/sda:rwm"]}, [("HostConfig.Devices[0]", "device")]),
+        ({"device_cgroup_rules": ["c 1:3 mr"]}, [("HostConfig.DeviceCgroupRules[0]", "device")]),
+        ({"security_opt": ["seccomp=unconfined"]}, [("HostConfig.SecurityOpt[0]", "security-opt")]),
+        ({"security_opt": ["apparmor=unconfined"]}, [("HostConfig.SecurityOpt[0]", "security-opt")]),
+        ({"security_opt": ["label=disable", "no-new-privileges"]}, [("HostConfig.SecurityOpt[0]", "security-opt")]),
+        (
+            {"security_opt": ['seccomp={"defaultAction":"SCMP_ACT_ALLOW"}']},
+            [("HostConfig.SecurityOpt[0]", "security-opt")],
+        ),
+        ({"volumes_from": ["other"]}, [("HostConfig.VolumesFrom", "volumes-from")]),
+        ({"links": {"db": "db"}}, [("HostConfig.Links", "links")]),
+        ({"sysctls": {"net.ipv4.ip_forward": "1"}}, [("HostConfig.Sysctls", "sysctls")]),
+        ({"cgroup_parent": "/system.slice"}, [("HostConfig.CgroupParent", "cgroup")]),
+        ({"runtime": "kata"}, [("HostConfig.Runtime", "runtime")]),
+        ({"oom_kill_disable": True}, [("HostConfig.OomKillDisable", "oom")]),
+        ({"oom_score_adj": -500}, [("HostConfig.OomScoreAdj", "oom")]),
+        (
+            {"log_config": {"type": "syslog", "config": {"syslog-address": "tcp://10.0.0.1:514"}}},
+            [("HostConfig.LogConfig.Type", "log-driver")],
+        ),
+        ({"publish_all_ports": True}, [("HostConfig.PublishAllPorts", "port")]),
+        ({"port_bindings": {8080: ("127.0.0.1", 8080)}}, [("HostConfig.PortBindings['8080/tcp'][0]", "port")]),
+        ({"volume_driver": "convoy"}, [("HostConfig.VolumeDriver", "volume-driver")]),
+        (
+            {"device_requests": [DeviceRequest(count=1, capabilities=[["gpu"]])]},
+            [("HostConfig.DeviceRequests[0]", "gpu")],
+        ),
+    ],
+)
+def test_forbidden_host_config(host_config, expected):
+    assert rules(violations(body(**host_config), Policy())) == expected
+
+
+@pytest.mark.parametrize(
+    ("binds", "rule"),
+    [
+        (["/:/host"], "system-path"),
+        (["/etc:/etc:ro"], "system-path"),
+        (["/var:/var"], "system-path"),  # contains /var/run and /var/lib/docker
+        (["/var/run/docker.sock:/var/run/docker.sock"], "docker-socket"),
+        (["/run/user/0/docker.sock:/d.sock"], "docker-socket"),
+        (["/tmp/dood/proxy.sock:/p.sock"], "docker-socket"),
+        (["/var/lib/docker/volumes:/v"], "system-path"),
+        (["/proc:/p"], "system-path"),
+        (["/tmp/dood/../../etc:/e"], "system-path"),
+        (["//etc:/e"], "system-path"),
+        (["/home/user/.ssh:/ssh:ro"], "bind-root"),
+        (["/tmp/doodle:/x"], "bind-root"),  # a prefix of a root's name is not under it
+        (["/tmp/dood/x:/x:rshared"], "propagation"),
+    ],
+)
+def test_forbidden_binds(binds, rule):
+    assert rules(violations(body(binds=binds), Policy())) == [("HostConfig.Binds[0]", rule)]
+
+
+def test_binds_under_allowed_roots_and_named_volumes_pass():
+    sent = body(
+        binds=["/tmp/dood/data:/data:ro", "/tmp/dood-runs/x:/dood/run", "cache:/cache", "/tmp/dood/./a/../b:/b"]
+    )
+    assert violations(sent, Policy()) == []
+
+
+@pytest.mark.parametrize(
+    ("mount", "expected"),
+    [
+        (
+            Mount(target="/s", source="/var/run/docker.sock", type="bind"),
+            ("HostConfig.Mounts[0].Source", "docker-socket"),
+        ),
+        (Mount(target="/h", source="/", type="bind"), ("HostConfig.Mounts[0].Source", "system-path")),
+        (Mount(target="/h", source="/srv/other", type="bind"), ("HostConfig.Mounts[0].Source", "bind-root")),
+        (
+            Mount(
+                target="/v",
+                source="v",
+                type="volume",
+                driver_config=DriverConfig("local", {"o": "bind", "device": "/etc"}),
+            ),
+            ("HostConfig.Mounts[0].VolumeOptions.DriverConfig", "volume-driver"),
+        ),
+        (
+            Mount(target="/x", source="/tmp/dood/x", type="bind", propagation="rshared"),
+            ("HostConfig.Mounts[0].BindOptions.Propagation", "propagation"),
+        ),
+    ],
+)
+def test_forbidden_mounts(mount, expected):
+    assert rules(violations(body(mounts=[mount]), Policy())) == [expected]
+
+
+def test_mount_types_other_than_bind_volume_tmpfs_are_refused():
+    sent = {"Image": OK_IMAGE, "HostConfig": {"Mounts": [{"Type": "image", "Source": "other", "Target": "/x"}]}}
+    assert rules(violations(sent, Policy())) == [("HostConfig.Mounts[0].Type", "mount-type")]
+    tmpfs = body(mounts=[Mount(target="/scratch", source="", type="tmpfs")])
+    assert violations(tmpfs, Policy()) == []
+
+
+def test_read_only_roots_require_read_only_mounts():
+    policy = Policy(allowed_host_roots=["/srv/ml"], read_only_host_roots=["/srv/ml/data"])
+    assert violations(body(binds=["/srv/ml/data/x:/in:ro", "/srv/ml/out:/out"]), policy) == []
+    assert (
+        violations(body(mounts=[Mount(target="/in", source="/srv/ml/data", type="bind", read_only=True)]), policy) == []
+    )
+    found = violations(
+        body(binds=["/srv/ml/data:/in"], mounts=[Mount(target="/in2", source="/srv/ml/data/y", type="bind")]), policy
+    )
+    assert rules(found) == [
+        ("HostConfig.Binds[0]", "bind-read-only"),
+        ("HostConfig.Mounts[0].Source", "bind-read-only"),
+    ]
+
+
+def test_symlinks_are_resolved_only_when_asked(tmp_path):
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "etc").symlink_to("/etc")
+    sent = body(binds=[f"{root}/etc:/e"])
+    lenient = Policy(allowed_host_roots=[str(root)])
+    assert violations(sent, lenient, realpath=os.path.realpath) == []  # resolve_symlinks is off
+    strict = Policy(allowed_host_roots=[str(root)], resolve_symlinks=True)
+    found = violations(sent, strict, realpath=os.path.realpath)
+    assert rules(found) == [("HostConfig.Binds[0]", "system-path")]
+    assert "a symlink to '/etc'" in found[0].message
+
+
+def test_images_match_the_allowed_patterns():
+    policy = Policy(allowed_images=["dood-test-busybox*", "registry.example.com/ml/*", "python:3.11-*"])
+    assert policy.image_allowed("dood-test-busybox")
+    assert policy.image_allowed("dood-test-busybox:latest")
+    assert policy.image_allowed("registry.example.com/ml/train:1.4")
+    assert policy.image_allowed("python:3.11-slim")
+    assert not policy.image_allowed("python:3.12-slim")
+    assert not policy.image_allowed("busybox")
+    assert not policy.image_allowed("registry.example.com/other/x:1")
+    assert rules(violations(body(image="alpine"), policy)) == [("Image", "image")]
+    assert rules(violations({"HostConfig": {}}, policy)) == [("Image", "image")]
+
+
+def test_gpus_cpus_and_memory_limits():
+    gpus = [DeviceRequest(count=2, capabilities=[["gpu"]])]
+    assert violations(body(device_requests=gpus), Policy(allow_gpus=True)) == []
+    assert rules(violations(body(device_requests=gpus), Policy(allow_gpus=True, max_gpus=1))) == [
+        ("HostConfig.DeviceRequests[0]", "gpu")
+    ]
+    every = [DeviceRequest(count=-1, capabilities=[["gpu"]])]
+    assert (
+        "asks for all GPUs" in violations(body(device_requests=every), Policy(allow_gpus=True, max_gpus=4))[0].message
+    )
+    other = [DeviceRequest(count=1, capabilities=[["compute"]], driver="other")]
+    assert [v.field for v in violations(body(device_requests=other), Policy(allow_gpus=True))] == [
+        "HostConfig.DeviceRequests[0].Driver",
+        "HostConfig.DeviceRequests[0].Capabilities",
+    ]
+    limited = Policy(max_cpus=2, max_memory="4g")
+    assert violations(body(nano_cpus=2_000_000_000, mem_limit="4g"), limited) == []
+    assert rules(violations(body(), limited)) == [
+        ("HostConfig.NanoCpus", "cpu-limit"),
+        ("HostConfig.Memory", "memory-limit"),
+    ]
+    assert rules(violations(body(cpu_quota=300_000, cpu_period=100_000, mem_limit="8g"), limited)) == [
+        ("HostConfig.NanoCpus", "cpu-limit"),
+        ("HostConfig.Memory", "memory-limit"),
+    ]
+
+
+def test_published_ports_within_the_allowed_range_and_addresses():
+    policy = Policy(allowed_host_ports=(8800, 8899))
+    assert violations(body(port_bindings={80: ("127.0.0.1", 8800)}), policy) == []
+    assert [v.field for v in violations(body(port_bindings={80: 8800, 81: ("127.0.0.1", 9000)}), policy)] == [
+        "HostConfig.PortBindings['80/tcp'][0].HostIp",  # all interfaces
+        "HostConfig.PortBindings['81/tcp'][0].HostPort",
+    ]
+    assert [v.field for v in violations(body(port_bindings={80: ("127.0.0.1", None)}), policy)] == [
+        "HostConfig.PortBindings['80/tcp'][0].HostPort"  # a random port: outside any promise
+    ]
+
+
+def test_networking_config_cannot_join_the_host_or_link():
+    sent = {
+        "Image": OK_IMAGE,
+        "NetworkingConfig": {"EndpointsConfig": {"host": {}, "dood-net": {"Links": ["db:db"], "Aliases": ["a"]}}},
+    }
+    assert rules(violations(sent, Policy())) == [
+        ("NetworkingConfig.EndpointsConfig['host']", "host-namespace"),
+        ("NetworkingConfig.EndpointsConfig['dood-net'].Links", "links"),
+    ]
+
+
+def test_masked_paths_and_annotations_cannot_be_overridden():
+    sent = {"Image": OK_IMAGE, "HostConfig": {"MaskedPaths": [], "ReadonlyPaths": [], "Annotations": {"a": "b"}}}
+    assert [v.rule for v in violations(sent, Policy())] == ["masked-paths", "masked-paths", "annotations"]
+
+
+# --- keys as Go's encoding/json reads them ---
+
+
+def test_keys_match_case_insensitively_and_are_canonicalised():
+    sent = {"image": OK_IMAGE, "hostconfig": {"PRIVILEGED": True, "capadd": "SYS_ADMIN", "binds": ["/:/h"]}}
+    assert rules(violations(sent, Policy())) == [
+        ("HostConfig.Privileged", "privileged"),
+        ("HostConfig.CapAdd[0]", "capability"),  # StrSlice: a lone string is a list of one
+        ("HostConfig.Binds[0]", "system-path"),
+    ]
+    canonical, problems = canonical_create_body(
+        {"image": "x", "labels": {"Team": "a", "team": "b"}, "hostconfig": {"logconfig": {"type": "json-file"}}}
+    )
+    assert problems == []
+    assert canonical == {
+        "Image": "x",
+        "Labels": {"Team": "a", "team": "b"},
+        "HostConfig": {"LogConfig": {"Type": "json-file"}},
+    }
+
+
+def test_keys_given_twice_under_two_spellings_are_refused():
+    found = violations({"Image": OK_IMAGE, "HostConfig": {"Privileged": False, "privileged": True}}, Policy())
+    assert rules(found) == [("HostConfig.Privileged", "duplicate-key")]
+    assert found[0].structural
+    assert "'Privileged' and 'privileged'" in found[0].message
+
+
+def test_repeated_keys_are_refused_when_parsing():
+    with pytest.raises(MalformedBody, match="'HostConfig' is given twice"):
+        parse_json(b'{"Image": "x", "HostConfig": {}, "HostConfig": {"Privileged": true}}')
+    with pytest.raises(MalformedBody, match="given twice"):
+        parse_json(b'{"HostConfig": {"CapAdd": [], "CapAdd": ["SYS_ADMIN"]}}')
+    with pytest.raises(MalformedBody, match="not valid JSON"):
+        parse_json(b'{"HostConfig": {"Memory": NaN}}')
+    with pytest.raises(MalformedBody, match="not valid JSON"):
+        parse_json(b"{'Image': 1}")
+
+
+def test_host_config_fields_at_the_top_level_are_refused():
+    # The daemon honours a top-level HostConfig when no "HostConfig" object is sent.
+    found = violations({"Image": OK_IMAGE, "Privileged": True, "binds": ["/:/h"]}, Policy())
+    assert rules(found) == [("Privileged", "top-level-host-config"), ("binds", "top-level-host-config")]
+    # ...but the nulls the docker SDK sends there ("Runtime": None) are dropped quietly.
+    assert violations({"Image": OK_IMAGE, "Runtime": None, "Cpuset": None}, Policy()) == []
+
+
+@pytest.mark.parametrize("key", ["Prıvileged", "\u212aernelMemory", "CapAdd\u017f", "Privileged\u200b"])
+def test_non_ascii_field_names_are_refused(key):
+    # Go folds 'ı'->'I', Kelvin sign->'K', long s->'S' when matching field names.
+    found = violations({"Image": OK_IMAGE, "HostConfig": {key: True}}, Policy())
+    assert [v.rule for v in found] == ["non-ascii-key"]
+
+
+def test_unknown_fields_and_wrong_shapes_are_refused():
+    found = violations({"Image": OK_IMAGE, "Bogus": 1, "HostConfig": {"InitPath": "/x", "Mounts": {"a": 1}}}, Policy())
+    assert rules(found) == [
+        ("Bogus", "unknown-field"),
+        ("HostConfig.InitPath", "unknown-field"),
+        ("HostConfig.Mounts", "malformed"),
+    ]
+    assert rules(violations([], Policy())) == [("<body>", "malformed")]
+    assert [v.rule for v in violations({"Image": OK_IMAGE, "HostConfig": []}, Policy())] == ["malformed"]
+
+
+# --- raising, loading ---
+
+
+def test_check_lists_every_violation_in_one_error():
+    from dood.exceptions import DoodError
+    from dood.policy import PolicyViolation
+
+    sent = body(image="evil", privileged=True, binds=["/:/h"], cap_add=["SYS_ADMIN"])
+    with pytest.raises(PolicyViolation) as caught:
+        check(sent, Policy(allowed_images=["dood-*"]), subject="Task train")
+    error = caught.value
+    assert isinstance(error, DoodError)
+    assert [v.field for v in error.violations] == [
+        "Image",
+        "HostConfig.Privileged",
+        "HostConfig.CapAdd[0]",
+        "HostConfig.Binds[0]",
+    ]
+    assert str(error).startswith("Task train breaks the dood policy (4 violations):")
+    assert "HostConfig.Binds[0]: '/' is or contains the system path /" in str(error)
+    copy = pickle.loads(pickle.dumps(error))
+    assert type(copy) is PolicyViolation and copy.violations == error.violations
+
+
+def test_importing_the_policy_does_not_import_airflow():
+    code = "import sys, dood.policy, dood.proxy.server; print('airflow' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"allowed_host_roots": ["/"]}, "system path /"),
+        ({"allowed_host_roots": ["/var"]}, "system path /var/run"),
+        ({"allowed_host_roots": ["data"]}, "absolute host path"),
+        ({"allowed_capabilities": ["SYS_ADMIN"]}, "never allowed"),
+        ({"allowed_capabilities": ["all"]}, "never allowed"),
+        ({"read_only_host_roots": ["/srv/x"]}, "outside allowed_host_roots"),
+        ({"allowed_host_ports": [9000, 8000]}, "first <= last"),
+        ({"max_memory": "lots"}, "16g"),
+        ({"privileged": True}, "Extra inputs are not permitted"),
+    ],
+)
+def test_invalid_policies_name_the_field(data, message):
+    with pytest.raises(ValueError, match=message) as caught:
+        parse_policy(data, source="dood.yaml")
+    assert "policy." in str(caught.value)
+
+
+def test_load_policy_reads_the_policy_section(tmp_path, monkeypatch):
+    monkeypatch.setenv("ML_ROOT", "/srv/ml")
+    config = tmp_path / "dood.yaml"
+    config.write_text(
+        "runs_root: /tmp/dood/runs\n"
+        "policy:\n"
+        "  allowed_images: ['registry.example.com/*']\n"
+        "  allowed_host_roots: ['${ML_ROOT}', /tmp/dood]\n"
+        "  allowed_capabilities: [cap_net_bind_service]\n"
+        "  max_memory: 16g\n"
+    )
+    policy = load_policy(config)
+    assert policy.allowed_host_roots == ("/srv/ml", "/tmp/dood")
+    assert policy.allowed_capabilities == ("NET_BIND_SERVICE",)
+    assert policy.max_memory == 16 * 1024**3
+    config.write_text("runs_root: /tmp/x\n")
+    assert load_policy(config) == Policy()
+    with pytest.raises(ValueError, match="Cannot read"):
+        load_policy(tmp_path / "missing.yaml")
