@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test unit integration venv docker images images-test bench clean
+.PHONY: demo test unit integration e2e venv docker images images-test bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,15 +25,21 @@ images-test: docker
 images: docker
 	@bash scripts/build-images.sh all
 
-## make test: unit tests, then integration tests on the real Docker engine and a real Airflow.
+## make test: unit tests, integration tests on the real Docker engine and a real Airflow, then the
+## docker-compose stack end to end (Airflow in containers launching the steps through the host socket).
 test: venv images
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest tests --ignore=tests/e2e
+	@bash scripts/compose-e2e.sh
 
 unit: venv
 	$(BIN)/python -m pytest tests/unit
 
 integration: venv images
 	$(BIN)/python -m pytest tests/integration
+
+## make e2e: docker-compose.yml brought up, a REST-triggered run, a backfill, torn down (DOOD_E2E_EXECUTOR=celery).
+e2e: venv images
+	@bash scripts/compose-e2e.sh
 
 ## make demo: run the retraining pipeline end to end through Airflow.
 demo: venv images

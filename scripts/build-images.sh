@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build, locally and without an image registry, the images the tests and the demo use.
-#   scripts/build-images.sh [test|ml|all]     (default: all)
+#   scripts/build-images.sh [test|ml|base|all]     (default: all; base: only the Debian python base)
 # Each image is skipped when it already exists, unless FORCE=1.
 # PUBLIC_BASE (default python:3.11-slim) is tried first for the ML image; OFFLINE=1 skips
 # that pull and goes straight to the local Debian base + wheels downloaded on the host.
@@ -106,6 +106,7 @@ docker info >/dev/null 2>&1 || die "no Docker engine answers: run scripts/ensure
 case "$TARGET" in
   test) build_busybox ;;
   ml) build_ml ;;
+  base) build_python_base ;;
   all) build_busybox; build_ml ;;
-  *) die "usage: $0 [test|ml|all]" ;;
+  *) die "usage: $0 [test|ml|base|all]" ;;
 esac

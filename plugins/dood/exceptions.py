@@ -15,6 +15,10 @@ class DoodConfigError(DoodError, ValueError):
     """The shared config or an operator argument is invalid; raised before any container exists."""
 
 
+class DockerUnreachable(DoodError):
+    """No Docker daemon answers; the message says why (socket not mounted, permission, daemon down) and the fix."""
+
+
 class MountNotMapped(DoodConfigError):
     """A bind source lies outside every mount-map entry, so the host daemon could not find it."""
 

@@ -3,15 +3,18 @@ inspecting our own container to discover the mount map, and finding containers b
 
 from __future__ import annotations
 
+import os
 import re
 import socket
+import stat
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.docker.hooks.docker import DockerHook
+from airflow.sdk.exceptions import AirflowException
 from docker.errors import APIError, NotFound
 
-from dood.exceptions import DoodConfigError
+from dood.exceptions import DockerUnreachable, DoodConfigError, DoodError
 from dood.mounts import MountMap, discovered_entries, reconcile
 
 if TYPE_CHECKING:
@@ -32,6 +35,36 @@ def own_container_candidates() -> list[str]:
         pass
     candidates.append(socket.gethostname())
     return candidates
+
+
+def explain_unreachable(url: str) -> str:
+    """Why no Docker daemon answers at `url`, and the fix, for the classic DooD cases."""
+    if not url.startswith("unix://"):
+        return (
+            f"No Docker daemon answers at {url}. Check docker.url (or $DOCKER_HOST), the TLS settings, and that "
+            "the daemon or socket proxy listens there."
+        )
+    path = "/" + url.removeprefix("unix://").lstrip("/")
+    who = f"uid {os.getuid()}, groups {sorted({os.getgid(), *os.getgroups()})}"
+    if not os.path.exists(path):
+        where = "container" if os.path.exists("/.dockerenv") else "machine"
+        return (
+            f"The Docker socket {path} does not exist in this {where}. "
+            "Mount the host's socket into the Airflow services that run tasks or triggers (docker-compose: "
+            "`- /var/run/docker.sock:/var/run/docker.sock`), or point docker.url at the daemon."
+        )
+    info = os.stat(path)
+    if not os.access(path, os.R_OK | os.W_OK):
+        return (
+            f"Permission denied on the Docker socket {path} (owner uid {info.st_uid}, group {info.st_gid}, "
+            f"{stat.filemode(info.st_mode)}); this process runs as {who}. Give it the socket's group: in "
+            f'docker-compose, `group_add: ["${{DOCKER_GID}}"]` with DOCKER_GID=$(stat -c %g /var/run/docker.sock) '
+            f"on the host ({info.st_gid} here); on a host install, add the Airflow user to that group."
+        )
+    return (
+        f"The Docker socket {path} is accessible ({who}) but no daemon answers on it: is dockerd running on the "
+        "host, and is this the host's socket rather than a stale file?"
+    )
 
 
 class DoodHook(DockerHook):
@@ -59,7 +92,13 @@ class DoodHook(DockerHook):
 
     @property
     def api(self) -> APIClient:
-        return self.api_client
+        """The Docker API client; when no daemon answers, a DockerUnreachable saying why and how to fix it."""
+        try:
+            return self.api_client
+        except AirflowException as exc:
+            if isinstance(exc, DoodError):
+                raise
+            raise DockerUnreachable(explain_unreachable(self.config.docker.url)) from exc
 
     def inspect_own_container(self) -> dict[str, Any] | None:
         """`docker inspect` of the container this process runs in, if the daemon we talk to runs it."""

@@ -1,0 +1,201 @@
+#!/usr/bin/env bash
+# Build, locally, the images docker-compose.yml runs (the ML step image comes from scripts/build-images.sh).
+#   scripts/build-compose-images.sh [airflow|postgres|redis|all]     (default: all; redis: for the celery profile)
+#
+# - AIRFLOW_IMAGE (default dood-airflow:3.3.2): images/airflow/Dockerfile on AIRFLOW_BASE
+#   (default apache/airflow:3.3.2-python3.11) when it can be pulled; otherwise (no registry, or OFFLINE=1) on
+#   the local Debian base dood-python-base:bookworm with the Airflow wheels downloaded on the host.
+#   Rebuilt when the plugin, pyproject.toml or images/airflow/ changed (a hash kept as an image label).
+# - Postgres: the public POSTGRES_PUBLIC (default postgres:16) when it can be pulled; otherwise
+#   dood-postgres:15 from images/postgres/ (Debian's postgresql package).
+# - Redis (only for `--profile celery`): REDIS_PUBLIC (default redis:7.2-bookworm), else dood-redis:7 (Debian's
+#   redis-server on the local base).
+# Skips what is up to date unless FORCE=1. Writes the image names to use into var/compose/images.env
+# (KEY=VALUE lines, read by scripts/compose-e2e.sh and tests/e2e).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+TARGET="${1:-all}"
+FORCE="${FORCE:-0}"
+OFFLINE="${OFFLINE:-0}"
+AIRFLOW_BASE="${AIRFLOW_BASE:-apache/airflow:3.3.2-python3.11}"
+AIRFLOW_IMAGE="${AIRFLOW_IMAGE:-dood-airflow:3.3.2}"
+POSTGRES_PUBLIC="${POSTGRES_PUBLIC:-postgres:16}"
+POSTGRES_LOCAL=dood-postgres:15
+REDIS_PUBLIC="${REDIS_PUBLIC:-redis:7.2-bookworm}"
+REDIS_LOCAL=dood-redis:7
+BASE_IMAGE=dood-python-base:bookworm
+AIRFLOW_DIR="$ROOT/images/airflow"
+STATE="$ROOT/var/compose"
+WHEELS="$STATE/wheels"      # cache of the offline Airflow wheels (about 65 MB, downloaded once)
+ENV_FILE="$STATE/images.env"
+export DOCKER_BUILDKIT=0
+
+log() { printf 'build-compose-images: %s\n' "$*"; }
+die() { printf 'build-compose-images: ERROR: %s\n' "$*" >&2; exit 1; }
+size_of() { docker image inspect -f '{{.Size}}' "$1" | awk '{printf "%.0f MB", $1 / 1e6}'; }
+done_msg() { log "$1: built in $(($(date +%s) - $2))s ($(size_of "$1"))"; }
+have_image() { docker image inspect "$1" >/dev/null 2>&1; }
+# The public image, if present or pullable (skipped with OFFLINE=1); fails fast where no registry answers.
+can_use_public() { have_image "$1" || { [[ "$OFFLINE" != 1 ]] && timeout 120 docker pull -q "$1" >/dev/null 2>&1; }; }
+
+WORK="$(mktemp -d /var/tmp/dood-compose-build.XXXXXX)"
+trap 'rm -rf "$WORK"' EXIT
+mkdir -p "$STATE"
+
+source_hash() {  # everything that ends up in the Airflow image
+  (cd "$ROOT" && find plugins/dood pyproject.toml images/airflow -type f \
+    ! -path '*/__pycache__/*' ! -name '*.pyc' -print0 | sort -z | xargs -0 sha256sum) | sha256sum | cut -c1-16
+}
+
+build_dood_wheel() {  # -> $WORK/dist/dood_airflow-*.whl
+  log "building the dood-airflow wheel (pip wheel --no-deps .)"
+  python3 -m pip wheel -q --disable-pip-version-check --no-deps -w "$WORK/dist" "$ROOT" >"$WORK/wheel.log" 2>&1 ||
+    { tail -n 20 "$WORK/wheel.log" >&2; die "pip wheel of dood-airflow failed"; }
+  rm -rf "$ROOT/build"  # setuptools' scratch folder
+}
+
+download_wheels() {  # Airflow + what images/airflow/requirements.txt and dood-airflow need, for the base's Python
+  local arch p plats=() constraints=() stamp want pyver
+  # The base's exact Python version, so environment markers (python_full_version < "3.11.3") resolve as in the image.
+  pyver="$(docker run --rm --entrypoint python3 "$BASE_IMAGE" -c 'import platform; print(platform.python_version())')" ||
+    die "cannot run python3 in $BASE_IMAGE"
+  # pip evaluates environment markers with the Python running it: it must be the image's minor version.
+  [[ "$(python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')" == "${pyver%.*}" ]] ||
+    die "the host's python3 is not Python ${pyver%.*} like $BASE_IMAGE: run this with a python3 ${pyver%.*} first on PATH"
+  arch="$(uname -m)"
+  case "$arch" in
+    x86_64 | aarch64) for p in manylinux2014 manylinux_2_17 manylinux_2_28; do plats+=(--platform "${p}_$arch"); done ;;
+    *) die "no wheel platform known for $arch" ;;
+  esac
+  # The versions of the project's virtualenv (tested there) pin the image's, where it exists.
+  if [[ -x "$ROOT/.venv/bin/pip" ]]; then
+    "$ROOT/.venv/bin/pip" freeze --exclude-editable --disable-pip-version-check >"$WORK/constraints.txt"
+    constraints=(-c "$WORK/constraints.txt")
+  fi
+  # Downloaded again only when what is asked for changes: requirements.txt or dood-airflow's dependencies.
+  want="$({ echo "$pyver"; cat "$AIRFLOW_DIR/requirements.txt"; python3 - "$WORK"/dist/dood_airflow-*.whl <<'PYEOF'
+import sys, zipfile
+with zipfile.ZipFile(sys.argv[1]) as wheel:
+    meta = next(n for n in wheel.namelist() if n.endswith(".dist-info/METADATA"))
+    print("\n".join(line for line in wheel.read(meta).decode().splitlines() if line.startswith("Requires-Dist:")))
+PYEOF
+  } | sha256sum | cut -c1-16)"
+  stamp="$WHEELS/.stamp"
+  if [[ "$FORCE" != 1 && -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
+    log "Airflow wheels: up to date in ${WHEELS#"$ROOT"/}/ ($(find "$WHEELS" -name '*.whl' | wc -l) wheels)"
+    return
+  fi
+  local t0
+  t0=$(date +%s)
+  log "Airflow wheels: downloading Python $pyver $arch wheels on the host into ${WHEELS#"$ROOT"/}/ (about 75 MB)"
+  rm -rf "$WHEELS" && mkdir -p "$WHEELS"
+  python3 -m pip download -q --disable-pip-version-check --only-binary=:all: --python-version "$pyver" \
+    "${plats[@]}" "${constraints[@]}" -d "$WHEELS" -r "$AIRFLOW_DIR/requirements.txt" "$WORK"/dist/dood_airflow-*.whl \
+    >"$WORK/download.log" 2>&1 || { grep -v '^WARNING: Location' "$WORK/download.log" | tail -n 20 >&2; die "pip download failed"; }
+  rm -f "$WHEELS"/dood_airflow-*.whl  # installed in its own layer, so a plugin change does not redo the venv
+  echo "$want" >"$stamp"
+  log "Airflow wheels: $(find "$WHEELS" -name '*.whl' | wc -l) wheels in $(($(date +%s) - t0))s"
+}
+
+build_airflow() {
+  local t0 base hash current ctx="$WORK/airflow-context" out="$WORK/airflow-build.log"
+  hash="$(source_hash)"
+  current="$(docker image inspect -f '{{index .Config.Labels "dood.source-hash"}}' "$AIRFLOW_IMAGE" 2>/dev/null || true)"
+  if [[ "$FORCE" != 1 && "$current" == "$hash" ]]; then
+    log "$AIRFLOW_IMAGE: up to date (source hash $hash), skipped"; return
+  fi
+  t0=$(date +%s)
+  mkdir -p "$ctx/wheels"
+  cp "$AIRFLOW_DIR"/* "$ctx/"
+  build_dood_wheel
+  cp -r "$WORK/dist" "$ctx/dist"
+  if can_use_public "$AIRFLOW_BASE"; then
+    base="$AIRFLOW_BASE"
+  else
+    log "$AIRFLOW_IMAGE: $AIRFLOW_BASE is not available$([[ $OFFLINE == 1 ]] && echo ' (OFFLINE=1)'); using $BASE_IMAGE + host wheels"
+    have_image "$BASE_IMAGE" || bash "$ROOT/scripts/build-images.sh" base ||
+      die "$BASE_IMAGE is missing and could not be built (scripts/build-images.sh base)"
+    download_wheels
+    cp "$WHEELS"/*.whl "$ctx/wheels/"
+    base="$BASE_IMAGE"
+    t0=$(date +%s)  # time the image build itself; the download reports its own time
+  fi
+  log "$AIRFLOW_IMAGE: docker build images/airflow (BASE_IMAGE=$base)"
+  docker build --build-arg "BASE_IMAGE=$base" --label "dood.source-hash=$hash" --label "dood.base-image=$base" \
+    -t "$AIRFLOW_IMAGE" "$ctx" >"$out" 2>&1 || { tail -n 30 "$out" >&2; die "docker build of $AIRFLOW_IMAGE failed"; }
+  done_msg "$AIRFLOW_IMAGE" "$t0"
+}
+
+POSTGRES_IMAGE_CHOSEN=""
+build_postgres() {
+  if [[ -n "${POSTGRES_IMAGE:-}" ]]; then  # chosen by the user: only check it is there
+    have_image "$POSTGRES_IMAGE" || can_use_public "$POSTGRES_IMAGE" || die "POSTGRES_IMAGE=$POSTGRES_IMAGE is not available"
+    POSTGRES_IMAGE_CHOSEN="$POSTGRES_IMAGE"; log "$POSTGRES_IMAGE: given by POSTGRES_IMAGE"; return
+  fi
+  if can_use_public "$POSTGRES_PUBLIC"; then
+    POSTGRES_IMAGE_CHOSEN="$POSTGRES_PUBLIC"; log "$POSTGRES_PUBLIC: available"; return
+  fi
+  POSTGRES_IMAGE_CHOSEN="$POSTGRES_LOCAL"
+  if [[ "$FORCE" != 1 ]] && have_image "$POSTGRES_LOCAL"; then log "$POSTGRES_LOCAL: exists, skipped"; return; fi
+  local t0 out="$WORK/postgres-build.log"
+  t0=$(date +%s)
+  log "$POSTGRES_LOCAL: $POSTGRES_PUBLIC is not available; docker build images/postgres (BASE_IMAGE=$BASE_IMAGE, apt inside)"
+  have_image "$BASE_IMAGE" || bash "$ROOT/scripts/build-images.sh" base ||
+    die "$BASE_IMAGE is missing and could not be built (scripts/build-images.sh base)"
+  docker build --build-arg "BASE_IMAGE=$BASE_IMAGE" -t "$POSTGRES_LOCAL" "$ROOT/images/postgres" >"$out" 2>&1 ||
+    { tail -n 30 "$out" >&2; die "docker build of $POSTGRES_LOCAL failed"; }
+  done_msg "$POSTGRES_LOCAL" "$t0"
+}
+
+REDIS_IMAGE_CHOSEN=""
+build_redis() {
+  if can_use_public "$REDIS_PUBLIC"; then
+    REDIS_IMAGE_CHOSEN="$REDIS_PUBLIC"; log "$REDIS_PUBLIC: available"; return
+  fi
+  REDIS_IMAGE_CHOSEN="$REDIS_LOCAL"
+  if [[ "$FORCE" != 1 ]] && have_image "$REDIS_LOCAL"; then log "$REDIS_LOCAL: exists, skipped"; return; fi
+  local t0 out="$WORK/redis-build.log"
+  t0=$(date +%s)
+  log "$REDIS_LOCAL: $REDIS_PUBLIC is not available; building Debian's redis-server on $BASE_IMAGE"
+  have_image "$BASE_IMAGE" || bash "$ROOT/scripts/build-images.sh" base ||
+    die "$BASE_IMAGE is missing and could not be built (scripts/build-images.sh base)"
+  # Small enough to keep inline: the broker of the celery profile, nothing persisted.
+  docker build -t "$REDIS_LOCAL" - >"$out" 2>&1 <<DOCKERFILE || { tail -n 30 "$out" >&2; die "docker build of $REDIS_LOCAL failed"; }
+FROM $BASE_IMAGE
+RUN apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server >/dev/null \\
+ && rm -rf /var/lib/apt/lists/* /var/cache/apt/archives/*.deb
+USER redis
+EXPOSE 6379
+CMD ["redis-server", "--protected-mode", "no", "--save", "", "--appendonly", "no"]
+DOCKERFILE
+  done_msg "$REDIS_LOCAL" "$t0"
+}
+
+write_env_file() {  # updates the keys chosen by this run, keeps the others (e.g. REDIS_IMAGE)
+  local key value
+  local -A values=()
+  if [[ -f "$ENV_FILE" ]]; then
+    while IFS='=' read -r key value; do
+      if [[ "$key" =~ ^[A-Z_]+$ ]]; then values[$key]="$value"; fi
+    done <"$ENV_FILE"
+  fi
+  values[AIRFLOW_IMAGE]="$AIRFLOW_IMAGE"
+  if [[ -n "$POSTGRES_IMAGE_CHOSEN" ]]; then values[POSTGRES_IMAGE]="$POSTGRES_IMAGE_CHOSEN"; fi
+  if [[ -n "$REDIS_IMAGE_CHOSEN" ]]; then values[REDIS_IMAGE]="$REDIS_IMAGE_CHOSEN"; fi
+  {
+    echo "# Written by scripts/build-compose-images.sh: the images docker-compose.yml should run here."
+    for key in $(printf '%s\n' "${!values[@]}" | sort); do echo "$key=${values[$key]}"; done
+  } >"$ENV_FILE"
+  log "image names written to ${ENV_FILE#"$ROOT"/}"
+}
+
+docker info >/dev/null 2>&1 || die "no Docker engine answers: run scripts/ensure-docker.sh first"
+case "$TARGET" in
+  airflow) build_airflow ;;
+  postgres) build_postgres ;;
+  redis) build_redis ;;
+  all) build_airflow; build_postgres ;;
+  *) die "usage: $0 [airflow|postgres|redis|all]" ;;
+esac
+write_env_file

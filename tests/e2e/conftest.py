@@ -1,0 +1,328 @@
+"""E2E fixtures: the docker-compose stack of docker-compose.yml, up once per session, always torn down.
+
+Opt-in (it builds images and runs Airflow in containers for a few minutes): runs with DOOD_E2E=1, as
+scripts/compose-e2e.sh sets, or when `-m e2e` is given; otherwise the tests are skipped.
+DOOD_E2E_EXECUTOR=celery runs the same tests on the `celery` profile (CeleryExecutor, redis, a worker).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shlex
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+import requests
+from docker.errors import DockerException, ImageNotFound, NotFound
+
+REPO = Path(__file__).resolve().parents[2]
+PROJECT = os.environ.get("DOOD_E2E_PROJECT", "dood-e2e")
+STATE = REPO / "var" / "compose"
+ML_IMAGE = os.environ.get("DOOD_ML_IMAGE", "dood-ml-example") + ":" + os.environ.get("DOOD_ML_IMAGE_TAG", "latest")
+EXECUTOR = os.environ.get("DOOD_E2E_EXECUTOR", "local")  # local | celery
+HEALTHY_SERVICES = (
+    "postgres",
+    "airflow-apiserver",
+    "airflow-scheduler",
+    "airflow-dag-processor",
+    "airflow-triggerer",
+) + (("redis", "airflow-worker") if EXECUTOR == "celery" else ())
+TASK_RUNNER = "airflow-worker" if EXECUTOR == "celery" else "airflow-scheduler"  # where the tasks run
+USERNAME = "airflow"
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "e2e: brings up the docker-compose stack (scripts/compose-e2e.sh)")
+
+
+def pytest_collection_modifyitems(config, items):
+    wanted = os.environ.get("DOOD_E2E") == "1" or "e2e" in (config.getoption("-m") or "")
+    skip = pytest.mark.skip(reason="e2e: set DOOD_E2E=1 or run scripts/compose-e2e.sh (brings up the compose stack)")
+    for item in items:
+        if "/e2e/" in str(item.fspath):
+            item.add_marker(pytest.mark.e2e)
+            if not wanted:
+                item.add_marker(skip)
+
+
+def log(message: str) -> None:
+    print(f"e2e: {message}", flush=True)
+
+
+def compose_command() -> list[str]:
+    """`docker-compose` (v1, as on this project's CI) or `docker compose` (v2); $DOOD_COMPOSE overrides."""
+    if os.environ.get("DOOD_COMPOSE"):
+        return shlex.split(os.environ["DOOD_COMPOSE"])
+    if shutil.which("docker-compose"):
+        return ["docker-compose"]
+    if subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
+        return ["docker", "compose"]
+    pytest.fail("Neither docker-compose nor `docker compose` is installed: apt-get install docker-compose")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    pairs = (line.split("=", 1) for line in path.read_text().splitlines() if "=" in line and not line.startswith("#"))
+    return {key.strip(): value.strip() for key, value in pairs}
+
+
+class LaunchRecorder:
+    """Records every container our stack launches (docker events `create`, filtered by our label) with its
+    mounts, inspected at once: the steps are removed after they end, so this is the only way to see them."""
+
+    def __init__(self, client: docker.DockerClient, stack_label: str) -> None:
+        self.launched: list[dict[str, Any]] = []
+        self._api = client.api
+        self._events = client.api.events(
+            decode=True, filters={"type": "container", "event": "create", "label": [stack_label]}
+        )
+        self._thread = threading.Thread(target=self._run, name="dood-e2e-events", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            for event in self._events:
+                record = {"id": event["id"], "labels": event.get("Actor", {}).get("Attributes", {})}
+                try:
+                    found = self._api.inspect_container(event["id"])
+                    record.update(
+                        name=found["Name"].lstrip("/"), mounts=found["Mounts"], labels=found["Config"]["Labels"]
+                    )
+                except NotFound:
+                    record["mounts"] = None  # already gone: reported by the test
+                self.launched.append(record)
+        except Exception:  # noqa: BLE001 - the stream is closed at teardown
+            pass
+
+    def close(self) -> None:
+        self._events.close()
+
+
+@dataclass
+class Stack:
+    """The running stack: compose runner, API access, the host data root and what was launched."""
+
+    compose_cmd: list[str]
+    env_file: Path
+    settings: dict[str, str]
+    env: dict[str, str]
+    host_root: Path
+    api_url: str
+    password: str
+    recorder: LaunchRecorder
+    client: docker.DockerClient
+    diagnostics_dir: Path
+    state: dict[str, Any] = field(default_factory=dict)
+    _token: str | None = None
+    _down: bool = False
+
+    def compose(self, *args: str, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess:
+        profile = ["--profile", "celery"] if EXECUTOR == "celery" else []
+        cmd = [
+            *self.compose_cmd,
+            "-p",
+            PROJECT,
+            "-f",
+            str(REPO / "docker-compose.yml"),
+            "--env-file",
+            str(self.env_file),
+            *profile,
+            *args,
+        ]
+        result = subprocess.run(cmd, cwd=REPO, env=self.env, capture_output=True, text=True, timeout=timeout)
+        if check and result.returncode != 0:
+            raise AssertionError(
+                f"{shlex.join(cmd)} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+            )
+        return result
+
+    # --- REST API (Airflow 3 public API, JWT from the simple auth manager's /auth/token) ---
+
+    def token(self) -> str:
+        if self._token is None:
+            response = requests.post(
+                f"{self.api_url}/auth/token", json={"username": USERNAME, "password": self.password}, timeout=30
+            )
+            assert response.status_code == 201, f"/auth/token: {response.status_code} {response.text[:500]}"
+            self._token = response.json()["access_token"]
+        return self._token
+
+    def api(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = requests.request(
+            method,
+            f"{self.api_url}/api/v2{path}",
+            headers={"Authorization": f"Bearer {self.token()}"},
+            timeout=30,
+            **kwargs,
+        )
+        if response.status_code >= 400:
+            raise AssertionError(f"{method} /api/v2{path}: {response.status_code} {response.text[:1000]}")
+        return response.json()
+
+    # --- state of the project's containers ---
+
+    def containers(self, **filters: Any) -> list:
+        return self.client.containers.list(
+            all=True, filters={"label": f"com.docker.compose.project={PROJECT}", **filters}
+        )
+
+    def service_states(self) -> dict[str, str]:
+        states = {}
+        for container in self.containers():
+            service = container.labels.get("com.docker.compose.service", "?")
+            health = (container.attrs["State"].get("Health") or {}).get("Status")
+            states[service] = f"{container.status}/{health}" if health else container.status
+        return states
+
+    def service_container(self, service: str):
+        [container] = self.containers(
+            label=[f"com.docker.compose.project={PROJECT}", f"com.docker.compose.service={service}"]
+        )
+        return container
+
+    def save_diagnostics(self) -> None:
+        """Compose logs and Airflow's task logs into diagnostics_dir (before `down -v` deletes them)."""
+        self.diagnostics_dir.mkdir(parents=True, exist_ok=True)
+        logs = self.compose("logs", "--no-color", "--tail=300", check=False, timeout=120)
+        (self.diagnostics_dir / "compose.log").write_text(logs.stdout + logs.stderr)
+        try:
+            scheduler = self.service_container("airflow-scheduler")
+            subprocess.run(
+                ["docker", "cp", f"{scheduler.id}:/opt/airflow/logs", str(self.diagnostics_dir / "airflow-logs")],
+                capture_output=True,
+                timeout=120,
+            )
+        except (ValueError, subprocess.SubprocessError):
+            pass
+        log(f"diagnostics (compose logs, task logs) kept in {self.diagnostics_dir}")
+
+    def down(self, *, failed: bool = False) -> None:
+        if self._down:
+            return
+        if failed:
+            self.save_diagnostics()
+        started = time.monotonic()
+        self.compose("down", "-v", "--remove-orphans", "--timeout", "30", check=False, timeout=300)
+        self._down = True
+        log(f"stack down in {time.monotonic() - started:.0f}s")
+
+
+def wait_for(what: str, check, timeout: float, interval: float = 2.0, describe=lambda: ""):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}. {describe()}")
+        time.sleep(interval)
+
+
+@pytest.fixture(scope="session")
+def stack(request):
+    """Build the images, bring the stack up (`up -d`), wait until healthy; always `down -v --remove-orphans`."""
+    try:
+        client = docker.from_env()
+        client.ping()
+    except DockerException as exc:
+        pytest.fail(f"No Docker engine answers ({exc}). Start one: bash scripts/ensure-docker.sh")
+    try:
+        client.images.get(ML_IMAGE)
+    except ImageNotFound:
+        pytest.fail(f"{ML_IMAGE} is missing. Build it: bash scripts/build-images.sh ml")
+    assert EXECUTOR in ("local", "celery"), f"DOOD_E2E_EXECUTOR must be local or celery, not {EXECUTOR!r}"
+    compose_cmd = compose_command()
+
+    started = time.monotonic()
+    for target in ("all", "redis") if EXECUTOR == "celery" else ("all",):
+        build = subprocess.run(
+            ["bash", str(REPO / "scripts" / "build-compose-images.sh"), target],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=1800,
+        )
+        print(build.stdout, end="")
+        assert build.returncode == 0, (
+            f"scripts/build-compose-images.sh failed:\n{build.stdout[-2000:]}\n{build.stderr[-3000:]}"
+        )
+    images = read_env_file(STATE / "images.env")
+    log(f"images ready in {time.monotonic() - started:.0f}s: {images}")
+
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    host_root = Path(os.environ.get("DOOD_E2E_HOST_ROOT") or STATE / f"e2e-{stamp}" / "dood").resolve()
+    host_root.mkdir(parents=True, exist_ok=True)
+    password = secrets.token_urlsafe(12)
+    port = free_port()
+    settings = {
+        "DOOD_HOST_ROOT": str(host_root),  # not /opt/dood: host and container paths differ on purpose
+        "DOCKER_GID": str(os.stat("/var/run/docker.sock").st_gid),
+        "AIRFLOW_API_PORT": str(port),
+        "AIRFLOW_IMAGE": images["AIRFLOW_IMAGE"],
+        "POSTGRES_IMAGE": images.get("POSTGRES_IMAGE", "postgres:16"),
+        "DOOD_STACK": PROJECT,
+        "_AIRFLOW_WWW_USER_USERNAME": USERNAME,
+        "_AIRFLOW_WWW_USER_PASSWORD": password,
+    }
+    if EXECUTOR == "celery":
+        settings.update(AIRFLOW_EXECUTOR="CeleryExecutor", REDIS_IMAGE=images.get("REDIS_IMAGE", "redis:7.2-bookworm"))
+    env_file = host_root.parent / "compose.env"
+    env_file.write_text("".join(f"{key}={value}\n" for key, value in settings.items()))
+    # The shell's values would win over the env file: leave only ours.
+    env = {key: value for key, value in os.environ.items() if key not in settings}
+
+    recorder = LaunchRecorder(client, f"dood-stack={PROJECT}")
+    stack = Stack(
+        compose_cmd,
+        env_file,
+        settings,
+        env,
+        host_root,
+        f"http://127.0.0.1:{port}",
+        password,
+        recorder,
+        client,
+        diagnostics_dir=host_root.parent / "diagnostics",
+    )
+    stack.compose("down", "-v", "--remove-orphans", check=False, timeout=300)  # leftovers of a killed session
+    try:
+        started = time.monotonic()
+        log(f"{shlex.join(compose_cmd)} -p {PROJECT} up -d ({EXECUTOR} executor; data root on the host: {host_root})")
+        stack.compose("up", "-d", timeout=900)
+        wait_for(
+            "the stack to be healthy",
+            lambda: all(stack.service_states().get(s) == "running/healthy" for s in HEALTHY_SERVICES),
+            timeout=420,
+            interval=3,
+            describe=lambda: f"services: {stack.service_states()}",
+        )
+        stack.state["up_seconds"] = time.monotonic() - started
+        log(f"stack healthy in {stack.state['up_seconds']:.0f}s on {stack.api_url}")
+        yield stack
+    finally:
+        failed = request.session.testsfailed > 0 or not stack.state.get("up_seconds")
+        try:
+            stack.down(failed=failed)
+        finally:
+            recorder.close()
+            for leftover in client.containers.list(all=True, filters={"label": f"dood-stack={PROJECT}"}):
+                leftover.remove(force=True)  # never leave launched steps behind, even when a test failed
+            if failed:
+                log(f"data root kept for inspection: {host_root}")
+            else:
+                shutil.rmtree(host_root.parent, ignore_errors=True)

@@ -1,0 +1,222 @@
+"""The docker-compose stack really does DooD: Airflow 3.3 in containers, the host's socket, host ≠ container paths.
+
+In order (one stack for the whole module): the stack's shape, the socket permission error, a REST-triggered
+retraining run whose artifacts land at the HOST path, the launched steps' bind sources (host paths), a
+3-date backfill run from inside the stack, and a teardown that leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from datetime import date, datetime, timedelta, timezone
+from datetime import time as dtime
+
+import pytest
+
+from dood.partition import partition_key
+from tests.e2e.conftest import EXECUTOR, PROJECT, TASK_RUNNER, log, wait_for
+
+DAG_ID = "dood_breast_cancer"
+PIPELINE = "breast_cancer"
+STEPS = ("prepare", "train", "evaluate", "promote")
+SOCKET = "/var/run/docker.sock"
+CONTAINER_ROOT = "/opt/dood"  # where docker-compose.yml mounts $DOOD_HOST_ROOT inside the Airflow containers
+
+
+def mounts_of(container) -> dict[str, dict]:
+    return {m["Destination"]: m for m in container.attrs["Mounts"]}
+
+
+def wait_for_runs(stack, run_ids: list[str], timeout: float) -> dict[str, dict]:
+    """Poll the REST API until every run ended; fails on a failed run with its task states."""
+
+    def ended():
+        runs = {r: stack.api("GET", f"/dags/{DAG_ID}/dagRuns/{r}") for r in run_ids}
+        failed = [r for r, run in runs.items() if run["state"] == "failed"]
+        if failed:
+            tis = stack.api("GET", f"/dags/{DAG_ID}/dagRuns/~/taskInstances")["task_instances"]
+            states = {(ti["dag_run_id"], ti["task_id"]): ti["state"] for ti in tis if ti["dag_run_id"] in failed}
+            raise AssertionError(f"runs failed: {failed}; task states: {states}")
+        return runs if all(run["state"] == "success" for run in runs.values()) else None
+
+    return wait_for(f"runs {run_ids} to succeed", ended, timeout=timeout, interval=3)
+
+
+def test_stack_shape_socket_only_where_containers_are_launched(stack):
+    scheduler, triggerer = stack.service_container("airflow-scheduler"), stack.service_container("airflow-triggerer")
+    apiserver, processor = (
+        stack.service_container("airflow-apiserver"),
+        stack.service_container("airflow-dag-processor"),
+    )
+    launchers = [scheduler, triggerer] + ([stack.service_container("airflow-worker")] if EXECUTOR == "celery" else [])
+    docker_gid = stack.settings["DOCKER_GID"]
+    for container in launchers:
+        assert mounts_of(container)[SOCKET]["Source"] == SOCKET
+        assert docker_gid in container.attrs["HostConfig"]["GroupAdd"]
+        data_root = mounts_of(container)[CONTAINER_ROOT]
+        assert data_root["Source"] == str(stack.host_root) != CONTAINER_ROOT  # host path ≠ container path
+    for container in (apiserver, processor):
+        assert SOCKET not in mounts_of(container), f"{container.name} must not hold the Docker socket"
+        assert CONTAINER_ROOT not in mounts_of(container)
+    for container in (*launchers, apiserver, processor):
+        assert container.attrs["Config"]["User"].split(":")[0] not in ("", "0", "root"), "Airflow must not run as root"
+    bindings = apiserver.attrs["HostConfig"]["PortBindings"]["8080/tcp"]
+    assert {b["HostIp"] for b in bindings} == {"127.0.0.1"}, "the API must be published on loopback only"
+
+
+def test_socket_without_the_docker_group_fails_with_a_clear_error(stack):
+    """The same image and user, the socket mounted but no group_add: the hook's error names the cause."""
+    image = stack.service_container("airflow-scheduler").image.tags[0]
+    probe = "from dood.config import DoodConfig\nfrom dood.hooks.dood import DoodHook\nDoodHook(DoodConfig()).api\n"
+    result = subprocess.run(
+        [
+            "docker",
+            "run",
+            "--rm",
+            "--user",
+            "50000:0",
+            "-v",
+            f"{SOCKET}:{SOCKET}",
+            "-e",
+            "DOOD_CONFIG=/nonexistent",
+            "--entrypoint",
+            "python",
+            image,
+            "-c",
+            probe,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "permission denied" in output.lower() and SOCKET in output, output[-2000:]
+    if "DockerUnreachable" in output:  # dood's own explanation: it must name the group and the fix
+        assert "group_add" in output and f"group {stack.settings['DOCKER_GID']}" in output, output[-2000:]
+
+
+def test_retraining_triggered_through_the_rest_api_writes_model_and_metrics_on_the_host(stack):
+    wait_for(f"{DAG_ID} to be parsed", lambda: _dag_visible(stack), timeout=180, interval=3)
+    assert stack.api("PATCH", f"/dags/{DAG_ID}", json={"is_paused": False})["is_paused"] is False
+    run = stack.api("POST", f"/dags/{DAG_ID}/dagRuns", json={"logical_date": None, "conf": {"n_estimators": 50}})
+    run_id = stack.state["manual_run_id"] = run["dag_run_id"]
+    log(f"triggered {run_id} through the REST API")
+    started = time.monotonic()
+    [done] = wait_for_runs(stack, [run_id], timeout=420).values()
+    log(f"{run_id} succeeded in {time.monotonic() - started:.0f}s")
+
+    instances = stack.api("GET", f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances")["task_instances"]
+    runner = stack.service_container(TASK_RUNNER).attrs["Config"]["Hostname"]
+    assert {ti["hostname"] for ti in instances if ti["state"] == "success"} == {runner}, (
+        f"tasks must run in {TASK_RUNNER}"
+    )
+    tis = {ti["task_id"]: ti["state"] for ti in instances}
+    promote = tis.pop("promote", None)  # skipped when the scheduled run's model is as good: both are fine
+    assert tis == dict.fromkeys(STEPS[:-1], "success") and promote in ("success", "skipped"), tis
+
+    # Artifacts at the HOST path ($DOOD_HOST_ROOT), written by containers that saw them at /dood/work.
+    interval = [
+        datetime.fromisoformat(done[k]) if done[k] else None for k in ("data_interval_start", "data_interval_end")
+    ]
+    work = stack.host_root / "artifacts" / PIPELINE / partition_key(run_id, *interval)
+    assert (work / "model" / "model.joblib").stat().st_size > 0
+    train = json.loads((work / "metrics" / "train.json").read_text())
+    assert train["n_estimators"] == 50, "the run's conf must reach the training container"
+    evaluation = json.loads((work / "metrics" / "eval.json").read_text())
+    assert evaluation["accuracy"] >= 0.85 and evaluation["passed"] is True
+    assert (stack.host_root / "models" / PIPELINE / "champion" / "metrics.json").exists()
+
+    # The result-file contract through the mapped runs_root: train's JSON became its XCom.
+    xcom = stack.api("GET", f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/train/xcomEntries/return_value")
+    value = xcom["value"] if isinstance(xcom["value"], dict) else json.loads(xcom["value"])
+    assert value["n_estimators"] == 50 and value["model_path"] == "/dood/work/model/model.joblib"
+
+
+def test_launched_steps_got_host_paths_as_bind_sources_and_were_removed(stack):
+    run_id = stack.state.get("manual_run_id")
+    if not run_id:
+        pytest.skip("the REST-triggered run did not happen")
+    launched = [c for c in stack.recorder.launched if c["labels"].get("dood.run_id") == run_id]
+    assert sorted(c["labels"]["dood.task_id"] for c in launched) == sorted(STEPS), launched
+    host_root = str(stack.host_root)
+    for container in launched:
+        assert container["mounts"] is not None, f"{container['id'][:12]} was gone before it could be inspected"
+        binds = {m["Destination"]: m["Source"] for m in container["mounts"] if m["Type"] == "bind"}
+        assert {"/dood/run", "/dood/work", "/dood/input", "/dood/models"} <= set(binds), binds
+        for target, source in binds.items():
+            assert source.startswith(host_root + "/"), f"{container['name']}: {target} <- {source} is not a host path"
+            assert not source.startswith(CONTAINER_ROOT), f"{container['name']}: {source} is an Airflow-side path"
+        assert binds["/dood/work"].startswith(f"{host_root}/artifacts/{PIPELINE}/")
+        assert binds["/dood/run"] == f"{host_root}/runs/{container['name']}"
+    left = stack.client.containers.list(all=True, filters={"label": [f"dood-stack={PROJECT}", f"dood.run_id={run_id}"]})
+    assert left == [], "auto_remove: always must remove every step container"
+
+
+def test_backfill_of_three_dates_from_inside_the_stack_writes_three_partitions(stack):
+    if not stack.state.get("manual_run_id"):
+        wait_for(f"{DAG_ID} to be parsed", lambda: _dag_visible(stack), timeout=180, interval=3)
+        stack.api("PATCH", f"/dags/{DAG_ID}", json={"is_paused": False})
+    # @weekly = Sundays 00:00 UTC; three of them, well in the past and after the pipeline's start_date.
+    today = datetime.now(timezone.utc).date()
+    first = today - timedelta(days=28) - timedelta(days=(today.weekday() + 1) % 7)
+    dates = [first + timedelta(weeks=i) for i in range(3)]
+    started = time.monotonic()
+    result = stack.compose(
+        "exec",
+        "-T",
+        "airflow-scheduler",
+        "airflow",
+        "backfill",
+        "create",
+        "--dag-id",
+        DAG_ID,
+        "--from-date",
+        dates[0].isoformat(),
+        "--to-date",
+        dates[-1].isoformat(),
+        timeout=180,
+    )
+    log(f"backfill created from inside the stack ({dates[0]} .. {dates[-1]}) in {time.monotonic() - started:.0f}s")
+    run_ids = [f"backfill__{_midnight(d).isoformat()}" for d in dates]
+    assert all(r in result.stdout + result.stderr for r in run_ids), result.stdout[-2000:] + result.stderr[-2000:]
+    runs = wait_for_runs(stack, run_ids, timeout=600)
+    log(f"3 backfill runs succeeded in {time.monotonic() - started:.0f}s")
+
+    partitions = set()
+    for run_id, run in runs.items():
+        assert run["run_type"] == "backfill"
+        interval = [datetime.fromisoformat(run[k]) for k in ("data_interval_start", "data_interval_end")]
+        work = stack.host_root / "artifacts" / PIPELINE / partition_key(run_id, *interval)
+        assert (work / "model" / "model.joblib").exists() and (work / "metrics" / "eval.json").exists(), work
+        partitions.add(work)
+    assert len(partitions) == 3
+    on_host = {p.name for p in (stack.host_root / "artifacts" / PIPELINE).iterdir() if "backfill__" in p.name}
+    assert on_host == {p.name for p in partitions}
+    for d in dates:
+        assert any(name.startswith(f"{d:%Y%m%d}T000000Z") for name in on_host), (d, on_host)
+
+
+def test_down_leaves_no_container_network_volume_or_launched_step(stack, request):
+    stack.down(failed=request.session.testsfailed > 0)
+    label = f"com.docker.compose.project={PROJECT}"
+    assert stack.client.containers.list(all=True, filters={"label": label}) == []
+    assert stack.client.networks.list(filters={"label": label}) == []
+    assert stack.client.volumes.list(filters={"label": label}) == []
+    assert [v.name for v in stack.client.volumes.list() if v.name.startswith(f"{PROJECT}_")] == []
+    assert stack.client.containers.list(all=True, filters={"label": f"dood-stack={PROJECT}"}) == []
+    assert os.path.isdir(stack.host_root), "the data root belongs to the host: `down -v` must not touch it"
+
+
+def _dag_visible(stack) -> bool:
+    try:
+        return stack.api("GET", f"/dags/{DAG_ID}")["dag_id"] == DAG_ID
+    except AssertionError:
+        return False
+
+
+def _midnight(day: date) -> datetime:
+    return datetime.combine(day, dtime.min, tzinfo=timezone.utc)
