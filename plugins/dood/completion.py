@@ -6,7 +6,7 @@ so "wait for a container and read its outcome" behaves the same on every path.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -83,12 +83,16 @@ def finish(
     max_result_bytes: int,
     auto_remove: AutoRemove,
     outcome: Outcome | None = None,
+    output: Iterator[tuple[bytes | None, bytes | None]] | None = None,
 ) -> Any:
     """Show the logs (following them while the container runs, or all at once after it ended), wait for
     its end, conclude, and remove it as the policy says."""
     concluded = False
     try:
-        forwarder = launcher.forward_logs(handle.container_id, emit, follow=follow)
+        if output is not None:  # attached before start: the live stream, complete and cheap to read
+            forwarder = launcher.forward_output(output, emit)
+        else:
+            forwarder = launcher.forward_logs(handle.container_id, emit, follow=follow)
         outcome = outcome or launcher.wait(handle.container_id)
         try:
             result = conclude(

@@ -8,7 +8,7 @@ written once. Everything takes container ids or names, never in-memory state, so
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -150,6 +150,25 @@ class ContainerLauncher:
 
     def start(self, container_id: str) -> None:
         self.api.start(container_id)
+
+    def attach_output(self, container_id: str, *, history: bool = False) -> Iterator[tuple[bytes | None, bytes | None]]:
+        """The container's live stdout/stderr. Open it *before* start() (or with `history` for one already
+        running, which replays its output so far first): then not a byte is missed.
+
+        Its frames carry the container's writes as they come (up to 32 KiB each), where logs(follow=True)
+        sends one frame per line (~10x slower to read) and, on Docker 20.10, can end early, silently, when
+        the container exits while the reader is behind. Docker still keeps its own log (`docker logs`).
+        """
+        return self.api.attach(container_id, stdout=True, stderr=True, stream=True, logs=history, demux=True)
+
+    def forward_output(
+        self, output: Iterator[tuple[bytes | None, bytes | None]], emit: Callable[[str], None]
+    ) -> LineForwarder:
+        """Emit each line of an attach_output() stream until the container ends; returns the tail."""
+        try:
+            return LineForwarder(emit).consume_demuxed(output)
+        finally:
+            output.close()
 
     def forward_logs(self, container_id: str, emit: Callable[[str], None], *, follow: bool = True) -> LineForwarder:
         """Emit each output line (following until the container ends, or what exists now); returns the tail."""

@@ -22,12 +22,13 @@ class LineForwarder:
         *,
         tail_lines: int = DEFAULT_TAIL_LINES,
         max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+        tail: deque[str] | None = None,
     ) -> None:
         self._emit = emit
         self._max_line_bytes = max_line_bytes
         self._partial = b""
         self._just_cut = False  # the previous piece was cut for length: its newline ends no new line
-        self.tail: deque[str] = deque(maxlen=tail_lines)
+        self.tail: deque[str] = deque(maxlen=tail_lines) if tail is None else tail
         self.lines = 0
 
     def feed(self, chunk: bytes) -> None:
@@ -64,4 +65,18 @@ class LineForwarder:
         for chunk in chunks:
             self.feed(chunk)
         self.close()
+        return self
+
+    def consume_demuxed(self, frames: Iterable[tuple[bytes | None, bytes | None]]) -> LineForwarder:
+        """`(stdout, stderr)` frames of a demultiplexed attach stream. Each stream keeps its own partial
+        line (a stderr write never lands inside an unfinished stdout line); both share one tail."""
+        err = LineForwarder(self._emit, max_line_bytes=self._max_line_bytes, tail=self.tail)
+        for stdout, stderr in frames:
+            if stdout:
+                self.feed(stdout)
+            if stderr:
+                err.feed(stderr)
+        self.close()
+        err.close()
+        self.lines += err.lines
         return self

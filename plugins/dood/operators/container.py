@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowSkipException, AirflowTaskTimeout
+from docker.errors import APIError
 from docker.types import Mount
 
 from dood.arguments import exit_codes, one_of, validated_resources
@@ -171,6 +172,9 @@ class DoodContainerOperator(BaseOperator):
         hook = DoodHook(config)
         launcher = self._launcher = ContainerLauncher(hook.api)
         handle = self._reattach(hook, identity, config) if self.reattach else None
+        output = None  # the live output stream, attached before start so nothing is missed
+        if handle is not None and self.wait and not self.deferrable:
+            output = self._attach_running(launcher, handle)
         if handle is None:
             spec, run_dir = self.build_spec(config, hook, identity, context)
             check_policy(launcher.create_body(spec), config.policy, subject=f"{self.task_id}: the container")
@@ -181,6 +185,8 @@ class DoodContainerOperator(BaseOperator):
             handle = ContainerHandle(container_id, spec.name, run_dir)
             self._container_id = container_id
             try:
+                if self.wait and not self.deferrable:
+                    output = launcher.attach_output(container_id)
                 launcher.start(container_id)
             except BaseException:
                 launcher.remove(container_id)
@@ -192,20 +198,37 @@ class DoodContainerOperator(BaseOperator):
             return handle.to_xcom()
         if self.deferrable:
             self._defer(handle, config, context)
-        return self._finish(handle, config, follow=True)
+        return self._finish(handle, config, follow=output is None, output=output)
 
-    def _finish(self, handle: ContainerHandle, config: DoodConfig, *, follow: bool, outcome: Outcome | None = None):
+    def _attach_running(self, launcher: ContainerLauncher, handle: ContainerHandle):
+        """Attach to an adopted container with its output so far; None if it has ended meanwhile."""
+        try:
+            return launcher.attach_output(handle.container_id, history=True)
+        except APIError as exc:
+            self.log.info("Adopted container %s is no longer running (%s)", handle.container_name, exc.explanation)
+            return None
+
+    def _finish(
+        self,
+        handle: ContainerHandle,
+        config: DoodConfig,
+        *,
+        follow: bool,
+        outcome: Outcome | None = None,
+        output: Iterator[tuple[bytes | None, bytes | None]] | None = None,
+    ):
         assert self._launcher is not None
         try:
             return finish(
                 self._launcher,
                 handle,
-                emit=self._emit,
+                emit=self._line_emitter(),
                 follow=follow,
                 skip_on_exit_code=self.skip_on_exit_code,
                 max_result_bytes=config.max_result_bytes,
                 auto_remove=self.auto_remove or config.defaults.auto_remove,
                 outcome=outcome,
+                output=output,
             )
         except (ContainerFailed, AirflowSkipException, ResultFileError):
             raise  # the container has ended: nothing to stop
@@ -288,8 +311,14 @@ class DoodContainerOperator(BaseOperator):
             return self.stop_grace_period
         return config.defaults.stop_grace_period_seconds
 
-    def _emit(self, line: str) -> None:
-        self.log.info("%s", line)
+    def _line_emitter(self) -> Callable[[str], None]:
+        """Each container line into the task log; the logger is resolved once (`self.log` is a lazy proxy)."""
+        info = self.log.bind().info
+
+        def emit(line: str) -> None:
+            info("%s", line)
+
+        return emit
 
     def on_kill(self) -> None:
         """Mark failed, clear, timeout: stop the container (grace period) and remove it.
