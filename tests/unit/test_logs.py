@@ -29,3 +29,13 @@ def test_overlong_line_is_cut_not_buffered():
 def test_invalid_utf8_and_crlf():
     lines, _ = run([b"caf\xe9\r\n"])
     assert lines == ["caf\ufffd"]
+
+
+def test_demuxed_streams_keep_their_own_partial_lines_and_share_the_tail():
+    lines = []
+    fwd = LineForwarder(lines.append, tail_lines=3).consume_demuxed(
+        [(b"out-a", None), (None, b"err-1\n"), (b"-b\nout-2\n", b"err-2")]
+    )
+    assert lines == ["err-1", "out-a-b", "out-2", "err-2"]
+    assert list(fwd.tail) == ["out-a-b", "out-2", "err-2"]
+    assert fwd.lines == 4
