@@ -83,6 +83,7 @@ def finish(
     max_result_bytes: int,
     auto_remove: AutoRemove,
     outcome: Outcome | None = None,
+    lines_per_record: int = 1,
     output: Iterator[tuple[bytes | None, bytes | None]] | None = None,
 ) -> Any:
     """Show the logs (following them while the container runs, or all at once after it ended), wait for
@@ -90,9 +91,11 @@ def finish(
     concluded = False
     try:
         if output is not None:  # attached before start: the live stream, complete and cheap to read
-            forwarder = launcher.forward_output(output, emit)
+            forwarder = launcher.forward_output(output, emit, lines_per_record=lines_per_record)
         else:
-            forwarder = launcher.forward_logs(handle.container_id, emit, follow=follow)
+            forwarder = launcher.forward_logs(
+                handle.container_id, emit, follow=follow, lines_per_record=lines_per_record
+            )
         outcome = outcome or launcher.wait(handle.container_id)
         try:
             result = conclude(

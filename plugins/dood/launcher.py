@@ -162,19 +162,25 @@ class ContainerLauncher:
         return self.api.attach(container_id, stdout=True, stderr=True, stream=True, logs=history, demux=True)
 
     def forward_output(
-        self, output: Iterator[tuple[bytes | None, bytes | None]], emit: Callable[[str], None]
+        self,
+        output: Iterator[tuple[bytes | None, bytes | None]],
+        emit: Callable[[str], None],
+        *,
+        lines_per_record: int = 1,
     ) -> LineForwarder:
         """Emit each line of an attach_output() stream until the container ends; returns the tail."""
         try:
-            return LineForwarder(emit).consume_demuxed(output)
+            return LineForwarder(emit, lines_per_record=lines_per_record).consume_demuxed(output)
         finally:
             output.close()
 
-    def forward_logs(self, container_id: str, emit: Callable[[str], None], *, follow: bool = True) -> LineForwarder:
+    def forward_logs(
+        self, container_id: str, emit: Callable[[str], None], *, follow: bool = True, lines_per_record: int = 1
+    ) -> LineForwarder:
         """Emit each output line (following until the container ends, or what exists now); returns the tail."""
         stream = self.api.logs(container_id, stream=True, follow=follow, stdout=True, stderr=True)
         try:
-            return LineForwarder(emit).consume(stream)
+            return LineForwarder(emit, lines_per_record=lines_per_record).consume(stream)
         finally:
             stream.close()
 

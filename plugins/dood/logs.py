@@ -1,7 +1,9 @@
 """Forward a container's output into the task log line by line, in bounded memory.
 
 Only the last `tail_lines` lines are kept (for the failure message); a line longer than
-`max_line_bytes` is cut into pieces rather than buffered without limit.
+`max_line_bytes` is cut into pieces rather than buffered without limit. Lines that arrived together (one
+chunk read from Docker) may share one log record, at most `lines_per_record` of them, in order and without
+delay: each record costs Airflow's whole structlog chain (~20-25 us), more than reading a line does.
 """
 
 from __future__ import annotations
@@ -23,8 +25,10 @@ class LineForwarder:
         tail_lines: int = DEFAULT_TAIL_LINES,
         max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
         tail: deque[str] | None = None,
+        lines_per_record: int = 1,
     ) -> None:
         self._emit = emit
+        self._lines_per_record = max(1, lines_per_record)
         self._max_line_bytes = max_line_bytes
         self._partial = b""
         self._just_cut = False  # the previous piece was cut for length: its newline ends no new line
@@ -46,8 +50,18 @@ class LineForwarder:
                 pieces.append(self._partial)
                 self._partial = b""
                 self._just_cut = True
+        if self._lines_per_record > 1 and len(pieces) > 1:
+            self._lines([raw.decode("utf-8", errors="replace").rstrip("\r") for raw in pieces])
+            return
         for piece in pieces:
             self._line(piece)
+
+    def _lines(self, lines: list[str]) -> None:
+        self.lines += len(lines)
+        self.tail.extend(lines[-(self.tail.maxlen or len(lines)) :])
+        step = self._lines_per_record
+        for start in range(0, len(lines), step):
+            self._emit("\n".join(lines[start : start + step]))
 
     def close(self) -> None:
         """Emit what is left of an unterminated last line."""
@@ -70,7 +84,9 @@ class LineForwarder:
     def consume_demuxed(self, frames: Iterable[tuple[bytes | None, bytes | None]]) -> LineForwarder:
         """`(stdout, stderr)` frames of a demultiplexed attach stream. Each stream keeps its own partial
         line (a stderr write never lands inside an unfinished stdout line); both share one tail."""
-        err = LineForwarder(self._emit, max_line_bytes=self._max_line_bytes, tail=self.tail)
+        err = LineForwarder(
+            self._emit, max_line_bytes=self._max_line_bytes, tail=self.tail, lines_per_record=self._lines_per_record
+        )
         for stdout, stderr in frames:
             if stdout:
                 self.feed(stdout)

@@ -39,3 +39,11 @@ def test_demuxed_streams_keep_their_own_partial_lines_and_share_the_tail():
     assert lines == ["err-1", "out-a-b", "out-2", "err-2"]
     assert list(fwd.tail) == ["out-a-b", "out-2", "err-2"]
     assert fwd.lines == 4
+
+
+def test_lines_of_one_chunk_share_records_up_to_the_cap_in_order():
+    records = []
+    fwd = LineForwarder(records.append, tail_lines=4, lines_per_record=3)
+    fwd.consume([b"1\n2\n3\n4\n5\n", b"6\n", b"7\n8"])
+    assert records == ["1\n2\n3", "4\n5", "6", "7", "8"]  # "8" came unterminated: emitted at close
+    assert list(fwd.tail) == ["5", "6", "7", "8"] and fwd.lines == 8

@@ -228,6 +228,7 @@ class DoodContainerOperator(BaseOperator):
                 max_result_bytes=config.max_result_bytes,
                 auto_remove=self.auto_remove or config.defaults.auto_remove,
                 outcome=outcome,
+                lines_per_record=config.defaults.log_lines_per_record,
                 output=output,
             )
         except (ContainerFailed, AirflowSkipException, ResultFileError):

@@ -95,6 +95,7 @@ class DoodContainerSensor(BaseSensorOperator):
             max_result_bytes=config.max_result_bytes,
             auto_remove=self.auto_remove or config.defaults.auto_remove,
             outcome=outcome,
+            lines_per_record=config.defaults.log_lines_per_record,
         )
 
     def poke(self, context: Context) -> PokeReturnValue:
