@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # End-to-end test of the docker-compose stack: Airflow 3.3 in containers launching the pipeline steps as
-# sibling containers through the host's socket, with host and container paths that differ.
+# sibling containers through dood-proxy (the only container with the host's socket), with host and container
+# paths that differ.
 #   scripts/compose-e2e.sh [pytest args...]
 #   DOOD_E2E_EXECUTOR=celery scripts/compose-e2e.sh    # the same on the `celery` profile (redis + a worker)
 # Sets up what it needs (Docker engine, docker-compose, the images — offline fallback included), then runs
 # `pytest tests/e2e`, which brings the stack up as project dood-e2e and always tears it down.
-# Takes about 5 minutes once the images exist (first build: a few minutes more).
+# Takes about 3 minutes once the images exist (first build: a few minutes more).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -58,7 +59,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-say "pytest tests/e2e (${DOOD_E2E_EXECUTOR:-local} executor: stack up, REST-triggered run, backfill, teardown)"
+say "pytest tests/e2e (${DOOD_E2E_EXECUTOR:-local} executor: stack up, proxy refusals, REST-triggered run, backfill, teardown)"
 t0=$(date +%s)
 cd "$ROOT"
 DOOD_E2E=1 "$PY" -m pytest tests/e2e -v -s "$@"  # -s: progress and timings as they happen

@@ -32,6 +32,7 @@ ML_IMAGE = os.environ.get("DOOD_ML_IMAGE", "dood-ml-example") + ":" + os.environ
 EXECUTOR = os.environ.get("DOOD_E2E_EXECUTOR", "local")  # local | celery
 HEALTHY_SERVICES = (
     "postgres",
+    "dood-proxy",
     "airflow-apiserver",
     "airflow-scheduler",
     "airflow-dag-processor",

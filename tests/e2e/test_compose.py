@@ -1,8 +1,11 @@
-"""The docker-compose stack really does DooD: Airflow 3.3 in containers, the host's socket, host ≠ container paths.
+"""The docker-compose stack really does DooD: Airflow 3.3 in containers, the host's daemon behind dood-proxy,
+host ≠ container paths.
 
-In order (one stack for the whole module): the stack's shape, the socket permission error, a REST-triggered
-retraining run whose artifacts land at the HOST path, the launched steps' bind sources (host paths), a
-3-date backfill run from inside the stack, and a teardown that leaves nothing behind.
+In order (one stack for the whole module): the stack's shape (the raw socket only in the proxy), task code
+refused by the proxy (a privileged create, stopping or removing a container of the stack), the socket
+permission error, a REST-triggered retraining run whose artifacts land at the HOST path, the launched steps'
+bind sources (host paths), a 3-date backfill run from inside the stack -- all through the proxy, the only
+route to Docker the Airflow containers have -- and a teardown that leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -17,13 +20,16 @@ from datetime import time as dtime
 import pytest
 
 from dood.partition import partition_key
-from tests.e2e.conftest import EXECUTOR, PROJECT, TASK_RUNNER, log, wait_for
+from tests.e2e.conftest import EXECUTOR, ML_IMAGE, PROJECT, TASK_RUNNER, log, wait_for
 
 DAG_ID = "dood_breast_cancer"
 PIPELINE = "breast_cancer"
 STEPS = ("prepare", "train", "evaluate", "promote")
 SOCKET = "/var/run/docker.sock"
 CONTAINER_ROOT = "/opt/dood"  # where docker-compose.yml mounts $DOOD_HOST_ROOT inside the Airflow containers
+PROXY = "dood-proxy"
+PROXY_URL = "tcp://dood-proxy:2375"  # DOCKER_HOST of the Airflow containers
+PROXY_NETWORK = f"{PROJECT}_docker-api"  # internal: only the proxy and the Docker clients join it
 
 
 def mounts_of(container) -> dict[str, dict]:
@@ -45,7 +51,15 @@ def wait_for_runs(stack, run_ids: list[str], timeout: float) -> dict[str, dict]:
     return wait_for(f"runs {run_ids} to succeed", ended, timeout=timeout, interval=3)
 
 
-def test_stack_shape_socket_only_where_containers_are_launched(stack):
+def holds_socket(container) -> bool:
+    return any(
+        m.get("Source") == SOCKET or m["Destination"] == SOCKET or m["Destination"].endswith("docker.sock")
+        for m in container.attrs["Mounts"]
+    )
+
+
+def test_stack_shape_raw_socket_only_in_the_proxy(stack):
+    proxy = stack.service_container(PROXY)
     scheduler, triggerer = stack.service_container("airflow-scheduler"), stack.service_container("airflow-triggerer")
     apiserver, processor = (
         stack.service_container("airflow-apiserver"),
@@ -53,22 +67,112 @@ def test_stack_shape_socket_only_where_containers_are_launched(stack):
     )
     launchers = [scheduler, triggerer] + ([stack.service_container("airflow-worker")] if EXECUTOR == "celery" else [])
     docker_gid = stack.settings["DOCKER_GID"]
-    for container in launchers:
-        assert mounts_of(container)[SOCKET]["Source"] == SOCKET
-        assert docker_gid in container.attrs["HostConfig"]["GroupAdd"]
+
+    # The raw socket: in the proxy, and in no other container of the project (airflow-init and postgres included).
+    holders = sorted(c.labels["com.docker.compose.service"] for c in stack.containers() if holds_socket(c))
+    assert holders == [PROXY], f"the host's Docker socket must be mounted into {PROXY} only, not {holders}"
+    assert mounts_of(proxy)[SOCKET]["Source"] == SOCKET
+    assert docker_gid in proxy.attrs["HostConfig"]["GroupAdd"], "the proxy needs the socket's group"
+    assert not proxy.attrs["HostConfig"]["PortBindings"], "the proxy must never be published on the host"
+    assert proxy.attrs["HostConfig"]["ReadonlyRootfs"] and proxy.attrs["HostConfig"]["CapDrop"] == ["ALL"]
+    assert set(proxy.attrs["NetworkSettings"]["Networks"]) == {PROXY_NETWORK}
+
+    # Its network: internal (no route out), joined only by the proxy and the services that launch or wait.
+    network = stack.client.networks.get(PROXY_NETWORK)
+    assert network.attrs["Internal"] is True
+    attached = {
+        c.labels["com.docker.compose.service"]
+        for c in stack.containers()
+        if PROXY_NETWORK in c.attrs["NetworkSettings"]["Networks"]
+    }
+    assert attached == {PROXY, *(c.labels["com.docker.compose.service"] for c in launchers)}, attached
+
+    for container in launchers:  # no socket, no docker group: Docker is the proxy, and only that
+        assert not holds_socket(container), f"{container.name} must reach Docker through {PROXY} only"
+        assert not container.attrs["HostConfig"]["GroupAdd"], f"{container.name} needs no docker group"
+        assert f"DOCKER_HOST={PROXY_URL}" in container.attrs["Config"]["Env"]
+        assert container.labels.get("dood.role") == "airflow", "the label --inspectable-label lets discovery work"
         data_root = mounts_of(container)[CONTAINER_ROOT]
         assert data_root["Source"] == str(stack.host_root) != CONTAINER_ROOT  # host path ≠ container path
-    for container in (apiserver, processor):
-        assert SOCKET not in mounts_of(container), f"{container.name} must not hold the Docker socket"
+    for container in (apiserver, processor):  # no route to Docker at all
+        assert not holds_socket(container), f"{container.name} must not hold the Docker socket"
+        assert PROXY_NETWORK not in container.attrs["NetworkSettings"]["Networks"]
         assert CONTAINER_ROOT not in mounts_of(container)
-    for container in (*launchers, apiserver, processor):
-        assert container.attrs["Config"]["User"].split(":")[0] not in ("", "0", "root"), "Airflow must not run as root"
+    for container in (proxy, *launchers, apiserver, processor):
+        user = container.attrs["Config"]["User"].split(":")[0]
+        assert user not in ("", "0", "root"), f"{container.name} must not run as root"
     bindings = apiserver.attrs["HostConfig"]["PortBindings"]["8080/tcp"]
     assert {b["HostIp"] for b in bindings} == {"127.0.0.1"}, "the API must be published on loopback only"
 
 
+# Run inside the task runner's container with its own Python: what any task code (a DAG's Python, a
+# dependency) could do with the raw docker SDK. It finds Docker only through $DOCKER_HOST, i.e. the proxy.
+ESCAPE_ATTEMPTS = r"""
+import json, os, sys
+import docker
+from docker.errors import APIError
+
+image, name, target_id, target_name = sys.argv[1:5]
+client = docker.from_env(timeout=30)
+out = {"socket": os.path.exists("/var/run/docker.sock"), "docker_host": os.environ.get("DOCKER_HOST"),
+       "ping": client.ping()}
+
+def attempt(what, call):
+    try:
+        call()
+        out[what] = {"status": "allowed"}
+    except APIError as exc:
+        out[what] = {"status": exc.status_code, "message": str(exc.explanation)}
+
+host_config = client.api.create_host_config(privileged=True, binds=["/:/host"])
+attempt("privileged create", lambda: client.api.create_container(image, "true", name=name, host_config=host_config))
+attempt("stop by name", lambda: client.api.stop(target_name, timeout=1))
+attempt("kill by id", lambda: client.api.kill(target_id))
+attempt("remove by id", lambda: client.api.remove_container(target_id, force=True))
+attempt("exec", lambda: client.api.exec_create(target_id, "true"))
+out["listed"] = [c["Id"] for c in client.api.containers(all=True)]
+print("RESULT " + json.dumps(out))
+"""
+
+
+def test_task_code_through_the_proxy_cannot_create_privileged_or_touch_the_stack(stack):
+    """From inside the container where tasks run: the raw docker SDK, through the proxy, is refused (403)."""
+    postgres = stack.service_container("postgres")
+    postgres_started_at = postgres.attrs["State"]["StartedAt"]
+    name = f"{PROJECT}-escape-{os.getpid()}"
+    started = time.monotonic()
+    args = [ML_IMAGE, name, postgres.id, postgres.name]
+    result = stack.compose("exec", "-T", TASK_RUNNER, "python", "-c", ESCAPE_ATTEMPTS, *args, timeout=120)
+    [line] = [line for line in result.stdout.splitlines() if line.startswith("RESULT ")]
+    out = json.loads(line.removeprefix("RESULT "))
+    log(
+        f"escape attempts from {TASK_RUNNER} through the proxy ({time.monotonic() - started:.1f}s): "
+        + ", ".join(f"{k}: {v['status']}" for k, v in out.items() if isinstance(v, dict))
+    )
+
+    assert out["socket"] is False and out["docker_host"] == PROXY_URL and out["ping"] is True
+    create = out["privileged create"]
+    assert create["status"] == 403, create
+    assert "dood-proxy" in create["message"] and "[privileged]" in create["message"], create
+    assert "[system-path]" in create["message"], "every violation is listed, the / bind too"
+    for what in ("stop by name", "kill by id", "remove by id", "exec"):
+        assert out[what]["status"] == 403, (what, out[what])
+        assert "dood-proxy" in out[what]["message"], (what, out[what])
+    for what in ("stop by name", "kill by id", "remove by id"):
+        assert "not managed by dood" in out[what]["message"], (what, out[what])
+    assert postgres.id not in out["listed"], "the proxy lists only dood's containers"
+
+    # On the host, through the raw socket: nothing was created, and the database never stopped.
+    assert stack.client.containers.list(all=True, filters={"name": name}) == []
+    postgres.reload()
+    assert postgres.status == "running" and postgres.attrs["State"]["StartedAt"] == postgres_started_at
+    refusals = stack.compose("logs", "--no-color", PROXY, check=False).stdout
+    assert "privileged" in refusals and "not managed by dood" in refusals, "every refusal is logged by the proxy"
+
+
 def test_socket_without_the_docker_group_fails_with_a_clear_error(stack):
-    """The same image and user, the socket mounted but no group_add: the hook's error names the cause."""
+    """The image and user of the proxy and Airflow, the raw socket mounted but no group_add (the mistake to
+    avoid on dood-proxy): dood's hook, talking to the socket, says why and how to fix it."""
     image = stack.service_container("airflow-scheduler").image.tags[0]
     probe = "from dood.config import DoodConfig\nfrom dood.hooks.dood import DoodHook\nDoodHook(DoodConfig()).api\n"
     result = subprocess.run(
@@ -145,6 +249,7 @@ def test_launched_steps_got_host_paths_as_bind_sources_and_were_removed(stack):
     host_root = str(stack.host_root)
     for container in launched:
         assert container["mounts"] is not None, f"{container['id'][:12]} was gone before it could be inspected"
+        assert container["labels"].get("dood.managed") == "true", "created through dood-proxy, which forces it"
         binds = {m["Destination"]: m["Source"] for m in container["mounts"] if m["Type"] == "bind"}
         assert {"/dood/run", "/dood/work", "/dood/input", "/dood/models"} <= set(binds), binds
         for target, source in binds.items():
