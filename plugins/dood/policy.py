@@ -132,6 +132,23 @@ class Policy(BaseModel):
             "allowed root mounted at its own path); elsewhere it would resolve the wrong files."
         ),
     )
+    allowed_volumes: tuple[str, ...] = Field(
+        default=(),
+        description=(
+            "Glob patterns of named volumes a container may mount. Anonymous volumes are always allowed; a "
+            "named one may be another workload's data (a database's, Airflow's secrets), so none by default."
+        ),
+        examples=[["ml-cache", "dood-*"]],
+    )
+    allowed_networks: tuple[str, ...] = Field(
+        default=("default", "bridge", "none"),
+        description=(
+            "Glob patterns of networks a container may join (NetworkMode and NetworkingConfig). A user-defined "
+            "network may reach other workloads (a database, the socket proxy); list the one in "
+            "defaults.network. 'host' and 'container:...' are never allowed."
+        ),
+        examples=[["bridge", "dood-net"]],
+    )
     allowed_capabilities: tuple[str, ...] = Field(
         default=(),
         description="Linux capabilities a container may add (CapAdd), e.g. NET_BIND_SERVICE. "
@@ -685,8 +702,11 @@ def _binds(host: Mapping, policy: Policy, resolve) -> list[Violation]:
         if len(parts) > 3:
             found.add(field, "malformed", f"{bind!r}: expected 'source:target[:options]'")
             continue
-        if len(parts) == 1 or not parts[0].startswith("/"):
-            continue  # an anonymous or named volume: nothing of the host's filesystem
+        if len(parts) == 1:
+            continue  # an anonymous volume: nothing of the host's or anybody's
+        if not parts[0].startswith("/"):
+            _named_volume(parts[0], field, policy, found)
+            continue
         options = {opt.strip().lower() for opt in (parts[2] if len(parts) == 3 else "").split(",")}
         if options & SHARED_PROPAGATIONS:
             found.add(field, "propagation", "shared or slave mount propagation is not allowed")
@@ -710,6 +730,8 @@ def _mounts(host: Mapping, policy: Policy, resolve) -> list[Violation]:
                 )
             _bind_source(mount.get("Source"), f"{field}.Source", bool(mount.get("ReadOnly")), policy, resolve, found)
         elif kind == "volume":
+            if _set(mount.get("Source")):
+                _named_volume(mount.get("Source"), f"{field}.Source", policy, found)
             driver = (mount.get("VolumeOptions") or {}).get("DriverConfig")
             if _set(driver):
                 found.add(
@@ -720,6 +742,15 @@ def _mounts(host: Mapping, policy: Policy, resolve) -> list[Violation]:
         elif kind != "tmpfs":
             found.add(f"{field}.Type", "mount-type", f"{kind!r}: only bind, volume and tmpfs mounts are allowed")
     return found
+
+
+def _named_volume(name: Any, field: str, policy: Policy, found: _Problems) -> None:
+    if not isinstance(name, str) or not any(fnmatch.fnmatchcase(name, p) for p in policy.allowed_volumes):
+        found.add(field, "named-volume", f"named volume {name!r} is not in policy.allowed_volumes")
+
+
+def _network_allowed(name: str, policy: Policy) -> bool:
+    return any(fnmatch.fnmatchcase(name, pattern) for pattern in policy.allowed_networks)
 
 
 def _ports(body: Mapping, host: Mapping, policy: Policy) -> list[Violation]:
@@ -815,6 +846,10 @@ def _runtime(body: Mapping, host: Mapping, policy: Policy) -> list[Violation]:
 
 def _networking(body: Mapping, host: Mapping, policy: Policy) -> list[Violation]:
     found = _Problems()
+    mode = host.get("NetworkMode")
+    if isinstance(mode, str) and mode and mode.lower() != "host" and not mode.lower().startswith("container:"):
+        if not _network_allowed(mode, policy):
+            found.add("HostConfig.NetworkMode", "network", f"network {mode!r} is not in policy.allowed_networks")
     endpoints = (body.get("NetworkingConfig") or {}).get("EndpointsConfig") or {}
     if not isinstance(endpoints, Mapping):
         return found
@@ -822,6 +857,8 @@ def _networking(body: Mapping, host: Mapping, policy: Policy) -> list[Violation]
         field = f"NetworkingConfig.EndpointsConfig[{network!r}]"
         if network.strip().lower() == "host" or network.strip().lower().startswith("container:"):
             found.add(field, "host-namespace", "joining the host's or another container's network is not allowed")
+        elif not _network_allowed(network, policy):
+            found.add(field, "network", f"network {network!r} is not in policy.allowed_networks")
         if isinstance(settings, Mapping) and _set(settings.get("Links")):
             found.add(f"{field}.Links", "links", "links to other containers are not allowed")
     return found

@@ -188,6 +188,8 @@ ATTACKS = {
         ]
     ),
     "published_port": dict(port_bindings={80: ("127.0.0.1", 8080)}),
+    "named_volume_of_another_workload": dict(binds=["some-database-volume:/pg"]),
+    "network_of_another_workload": dict(network_mode="some-stack_internal"),
 }
 
 

@@ -43,7 +43,7 @@ def rules(found) -> list[tuple[str, str]]:
 # --- what the operator sends passes with the defaults ---
 
 
-def test_operator_shaped_body_passes_the_default_policy():
+def test_operator_shaped_body_passes_a_policy_listing_its_volume_and_network():
     sent = body(
         mounts=[
             Mount(target="/dood/run", source="/tmp/dood-runs/dood-x-t1-abc", type="bind"),
@@ -55,8 +55,9 @@ def test_operator_shaped_body_passes_the_default_policy():
         mem_limit="2g",
         shm_size="1g",
     )
-    assert violations(sent, Policy()) == []
-    check(sent, Policy())  # does not raise
+    policy = Policy(allowed_volumes=["pip-cache"], allowed_networks=["dood-net"])
+    assert violations(sent, policy) == []
+    check(sent, policy)  # does not raise
 
 
 def test_defaults_are_documented_and_safe():
@@ -145,11 +146,11 @@ def test_forbidden_binds(binds, rule):
     assert rules(violations(body(binds=binds), Policy())) == [("HostConfig.Binds[0]", rule)]
 
 
-def test_binds_under_allowed_roots_and_named_volumes_pass():
+def test_binds_under_allowed_roots_and_listed_named_volumes_pass():
     sent = body(
         binds=["/tmp/dood/data:/data:ro", "/tmp/dood-runs/x:/dood/run", "cache:/cache", "/tmp/dood/./a/../b:/b"]
     )
-    assert violations(sent, Policy()) == []
+    assert violations(sent, Policy(allowed_volumes=["cache"])) == []
 
 
 @pytest.mark.parametrize(
@@ -164,7 +165,7 @@ def test_binds_under_allowed_roots_and_named_volumes_pass():
         (
             Mount(
                 target="/v",
-                source="v",
+                source=None,
                 type="volume",
                 driver_config=DriverConfig("local", {"o": "bind", "device": "/etc"}),
             ),
@@ -272,7 +273,7 @@ def test_networking_config_cannot_join_the_host_or_link():
         "Image": OK_IMAGE,
         "NetworkingConfig": {"EndpointsConfig": {"host": {}, "dood-net": {"Links": ["db:db"], "Aliases": ["a"]}}},
     }
-    assert rules(violations(sent, Policy())) == [
+    assert rules(violations(sent, Policy(allowed_networks=("dood-net",)))) == [
         ("NetworkingConfig.EndpointsConfig['host']", "host-namespace"),
         ("NetworkingConfig.EndpointsConfig['dood-net'].Links", "links"),
     ]
@@ -417,3 +418,28 @@ def test_load_policy_reads_the_policy_section(tmp_path, monkeypatch):
     assert load_policy(config) == Policy()
     with pytest.raises(ValueError, match="Cannot read"):
         load_policy(tmp_path / "missing.yaml")
+
+
+# --- named volumes and networks: another workload's data or network is not ours to join ---
+
+
+def _named(body_host, **policy_fields):
+    from dood.policy import Policy, violations
+
+    return violations({"Image": "img", "HostConfig": body_host}, Policy(**policy_fields))
+
+
+def test_named_volumes_need_listing_anonymous_ones_do_not():
+    assert [v.rule for v in _named({"Binds": ["dood-e2e_airflow-secrets:/s"]})] == ["named-volume"]
+    assert [v.rule for v in _named({"Mounts": [{"Type": "volume", "Source": "pgdata", "Target": "/pg"}]})] == [
+        "named-volume"
+    ]
+    assert _named({"Mounts": [{"Type": "volume", "Target": "/scratch"}]}) == []
+    assert _named({"Binds": ["ml-cache:/c"]}, allowed_volumes=("ml-*",)) == []
+
+
+def test_networks_need_listing():
+    [found] = _named({"NetworkMode": "dood-e2e_docker-api"})
+    assert found.field == "HostConfig.NetworkMode" and found.rule == "network"
+    assert _named({"NetworkMode": "bridge"}) == []
+    assert _named({"NetworkMode": "dood-net"}, allowed_networks=("dood-net",)) == []
