@@ -28,9 +28,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
-from docker.errors import DockerException
-from docker.utils import parse_bytes
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from dood.resources import parse_size
 
 if TYPE_CHECKING:
     from dood.exceptions import DoodError
@@ -186,15 +186,7 @@ class Policy(BaseModel):
     @field_validator("max_memory", mode="before")
     @classmethod
     def _memory(cls, value: int | str | None) -> int | None:
-        if value is None:
-            return None
-        try:
-            parsed = parse_bytes(value)
-        except DockerException as exc:
-            raise ValueError(f"{exc}; use bytes or a size such as '16g'") from None
-        if parsed <= 0:
-            raise ValueError("must be a positive size such as '16g'")
-        return parsed
+        return parse_size(value)
 
     @field_validator("allowed_images")
     @classmethod

@@ -10,7 +10,8 @@ from docker.utils import parse_bytes
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
-def _bytes(value: int | str | None) -> int | None:
+def parse_size(value: int | str | None) -> int | None:
+    """Bytes from an int or a size such as '512m' / '4g' (Docker's own parser); a ValueError names the fix."""
     if value is None:
         return None
     try:
@@ -39,7 +40,7 @@ class Resources(BaseModel):
     @field_validator("memory", "shm_size", mode="before")
     @classmethod
     def _sizes(cls, value: int | str | None) -> int | None:
-        return _bytes(value)
+        return parse_size(value)
 
     @field_validator("gpus")
     @classmethod

@@ -270,15 +270,8 @@ class DoodContainerOperator(BaseOperator):
             deadline = (started + self.execution_timeout).timestamp()
         self._container_id = None  # the trigger owns it now; its on_kill stops it on a user kill
         self.defer(
-            trigger=DoodContainerTrigger(
-                container_id=handle.container_id,
-                docker_url=config.docker.url,
-                api_version=config.docker.api_version,
-                deadline=deadline,
-                stop_grace_seconds=self._grace_seconds,
-                tls_ca_cert=config.docker.tls_ca_cert,
-                tls_client_cert=config.docker.tls_client_cert,
-                tls_client_key=config.docker.tls_client_key,
+            trigger=DoodContainerTrigger.from_config(
+                config, handle.container_id, deadline=deadline, stop_grace_seconds=self._grace_seconds
             ),
             method_name="execute_complete",
             kwargs={"handle": handle.to_xcom()},

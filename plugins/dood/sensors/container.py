@@ -119,14 +119,9 @@ class DoodContainerSensor(BaseSensorOperator):
         if self.timeout:
             deadline = (context["ti"].start_date.timestamp() if context["ti"].start_date else 0) + self.timeout
         self.defer(
-            trigger=DoodContainerTrigger(
-                container_id=handle.container_id,
-                docker_url=config.docker.url,
-                api_version=config.docker.api_version,
-                deadline=deadline or None,
-                tls_ca_cert=config.docker.tls_ca_cert,
-                tls_client_cert=config.docker.tls_client_cert,
-                tls_client_key=config.docker.tls_client_key,
+            # The sensor only watches: killing it leaves the container to its owner (and the janitor).
+            trigger=DoodContainerTrigger.from_config(
+                config, handle.container_id, deadline=deadline or None, stop_grace_seconds=None
             ),
             method_name="execute_complete",
             kwargs={"handle": handle.to_xcom()},

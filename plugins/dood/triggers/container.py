@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import aiodocker
 import aiohttp
@@ -138,16 +138,27 @@ class DoodContainerTrigger(BaseTrigger):
 
     @classmethod
     def from_config(
-        cls, config: DoodConfig, container_id: str, *, timeout_seconds: float | None = None
+        cls,
+        config: DoodConfig,
+        container_id: str,
+        *,
+        timeout_seconds: float | None = None,
+        deadline: float | None = None,
+        stop_grace_seconds: int | None | Literal["config"] = "config",
     ) -> DoodContainerTrigger:
-        """The trigger for a container launched through this config's Docker endpoint."""
+        """The trigger for a container launched through this config's Docker endpoint. On a user kill it
+        stops the container with the config's grace period, unless `stop_grace_seconds` says otherwise
+        (None: leave it running, for a waiter that does not own the container)."""
         docker = config.docker
         return cls(
             container_id=container_id,
             docker_url=docker.url,
             api_version=docker.api_version,
             timeout_seconds=timeout_seconds,
-            stop_grace_seconds=config.defaults.stop_grace_period_seconds,
+            deadline=deadline,
+            stop_grace_seconds=(
+                config.defaults.stop_grace_period_seconds if stop_grace_seconds == "config" else stop_grace_seconds
+            ),
             tls_ca_cert=docker.tls_ca_cert,
             tls_client_cert=docker.tls_client_cert,
             tls_client_key=docker.tls_client_key,
