@@ -17,6 +17,9 @@ with DAG(
     params={
         "dry_run": Param(False, type="boolean", description="Only log what would be removed."),
         "ttl_hours": Param(24, type="number", minimum=0, description="Remove ended containers older than this."),
+        "only_labels": Param(
+            {}, type="object", description='Sweep only containers that also carry these labels, e.g. {"team": "ml"}.'
+        ),
     },
     tags=["dood", "maintenance"],
 ) as dag:
@@ -34,6 +37,7 @@ with DAG(
             ttl=timedelta(hours=float(params["ttl_hours"])),
             dry_run=bool(params["dry_run"]),
             grace_seconds=config.defaults.stop_grace_period_seconds,
+            only_labels={str(k): str(v) for k, v in (params.get("only_labels") or {}).items()},
         )
         return [f"{v.name}: {v.reason}" for v in verdicts]
 

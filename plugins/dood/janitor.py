@@ -136,7 +136,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--password", default=os.environ.get("DOOD_AIRFLOW_PASSWORD"))
     parser.add_argument("--token", default=os.environ.get("DOOD_AIRFLOW_TOKEN"))
     parser.add_argument("--config", default=None, help="dood config (default: $DOOD_CONFIG)")
+    parser.add_argument(
+        "--label", action="append", default=[], metavar="KEY=VALUE", help="only containers with this label too"
+    )
     args = parser.parse_args(argv)
+    only_labels = dict(item.split("=", 1) for item in args.label)
 
     from dood.config import load_config
     from dood.hooks.dood import DoodHook
@@ -149,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         ttl=timedelta(hours=args.ttl_hours),
         dry_run=args.dry_run,
         grace_seconds=config.defaults.stop_grace_period_seconds,
+        only_labels=only_labels,
     )
     return 0
 

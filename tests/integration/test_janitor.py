@@ -9,7 +9,10 @@ import pytest
 
 from tests.integration.conftest import TEST_IMAGE, run_id_for, xcom_value
 
-OURS = {"dood.managed": "true", "dood.map_index": "-1", "dood.try_number": "1"}
+# Every container of this test carries SCOPE, and the sweeps are limited to it: a janitor test must not
+# remove other dood containers of the same engine (a developer's, a parallel test's).
+SCOPE = {"dood-test": "janitor"}
+OURS = {"dood.managed": "true", "dood.map_index": "-1", "dood.try_number": "1", **SCOPE}
 
 
 @pytest.fixture
@@ -43,7 +46,7 @@ def test_janitor_removes_only_our_orphans(docker_api, dag_run, next_date, contai
         "dood-it-janitor-in-use",  # labelled as the janitor's own task: running while it runs
         {**OURS, "dood.dag_id": "dood_janitor", "dood.run_id": run_id_for(sweep_date), "dood.task_id": "sweep_orphans"},
     )
-    foreign = containers("dood-it-janitor-foreign", {"owner": "someone-else"})
+    foreign = containers("dood-it-janitor-foreign", {"owner": "someone-else", **SCOPE})
     ended = containers(
         "dood-it-janitor-ended",
         {**OURS, "dood.dag_id": "dood_it_ghost", "dood.run_id": "old", "dood.task_id": "t"},
@@ -51,14 +54,14 @@ def test_janitor_removes_only_our_orphans(docker_api, dag_run, next_date, contai
     )
     docker_api.wait(ended)
 
-    dry = dag_run("dood_janitor", next_date, {"dry_run": True, "ttl_hours": 0})
+    dry = dag_run("dood_janitor", next_date, {"dry_run": True, "ttl_hours": 0, "only_labels": SCOPE})
     assert dry.state == "success"
     planned = xcom_value(dry, "sweep_orphans")["return_value"]
     assert {line.split(":")[0] for line in planned} >= {"dood-it-janitor-orphan", "dood-it-janitor-ended"}
     assert not any(line.startswith("dood-it-janitor-foreign") for line in planned)
     assert all(exists(docker_api, c) for c in (orphan, in_use, foreign, ended))  # dry run touched nothing
 
-    real = dag_run("dood_janitor", sweep_date, {"dry_run": False, "ttl_hours": 0})
+    real = dag_run("dood_janitor", sweep_date, {"dry_run": False, "ttl_hours": 0, "only_labels": SCOPE})
     assert real.state == "success"
     assert not exists(docker_api, orphan) and not exists(docker_api, ended)
     assert exists(docker_api, in_use)  # its task instance (the sweep itself) was running
