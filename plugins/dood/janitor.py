@@ -64,10 +64,13 @@ def sweep(
     ttl: timedelta,
     dry_run: bool,
     grace_seconds: int = 30,
+    only_labels: Mapping[str, str] | None = None,
     log: Callable[[str], None] = print,
 ) -> list[Verdict]:
-    """Find our containers, decide, and (unless dry run) stop and remove the orphans."""
-    listed = api.containers(all=True, filters={"label": f"{MANAGED_LABEL}=true"})
+    """Find our containers (only those also carrying `only_labels`, when given), decide, and (unless dry
+    run) stop and remove the orphans."""
+    selector = [f"{MANAGED_LABEL}=true", *(f"{key}={value}" for key, value in (only_labels or {}).items())]
+    listed = api.containers(all=True, filters={"label": selector})
     inspected = [api.inspect_container(c["Id"]) for c in listed]
     verdicts = plan(inspected, task_state, ttl=ttl, now=datetime.now(timezone.utc))
     for verdict in verdicts:

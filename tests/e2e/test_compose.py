@@ -17,10 +17,11 @@ import time
 from datetime import date, datetime, timedelta, timezone
 from datetime import time as dtime
 
+import docker
 import pytest
 
 from dood.partition import partition_key
-from tests.e2e.conftest import EXECUTOR, ML_IMAGE, PROJECT, TASK_RUNNER, log, wait_for
+from tests.e2e.conftest import EXECUTOR, ML_IMAGE, PROJECT, TASK_RUNNER, USERNAME, log, wait_for
 
 DAG_ID = "dood_breast_cancer"
 PIPELINE = "breast_cancer"
@@ -303,6 +304,49 @@ def test_backfill_of_three_dates_from_inside_the_stack_writes_three_partitions(s
     assert on_host == {p.name for p in partitions}
     for d in dates:
         assert any(name.startswith(f"{d:%Y%m%d}T000000Z") for name in on_host), (d, on_host)
+
+
+JANITOR_SCOPE = "dood-test=janitor"
+
+
+def test_janitor_cli_asks_the_rest_api_and_removes_only_orphans(stack):
+    """`dood-janitor` inside the stack, asking Airflow's public REST API about each container's task instance."""
+    base = {"dood.managed": "true", "dood.dag_id": DAG_ID, "dood.map_index": "-1", "dood.try_number": "1"}
+    scope = dict([JANITOR_SCOPE.split("=")])
+    stoppable = ["sh", "-c", "trap 'exit 0' TERM; sleep 300 & wait"]
+
+    def start(name, labels):
+        return stack.client.containers.run(
+            ML_IMAGE, stoppable, name=f"{PROJECT}-{name}-{os.getpid()}", labels={**labels, **scope}, detach=True
+        )
+
+    orphan = start("janitor-orphan", {**base, "dood.run_id": "manual__no-such-run", "dood.task_id": "train"})
+    ended = start("janitor-ended", {**base, "dood.run_id": stack.state["manual_run_id"], "dood.task_id": "train"})
+    stranger = start("janitor-stranger", {"owner": "someone-else"})
+    command = [
+        "exec", "-T", TASK_RUNNER, "dood-janitor", "--api-url", "http://airflow-apiserver:8080",
+        "--username", USERNAME, "--password", stack.password, "--label", JANITOR_SCOPE,
+    ]  # fmt: skip
+    try:
+        dry = stack.compose(*command, "--dry-run", timeout=180).stdout
+        log(f"janitor dry run: {dry.strip()}")
+        assert f"would remove {orphan.name}: its task instance no longer exists" in dry
+        assert f"would remove {ended.name}: its task instance has ended (success)" in dry
+        assert stranger.name not in dry
+        for container in (orphan, ended):
+            container.reload()
+            assert container.status == "running", "a dry run removes nothing"
+
+        swept = stack.compose(*command, timeout=300).stdout
+        log(f"janitor: {swept.strip()}")
+        names = {c.name for c in stack.client.containers.list(all=True, filters={"label": JANITOR_SCOPE})}
+        assert names == {stranger.name}, "only the orphans went; the container without our label stayed"
+    finally:
+        for container in (orphan, ended, stranger):
+            try:
+                container.remove(force=True)
+            except docker.errors.NotFound:
+                pass
 
 
 def test_down_leaves_no_container_network_volume_or_launched_step(stack, request):

@@ -59,3 +59,16 @@ def test_ended_containers_go_after_the_ttl_only():
 def test_unlabelled_containers_are_never_judged():
     foreign = container("foreign", "running", labels={"owner": "someone"})
     assert decide([foreign, container("x", "exited", labels={}, finished="2020-01-01T00:00:00Z")], {}) == {}
+
+
+def test_sweep_lists_only_our_containers_within_the_label_scope():
+    from unittest.mock import MagicMock
+
+    from dood.janitor import sweep
+
+    api = MagicMock()
+    api.containers.return_value = []
+    sweep(
+        api, lambda labels: None, ttl=timedelta(hours=1), dry_run=True, only_labels={"team": "ml"}, log=lambda _: None
+    )
+    api.containers.assert_called_once_with(all=True, filters={"label": ["dood.managed=true", "team=ml"]})
