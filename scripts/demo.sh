@@ -28,7 +28,7 @@ say "Running $DAG_ID for $DATE with conf $CONF (full log: $LOG)"
 echo "Each step is a container launched through the Docker socket; its output follows:"
 set +e
 "$AIRFLOW" dags test "$DAG_ID" "$DATE" -c "$CONF" 2>&1 | tee "$LOG" |
-  grep --line-buffered -E "Creating container|\] \[(prepare|train|evaluate|promote)\]|Run partition|exited with code|DagRun Finished" |
+  grep --line-buffered -E "Creating container|(^|\] )\[(prepare|train|evaluate|promote)\]|Run partition|exited with code|DagRun Finished" |
   sed -E 's/^[0-9T:.Z-]+ \[[a-z ]+\] //; s/ +\[(airflow|dood)[^]]*\].*$//'
 status=${PIPESTATUS[0]}
 set -e
