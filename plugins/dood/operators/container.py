@@ -250,7 +250,11 @@ class DoodContainerOperator(BaseOperator):
             if c["Labels"].get("dood.try_number") != str(identity.try_number)
         ]
         running = [c for c in earlier if c["State"] == "running"]
-        succeeded = [c for c in earlier if c["State"] == "exited" and c["Status"].startswith("Exited (0)")]
+        succeeded = [
+            c
+            for c in earlier
+            if c["State"] == "exited" and hook.api.inspect_container(c["Id"])["State"]["ExitCode"] == 0
+        ]
         if not (running or succeeded):
             return None
         adopted = max(running or succeeded, key=lambda c: c["Created"])
