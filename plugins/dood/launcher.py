@@ -94,11 +94,13 @@ class ContainerLauncher:
             if "error" in event:
                 raise DoodError(f"Pulling image {image!r} failed: {event['error']}")
 
-    def create(self, spec: ContainerSpec) -> str:
-        """Create the container; a leftover of this same try is removed first, anything else is refused."""
+    def create(self, spec: ContainerSpec, body: Mapping[str, Any] | None = None) -> str:
+        """Create the container from `body` (default: `create_body(spec)`), so what a caller checked is
+        exactly what is sent; a leftover of this same try is removed first, anything else is refused."""
+        body = body if body is not None else self.create_body(spec)
         for attempt in (1, 2):
             try:
-                return self._create(spec)
+                return self.api.create_container_from_config(dict(body), name=spec.name)["Id"]
             except APIError as exc:
                 if exc.status_code != 409 or attempt == 2:
                     raise
@@ -123,9 +125,6 @@ class ContainerLauncher:
             labels=spec.all_labels(),
             host_config=host_config,
         )
-
-    def _create(self, spec: ContainerSpec) -> str:
-        return self.api.create_container_from_config(self.create_body(spec), name=spec.name)["Id"]
 
     def _clear_leftover(self, spec: ContainerSpec) -> None:
         try:
