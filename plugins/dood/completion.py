@@ -16,7 +16,7 @@ from dood.exceptions import ContainerFailed
 from dood.results import read_result, run_dir_for
 
 if TYPE_CHECKING:
-    from dood.config import AutoRemove
+    from dood.config import AutoRemove, DoodConfig
     from dood.launcher import ContainerLauncher, Outcome
 
 
@@ -76,18 +76,20 @@ def conclude(
 def finish(
     launcher: ContainerLauncher,
     handle: ContainerHandle,
+    config: DoodConfig,
     *,
     emit: Callable[[str], None],
     follow: bool,
     skip_on_exit_code: Collection[int],
-    max_result_bytes: int,
-    auto_remove: AutoRemove,
+    auto_remove: AutoRemove | None = None,
     outcome: Outcome | None = None,
-    lines_per_record: int = 1,
     output: Iterator[tuple[bytes | None, bytes | None]] | None = None,
 ) -> Any:
     """Show the logs (following them while the container runs, or all at once after it ended), wait for
-    its end, conclude, and remove it as the policy says."""
+    its end, conclude, and remove it as the policy says (`auto_remove`, else the config's default)."""
+    auto_remove = auto_remove or config.defaults.auto_remove
+    lines_per_record = config.defaults.log_lines_per_record
+    max_result_bytes = config.max_result_bytes
     concluded = False
     try:
         if output is not None:  # attached before start: the live stream, complete and cheap to read

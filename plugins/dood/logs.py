@@ -96,3 +96,14 @@ class LineForwarder:
         err.close()
         self.lines += err.lines
         return self
+
+
+def task_log_emitter(logger) -> Callable[[str], None]:
+    """Each container line (or record of lines) into a task's log, with the logger resolved once:
+    an operator's `self.log` is a lazy proxy, costly on every line."""
+    info = logger.bind().info if hasattr(logger, "bind") else logger.info
+
+    def emit(text: str) -> None:
+        info("%s", text)
+
+    return emit

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +17,7 @@ from dood.config import AutoRemove, DoodConfig, PullPolicy, load_config
 from dood.exceptions import ContainerFailed, DoodConfigError, DoodError, ResultFileError
 from dood.hooks.dood import DoodHook
 from dood.launcher import ContainerLauncher, ContainerSpec, Outcome
+from dood.logs import task_log_emitter
 from dood.mounts import DoodMount
 from dood.naming import TaskIdentity, check_user_labels
 from dood.policy import check as check_policy
@@ -177,11 +178,12 @@ class DoodContainerOperator(BaseOperator):
             output = self._attach_running(launcher, handle)
         if handle is None:
             spec, run_dir = self.build_spec(config, hook, identity, context)
-            check_policy(launcher.create_body(spec), config.policy, subject=f"{self.task_id}: the container")
+            body = launcher.create_body(spec)
+            check_policy(body, config.policy, subject=f"{self.task_id}: the container")
             launcher.ensure_image(spec.image, self.pull_policy or config.defaults.pull_policy)
             prepare_run_dir(config.runs_root, spec.name)
             self.log.info("Creating container %s from %s", spec.name, spec.image)
-            container_id = launcher.create(spec)
+            container_id = launcher.create(spec, body)  # exactly the body the policy passed
             handle = ContainerHandle(container_id, spec.name, run_dir)
             self._container_id = container_id
             try:
@@ -222,13 +224,12 @@ class DoodContainerOperator(BaseOperator):
             return finish(
                 self._launcher,
                 handle,
-                emit=self._line_emitter(),
+                config,
+                emit=task_log_emitter(self.log),
                 follow=follow,
                 skip_on_exit_code=self.skip_on_exit_code,
-                max_result_bytes=config.max_result_bytes,
-                auto_remove=self.auto_remove or config.defaults.auto_remove,
+                auto_remove=self.auto_remove,
                 outcome=outcome,
-                lines_per_record=config.defaults.log_lines_per_record,
                 output=output,
             )
         except (ContainerFailed, AirflowSkipException, ResultFileError):
@@ -308,15 +309,6 @@ class DoodContainerOperator(BaseOperator):
         if self.stop_grace_period is not None:
             return self.stop_grace_period
         return config.defaults.stop_grace_period_seconds
-
-    def _line_emitter(self) -> Callable[[str], None]:
-        """Each container line into the task log; the logger is resolved once (`self.log` is a lazy proxy)."""
-        info = self.log.bind().info
-
-        def emit(line: str) -> None:
-            info("%s", line)
-
-        return emit
 
     def on_kill(self) -> None:
         """Mark failed, clear, timeout: stop the container (grace period) and remove it.

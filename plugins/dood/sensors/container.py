@@ -15,6 +15,7 @@ from dood.config import AutoRemove, DoodConfig, load_config
 from dood.exceptions import DoodConfigError, DoodError
 from dood.hooks.dood import DoodHook
 from dood.launcher import ContainerLauncher, Outcome
+from dood.logs import task_log_emitter
 from dood.naming import MANAGED_LABEL
 from dood.triggers.container import DoodContainerTrigger
 
@@ -89,13 +90,12 @@ class DoodContainerSensor(BaseSensorOperator):
         return finish(
             launcher,
             handle,
-            emit=lambda line: self.log.info("%s", line),
+            config,
+            emit=task_log_emitter(self.log),
             follow=False,
             skip_on_exit_code=self.skip_on_exit_code,
-            max_result_bytes=config.max_result_bytes,
-            auto_remove=self.auto_remove or config.defaults.auto_remove,
+            auto_remove=self.auto_remove,
             outcome=outcome,
-            lines_per_record=config.defaults.log_lines_per_record,
         )
 
     def poke(self, context: Context) -> PokeReturnValue:
