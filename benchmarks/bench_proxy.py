@@ -41,7 +41,7 @@ LABELS = {"dood.dag_id": "bench_proxy"}
 
 def start_proxy(workdir: Path) -> tuple[subprocess.Popen, str]:
     config = workdir / "dood.yaml"
-    config.write_text(f"policy:\n  allowed_images: ['{IMAGE.split(':')[0]}*']\n", encoding="utf-8")
+    config.write_text(f"policy:\n  allowed_images: ['{IMAGE.split(':')[0]}:*']\n", encoding="utf-8")
     sock = workdir / "proxy.sock"
     log = (workdir / "proxy.log").open("wb")
     process = subprocess.Popen(

@@ -87,6 +87,16 @@ class ContainerDefaults(_Strict):
         examples=["dood-net"],
     )
     labels: dict[str, str] = Field(default_factory=dict, description="Extra labels on every container.")
+    user: str | None = Field(
+        default=None,
+        pattern=r"^[0-9]+(:[0-9]+)?$",
+        description=(
+            "Numeric 'uid:gid' every container runs as unless its task names a user. None: the Airflow "
+            "process's own uid:gid, or 50000:0 (the Airflow image's user) when Airflow runs as root. "
+            "Containers never run as root unless policy.allow_root_user (docs/security.md)."
+        ),
+        examples=["50000:0"],
+    )
     resources: Resources = Field(default_factory=Resources, description="Default resource limits.")
     auto_remove: AutoRemove = Field(
         default="always",

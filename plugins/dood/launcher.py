@@ -113,6 +113,7 @@ class ContainerLauncher:
             mounts=list(spec.mounts),
             network_mode=spec.network,
             auto_remove=False,  # we remove it ourselves, after reading its outcome
+            security_opt=["no-new-privileges"],  # no setuid binary lifts it above its non-root user
             **(spec.resources.host_config_kwargs() if spec.resources else {}),
         )
         return self.api.create_container_config(

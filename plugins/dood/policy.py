@@ -22,7 +22,8 @@ import functools
 import json
 import os
 import posixpath
-from collections.abc import Callable, Iterable, Mapping
+import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -79,8 +80,20 @@ ESCAPE_CAPABILITIES = frozenset(
 )
 ALLOWED_SECURITY_OPTS = frozenset({"no-new-privileges", "no-new-privileges=true", "no-new-privileges:true"})
 ALLOWED_LOG_DRIVERS = frozenset({"", "json-file", "local", "journald", "none"})
+#: Never `nvidia`: that runtime hands out the GPUs the environment names (the image's included), around
+#: max_gpus. GPUs come only through DeviceRequests, from which the engine sets the NVIDIA_* variables itself.
 ALLOWED_RUNTIMES = frozenset({"", "runc", "io.containerd.runc.v2"})
-GPU_RUNTIMES = frozenset({"nvidia"})
+#: Variables the NVIDIA container hook reads to choose GPUs and driver features (VISIBLE_DEVICES, REQUIRE_*,
+#: DRIVER_CAPABILITIES, MIG_*...): refused in `Env`, whatever the rest of the name.
+GPU_ENV_PREFIX = "NVIDIA_"
+#: Per-device block-IO limits: each names a host device path, and the daemon's error says whether it exists.
+BLKIO_DEVICE_FIELDS = (
+    "BlkioWeightDevice",
+    "BlkioDeviceReadBps",
+    "BlkioDeviceWriteBps",
+    "BlkioDeviceReadIOps",
+    "BlkioDeviceWriteIOps",
+)
 ALLOWED_IPC_MODES = frozenset({"", "private", "shareable", "none"})
 SHARED_PROPAGATIONS = frozenset({"shared", "rshared", "slave", "rslave"})
 
@@ -104,10 +117,15 @@ class Policy(BaseModel):
     allowed_images: tuple[str, ...] = Field(
         default=("*",),
         description=(
-            "Glob patterns (fnmatch, case-sensitive) an image reference must match, as written, or with "
-            "':latest' added when it has no tag or digest. Use 'repo:*' to allow every tag of a repository."
+            "Image patterns, matched part by part (case-sensitive): the name (registry and path) one "
+            "'/'-separated component at a time, then the tag, then the digest; '*' never crosses a '/', the "
+            "':' before a tag or the '@' before a digest. A pattern or reference without tag or digest means "
+            "':latest', as Docker reads it: write 'repo:*' for every tag (and digest) of a repository, "
+            "'registry.example.com/ml/*:*' for every tag of every repository directly under ml/. '*' alone "
+            "allows every image. Registry logins (POST /auth) go only to registries named here without a "
+            "wildcard."
         ),
-        examples=[["registry.example.com/ml/*", "dood-ml-example:*"]],
+        examples=[["registry.example.com/ml/*:*", "dood-ml-example:*"]],
     )
     allowed_host_roots: tuple[str, ...] = Field(
         default=("/tmp/dood", "/tmp/dood-runs"),
@@ -127,9 +145,16 @@ class Policy(BaseModel):
     resolve_symlinks: bool = Field(
         default=False,
         description=(
-            "Resolve symlinks in bind sources and check the resolved path too. Only where the checking "
-            "process sees the host's filesystem at the same paths (dood-proxy on the host, or with every "
-            "allowed root mounted at its own path); elsewhere it would resolve the wrong files."
+            "Deprecated and ignored: dood-proxy now checks every directory of a bind source (no symlink, "
+            "trusted owner, not writable by others) at create and again at start (docs/security.md)."
+        ),
+    )
+    allow_root_user: bool = Field(
+        default=False,
+        description=(
+            "Whether a container may run as root (uid 0, a user name, or the image's default user). Off: "
+            "`User` must be a numeric, non-root 'uid' or 'uid:gid' (defaults.user gives one), so a container "
+            "cannot change directories owned by root, which is what keeps bind sources unsteerable."
         ),
     )
     allowed_volumes: tuple[str, ...] = Field(
@@ -157,10 +182,18 @@ class Policy(BaseModel):
     )
     allow_gpus: bool = Field(
         default=False,
-        description="Whether containers may request GPUs (DeviceRequests with the gpu capability).",
+        description=(
+            "Whether containers may request GPUs: only by DeviceRequests with the gpu capability (never the "
+            "nvidia runtime, never NVIDIA_* variables in Env)."
+        ),
     )
     max_gpus: int | None = Field(
-        default=None, ge=0, description="Most GPUs one container may request; none means no limit ('all' too)."
+        default=None,
+        ge=0,
+        description=(
+            "Most GPUs one container may request, over all its DeviceRequests (DeviceIDs counted one by one); "
+            "'all' (Count -1) is over any limit. None means no limit ('all' too)."
+        ),
     )
     max_cpus: float | None = Field(
         default=None,
@@ -233,12 +266,19 @@ class Policy(BaseModel):
         return self
 
     def image_allowed(self, reference: str) -> bool:
-        """Whether an image reference matches an allowed pattern (as written, or with ':latest' added)."""
-        candidates = {reference}
-        last = reference.rsplit("/", 1)[-1]
-        if "@" not in reference and ":" not in last:
-            candidates.add(f"{reference}:latest")
-        return any(fnmatch.fnmatchcase(ref, pattern) for ref in candidates for pattern in self.allowed_images)
+        """Whether an image reference matches an allowed pattern, part by part (see `allowed_images`)."""
+        if ANY_IMAGE in self.allowed_images:
+            return True
+        image = ImageReference.parse(reference)
+        return image is not None and any(
+            image.matches(pattern) for pattern in map(ImageReference.parse, self.allowed_images) if pattern is not None
+        )
+
+    def login_registries(self) -> frozenset[str]:
+        """Registry hosts (lower case) that a pattern names without a wildcard: the only ones to log in to."""
+        patterns = (ImageReference.parse(pattern) for pattern in self.allowed_images)
+        hosts = {pattern.registry.lower() for pattern in patterns if pattern is not None and pattern.registry}
+        return frozenset(host for host in hosts if not _GLOB.search(host))
 
 
 @dataclass(frozen=True)
@@ -260,6 +300,55 @@ class Violation:
 
 class MalformedBody(ValueError):
     """The create body is not one JSON object without repeated keys."""
+
+
+# --- image references, and patterns of them ---
+
+ANY_IMAGE = "*"  # as a whole pattern: every image (the default)
+_GLOB = re.compile(r"[*?\[]")
+
+
+@dataclass(frozen=True)
+class ImageReference:
+    """An image reference (or a pattern of one) in Docker's parts: name (registry and path), tag, digest."""
+
+    name: str
+    tag: str | None
+    digest: str | None
+
+    @classmethod
+    def parse(cls, text: str) -> ImageReference | None:
+        """Split as Docker does: the digest after '@', the tag after a ':' past the last '/'; None if unreadable."""
+        name, at, digest = text.partition("@")
+        colon = name.rfind(":")
+        tag = None
+        if colon > name.rfind("/"):
+            name, tag = name[:colon], name[colon + 1 :]
+        if not name or "@" in digest or (at and not digest) or tag == "":
+            return None
+        return cls(name, tag, digest if at else None)
+
+    @property
+    def registry(self) -> str | None:
+        """The registry host[:port] when the name starts with one (a '.', a ':' or 'localhost', as Docker reads)."""
+        first, slash, _ = self.name.partition("/")
+        return first if slash and ("." in first or ":" in first or first == "localhost") else None
+
+    def matches(self, pattern: ImageReference) -> bool:
+        """Whether this reference is one the pattern allows; each part is globbed on its own.
+
+        No tag and no digest means ':latest' on either side. A pattern with a digest allows that digest (the
+        engine ignores a tag given with one). A reference by digest may be any image of its repository, so only
+        a pattern allowing every tag (':*') covers it.
+        """
+        names, wanted = self.name.split("/"), pattern.name.split("/")
+        if len(names) != len(wanted) or not all(map(fnmatch.fnmatchcase, names, wanted)):
+            return False
+        if pattern.digest is not None:
+            return self.digest is not None and fnmatch.fnmatchcase(self.digest, pattern.digest)
+        if self.digest is not None:
+            return pattern.tag == "*"
+        return fnmatch.fnmatchcase(self.tag or "latest", pattern.tag or "latest")
 
 
 # --- JSON with repeated keys refused ---
@@ -472,26 +561,20 @@ def capability_name(cap: str) -> str:
 # --- the rules ---
 
 
-def violations(
-    create_body: Mapping[str, Any],
-    policy: Policy,
-    *,
-    realpath: Callable[[str], str] | None = None,
-) -> list[Violation]:
+def violations(create_body: Mapping[str, Any], policy: Policy) -> list[Violation]:
     """Every reason this `POST /containers/create` body breaks the policy; empty when it may be created.
 
-    `realpath` resolves host paths (used only when `policy.resolve_symlinks` is on, by a caller that sees
-    the host's filesystem).
+    Pure and lexical: whether the directories of a bind source can be changed by someone untrusted is
+    checked where the host's filesystem is seen (`dood.hostpaths`, by dood-proxy at create and start).
     """
     body, found = canonical_create_body(create_body)
     if any(v.rule == "malformed" and v.field == "<body>" for v in found):
         return found
     host = body.get("HostConfig") or {}
-    resolve = realpath if policy.resolve_symlinks else None
-    for rule in (_image, _privileged, _capabilities, _namespaces, _devices, _security, _links):
+    for rule in (_image, _user, _privileged, _capabilities, _namespaces, _devices, _security, _links):
         found.extend(rule(body, host, policy))
-    found.extend(_binds(host, policy, resolve))
-    found.extend(_mounts(host, policy, resolve))
+    found.extend(_binds(host, policy))
+    found.extend(_mounts(host, policy))
     for rule in (_ports, _resources, _runtime, _networking):
         found.extend(rule(body, host, policy))
     return found
@@ -530,6 +613,25 @@ def _image(body: Mapping, host: Mapping, policy: Policy) -> list[Violation]:
                 f"{image!r} matches none of policy.allowed_images {list(policy.allowed_images)}",
             )
         ]
+    return []
+
+
+def _user(body: Mapping, host: Mapping, policy: Policy) -> list[Violation]:
+    if policy.allow_root_user:
+        return []
+    user = body.get("User")
+    uid, _, gid = str(user or "").partition(":")
+    if not uid.isdigit() or (gid and not gid.isdigit()):
+        return [
+            Violation(
+                "User",
+                "user",
+                f"{user!r}: containers must run as a numeric non-root 'uid' or 'uid:gid' (a name or the image's "
+                "default may be root); set the task's user or defaults.user, or policy.allow_root_user",
+            )
+        ]
+    if int(uid) == 0:
+        return [Violation("User", "user", "running as root (uid 0) is not allowed (policy.allow_root_user)")]
     return []
 
 
@@ -598,6 +700,28 @@ def _devices(body: Mapping, host: Mapping, policy: Policy) -> list[Violation]:
         found.add(f"HostConfig.Devices[{index}]", "device", "host devices are not allowed")
     for index, _ in enumerate(_as_list(host.get("DeviceCgroupRules"), "HostConfig.DeviceCgroupRules", found)):
         found.add(f"HostConfig.DeviceCgroupRules[{index}]", "device", "device cgroup rules are not allowed")
+    for name in BLKIO_DEVICE_FIELDS:
+        if _set(host.get(name)):
+            found.add(
+                f"HostConfig.{name}",
+                "device",
+                f"{name} names host device paths (the daemon's errors tell which exist); not allowed",
+            )
+    _gpu_requests(host, policy, found)
+    for index, entry in enumerate(_as_list(body.get("Env"), "Env", found)):
+        name = entry.partition("=")[0] if isinstance(entry, str) else ""
+        if name.startswith(GPU_ENV_PREFIX):
+            found.add(
+                f"Env[{index}]",
+                "gpu",
+                f"{name}: {GPU_ENV_PREFIX}* variables choose the host's GPUs and driver features; the engine sets "
+                "them from DeviceRequests, the only way to ask for GPUs",
+            )
+    return found
+
+
+def _gpu_requests(host: Mapping, policy: Policy, found: _Problems) -> None:
+    total: int | None = 0
     for index, request in enumerate(_as_list(host.get("DeviceRequests"), "HostConfig.DeviceRequests", found)):
         field = f"HostConfig.DeviceRequests[{index}]"
         if not policy.allow_gpus:
@@ -611,14 +735,41 @@ def _devices(body: Mapping, host: Mapping, policy: Policy) -> list[Violation]:
         capabilities = request.get("Capabilities") or []
         if not capabilities or not all(isinstance(c, list) and "gpu" in c for c in capabilities):
             found.add(f"{field}.Capabilities", "gpu", "only requests for the 'gpu' capability are allowed")
-        if policy.max_gpus is not None:
-            count = request.get("Count") or 0
-            ids = request.get("DeviceIDs") or []
-            asked = len(ids) if ids else count
-            if not isinstance(asked, int) or asked < 0 or asked > policy.max_gpus:
-                shown = "all" if asked == -1 else asked
-                found.add(field, "gpu", f"asks for {shown} GPUs; policy.max_gpus is {policy.max_gpus}")
-    return found
+        asked = _gpus_asked(request)
+        if asked == 0:
+            found.add(
+                field,
+                "gpu",
+                "asks for no GPU (Count 0, no DeviceIDs): the engine would then hand out the GPUs the image's "
+                "NVIDIA_VISIBLE_DEVICES names, often all; give a Count or DeviceIDs",
+            )
+        elif policy.max_gpus is not None and (asked is None or asked > policy.max_gpus):
+            shown = "all" if asked is None else asked
+            found.add(field, "gpu", f"asks for {shown} GPUs; policy.max_gpus is {policy.max_gpus}")
+            total = None
+            continue
+        total = None if asked is None or total is None else total + asked
+    if policy.max_gpus is not None and total is not None and total > policy.max_gpus:
+        found.add(
+            "HostConfig.DeviceRequests",
+            "gpu",
+            f"asks for {total} GPUs over all requests; policy.max_gpus is {policy.max_gpus}",
+        )
+
+
+def _gpus_asked(request: Mapping) -> int | None:
+    """How many GPUs one request is given: DeviceIDs one by one (the engine joins them with commas), else
+    Count; None for every GPU (Count -1, an id 'all') or a value the engine would not read as a number."""
+    ids = request.get("DeviceIDs") or []
+    if ids:
+        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+            return None
+        names = [part.strip() for i in ids for part in i.split(",") if part.strip()]
+        return None if any(name.lower() == "all" for name in names) else len(names)
+    count = request.get("Count") or 0
+    if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+        return None
+    return count
 
 
 def _security(body: Mapping, host: Mapping, policy: Policy) -> list[Violation]:
@@ -653,37 +804,26 @@ def _links(body: Mapping, host: Mapping, policy: Policy) -> list[Violation]:
     return found
 
 
-def _bind_source(source: Any, field: str, read_only: bool, policy: Policy, resolve, found: _Problems) -> None:
+def _bind_source(source: Any, field: str, read_only: bool, policy: Policy, found: _Problems) -> None:
     if not isinstance(source, str) or not source.startswith("/"):
         found.add(field, "bind-source", f"{source!r}: a bind source must be an absolute host path")
         return
-    paths = [clean_path(source)]
-    if resolve is not None:
-        resolved = clean_path(resolve(paths[0]))
-        if resolved != paths[0]:
-            paths.append(resolved)
-    for path in paths:
-        shown = repr(source) if path == paths[0] else f"{source!r} (a symlink to {path!r})"
-        if _socket_like(path):
-            found.add(field, "docker-socket", f"{shown}: mounting a socket (the Docker socket) is never allowed")
-            return
-        system = system_path_conflict(path)
-        if system:
-            found.add(field, "system-path", f"{shown} is or contains the system path {system}; never allowed")
-            return
-        if not _under_any(path, policy.allowed_host_roots):
-            found.add(
-                field,
-                "bind-root",
-                f"{shown} is outside policy.allowed_host_roots {list(policy.allowed_host_roots)}",
-            )
-            return
-        if not read_only and _under_any(path, policy.read_only_host_roots):
-            found.add(field, "bind-read-only", f"{shown} lies under a read-only root; mount it read-only")
-            return
+    path, shown = clean_path(source), repr(source)
+    if _socket_like(path):
+        found.add(field, "docker-socket", f"{shown}: mounting a socket (the Docker socket) is never allowed")
+        return
+    system = system_path_conflict(path)
+    if system:
+        found.add(field, "system-path", f"{shown} is or contains the system path {system}; never allowed")
+        return
+    if not _under_any(path, policy.allowed_host_roots):
+        found.add(field, "bind-root", f"{shown} is outside policy.allowed_host_roots {list(policy.allowed_host_roots)}")
+        return
+    if not read_only and _under_any(path, policy.read_only_host_roots):
+        found.add(field, "bind-read-only", f"{shown} lies under a read-only root; mount it read-only")
 
 
-def _binds(host: Mapping, policy: Policy, resolve) -> list[Violation]:
+def _binds(host: Mapping, policy: Policy) -> list[Violation]:
     found = _Problems()
     for index, bind in enumerate(_as_list(host.get("Binds"), "HostConfig.Binds", found)):
         field = f"HostConfig.Binds[{index}]"
@@ -702,11 +842,11 @@ def _binds(host: Mapping, policy: Policy, resolve) -> list[Violation]:
         options = {opt.strip().lower() for opt in (parts[2] if len(parts) == 3 else "").split(",")}
         if options & SHARED_PROPAGATIONS:
             found.add(field, "propagation", "shared or slave mount propagation is not allowed")
-        _bind_source(parts[0], field, "ro" in options, policy, resolve, found)
+        _bind_source(parts[0], field, "ro" in options, policy, found)
     return found
 
 
-def _mounts(host: Mapping, policy: Policy, resolve) -> list[Violation]:
+def _mounts(host: Mapping, policy: Policy) -> list[Violation]:
     found = _Problems()
     for index, mount in enumerate(_as_list(host.get("Mounts"), "HostConfig.Mounts", found)):
         field = f"HostConfig.Mounts[{index}]"
@@ -720,7 +860,7 @@ def _mounts(host: Mapping, policy: Policy, resolve) -> list[Violation]:
                 found.add(
                     f"{field}.BindOptions.Propagation", "propagation", "shared or slave propagation is not allowed"
                 )
-            _bind_source(mount.get("Source"), f"{field}.Source", bool(mount.get("ReadOnly")), policy, resolve, found)
+            _bind_source(mount.get("Source"), f"{field}.Source", bool(mount.get("ReadOnly")), policy, found)
         elif kind == "volume":
             if _set(mount.get("Source")):
                 _named_volume(mount.get("Source"), f"{field}.Source", policy, found)
@@ -821,9 +961,13 @@ def _cpus(host: Mapping) -> float | None:
 def _runtime(body: Mapping, host: Mapping, policy: Policy) -> list[Violation]:
     found = _Problems()
     runtime = host.get("Runtime") or ""
-    allowed = ALLOWED_RUNTIMES | (GPU_RUNTIMES if policy.allow_gpus else frozenset())
-    if runtime not in allowed:
-        found.add("HostConfig.Runtime", "runtime", f"{runtime!r} is not an allowed runtime ({sorted(allowed - {''})})")
+    if runtime not in ALLOWED_RUNTIMES:
+        found.add(
+            "HostConfig.Runtime",
+            "runtime",
+            f"{runtime!r} is not an allowed runtime ({sorted(ALLOWED_RUNTIMES - {''})}); GPUs are asked for with "
+            "DeviceRequests (policy.allow_gpus), never with a runtime",
+        )
     log_config = host.get("LogConfig") or {}
     driver = (log_config.get("Type") or "") if isinstance(log_config, Mapping) else "?"
     if driver not in ALLOWED_LOG_DRIVERS:
@@ -894,10 +1038,9 @@ def check(
     policy: Policy,
     *,
     subject: str = "The container",
-    realpath: Callable[[str], str] | None = None,
 ) -> None:
     """Raise `PolicyViolation` listing every violation of the body; return when it may be created."""
-    found = violations(create_body, policy, realpath=realpath)
+    found = violations(create_body, policy)
     if found:
         raise _policy_violation_type()(found, subject)
 

@@ -6,8 +6,10 @@ bind-mounted at RUN_DIR_IN_CONTAINER. No file means no value: the last log line 
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -24,36 +26,48 @@ def run_dir_for(runs_root: str, container_name: str) -> str:
     return f"{runs_root}/{container_name}"
 
 
-def prepare_run_dir(runs_root: str, container_name: str) -> Path:
-    """Create an empty run directory any container user can write to (its uid is unknown to us)."""
-    run_dir = Path(run_dir_for(runs_root, container_name))
-    run_dir.mkdir(parents=True, exist_ok=True)
-    stale = run_dir / RESULT_FILE_NAME
-    if stale.exists():
-        stale.unlink()  # a leftover from a crashed attempt of this same try must not be mistaken for ours
-    os.chmod(run_dir, 0o777)  # noqa: S103 - the launched container may run as any uid
-    return run_dir
-
-
 def result_env() -> dict[str, str]:
     """Environment variables telling the container where to write its result."""
     return {RESULT_FILE_ENV: f"{RUN_DIR_IN_CONTAINER}/{RESULT_FILE_NAME}", RUN_DIR_ENV: RUN_DIR_IN_CONTAINER}
 
 
 def read_result(run_dir: str | os.PathLike[str], max_bytes: int) -> Any:
-    """The JSON the container wrote, or None when it wrote nothing."""
+    """The JSON the container wrote, or None when it wrote nothing.
+
+    Everything in the run directory is the container's to choose, so the file is opened without following
+    a symlink (in the directory's own entry or the file's), must be a regular file (not a FIFO, not
+    `/dev/zero`), and at most `max_bytes + 1` bytes are ever read.
+    """
     path = Path(run_dir) / RESULT_FILE_NAME
     try:
-        size = path.stat().st_size
+        directory = os.open(run_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
     except FileNotFoundError:
         return None
-    if size > max_bytes:
+    except OSError as exc:
+        raise ResultFileError(f"Run directory {run_dir} cannot be opened safely ({exc.strerror})") from None
+    try:
+        try:
+            fd = os.open(RESULT_FILE_NAME, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=directory)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise ResultFileError(
+                    f"Result file {path} is a symlink; a result must be a regular file the container wrote"
+                ) from None
+            raise ResultFileError(f"Result file {path} cannot be opened ({exc.strerror})") from None
+    finally:
+        os.close(directory)
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            raise ResultFileError(f"Result file {path} is not a regular file (a FIFO, device or directory)")
+        data = handle.read(max_bytes + 1)
+    if len(data) > max_bytes:
         raise ResultFileError(
-            f"Result file {path} is {size} bytes, above max_result_bytes={max_bytes}. Write large outputs to a "
+            f"Result file {path} is larger than max_result_bytes={max_bytes}. Write large outputs to a "
             "mounted directory and return only their path and summary metrics."
         )
-    text = path.read_text(encoding="utf-8")
     try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ResultFileError(f"Result file {path} is not valid JSON ({exc}); first bytes: {text[:200]!r}") from None
+        return json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ResultFileError(f"Result file {path} is not valid JSON ({exc}); it is {len(data)} bytes") from None

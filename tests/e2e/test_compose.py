@@ -132,6 +132,28 @@ attempt("kill by id", lambda: client.api.kill(target_id))
 attempt("remove by id", lambda: client.api.remove_container(target_id, force=True))
 attempt("exec", lambda: client.api.exec_create(target_id, "true"))
 out["listed"] = [c["Id"] for c in client.api.containers(all=True)]
+
+# The symlink escape (issue 9): plant a link in the data root, or in a directory of one's own, then bind it.
+try:
+    os.symlink("/", "/opt/dood/rootlink")
+    out["plant in the data root"] = "planted"
+except OSError as exc:
+    out["plant in the data root"] = exc.strerror
+host_root = os.environ["DOOD_HOST_ROOT"]
+leaf = f"{host_root}/runs/{name}-leaf"
+made = client.api.post(f"{client.api.base_url}/dood/v1/directories", json={"path": leaf, "user": "50000:0"})
+out["leaf"] = made.status_code
+user = f"{os.getuid()}:{os.getgid()}"
+planter = client.api.create_container(
+    image, ["sh", "-c", "ln -s / /w/rootlink"], user=user, name=f"{name}-plant",
+    host_config=client.api.create_host_config(binds=[f"{leaf}:/w"]),
+)
+client.api.start(planter)
+out["planted in its own directory"] = client.api.wait(planter, timeout=60)["StatusCode"] == 0
+client.api.remove_container(planter, force=True)
+host_config = client.api.create_host_config(binds=[f"{leaf}/rootlink:/host"])
+attempt("bind the planted link", lambda: client.api.create_container(image, "true", user=user, name=name,
+                                                                       host_config=host_config))
 print("RESULT " + json.dumps(out))
 """
 
@@ -162,6 +184,13 @@ def test_task_code_through_the_proxy_cannot_create_privileged_or_touch_the_stack
     for what in ("stop by name", "kill by id", "remove by id"):
         assert "not managed by dood" in out[what]["message"], (what, out[what])
     assert postgres.id not in out["listed"], "the proxy lists only dood's containers"
+    # The symlink escape: task code cannot write the data root at all, and a link it plants (through a
+    # container) in a directory of its own cannot be bound: the proxy refuses it before anything exists.
+    assert out["plant in the data root"] == "Read-only file system", out
+    assert out["leaf"] == 200 and out["planted in its own directory"] is True, out
+    bind = out["bind the planted link"]
+    assert bind["status"] == 403 and "could be re-pointed" in bind["message"], bind
+    assert not (stack.host_root / "rootlink").exists()
 
     # On the host, through the raw socket: nothing was created, and the database never stopped.
     assert stack.client.containers.list(all=True, filters={"name": name}) == []

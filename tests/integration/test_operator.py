@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
+from dood.directories import default_user
 from tests.integration.conftest import TEST_IMAGE, run_id_for, task_state, xcom_value
 
 
@@ -91,6 +94,8 @@ def test_mapped_bind_mount_writes_where_the_map_says_on_the_host(dag_run, next_d
         (base / "out").mkdir(parents=True, exist_ok=True)
         (base / "in").mkdir(parents=True, exist_ok=True)
     (host_view / "in" / "input.txt").write_text("from the host side\n")
+    uid, gid = (int(n) for n in default_user().split(":"))
+    os.chown(host_view / "out", uid, gid)  # a rw mount must be writable by the (non-root) container user
     (root / "mapped.yaml").write_text(
         f"runs_root: {root / 'runs'}\nmount_map:\n  - airflow_path: {airflow_view}\n    host_path: {host_view}\n"
         f"policy:\n  allowed_host_roots: ['{root}']\n"

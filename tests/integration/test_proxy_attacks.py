@@ -6,6 +6,7 @@ raw HTTP), never the operator; what was or was not created is checked on the dir
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import http.client
 import json
@@ -27,8 +28,10 @@ from docker.utils.socket import frames_iter
 
 from dood.naming import MANAGED_LABEL
 from tests.integration.conftest import TEST_IMAGE
+from tests.integration.proxy_process import running_proxy
 
 DAG_LABEL = {"dood.dag_id": "dood_it_proxy"}
+USER = "1000:1000"  # the policy runs containers as a numeric non-root user
 
 
 # --- the proxy, and clients on both sides of it ---
@@ -53,33 +56,14 @@ def proxy(tmp_path_factory, docker_api):
     (allowed / "data").mkdir()
     (allowed / "data" / "hello.txt").write_text("hello from the host\n")
     (allowed / "etc-link").symlink_to("/etc")
-    config = root / "dood.yaml"
-    config.write_text(
-        "policy:\n"
-        "  allowed_images: ['dood-test-busybox*']\n"
+    policy = (
+        # The test image, any tag; and a registry named explicitly (nothing listens there): logins may go to it.
+        "  allowed_images: ['dood-test-busybox:*', '127.0.0.1:1/dood/*:*']\n"
         f"  allowed_host_roots: ['{allowed}']\n"
         f"  read_only_host_roots: ['{allowed / 'ro'}']\n"
-        "  resolve_symlinks: true\n"
     )
-    sock = root / "proxy.sock"
-    log = (root / "proxy.log").open("wb")
-    process = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "dood.proxy", "--listen", f"unix://{sock}", "--config", str(config)),
-            *("--inspectable-label", "dood.role=airflow"),
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    deadline = time.monotonic() + 30
-    while not sock.exists():
-        if process.poll() is not None or time.monotonic() > deadline:
-            pytest.fail(f"dood-proxy did not start: {(root / 'proxy.log').read_text()}")
-        time.sleep(0.05)
-    yield SimpleNamespace(socket=str(sock), url=f"unix://{sock}", allowed=allowed, log=root / "proxy.log", root=root)
-    process.terminate()
-    process.wait(timeout=10)
-    log.close()
+    with running_proxy(root, policy, "--inspectable-label", "dood.role=airflow") as running:
+        yield SimpleNamespace(**vars(running), allowed=allowed)
 
 
 @pytest.fixture(scope="module")
@@ -224,16 +208,18 @@ def test_an_image_not_allowed_is_refused(api, marker):
 @pytest.mark.parametrize(
     ("source", "rule"),
     [
-        ("etc-link", "system-path"),  # a symlink under an allowed root, pointing at /etc
-        ("../../../../../etc", "system-path"),
-        ("ro", "bind-read-only"),  # a read-only root mounted read-write
+        ("etc-link", "is a symlink"),  # a symlink under an allowed root, pointing at /etc (test_proxy_binds)
+        ("../../../../../etc", "[system-path]"),
+        ("ro", "[bind-read-only]"),  # a read-only root mounted read-write
     ],
 )
 def test_bind_escapes_are_refused(api, proxy, marker, source, rule):
     host_config = api.create_host_config(binds=[f"{proxy.allowed}/{source}:/x"])
     with pytest.raises(APIError) as caught:
-        api.create_container(TEST_IMAGE, ["true"], name=marker.name, labels=marker.labels, host_config=host_config)
-    assert_refused(caught, 403, f"[{rule}]")
+        api.create_container(
+            TEST_IMAGE, ["true"], user=USER, name=marker.name, labels=marker.labels, host_config=host_config
+        )
+    assert_refused(caught, 403, rule)
     assert marker.created() == []
 
 
@@ -407,7 +393,7 @@ def test_missing_containers_are_the_daemons_404(api):
 
 
 def test_exec_on_our_own_container_is_refused_too(api, marker):
-    ours = api.create_container(TEST_IMAGE, ["sleep", "30"], labels=marker.labels)["Id"]
+    ours = api.create_container(TEST_IMAGE, ["sleep", "30"], user=USER, labels=marker.labels)["Id"]
     api.start(ours)
     with pytest.raises(APIError) as caught:
         api.exec_create(ours, ["sh"])
@@ -450,6 +436,7 @@ def test_create_start_logs_wait_inspect_remove_of_our_own_container(api, docker_
     created = api.create_container(
         TEST_IMAGE,
         ["sh", "-c", "echo first; sleep 2; echo second"],
+        user=USER,
         name=marker.name,
         labels={"dood.test_case": marker.value, **DAG_LABEL},
     )
@@ -477,7 +464,11 @@ def test_create_start_logs_wait_inspect_remove_of_our_own_container(api, docker_
 
 def test_attach_passes_bytes_both_ways(api, marker):
     cid = api.create_container(
-        TEST_IMAGE, ["sh", "-c", "read line; echo got:$line; echo err >&2"], stdin_open=True, labels=marker.labels
+        TEST_IMAGE,
+        ["sh", "-c", "read line; echo got:$line; echo err >&2"],
+        user=USER,
+        stdin_open=True,
+        labels=marker.labels,
     )["Id"]
     api.start(cid)
     sock = api.attach_socket(cid, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1})
@@ -489,7 +480,7 @@ def test_attach_passes_bytes_both_ways(api, marker):
     assert api.wait(cid, timeout=30)["StatusCode"] == 0
 
 
-def test_registry_login_is_passed_to_the_daemon(proxy):
+def test_registry_login_to_a_registry_the_policy_names_is_passed_to_the_daemon(proxy):
     credentials = {"username": "u", "password": "p", "serveraddress": "127.0.0.1:1"}  # nothing listens there
     status, answer = raw(proxy, "POST", "/v1.41/auth", json.dumps(credentials).encode())
     assert status != 403 and not answer["message"].startswith("dood-proxy"), answer
@@ -500,9 +491,9 @@ def test_allowed_bind_mounts_work(api, proxy, marker):
     host_config = api.create_host_config(
         binds=[f"{proxy.allowed}/data:/data", f"{proxy.allowed}/ro:/ro:ro"], network_mode="none"
     )
-    cid = api.create_container(TEST_IMAGE, ["cat", "/data/hello.txt"], labels=marker.labels, host_config=host_config)[
-        "Id"
-    ]
+    cid = api.create_container(
+        TEST_IMAGE, ["cat", "/data/hello.txt"], user=USER, labels=marker.labels, host_config=host_config
+    )["Id"]
     api.start(cid)
     assert api.wait(cid, timeout=30)["StatusCode"] == 0
     assert api.logs(cid) == b"hello from the host\n"
@@ -516,7 +507,7 @@ def test_events_are_streamed_and_filtered_to_our_containers(api, docker_api, mar
     reader.start()
     stranger = docker_api.create_container(TEST_IMAGE, ["true"], labels=marker.labels)["Id"]
     docker_api.start(stranger)
-    ours = api.create_container(TEST_IMAGE, ["true"], labels=marker.labels)["Id"]
+    ours = api.create_container(TEST_IMAGE, ["true"], user=USER, labels=marker.labels)["Id"]
     api.start(ours)
     api.wait(ours, timeout=30)
     docker_api.remove_container(stranger, force=True)
@@ -577,6 +568,215 @@ def test_the_operator_runs_through_the_proxy(proxy, docker_api, tmp_path):
         docker_api.containers(all=True, filters={"label": ["dood.dag_id=dood_it_proxy", "dood.task_id=mounts_etc"]})
         == []
     )
+
+
+# --- review findings (issue 9): login SSRF, network inspect, block-IO paths, GPUs, bare LF, stream close ---
+
+
+class Listener:
+    """A TCP port on loopback that counts who connects (and hangs up on them at once)."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.connections = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                connection, _ = self.sock.accept()
+            except OSError:  # a timeout: look at the stop flag again
+                continue
+            self.connections += 1
+            connection.close()
+
+    def close(self) -> int:
+        time.sleep(0.5)  # a connection the daemon started is accepted by now
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self.sock.close()
+        return self.connections
+
+
+def test_control_the_daemon_logs_in_wherever_the_body_says(docker_api):
+    """Without the proxy, `POST /auth` makes the daemon connect to any address: a port scanner (SSRF)."""
+    listener = Listener()
+    connection = UnixHTTPConnection("/var/run/docker.sock")
+    body = {"username": "u", "password": "p", "serveraddress": f"127.0.0.1:{listener.port}"}
+    connection.request("POST", "/v1.41/auth", body=json.dumps(body), headers={"Content-Type": "application/json"})
+    answer = connection.getresponse().read()
+    connection.close()
+    assert listener.close() >= 1, answer
+    assert str(listener.port).encode() in answer  # the daemon's error tells what it reached
+
+
+def test_registry_logins_anywhere_else_are_refused_before_the_daemon(proxy):
+    listener = Listener()
+    address = f"127.0.0.1:{listener.port}"
+    attempts = [
+        (403, {"username": "u", "password": "p", "serveraddress": address}),
+        (403, {"username": "u", "password": "p", "serveraddress": f"https://{address}/v2/"}),
+        (403, {"username": "u", "password": "p", "serveraddress": f"https://127.0.0.1:1@{address}/"}),
+        (403, {"username": "u", "password": "p"}),  # Docker Hub, not named by the policy
+    ]
+    for expected, body in attempts:
+        status, answer = raw(proxy, "POST", "/v1.41/auth", json.dumps(body).encode())
+        assert status == expected, answer
+        assert answer["message"].startswith("dood-proxy: registry login to"), answer
+    # Two spellings of the field: Go would keep the last one, so the body is malformed.
+    status, answer = raw(
+        proxy, "POST", "/v1.41/auth", f'{{"serveraddress": "127.0.0.1:1", "ServerAddress": "{address}"}}'.encode()
+    )
+    assert status == 400 and "given twice" in answer["message"], answer
+    assert listener.close() == 0  # the daemon never tried
+
+
+def test_network_inspect_shows_only_dood_containers(api, proxy, docker_api, foreign, marker):
+    ours = api.create_container(TEST_IMAGE, ["sleep", "30"], labels=marker.labels, user="1000:1000")["Id"]
+    api.start(ours)
+    direct = docker_api.inspect_network("bridge")
+    assert {foreign.id, ours} <= set(direct["Containers"])  # both are on the bridge
+    status, shown = raw(proxy, "GET", "/v1.41/networks/bridge?verbose=true")
+    assert status == 200, shown
+    assert shown["Id"] == direct["Id"] and shown["IPAM"] == direct["IPAM"]
+    assert ours in shown["Containers"]
+    for cid in shown["Containers"]:  # dood's, each of them (other tests' may be running, or gone by now)
+        with contextlib.suppress(NotFound):
+            assert docker_api.inspect_container(cid)["Config"]["Labels"].get(MANAGED_LABEL) == "true"
+    assert foreign.id not in json.dumps(shown) and foreign.name not in json.dumps(shown)
+    assert "Services" not in shown and "Peers" not in shown
+    # Before API 1.28 the daemon lists every network's containers too.
+    status, listed = raw(proxy, "GET", "/v1.27/networks")
+    assert status == 200, listed
+    assert foreign.id in json.dumps(raw(SimpleNamespace(socket="/var/run/docker.sock"), "GET", "/v1.27/networks")[1])
+    bridge = next(network for network in listed if network["Name"] == "bridge")
+    assert ours in bridge["Containers"]
+    assert foreign.id not in json.dumps(listed)
+    status, missing = raw(proxy, "GET", "/v1.41/networks/dood-it-no-such-network")
+    assert status == 404 and "not found" in missing["message"]
+
+
+@pytest.mark.parametrize(
+    "field",
+    ["BlkioWeightDevice", "BlkioDeviceReadBps", "BlkioDeviceWriteBps", "BlkioDeviceReadIOps", "BlkioDeviceWriteIOps"],
+)
+def test_block_io_device_paths_are_refused_without_asking_the_daemon(proxy, marker, field):
+    answers = []
+    for path in ("/dev/null", "/dev/dood-it-does-not-exist"):
+        entry = {"Path": path, "Weight": 10} if field == "BlkioWeightDevice" else {"Path": path, "Rate": 1}
+        body = {"Image": TEST_IMAGE, "User": "1000:1000", "Labels": marker.labels, "HostConfig": {field: [entry]}}
+        status, answer = raw(proxy, "POST", f"/v1.41/containers/create?name={marker.name}", json.dumps(body).encode())
+        assert status == 403, answer
+        assert f"HostConfig.{field}:" in answer["message"]
+        answers.append(answer["message"])
+    assert answers[0] == answers[1]  # the same answer whether the host file exists or not
+    assert marker.created() == []
+
+
+GPU_ATTACKS = {
+    "nvidia_runtime_with_env": {"Env": ["NVIDIA_VISIBLE_DEVICES=all"], "HostConfig": {"Runtime": "nvidia"}},
+    "nvidia_runtime": {"HostConfig": {"Runtime": "nvidia"}},
+    "count_0_with_env": {
+        "Env": ["NVIDIA_VISIBLE_DEVICES=all"],
+        "HostConfig": {"DeviceRequests": [{"Count": 0, "Capabilities": [["gpu"]]}]},
+    },
+    "count_0": {"HostConfig": {"DeviceRequests": [{"Count": 0, "Capabilities": [["gpu"]]}]}},
+    "count_all": {"HostConfig": {"DeviceRequests": [{"Count": -1, "Capabilities": [["gpu"]]}]}},
+    "device_ids_joined": {"HostConfig": {"DeviceRequests": [{"DeviceIDs": ["0,1,2"], "Capabilities": [["gpu"]]}]}},
+    "device_id_all": {"HostConfig": {"DeviceRequests": [{"DeviceIDs": ["all"], "Capabilities": [["gpu"]]}]}},
+    "two_requests": {
+        "HostConfig": {
+            "DeviceRequests": [{"Count": 1, "Capabilities": [["gpu"]]}, {"DeviceIDs": ["1"], "Capabilities": [["gpu"]]}]
+        }
+    },
+    "driver_capabilities_env": {
+        "Env": ["NVIDIA_DRIVER_CAPABILITIES=all"],
+        "HostConfig": {"DeviceRequests": [{"Count": 1, "Capabilities": [["gpu"]]}]},
+    },
+}
+
+
+@contextlib.contextmanager
+def own_proxy(root: Path, policy: str):
+    """A proxy process of its own: its own policy, its stderr kept apart, stopped with SIGTERM."""
+    root.mkdir(parents=True, exist_ok=True)
+    config = root / "dood.yaml"
+    config.write_text(policy)
+    sock = root / "proxy.sock"
+    stderr = root / "stderr.log"
+    with stderr.open("wb") as err:
+        command = [sys.executable, "-m", "dood.proxy", "--listen", f"unix://{sock}", "--config", str(config)]
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=err)
+        try:
+            deadline = time.monotonic() + 30
+            while not sock.exists():
+                if process.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"dood-proxy did not start: {stderr.read_text()}")
+                time.sleep(0.05)
+            yield SimpleNamespace(socket=str(sock), url=f"unix://{sock}", stderr=stderr)
+        finally:
+            process.terminate()
+            process.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def gpu_proxy(tmp_path_factory):
+    policy = "policy:\n  allowed_images: ['dood-test-busybox:*']\n  allow_gpus: true\n  max_gpus: 1\n"
+    with own_proxy(tmp_path_factory.mktemp("dood-gpu-proxy"), policy) as proxy:
+        yield proxy
+
+
+@pytest.mark.parametrize("attack", list(GPU_ATTACKS))
+def test_gpus_beyond_max_gpus_are_refused(gpu_proxy, marker, attack):
+    body = {"Image": TEST_IMAGE, "Cmd": ["true"], "User": "1000:1000", "Labels": marker.labels, **GPU_ATTACKS[attack]}
+    status, answer = raw(gpu_proxy, "POST", f"/v1.41/containers/create?name={marker.name}", json.dumps(body).encode())
+    assert status == 403, answer
+    assert answer["message"].startswith("dood-proxy: the container breaks the dood policy"), answer
+    assert "[gpu]" in answer["message"] or "[runtime]" in answer["message"]
+    assert marker.created() == []
+
+
+def test_a_bare_lf_request_gets_400_at_once(proxy, marker):
+    create = json.dumps({"Image": TEST_IMAGE, "User": "1000:1000", "Labels": marker.labels}).encode()
+    request = b"POST /v1.41/containers/create HTTP/1.1\nHost: docker\nContent-Length: %d\n\n" % len(create) + create
+    started = time.monotonic()
+    answer = send_bytes(proxy, request)  # the client keeps its side open: only the proxy's answer ends this
+    assert answer.startswith(b"HTTP/1.1 400 ")
+    assert b"bare CR or LF" in answer
+    assert time.monotonic() - started < 5
+    assert marker.created() == []
+
+
+def test_closing_a_followed_log_stream_leaves_no_task_behind(tmp_path, marker):
+    with own_proxy(tmp_path / "proxy", "policy:\n  allowed_images: ['dood-test-busybox:*']\n") as own:
+        client = docker.APIClient(base_url=own.url, version="auto", timeout=30)
+        ticking = ["sh", "-c", "while true; do echo tick; sleep 0.1; done"]
+        cid = client.create_container(TEST_IMAGE, ticking, labels=marker.labels, user="1000:1000")["Id"]
+        client.start(cid)
+        stream = client.logs(cid, stream=True, follow=True)
+        assert next(stream) == b"tick\n"
+        stream.close()  # the client hangs up on a followed stream of a running container
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:  # and once more on the raw socket
+            sock.settimeout(10)
+            sock.connect(own.socket)
+            sock.sendall(f"GET /v1.41/containers/{cid}/logs?follow=1&stdout=1 HTTP/1.1\r\nHost: d\r\n\r\n".encode())
+            assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
+        time.sleep(1)
+        follower = client.logs(cid, stream=True, follow=True)  # still open when the proxy stops
+        next(follower)
+        assert client.version()["ApiVersion"]  # a kept-alive connection, idle when the proxy stops
+    client.close()
+    errors = own.stderr.read_text()
+    assert "dood-proxy listening" in errors and "dood-proxy stopped" in errors
+    assert "Task was destroyed but it is pending" not in errors
+    assert "Exception in callback" not in errors
+    assert "Traceback" not in errors
 
 
 def test_the_proxy_logged_its_refusals(proxy):

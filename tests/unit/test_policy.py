@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import pickle
 import subprocess
 import sys
@@ -31,6 +30,7 @@ def body(image: str = OK_IMAGE, **host_config) -> dict:
     return API.create_container_config(
         image=image,
         command=["true"],
+        user="1000:1000",
         labels={"dood.managed": "true"},
         host_config=API.create_host_config(**host_config),
     )
@@ -182,7 +182,11 @@ def test_forbidden_mounts(mount, expected):
 
 
 def test_mount_types_other_than_bind_volume_tmpfs_are_refused():
-    sent = {"Image": OK_IMAGE, "HostConfig": {"Mounts": [{"Type": "image", "Source": "other", "Target": "/x"}]}}
+    sent = {
+        "Image": OK_IMAGE,
+        "User": "1000:1000",
+        "HostConfig": {"Mounts": [{"Type": "image", "Source": "other", "Target": "/x"}]},
+    }
     assert rules(violations(sent, Policy())) == [("HostConfig.Mounts[0].Type", "mount-type")]
     tmpfs = body(mounts=[Mount(target="/scratch", source="", type="tmpfs")])
     assert violations(tmpfs, Policy()) == []
@@ -203,21 +207,38 @@ def test_read_only_roots_require_read_only_mounts():
     ]
 
 
-def test_symlinks_are_resolved_only_when_asked(tmp_path):
+def test_bind_sources_are_checked_lexically_here_and_on_the_filesystem_by_hostpaths(tmp_path):
     root = tmp_path / "root"
     root.mkdir()
     (root / "etc").symlink_to("/etc")
-    sent = body(binds=[f"{root}/etc:/e"])
-    lenient = Policy(allowed_host_roots=[str(root)])
-    assert violations(sent, lenient, realpath=os.path.realpath) == []  # resolve_symlinks is off
-    strict = Policy(allowed_host_roots=[str(root)], resolve_symlinks=True)
-    found = violations(sent, strict, realpath=os.path.realpath)
-    assert rules(found) == [("HostConfig.Binds[0]", "system-path")]
-    assert "a symlink to '/etc'" in found[0].message
+    sent = body(binds=[f"{root}/etc:/e", f"{root}/{'../' * 40}etc:/x"])
+    found = violations(sent, Policy(allowed_host_roots=[str(root)]))
+    assert rules(found) == [("HostConfig.Binds[1]", "system-path")]  # '..' is cleaned; the link is hostpaths'
+
+
+@pytest.mark.parametrize(
+    ("user", "allowed"),
+    [
+        ("1000", True),
+        ("1000:1000", True),
+        ("50000:0", True),
+        ("0", False),
+        ("0:0", False),
+        ("root", False),
+        ("airflow", False),
+        ("", False),
+        (None, False),
+        ("1000:staff", False),
+    ],
+)
+def test_containers_run_as_a_numeric_non_root_user(user, allowed):
+    sent = {**body(), "User": user}
+    assert (violations(sent, Policy()) == []) is allowed
+    assert violations(sent, Policy(allow_root_user=True)) == []
 
 
 def test_images_match_the_allowed_patterns():
-    policy = Policy(allowed_images=["dood-test-busybox*", "registry.example.com/ml/*", "python:3.11-*"])
+    policy = Policy(allowed_images=["dood-test-busybox:*", "registry.example.com/ml/*:*", "python:3.11-*"])
     assert policy.image_allowed("dood-test-busybox")
     assert policy.image_allowed("dood-test-busybox:latest")
     assert policy.image_allowed("registry.example.com/ml/train:1.4")
@@ -226,7 +247,7 @@ def test_images_match_the_allowed_patterns():
     assert not policy.image_allowed("busybox")
     assert not policy.image_allowed("registry.example.com/other/x:1")
     assert rules(violations(body(image="alpine"), policy)) == [("Image", "image")]
-    assert rules(violations({"HostConfig": {}}, policy)) == [("Image", "image")]
+    assert rules(violations({"User": "1000", "HostConfig": {}}, policy)) == [("Image", "image")]
 
 
 def test_gpus_cpus_and_memory_limits():
@@ -271,6 +292,7 @@ def test_published_ports_within_the_allowed_range_and_addresses():
 def test_networking_config_cannot_join_the_host_or_link():
     sent = {
         "Image": OK_IMAGE,
+        "User": "1000:1000",
         "NetworkingConfig": {"EndpointsConfig": {"host": {}, "dood-net": {"Links": ["db:db"], "Aliases": ["a"]}}},
     }
     assert rules(violations(sent, Policy(allowed_networks=("dood-net",)))) == [
@@ -280,7 +302,11 @@ def test_networking_config_cannot_join_the_host_or_link():
 
 
 def test_masked_paths_and_annotations_cannot_be_overridden():
-    sent = {"Image": OK_IMAGE, "HostConfig": {"MaskedPaths": [], "ReadonlyPaths": [], "Annotations": {"a": "b"}}}
+    sent = {
+        "Image": OK_IMAGE,
+        "User": "1000:1000",
+        "HostConfig": {"MaskedPaths": [], "ReadonlyPaths": [], "Annotations": {"a": "b"}},
+    }
     assert [v.rule for v in violations(sent, Policy())] == ["masked-paths", "masked-paths", "annotations"]
 
 
@@ -288,7 +314,11 @@ def test_masked_paths_and_annotations_cannot_be_overridden():
 
 
 def test_keys_match_case_insensitively_and_are_canonicalised():
-    sent = {"image": OK_IMAGE, "hostconfig": {"PRIVILEGED": True, "capadd": "SYS_ADMIN", "binds": ["/:/h"]}}
+    sent = {
+        "image": OK_IMAGE,
+        "user": "1000",
+        "hostconfig": {"PRIVILEGED": True, "capadd": "SYS_ADMIN", "binds": ["/:/h"]},
+    }
     assert rules(violations(sent, Policy())) == [
         ("HostConfig.Privileged", "privileged"),
         ("HostConfig.CapAdd[0]", "capability"),  # StrSlice: a lone string is a list of one
@@ -306,7 +336,9 @@ def test_keys_match_case_insensitively_and_are_canonicalised():
 
 
 def test_keys_given_twice_under_two_spellings_are_refused():
-    found = violations({"Image": OK_IMAGE, "HostConfig": {"Privileged": False, "privileged": True}}, Policy())
+    found = violations(
+        {"Image": OK_IMAGE, "User": "1000:1000", "HostConfig": {"Privileged": False, "privileged": True}}, Policy()
+    )
     assert rules(found) == [("HostConfig.Privileged", "duplicate-key")]
     assert found[0].structural
     assert "'Privileged' and 'privileged'" in found[0].message
@@ -325,28 +357,33 @@ def test_repeated_keys_are_refused_when_parsing():
 
 def test_host_config_fields_at_the_top_level_are_refused():
     # The daemon honours a top-level HostConfig when no "HostConfig" object is sent.
-    found = violations({"Image": OK_IMAGE, "Privileged": True, "binds": ["/:/h"]}, Policy())
+    found = violations({"Image": OK_IMAGE, "User": "1000:1000", "Privileged": True, "binds": ["/:/h"]}, Policy())
     assert rules(found) == [("Privileged", "top-level-host-config"), ("binds", "top-level-host-config")]
     # ...but the nulls the docker SDK sends there ("Runtime": None) are dropped quietly.
-    assert violations({"Image": OK_IMAGE, "Runtime": None, "Cpuset": None}, Policy()) == []
+    assert violations({"Image": OK_IMAGE, "User": "1000:1000", "Runtime": None, "Cpuset": None}, Policy()) == []
 
 
 @pytest.mark.parametrize("key", ["Prıvileged", "\u212aernelMemory", "CapAdd\u017f", "Privileged\u200b"])
 def test_non_ascii_field_names_are_refused(key):
     # Go folds 'ı'->'I', Kelvin sign->'K', long s->'S' when matching field names.
-    found = violations({"Image": OK_IMAGE, "HostConfig": {key: True}}, Policy())
+    found = violations({"Image": OK_IMAGE, "User": "1000:1000", "HostConfig": {key: True}}, Policy())
     assert [v.rule for v in found] == ["non-ascii-key"]
 
 
 def test_unknown_fields_and_wrong_shapes_are_refused():
-    found = violations({"Image": OK_IMAGE, "Bogus": 1, "HostConfig": {"InitPath": "/x", "Mounts": {"a": 1}}}, Policy())
+    found = violations(
+        {"Image": OK_IMAGE, "User": "1000:1000", "Bogus": 1, "HostConfig": {"InitPath": "/x", "Mounts": {"a": 1}}},
+        Policy(),
+    )
     assert rules(found) == [
         ("Bogus", "unknown-field"),
         ("HostConfig.InitPath", "unknown-field"),
         ("HostConfig.Mounts", "malformed"),
     ]
     assert rules(violations([], Policy())) == [("<body>", "malformed")]
-    assert [v.rule for v in violations({"Image": OK_IMAGE, "HostConfig": []}, Policy())] == ["malformed"]
+    assert [v.rule for v in violations({"Image": OK_IMAGE, "User": "1000:1000", "HostConfig": []}, Policy())] == [
+        "malformed"
+    ]
 
 
 # --- raising, loading ---
@@ -405,7 +442,7 @@ def test_load_policy_reads_the_policy_section(tmp_path, monkeypatch):
     config.write_text(
         "runs_root: /tmp/dood/runs\n"
         "policy:\n"
-        "  allowed_images: ['registry.example.com/*']\n"
+        "  allowed_images: ['registry.example.com/*:*']\n"
         "  allowed_host_roots: ['${ML_ROOT}', /tmp/dood]\n"
         "  allowed_capabilities: [cap_net_bind_service]\n"
         "  max_memory: 16g\n"
@@ -426,7 +463,7 @@ def test_load_policy_reads_the_policy_section(tmp_path, monkeypatch):
 def _named(body_host, **policy_fields):
     from dood.policy import Policy, violations
 
-    return violations({"Image": "img", "HostConfig": body_host}, Policy(**policy_fields))
+    return violations({"Image": "img", "User": "1000:1000", "HostConfig": body_host}, Policy(**policy_fields))
 
 
 def test_named_volumes_need_listing_anonymous_ones_do_not():
@@ -443,3 +480,96 @@ def test_networks_need_listing():
     assert found.field == "HostConfig.NetworkMode" and found.rule == "network"
     assert _named({"NetworkMode": "bridge"}) == []
     assert _named({"NetworkMode": "dood-net"}, allowed_networks=("dood-net",)) == []
+
+
+# --- image patterns: matched part by part, '*' never crosses '/', ':' or '@' ---
+
+
+@pytest.mark.parametrize(
+    ("pattern", "allowed", "refused"),
+    [
+        ("repo*", ["repo", "repo:latest", "repo-gpu"], ["repo:5000/evil", "repo.attacker.example/evil", "repo:1"]),
+        ("repo:*", ["repo:1", "repo", "repo@sha256:" + "a" * 64], ["repo:5000/evil:1", "repo/evil:1", "repox:1"]),
+        ("registry.example.com/ml/*", ["registry.example.com/ml/train"], ["registry.example.com/ml/train:1.4"]),
+        (
+            "registry.example.com/ml/*:*",
+            ["registry.example.com/ml/train:1.4", "registry.example.com/ml/train"],
+            ["registry.example.com/ml/a/b:1", "registry.example.com/ml:1", "registry.example.com.evil/ml/x:1"],
+        ),
+        ("python:3.11-*", ["python:3.11-slim"], ["python:3.12-slim", "python:3.11-slim@sha256:" + "a" * 64]),
+        ("repo@sha256:" + "a" * 64, ["repo@sha256:" + "a" * 64, "repo:1@sha256:" + "a" * 64], ["repo:1", "repo"]),
+        ("*", ["anything/at:all", "repo:5000/evil@sha256:" + "a" * 64], []),
+        ("*:*", ["busybox:1"], ["library/busybox:1", "reg:5000/busybox:1"]),
+    ],
+)
+def test_image_patterns_match_part_by_part(pattern, allowed, refused):
+    policy = Policy(allowed_images=[pattern])
+    for image in allowed:
+        assert policy.image_allowed(image), image
+    for image in refused:
+        assert not policy.image_allowed(image), image
+
+
+def test_unreadable_references_match_no_pattern():
+    policy = Policy(allowed_images=["repo:*", "repo@*"])
+    for image in ("repo@", "repo@a@b", ":1", "repo:"):
+        assert not policy.image_allowed(image), image
+
+
+def test_login_registries_are_the_ones_named_without_a_wildcard():
+    policy = Policy(
+        allowed_images=["Registry.Example.com/ml/*:*", "reg:5000/x", "*.example.org/x:*", "localhost/y", "busybox:*"]
+    )
+    assert policy.login_registries() == {"registry.example.com", "reg:5000", "localhost"}
+    assert Policy().login_registries() == frozenset()
+
+
+# --- fixed device rules: block-IO device paths, GPUs only through DeviceRequests ---
+
+
+@pytest.mark.parametrize(
+    "field",
+    ["BlkioWeightDevice", "BlkioDeviceReadBps", "BlkioDeviceWriteBps", "BlkioDeviceReadIOps", "BlkioDeviceWriteIOps"],
+)
+def test_block_io_device_paths_are_refused(field):
+    entry = {"Path": "/dev/sda", "Weight": 10} if field == "BlkioWeightDevice" else {"Path": "/dev/sda", "Rate": 1}
+    found = violations({"Image": OK_IMAGE, "User": "1000:1000", "HostConfig": {field: [entry]}}, Policy())
+    assert rules(found) == [(f"HostConfig.{field}", "device")]
+    assert field in found[0].message
+    assert violations({"Image": OK_IMAGE, "User": "1000:1000", "HostConfig": {field: []}}, Policy()) == []
+
+
+def test_gpus_come_only_from_device_requests():
+    gpus = Policy(allow_gpus=True, max_gpus=1)
+    one = [DeviceRequest(count=1, capabilities=[["gpu"]])]
+    assert violations(body(device_requests=one), gpus) == []
+    nvidia = body(runtime="nvidia")
+    nvidia["Env"] = ["NVIDIA_VISIBLE_DEVICES=all"]
+    assert rules(violations(nvidia, gpus)) == [("Env[0]", "gpu"), ("HostConfig.Runtime", "runtime")]
+    none_asked = body(device_requests=[DeviceRequest(count=0, capabilities=[["gpu"]])])
+    none_asked["Env"] = ["CUDA_VISIBLE_DEVICES=0", "NVIDIA_VISIBLE_DEVICES=all"]
+    assert rules(violations(none_asked, gpus)) == [("HostConfig.DeviceRequests[0]", "gpu"), ("Env[1]", "gpu")]
+    for name in ("NVIDIA_DRIVER_CAPABILITIES=all", "NVIDIA_REQUIRE_CUDA=cuda>=9", "NVIDIA_MIG_MONITOR_DEVICES=all"):
+        sent = body(device_requests=one)
+        sent["Env"] = ["PATH=/bin", name, "NVIDIA_DISABLE_REQUIRE"]
+        assert rules(violations(sent, gpus)) == [("Env[1]", "gpu"), ("Env[2]", "gpu")]
+    assert rules(violations(body(runtime="nvidia"), Policy(allow_gpus=True))) == [("HostConfig.Runtime", "runtime")]
+
+
+@pytest.mark.parametrize(
+    ("requests", "expected"),
+    [
+        ([{"Count": -1}], [("HostConfig.DeviceRequests[0]", "gpu")]),
+        ([{"DeviceIDs": ["0", "1"]}], [("HostConfig.DeviceRequests[0]", "gpu")]),
+        ([{"DeviceIDs": ["0,1"]}], [("HostConfig.DeviceRequests[0]", "gpu")]),  # the engine joins with ','
+        ([{"DeviceIDs": ["all"]}], [("HostConfig.DeviceRequests[0]", "gpu")]),
+        ([{"Count": 1}, {"DeviceIDs": ["1"]}], [("HostConfig.DeviceRequests", "gpu")]),
+        ([{"Count": True}], [("HostConfig.DeviceRequests[0]", "gpu")]),
+        ([{"DeviceIDs": ["GPU-8d5e7f1a"]}], []),
+    ],
+)
+def test_max_gpus_counts_all_and_device_ids(requests, expected):
+    host = {"DeviceRequests": [{"Capabilities": [["gpu"]], **request} for request in requests]}
+    sent = {"Image": OK_IMAGE, "User": "1000:1000", "HostConfig": host}
+    found = violations(sent, Policy(allow_gpus=True, max_gpus=1))
+    assert rules(found) == expected

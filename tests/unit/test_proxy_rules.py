@@ -9,7 +9,15 @@ import pytest
 
 from dood.proxy import wire
 from dood.proxy.daemon import Endpoint
-from dood.proxy.rules import Refused, parse_target, pull_reference, route, with_label_filter
+from dood.proxy.rules import (
+    Refused,
+    login_body,
+    network_view,
+    parse_target,
+    pull_reference,
+    route,
+    with_label_filter,
+)
 
 CID = "a" * 64
 
@@ -71,8 +79,8 @@ def test_ambiguous_or_old_targets_are_refused(target):
         ("POST", "/v1.41/containers/create?name=dood-x-t1-abc", "create", "create"),
         ("GET", "/v1.41/containers/json?all=1&limit=-1&size=0&trunc_cmd=0", "list", "list"),
         ("GET", "/v1.41/events?since=1&filters=%7B%7D", "events", "events"),
-        ("GET", "/v1.41/networks", "pass", "network.list"),
-        ("GET", "/v1.41/networks/dood-net", "pass", "network.inspect"),
+        ("GET", "/v1.41/networks", "network", "network.list"),
+        ("GET", "/v1.41/networks/dood-net", "network", "network.inspect"),
         ("POST", f"/v1.41/containers/{CID}/start", "container", "start"),
         ("POST", "/v1.41/containers/dood-x-t1-abc/stop?t=30", "container", "stop"),
         ("POST", f"/v1.41/containers/{CID}/kill?signal=SIGKILL", "container", "kill"),
@@ -238,3 +246,119 @@ def test_ambiguous_requests_are_refused(raw, status):
     with pytest.raises(wire.HttpError) as caught:
         parse(raw)
     assert caught.value.status == status
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"GET /_ping HTTP/1.1\nHost: docker\n\n",
+        b"GET /_ping HTTP/1.1\r\nHost: docker\n\r\n",
+        b"GET /_ping HTTP/1.1\r\nHost: docker\r\n\n",
+    ],
+)
+def test_bare_lf_is_refused_at_once_not_after_the_idle_timeout(raw):
+    async def run():
+        reader = asyncio.StreamReader(limit=wire.MAX_HEAD_BYTES)
+        reader.feed_data(raw)  # and no EOF: the client waits for an answer
+        return await asyncio.wait_for(wire.read_request(reader), 1)
+
+    with pytest.raises(wire.HttpError) as caught:
+        asyncio.run(run())
+    assert caught.value.status == 400
+    assert "bare CR or LF" in caught.value.reason
+
+
+def test_bare_lf_in_chunk_framing_is_refused_at_once():
+    async def run():
+        reader = asyncio.StreamReader(limit=wire.MAX_HEAD_BYTES)
+        reader.feed_data(b"2\n{}\n0\n\n")
+        return await asyncio.wait_for(wire.read_body(reader, None, 100), 1)
+
+    with pytest.raises(wire.HttpError) as caught:
+        asyncio.run(run())
+    assert caught.value.status == 400
+
+
+# --- registry login: only to registries the policy names ---
+
+REGISTRIES = frozenset({"registry.example.com", "reg.internal:5000"})
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "registry.example.com",
+        "https://registry.example.com/v2/",
+        "http://REGISTRY.example.com",
+        "reg.internal:5000",
+        "https://reg.internal:5000/v1/",
+    ],
+)
+def test_logins_to_named_registries_are_passed_in_canonical_form(address):
+    sent = login_body(json.dumps({"Username": "u", "PASSWORD": "p", "serveraddress": address}).encode(), REGISTRIES)
+    assert json.loads(sent) == {"username": "u", "password": "p", "serveraddress": address}
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "127.0.0.1:1",  # any port: the daemon's error tells whether it is open
+        "registry.example.com:22",
+        "reg.internal",  # another port than the one named
+        "registry.example.com.attacker.example",
+        "https://registry.example.com@attacker.example/",
+        "https://attacker.example#@registry.example.com",
+        "registry.example.com\t",
+        "",  # Docker Hub: not named
+        None,
+        42,
+    ],
+)
+def test_logins_anywhere_else_are_refused(address):
+    with pytest.raises(Refused) as caught:
+        login_body(json.dumps({"username": "u", "password": "p", "serveraddress": address}).encode(), REGISTRIES)
+    assert caught.value.status == 403
+    assert "registry login to" in caught.value.reason
+
+
+def test_docker_hub_logins_need_hub_named():
+    with pytest.raises(Refused):
+        login_body(b'{"username": "u", "password": "p"}', REGISTRIES)
+    sent = login_body(b'{"username": "u", "password": "p"}', frozenset({"docker.io"}))
+    assert json.loads(sent) == {"username": "u", "password": "p"}
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"serveraddress": "registry.example.com", "ServerAddress": "127.0.0.1:22"}',  # Go keeps the last
+        '{"serveraddre\u017fs": "127.0.0.1:22", "serveraddress": "registry.example.com"}'.encode(),  # folds to s
+        b'{"serveraddress": "registry.example.com", "proxy": "x"}',
+        b'["registry.example.com"]',
+        b'{"serveraddress": "registry.example.com",',
+    ],
+)
+def test_ambiguous_login_bodies_are_malformed(raw):
+    with pytest.raises(Refused) as caught:
+        login_body(raw, REGISTRIES)
+    assert caught.value.status == 400
+
+
+# --- networks: only dood's containers are shown ---
+
+
+def test_network_views_show_only_dood_containers_and_no_swarm_details():
+    ours, theirs = "a" * 64, "b" * 64
+    inspect = {
+        "Name": "bridge",
+        "Containers": {ours: {"Name": "dood-x", "IPv4Address": "172.17.0.2/16"}, theirs: {"Name": "postgres"}},
+        "Services": {"svc": {}},
+        "Peers": [{"IP": "10.0.0.2"}],
+        "Options": {"com.docker.network.bridge.name": "docker0"},
+    }
+    shown = json.loads(network_view(json.dumps(inspect).encode(), {ours}))
+    assert shown == {"Name": "bridge", "Containers": {ours: inspect["Containers"][ours]}, "Options": inspect["Options"]}
+    listed = json.loads(network_view(json.dumps([inspect, {"Name": "none", "Containers": None}]).encode(), set()))
+    assert [n.get("Containers") for n in listed] == [{}, None]
+    with pytest.raises(Refused):
+        network_view(b"not json", set())

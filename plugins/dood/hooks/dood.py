@@ -14,6 +14,7 @@ from airflow.providers.docker.hooks.docker import DockerHook
 from airflow.sdk.exceptions import AirflowException
 from docker.errors import APIError, NotFound
 
+from dood.directories import HostDirectories
 from dood.exceptions import DockerUnreachable, DoodConfigError, DoodError
 from dood.mounts import MountMap, discovered_entries, reconcile
 
@@ -140,6 +141,11 @@ class DoodHook(DockerHook):
                 )
             return MountMap(configured, identity=True)
         return MountMap(reconcile(configured, discovered_entries(own)), identity=False)
+
+    @cached_property
+    def directories(self) -> HostDirectories:
+        """Makes the directories containers write: through dood-proxy when it is the endpoint, else here."""
+        return HostDirectories(self.api, self.config.policy, self.mount_map)
 
     def find_containers(self, labels: dict[str, str], *, include_stopped: bool = True) -> list[dict[str, Any]]:
         """Containers carrying all these labels (Docker's `docker ps --filter label=...`)."""

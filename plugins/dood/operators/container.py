@@ -14,6 +14,7 @@ from docker.types import Mount
 from dood.arguments import exit_codes, one_of, validated_resources
 from dood.completion import ContainerHandle, finish
 from dood.config import AutoRemove, DoodConfig, PullPolicy, load_config
+from dood.directories import HostDirectories, default_user
 from dood.exceptions import ContainerFailed, DoodConfigError, DoodError, ResultFileError
 from dood.hooks.dood import DoodHook
 from dood.launcher import ContainerLauncher, ContainerSpec, Outcome
@@ -22,7 +23,7 @@ from dood.mounts import DoodMount
 from dood.naming import TaskIdentity, check_user_labels
 from dood.policy import check as check_policy
 from dood.resources import Resources
-from dood.results import RUN_DIR_IN_CONTAINER, prepare_run_dir, result_env, run_dir_for
+from dood.results import RESULT_FILE_NAME, RUN_DIR_IN_CONTAINER, result_env, run_dir_for
 from dood.triggers.container import DoodContainerTrigger
 
 if TYPE_CHECKING:
@@ -43,7 +44,8 @@ class DoodContainerOperator(BaseOperator):
     :param private_environment: environment variables never rendered nor logged (secrets).
     :param mounts: ``DoodMount``, dicts or ``"source:target[:ro]"`` strings; sources are Airflow-side paths.
     :param working_dir: working directory inside the container.
-    :param user: user (``uid[:gid]`` or name) the container runs as.
+    :param user: numeric ``uid[:gid]`` the container runs as; defaults to the config's ``defaults.user``,
+        else the Airflow process's own (``50000:0`` when that is root). Root needs ``policy.allow_root_user``.
     :param resources: ``Resources`` or dict (cpus, memory, shm_size, gpus); unset fields use config defaults.
     :param network: Docker network to join; defaults to the config's ``defaults.network``.
     :param labels: extra labels (the ``dood.`` prefix is reserved).
@@ -157,12 +159,15 @@ class DoodContainerOperator(BaseOperator):
             environment=environment,
             mounts=mounts,
             working_dir=self.working_dir,
-            user=self.user,
+            user=self.user or config.defaults.user or default_user(),
             labels={**config.defaults.labels, **check_user_labels(self.labels, f"{self.task_id}: labels")},
             resources=self.container_resources.merged_over(config.defaults.resources),
             network=self.network or config.defaults.network,
         )
         return spec, run_dir
+
+    def prepare_directories(self, directories: HostDirectories, user: str) -> None:
+        """Make the directories this task's mounts need before its container is created (none here)."""
 
     # --- running ---
 
@@ -181,7 +186,11 @@ class DoodContainerOperator(BaseOperator):
             body = launcher.create_body(spec)
             check_policy(body, config.policy, subject=f"{self.task_id}: the container")
             launcher.ensure_image(spec.image, self.pull_policy or config.defaults.pull_policy)
-            prepare_run_dir(config.runs_root, spec.name)
+            self.prepare_directories(hook.directories, spec.user)
+            hook.directories.for_container(
+                run_dir, spec.user, clear=[RESULT_FILE_NAME], what=f"{self.task_id}: runs_root (dood config)"
+            )
+            hook.directories.check_binds(body["HostConfig"], f"{self.task_id}: the container")
             self.log.info("Creating container %s from %s", spec.name, spec.image)
             container_id = launcher.create(spec, body)  # exactly the body the policy passed
             handle = ContainerHandle(container_id, spec.name, run_dir)

@@ -12,6 +12,7 @@ from dood.partition import partition_from_context
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
+    from dood.directories import HostDirectories
     from dood.pipeline_config import Pipeline
 
 WORK_DIR = "/dood/work"
@@ -48,9 +49,7 @@ class PipelineStepOperator(DoodContainerOperator):
         pipeline = self.pipeline
         work_dir = os.path.join(pipeline.artifact_root, self.pipeline_name, partition)
         models_dir = os.path.join(pipeline.model_root, self.pipeline_name)
-        for path in (work_dir, models_dir, pipeline.data_root):
-            os.makedirs(path, exist_ok=True)
-            os.chmod(path, 0o777)  # noqa: S103 - the step's container may run as any uid
+        self._directories = (work_dir, models_dir)
         self.log.info("Run partition: %s", work_dir)
         self.mounts = [
             *self.mounts,
@@ -71,3 +70,12 @@ class PipelineStepOperator(DoodContainerOperator):
         if self.step_name == "train" and params.get("gpus"):
             self.container_resources = self.container_resources.model_copy(update={"gpus": int(params["gpus"])})
         return super().execute(context)
+
+    def prepare_directories(self, directories: HostDirectories, user: str) -> None:
+        """The run's partition and the model directory belong to the steps' user; the data root (read-only
+        for every step) only to trusted users. Made by dood-proxy when it is in front of the socket."""
+        work_dir, models_dir = self._directories
+        step = f"{self.task_id}: pipeline {self.pipeline_name}"
+        directories.for_input(self.pipeline.data_root, what=f"{step}: data_root")
+        directories.for_container(work_dir, user, what=f"{step}: run partition")
+        directories.for_container(models_dir, user, what=f"{step}: model directory")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import quote, unquote, urlencode
 
@@ -59,7 +59,7 @@ class Target:
 class Route:
     """What an allowed call is, for the server: `kind` says how to handle it."""
 
-    kind: str  # pass | auth | image | pull | create | list | events | container
+    kind: str  # pass | auth | image | pull | create | list | events | network | container | dood
     action: str
     container: str | None = None
     image: str | None = None
@@ -97,14 +97,16 @@ ALLOWED: tuple[_Rule, ...] = (
     _rule("GET HEAD", "/_ping", "pass", "ping"),
     _rule("GET", "/version", "pass", "version"),
     _rule("GET", "/info", "pass", "info"),
-    _rule("POST", "/auth", "auth", "auth"),  # registry login (docker.conn_id): checks credentials, creates nothing
+    _rule("GET", "/dood/v1/info", "dood", "dood.info"),  # dood-proxy itself: no daemon call
+    _rule("POST", "/dood/v1/directories", "dood", "dood.directories"),
+    _rule("POST", "/auth", "auth", "auth"),  # registry login (docker.conn_id): only to registries the policy names
     _rule("GET", "/images/(?P<image>.+)/json", "image", "image.inspect"),
     _rule("POST", "/images/create", "pull", "image.pull", "fromImage tag platform"),
     _rule("POST", "/containers/create", "create", "create", "name platform"),
     _rule("GET", "/containers/json", "list", "list", "all limit size filters before since trunc_cmd"),
     _rule("GET", "/events", "events", "events", "since until filters stream"),
-    _rule("GET", "/networks", "pass", "network.list", "filters"),
-    _rule("GET", "/networks/(?P<network>[A-Za-z0-9][A-Za-z0-9_.-]*)", "pass", "network.inspect", "verbose scope"),
+    _rule("GET", "/networks", "network", "network.list", "filters"),  # before API 1.28 it lists containers
+    _rule("GET", "/networks/(?P<network>[A-Za-z0-9][A-Za-z0-9_.-]*)", "network", "network.inspect", "verbose scope"),
     _rule("POST", f"/containers/{_CONTAINER}/start", "container", "start", "detachKeys"),
     _rule("POST", f"/containers/{_CONTAINER}/stop", "container", "stop", "t signal"),
     _rule("POST", f"/containers/{_CONTAINER}/kill", "container", "kill", "signal"),
@@ -245,3 +247,67 @@ def with_label_filter(query: Mapping[str, str], label: str) -> dict[str, str]:
             raise Refused(400, f"filters[{name!r}] must be a list of strings or a map of booleans")
     canonical.setdefault("label", {})[label] = True
     return {**query, "filters": json.dumps(canonical, separators=(",", ":"))}
+
+
+# --- registry login: the daemon sends the caller's credentials to the address in the body ---
+
+#: The fields of the daemon's AuthConfig, spelled as its JSON tags (Go matches them case-insensitively).
+_AUTH_FIELDS = ("username", "password", "auth", "email", "serveraddress", "identitytoken", "registrytoken")
+#: Docker Hub's names: an empty `serveraddress` logs in there; allowed when a pattern names one of them.
+_HUB = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
+_LOGIN_ADDRESS = re.compile(r"^(?:https?://)?(?P<host>[A-Za-z0-9.:\[\]-]+)(?:/[\x21-\x7e]*)?$")
+
+
+def login_body(body: bytes, registries: frozenset[str]) -> bytes:
+    """The `POST /auth` body to send (canonical keys), when it names a registry in `registries`; else `Refused`.
+
+    The daemon logs in by sending the credentials to `serveraddress`, whatever it is: without this check a
+    client makes the daemon probe any host and port (its error tells what answered) with its credentials.
+    """
+    try:
+        parsed = parse_json(body or b"{}")
+    except MalformedBody as exc:
+        raise Refused(400, f"auth body: {exc}") from None
+    if not isinstance(parsed, dict):
+        raise Refused(400, "the auth body must be a JSON object")
+    canonical: dict[str, object] = {}
+    for key, value in parsed.items():
+        name = key.lower() if key.isascii() else ""  # Go folds some non-ASCII letters onto ASCII ones
+        if name not in _AUTH_FIELDS:
+            raise Refused(400, f"auth body: {key!r} is not a registry login field")
+        if name in canonical:
+            raise Refused(400, f"auth body: {name!r} is given twice (the daemon matches field names in any case)")
+        canonical[name] = value
+    address = canonical.get("serveraddress") or ""
+    match = _LOGIN_ADDRESS.match(address) if isinstance(address, str) else None
+    host = "index.docker.io" if address == "" else (match.group("host").lower() if match else None)
+    allowed = registries | (_HUB if registries & _HUB else frozenset())
+    if host not in allowed:
+        raise Refused(
+            403,
+            f"registry login to {address!r} is not allowed: only to registries policy.allowed_images names "
+            f"without a wildcard ({sorted(registries) or 'none'})",
+        )
+    return json.dumps(canonical, separators=(",", ":")).encode()
+
+
+# --- networks: the daemon lists every container attached, and swarm's services and peers ---
+
+
+def network_view(body: bytes, managed: Collection[str]) -> bytes:
+    """A network inspect (or list) answer with only dood's containers in `Containers`, no `Services`/`Peers`."""
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        raise Refused(502, "the daemon's network answer is not JSON") from None
+    networks = payload if isinstance(payload, list) else [payload]
+    for network in networks:
+        if not isinstance(network, dict):
+            raise Refused(502, "the daemon's network answer is not a network")
+        for key in ("Services", "Peers"):
+            network.pop(key, None)
+        containers = network.get("Containers")
+        if containers is not None:
+            kept = containers.items() if isinstance(containers, dict) else ()
+            network["Containers"] = {cid: info for cid, info in kept if cid in managed}
+    return json.dumps(payload).encode()

@@ -12,13 +12,14 @@ import json
 import logging
 import os
 import stat
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
+from dood.hostpaths import unsafe_bind_sources
 from dood.naming import MANAGED_LABEL
 from dood.policy import MalformedBody, Policy, canonical_create_body, parse_json, violations
-from dood.proxy import rules, wire
+from dood.proxy import directories, rules, wire
 from dood.proxy.daemon import Daemon, Endpoint
-from dood.proxy.ownership import Ownership
+from dood.proxy.ownership import Owned, Ownership
 from dood.proxy.rules import Refused, Route, Target
 
 log = logging.getLogger("dood.proxy")
@@ -38,13 +39,11 @@ class ProxyServer:
         upstream: Endpoint,
         max_body_bytes: int = DEFAULT_MAX_BODY,
         inspectable_labels: Iterable[str] = (),
-        realpath: Callable[[str], str] = os.path.realpath,
     ) -> None:
         self.policy = policy
         self.daemon = Daemon(upstream)
         self.ownership = Ownership(self.daemon, inspectable=inspectable_labels)
         self.max_body_bytes = max_body_bytes
-        self.realpath = realpath
 
     async def listen(self, endpoint: Endpoint, *, socket_mode: int = 0o660) -> asyncio.AbstractServer:
         if endpoint.scheme == "unix":
@@ -73,6 +72,10 @@ class ProxyServer:
                     return
         except (ConnectionError, asyncio.IncompleteReadError, asyncio.TimeoutError):
             pass  # gone, or silent for too long: just close
+        except asyncio.CancelledError:
+            # The proxy is stopping. Nothing awaits this task but asyncio's stream callback, which (Python 3.11)
+            # logs a cancelled connection task as an error: end it as a closed connection instead.
+            pass
         except Exception:  # one broken connection must not take the proxy down
             log.exception("dood-proxy: unexpected error on a client connection")
         finally:
@@ -89,13 +92,14 @@ class ProxyServer:
             target = rules.parse_target(request.target)
             route = rules.route(request.method, target)
             limit = {"create": self.max_body_bytes, "auth": _AUTH_BODY}.get(route.kind, _SMALL_BODY)
+            takes_body = route.kind in ("create", "auth") or route.action == "dood.directories"
             if (request.header("expect") or "").lower() == "100-continue":
                 if length is not None and length > limit:
                     raise wire.HttpError(413, f"body of {length} bytes is larger than the {limit} bytes allowed")
                 writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
             body = await asyncio.wait_for(wire.read_body(reader, length, limit), IDLE_SECONDS)
             body_read = True
-            if route.kind not in ("create", "auth") and body.strip() not in (b"", b"{}", b"null"):
+            if not takes_body and body.strip() not in (b"", b"{}", b"null"):
                 raise Refused(400, f"{request.method} {target.path} takes no request body")
             log.debug("allow %s %s", request.method, request.target)
             return await self._dispatch(route, target, request, body, reader, writer)
@@ -124,7 +128,8 @@ class ProxyServer:
         if route.kind == "pass":
             return await self._forward(request, target.uri(), b"", reader, writer)
         if route.kind == "auth":
-            return await self._forward(request, target.uri(), body, reader, writer)
+            sent = rules.login_body(body, self.policy.login_registries())
+            return await self._forward(request, target.uri(), sent, reader, writer)
         if route.kind == "image":
             self._check_image(route.image or "")
             return await self._forward(request, target.uri(), b"", reader, writer)
@@ -134,9 +139,43 @@ class ProxyServer:
         if route.kind in ("list", "events"):
             query = rules.with_label_filter(target.query, f"{MANAGED_LABEL}=true")
             return await self._forward(request, target.uri(query=query), b"", reader, writer)
+        if route.kind == "network":
+            return await self._network(target, writer)
         if route.kind == "create":
             return await self._create(request, target, body, writer)
+        if route.kind == "dood":
+            return await self._dood(route, body, writer)
         return await self._container(route, target, request, reader, writer)
+
+    async def _dood(self, route: Route, body: bytes, writer: asyncio.StreamWriter) -> bool:
+        """dood-proxy's own endpoints: who it is, and directories made for containers."""
+        if route.action == "dood.info":
+            answer = directories.info()
+        else:
+            try:
+                asked = parse_json(body or b"{}")
+            except MalformedBody as exc:
+                raise Refused(400, f"directories body: {exc}") from None
+            answer = await asyncio.to_thread(directories.make_directory, asked, self.policy)
+            log.info("directory %s ready for %s", answer["path"], asked.get("user") or "trusted users")
+        writer.write(wire.json_bytes_response(200, json.dumps(answer).encode()))
+        await writer.drain()
+        return True
+
+    async def _network(self, target: Target, writer: asyncio.StreamWriter) -> bool:
+        """Network inspect (or list): the daemon's answer, showing only dood's containers attached to it."""
+        status, answer = await self.daemon.call("GET", target.uri())
+        if status == 200:
+            query = rules.with_label_filter({"all": "1"}, f"{MANAGED_LABEL}=true")
+            listed, containers = await self.daemon.call("GET", target.uri(path="/containers/json", query=query))
+            try:
+                managed = {container["Id"] for container in json.loads(containers)} if listed == 200 else set()
+            except (ValueError, TypeError, KeyError):
+                managed = set()  # then no container is shown: never a foreign one
+            answer = rules.network_view(answer, managed)
+        writer.write(wire.json_bytes_response(status, answer))
+        await writer.drain()
+        return True
 
     def _check_image(self, reference: str) -> None:
         if not self.policy.image_allowed(reference):
@@ -149,12 +188,16 @@ class ProxyServer:
             parsed = parse_json(body or b"{}")
         except MalformedBody as exc:
             raise Refused(400, f"create body: {exc}") from None
-        found = violations(parsed, self.policy, realpath=self.realpath)
+        found = violations(parsed, self.policy)
         if found:
             status = 400 if any(v.structural for v in found) else 403
             raise Refused(status, "the container breaks the dood policy: " + "; ".join(str(v) for v in found))
         canonical, _ = canonical_create_body(parsed)
+        await self._check_bind_sources(canonical.get("HostConfig") or {}, "create")
         canonical["Labels"] = {**(canonical.get("Labels") or {}), MANAGED_LABEL: "true"}
+        # No setuid or file capability may lift a container above its (non-root) user: what keeps it from
+        # changing the directories above its bind sources.
+        canonical.setdefault("HostConfig", {})["SecurityOpt"] = ["no-new-privileges"]
         sent = json.dumps(canonical, separators=(",", ":")).encode()
         headers = [("Content-Type", "application/json")]
         response, up_reader, up_writer = await self.daemon.open("POST", target.uri(), headers, sent)
@@ -183,11 +226,31 @@ class ProxyServer:
             writer.write(wire.json_bytes_response(200, owned.inspect))
             await writer.drain()
             return True
+        if route.action == "start":  # the daemon resolves bind sources now: check them again, now
+            await self._check_bind_sources(await self._host_config(owned, target.prefix), "start")
         path = target.path.replace(f"/containers/{route.container}", f"/containers/{owned.container_id}", 1)
         keep = await self._forward(request, target.uri(path=path), b"", reader, writer, upgrade=route.upgrade)
         if route.action == "remove":
             self.ownership.forget(owned.container_id)
         return keep
+
+    async def _check_bind_sources(self, host_config: dict, when: str) -> None:
+        """Refuse (403) a bind source whose directories someone untrusted could re-point (dood.hostpaths)."""
+        problems = await asyncio.to_thread(unsafe_bind_sources, host_config, self.policy.allowed_host_roots)
+        if problems:
+            raise Refused(403, f"refusing to {when}: a bind source could be re-pointed: " + "; ".join(problems))
+
+    async def _host_config(self, owned: Owned, prefix: str) -> dict:
+        """The container's HostConfig as the daemon holds it (binds cannot change after create)."""
+        body = owned.inspect
+        if body is None:
+            status, body = await self.daemon.call("GET", f"{prefix}/containers/{owned.container_id}/json")
+            if status != 200:
+                raise Refused(502, f"inspecting {owned.container_id[:12]} before start failed ({status})")
+        try:
+            return json.loads(body).get("HostConfig") or {}
+        except (ValueError, AttributeError):
+            raise Refused(502, "the daemon's inspect is not readable") from None
 
     # --- relaying ---
 

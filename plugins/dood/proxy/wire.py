@@ -120,19 +120,32 @@ def _headers(lines: list[bytes]) -> list[tuple[str, str]]:
     return headers
 
 
+async def _line(reader: asyncio.StreamReader) -> bytes:
+    """One line without its CRLF. Read up to any LF, so that a bare LF is refused at once, not waited past."""
+    line = await reader.readuntil(b"\n")
+    if not line.endswith(b"\r\n") or b"\r" in line[:-2]:
+        raise HttpError(400, "bare CR or LF in the head or chunk framing")
+    return line[:-2]
+
+
 async def _read_head(reader: asyncio.StreamReader, what: str) -> list[bytes] | None:
-    try:
-        head = await reader.readuntil(b"\r\n\r\n")
-    except asyncio.IncompleteReadError as exc:
-        if not exc.partial:
-            return None
-        raise HttpError(400, f"incomplete {what} head") from None
-    except asyncio.LimitOverrunError:
-        raise HttpError(431, f"{what} head larger than {MAX_HEAD_BYTES} bytes") from None
-    lines = head[:-4].split(b"\r\n")
-    if any(b"\n" in line or b"\r" in line for line in lines):
-        raise HttpError(400, "bare CR or LF in the head")
-    return lines
+    lines: list[bytes] = []
+    size = 0
+    while True:
+        try:
+            line = await _line(reader)
+        except asyncio.IncompleteReadError as exc:
+            if not exc.partial and not lines:
+                return None
+            raise HttpError(400, f"incomplete {what} head") from None
+        except asyncio.LimitOverrunError:
+            raise HttpError(431, f"{what} head larger than {MAX_HEAD_BYTES} bytes") from None
+        size += len(line) + 2
+        if size > MAX_HEAD_BYTES:
+            raise HttpError(431, f"{what} head larger than {MAX_HEAD_BYTES} bytes")
+        if not line:
+            return lines or [b""]  # an empty first line: a malformed start line, refused by the caller
+        lines.append(line)
 
 
 async def read_request(reader: asyncio.StreamReader) -> Request | None:
@@ -194,13 +207,13 @@ async def _read_chunked(reader: asyncio.StreamReader, limit: int) -> bytes:
     total = 0
     try:
         while True:
-            line = (await reader.readuntil(b"\r\n"))[:-2]
+            line = await _line(reader)
             size_text = line.split(b";", 1)[0].strip()
             if not size_text or len(size_text) > 15 or not re.fullmatch(rb"[0-9A-Fa-f]+", size_text):
                 raise HttpError(400, "malformed chunk size")
             size = int(size_text, 16)
             if size == 0:
-                while (await reader.readuntil(b"\r\n")) != b"\r\n":  # trailers: read and dropped
+                while await _line(reader):  # trailers: read and dropped
                     pass
                 return b"".join(parts)
             total += size

@@ -1,0 +1,137 @@
+"""The directories a launched container writes (run directory, partition, model directory), made safely.
+
+Bind sources must sit below directories nobody untrusted can change (`dood.hostpaths`), so the Airflow
+side never makes them world-writable and never writes the host tree above them. Behind dood-proxy the
+proxy makes them (`POST /dood/v1/directories`): Airflow's user then needs no write access to the data
+root at all. With the raw socket, the process holding it is as trusted as the proxy, and makes them itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import TYPE_CHECKING
+
+from dood.exceptions import DoodConfigError
+from dood.hostpaths import UnsafePath, make_leaf, make_skeleton, unsafe_bind_sources
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
+    from typing import Any
+
+    from docker import APIClient
+
+    from dood.mounts import MountMap
+    from dood.policy import Policy
+
+log = logging.getLogger(__name__)
+#: The user launched containers run as when neither the task nor `defaults.user` names one and the
+#: Airflow process is root: the Airflow image's own `airflow` user (uid 50000, group 0).
+FALLBACK_USER = "50000:0"
+_PROXY_ENDPOINTS: dict[str, bool] = {}  # Docker endpoint -> whether dood-proxy answers there
+
+
+def default_user() -> str:
+    """This process's `uid:gid` when it is not root (what it writes, the container can read, and back)."""
+    uid = os.geteuid()
+    return f"{uid}:{os.getegid()}" if uid != 0 else FALLBACK_USER
+
+
+def numeric_owner(user: str | None) -> tuple[int, int] | None:
+    """`uid:gid` of a numeric non-root user (gid 0 when not given, as Docker does); None otherwise."""
+    uid, _, gid = str(user or "").partition(":")
+    if not uid.isdigit() or (gid and not gid.isdigit()) or int(uid) == 0:
+        return None
+    return int(uid), int(gid or 0)
+
+
+class HostDirectories:
+    """Makes directories for containers: through dood-proxy when Docker is reached through it, else here."""
+
+    def __init__(self, api: APIClient, policy: Policy, mount_map: MountMap) -> None:
+        self.api = api
+        self.policy = policy
+        self.mount_map = mount_map
+
+    @property
+    def through_proxy(self) -> bool:
+        """Whether the endpoint is dood-proxy (it answers `GET /dood/v1/info`; a daemon answers 404).
+        Asked once per endpoint and process."""
+        url = self.api.base_url
+        if url not in _PROXY_ENDPOINTS:
+            try:
+                answer = self.api.get(f"{url}/dood/v1/info", timeout=10)
+                _PROXY_ENDPOINTS[url] = answer.status_code == 200 and answer.json().get("proxy") == "dood-proxy"
+            except ValueError:
+                _PROXY_ENDPOINTS[url] = False
+        return _PROXY_ENDPOINTS[url]
+
+    def for_container(self, airflow_path: str, user: str | None, *, clear: Iterable[str] = (), what: str) -> str:
+        """Make `airflow_path` a directory the container's user writes (a leaf); returns its host path.
+
+        A root or named user (only with policy.allow_root_user) gets a directory only root writes."""
+        host_path = self.mount_map.to_host(airflow_path, what)
+        owner = numeric_owner(user)
+        request: dict[str, Any] = {"path": host_path, "clear": list(clear)}
+        if owner is not None:
+            request["user"] = f"{owner[0]}:{owner[1]}"
+        self._make(airflow_path, request, what)
+        return host_path
+
+    def for_input(self, airflow_path: str, *, what: str) -> str:
+        """Make `airflow_path` (if missing) a directory only trusted users write; returns its host path."""
+        host_path = self.mount_map.to_host(airflow_path, what)
+        self._make(airflow_path, {"path": host_path}, what)
+        return host_path
+
+    def check_binds(self, host_config: Mapping[str, Any], subject: str) -> None:
+        """Refuse bind sources someone untrusted could re-point, where this process sees host paths.
+
+        Behind dood-proxy the proxy checks (and again at start); with the raw socket this is a guard
+        against mistakes only: whoever holds the socket can do anything anyway (docs/security.md)."""
+        if self.through_proxy or not self.mount_map.identity:
+            return
+        problems = unsafe_bind_sources(host_config, self.policy.allowed_host_roots)
+        if problems:
+            listing = "\n".join(f"  - {p}" for p in problems)
+            raise DoodConfigError(f"{subject}: a bind source could be re-pointed by someone untrusted:\n{listing}")
+
+    def _make(self, airflow_path: str, request: dict[str, Any], what: str) -> None:
+        if self.through_proxy:
+            answer = self.api.post(f"{self.api.base_url}/dood/v1/directories", json=request, timeout=30)
+            if answer.status_code != 200:
+                raise DoodConfigError(f"{what}: dood-proxy cannot prepare {request['path']}: {_message(answer)}")
+            return
+        roots = _local_roots(airflow_path, request["path"], self.policy.allowed_host_roots)
+        try:
+            if "user" in request:
+                gid = int(request["user"].split(":")[1])
+                make_leaf(airflow_path, roots, gid=gid, clear=request["clear"])
+            else:
+                make_skeleton(airflow_path, roots)
+        except UnsafePath as exc:
+            raise DoodConfigError(f"{what}: cannot prepare {airflow_path}: {exc}") from None
+        except PermissionError as exc:
+            raise DoodConfigError(
+                f"{what}: cannot prepare {airflow_path} ({exc.strerror}). This process holds the raw Docker "
+                "socket but may not write there: run it as the owner of the data root, or put dood-proxy in "
+                "front of the socket (it makes the directories)."
+            ) from None
+
+
+def _local_roots(airflow_path: str, host_path: str, host_roots: Iterable[str]) -> list[str]:
+    """The Airflow-side directory that is the host root covering `host_path` (same tail, other prefix)."""
+    for root in sorted(host_roots, key=len, reverse=True):
+        if host_path == root or host_path.startswith(root.rstrip("/") + "/"):
+            tail = host_path[len(root.rstrip("/")) :]
+            if tail and airflow_path.endswith(tail):
+                return [airflow_path[: -len(tail)] or "/"]
+            return [airflow_path] if not tail else [os.path.dirname(airflow_path)]
+    raise DoodConfigError(f"{host_path} lies outside policy.allowed_host_roots {list(host_roots)}; list its root there")
+
+
+def _message(answer) -> str:
+    try:
+        return str(answer.json().get("message"))
+    except ValueError:
+        return answer.text[:300]
