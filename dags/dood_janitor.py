@@ -31,13 +31,15 @@ with DAG(
         from dood.janitor import sweep, task_sdk_states
 
         config = load_config()
+        hook = DoodHook(config)
         verdicts = sweep(
-            DoodHook(config).api,
+            hook.api,
             task_sdk_states,
             ttl=timedelta(hours=float(params["ttl_hours"])),
             dry_run=bool(params["dry_run"]),
             grace_seconds=config.defaults.stop_grace_period_seconds,
             only_labels={str(k): str(v) for k, v in (params.get("only_labels") or {}).items()},
+            stack=hook.stack,
         )
         return [f"{v.name}: {v.reason}" for v in verdicts]
 

@@ -55,7 +55,7 @@ cleanup() {
   fi
   docker network ls -q --filter "label=$label" | xargs -r docker network rm >/dev/null 2>&1 || true
   docker volume ls -q --filter "label=$label" | xargs -r docker volume rm >/dev/null 2>&1 || true
-  docker ps -aq --filter "label=dood-stack=$PROJECT" | xargs -r docker rm -f >/dev/null 2>&1 || true
+  docker ps -aq --filter "label=dood.stack=$PROJECT" | xargs -r docker rm -f >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
 

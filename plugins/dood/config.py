@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from dood.exceptions import DoodConfigError
+from dood.naming import DEFAULT_STACK, STACK_PATTERN
 from dood.pipeline_config import Pipeline
 from dood.policy import Policy
 from dood.resources import Resources
@@ -118,6 +119,18 @@ class ContainerDefaults(_Strict):
 
 class DoodConfig(_Strict):
     """Root of `config/dood.yaml`."""
+
+    stack: str = Field(
+        default_factory=lambda: os.environ.get("DOOD_STACK") or DEFAULT_STACK,
+        pattern=STACK_PATTERN,
+        description=(
+            "This deployment's name, stamped on every container it launches (label dood.stack): the janitor, "
+            "reattach, the sensor and dood-proxy only ever see containers of their own stack, so stacks (or "
+            "teams) sharing a Docker host stay apart. Behind dood-proxy the proxy's stack wins. Defaults to "
+            "$DOOD_STACK, else 'dood'."
+        ),
+        examples=["ml-team-a"],
+    )
 
     docker: DockerEndpoint = Field(default_factory=DockerEndpoint)
     mount_map: tuple[MountMapEntry, ...] = Field(

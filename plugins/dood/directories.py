@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from dood.exceptions import DoodConfigError
 from dood.hostpaths import UnsafePath, make_leaf, make_skeleton, unsafe_bind_sources
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
-    from typing import Any
 
     from docker import APIClient
 
@@ -28,7 +27,21 @@ log = logging.getLogger(__name__)
 #: The user launched containers run as when neither the task nor `defaults.user` names one and the
 #: Airflow process is root: the Airflow image's own `airflow` user (uid 50000, group 0).
 FALLBACK_USER = "50000:0"
-_PROXY_ENDPOINTS: dict[str, bool] = {}  # Docker endpoint -> whether dood-proxy answers there
+_PROXY_INFO: dict[str, dict[str, Any] | None] = {}  # Docker endpoint -> what dood-proxy says of itself there
+
+
+def proxy_info(api: APIClient, endpoint: str) -> dict[str, Any] | None:
+    """What dood-proxy says of itself (`GET /dood/v1/info`: its stack, whom it trusts), or None where the
+    endpoint is a Docker daemon (it answers 404). Asked once per endpoint (its configured URL: every unix
+    socket has the same `base_url`) and process."""
+    if endpoint not in _PROXY_INFO:
+        try:
+            answer = api.get(f"{api.base_url}/dood/v1/info", timeout=10)
+            info = answer.json() if answer.status_code == 200 else None
+        except ValueError:
+            info = None
+        _PROXY_INFO[endpoint] = info if isinstance(info, dict) and info.get("proxy") == "dood-proxy" else None
+    return _PROXY_INFO[endpoint]
 
 
 def default_user() -> str:
@@ -48,23 +61,11 @@ def numeric_owner(user: str | None) -> tuple[int, int] | None:
 class HostDirectories:
     """Makes directories for containers: through dood-proxy when Docker is reached through it, else here."""
 
-    def __init__(self, api: APIClient, policy: Policy, mount_map: MountMap) -> None:
+    def __init__(self, api: APIClient, policy: Policy, mount_map: MountMap, *, through_proxy: bool) -> None:
         self.api = api
         self.policy = policy
         self.mount_map = mount_map
-
-    @property
-    def through_proxy(self) -> bool:
-        """Whether the endpoint is dood-proxy (it answers `GET /dood/v1/info`; a daemon answers 404).
-        Asked once per endpoint and process."""
-        url = self.api.base_url
-        if url not in _PROXY_ENDPOINTS:
-            try:
-                answer = self.api.get(f"{url}/dood/v1/info", timeout=10)
-                _PROXY_ENDPOINTS[url] = answer.status_code == 200 and answer.json().get("proxy") == "dood-proxy"
-            except ValueError:
-                _PROXY_ENDPOINTS[url] = False
-        return _PROXY_ENDPOINTS[url]
+        self.through_proxy = through_proxy
 
     def for_container(self, airflow_path: str, user: str | None, *, clear: Iterable[str] = (), what: str) -> str:
         """Make `airflow_path` a directory the container's user writes (a leaf); returns its host path.

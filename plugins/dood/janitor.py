@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from dood.naming import MANAGED_LABEL
+from dood.naming import DEFAULT_STACK, MANAGED_LABEL, STACK_LABEL
 
 MISSING = "<missing>"
 ENDED_TASK_STATES = frozenset({"success", "failed", "skipped", "upstream_failed", "removed"})
@@ -32,13 +32,19 @@ class Verdict:
 
 
 def plan(
-    containers: Iterable[Mapping[str, Any]], task_state: TaskStateLookup, *, ttl: timedelta, now: datetime
+    containers: Iterable[Mapping[str, Any]],
+    task_state: TaskStateLookup,
+    *,
+    ttl: timedelta,
+    now: datetime,
+    stack: str = DEFAULT_STACK,
 ) -> list[Verdict]:
-    """Which of these (inspected) containers to remove, and why. Pure: decides, touches nothing."""
+    """Which of these (inspected) containers of `stack` to remove, and why. Pure: decides, touches nothing.
+    Another stack's container is as foreign as one dood never made: its Airflow is not ours to ask."""
     verdicts = []
     for container in containers:
         labels = container["Config"].get("Labels") or {}
-        if labels.get(MANAGED_LABEL) != "true":
+        if labels.get(MANAGED_LABEL) != "true" or labels.get(STACK_LABEL) != stack:
             continue  # never ours to judge
         name = container["Name"].lstrip("/")
         state = container["State"]
@@ -65,14 +71,15 @@ def sweep(
     dry_run: bool,
     grace_seconds: int = 30,
     only_labels: Mapping[str, str] | None = None,
+    stack: str = DEFAULT_STACK,
     log: Callable[[str], None] = print,
 ) -> list[Verdict]:
-    """Find our containers (only those also carrying `only_labels`, when given), decide, and (unless dry
-    run) stop and remove the orphans."""
-    selector = [f"{MANAGED_LABEL}=true", *(f"{key}={value}" for key, value in (only_labels or {}).items())]
-    listed = api.containers(all=True, filters={"label": selector})
+    """Find our stack's containers (only those also carrying `only_labels`, when given), decide, and
+    (unless dry run) stop and remove the orphans."""
+    wanted = {**(only_labels or {}), MANAGED_LABEL: "true", STACK_LABEL: stack}
+    listed = api.containers(all=True, filters={"label": [f"{key}={value}" for key, value in wanted.items()]})
     inspected = [api.inspect_container(c["Id"]) for c in listed]
-    verdicts = plan(inspected, task_state, ttl=ttl, now=datetime.now(timezone.utc))
+    verdicts = plan(inspected, task_state, ttl=ttl, now=datetime.now(timezone.utc), stack=stack)
     for verdict in verdicts:
         log(f"{'would remove' if dry_run else 'removing'} {verdict.name}: {verdict.reason}")
         if not dry_run:
@@ -81,7 +88,9 @@ def sweep(
             launcher = ContainerLauncher(api)
             launcher.stop(verdict.container_id, grace_seconds)
             launcher.remove(verdict.container_id)
-    log(f"janitor: {len(listed)} dood containers, {len(verdicts)} {'to remove' if dry_run else 'removed'}")
+    log(
+        f"janitor: {len(listed)} containers of stack {stack!r}, {len(verdicts)} {'to remove' if dry_run else 'removed'}"
+    )
     return verdicts
 
 
@@ -150,13 +159,15 @@ def main(argv: list[str] | None = None) -> int:
 
     config = load_config(args.config)
     states = RestApiStates(args.api_url, args.username, args.password, args.token)
+    hook = DoodHook(config)
     sweep(
-        DoodHook(config).api,
+        hook.api,
         states,
         ttl=timedelta(hours=args.ttl_hours),
         dry_run=args.dry_run,
         grace_seconds=config.defaults.stop_grace_period_seconds,
         only_labels=only_labels,
+        stack=hook.stack,
     )
     return 0
 

@@ -287,7 +287,7 @@ def stack(request):
     # The shell's values would win over the env file: leave only ours.
     env = {key: value for key, value in os.environ.items() if key not in settings}
 
-    recorder = LaunchRecorder(client, f"dood-stack={PROJECT}")
+    recorder = LaunchRecorder(client, f"dood.stack={PROJECT}")
     stack = Stack(
         compose_cmd,
         env_file,
@@ -321,7 +321,7 @@ def stack(request):
             stack.down(failed=failed)
         finally:
             recorder.close()
-            for leftover in client.containers.list(all=True, filters={"label": f"dood-stack={PROJECT}"}):
+            for leftover in client.containers.list(all=True, filters={"label": f"dood.stack={PROJECT}"}):
                 leftover.remove(force=True)  # never leave launched steps behind, even when a test failed
             if failed:
                 log(f"data root kept for inspection: {host_root}")

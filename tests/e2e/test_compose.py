@@ -287,7 +287,7 @@ def test_launched_steps_got_host_paths_as_bind_sources_and_were_removed(stack):
             assert not source.startswith(CONTAINER_ROOT), f"{container['name']}: {source} is an Airflow-side path"
         assert binds["/dood/work"].startswith(f"{host_root}/artifacts/{PIPELINE}/")
         assert binds["/dood/run"] == f"{host_root}/runs/{container['name']}"
-    left = stack.client.containers.list(all=True, filters={"label": [f"dood-stack={PROJECT}", f"dood.run_id={run_id}"]})
+    left = stack.client.containers.list(all=True, filters={"label": [f"dood.stack={PROJECT}", f"dood.run_id={run_id}"]})
     assert left == [], "auto_remove: always must remove every step container"
 
 
@@ -385,7 +385,7 @@ def test_down_leaves_no_container_network_volume_or_launched_step(stack, request
     assert stack.client.networks.list(filters={"label": label}) == []
     assert stack.client.volumes.list(filters={"label": label}) == []
     assert [v.name for v in stack.client.volumes.list() if v.name.startswith(f"{PROJECT}_")] == []
-    assert stack.client.containers.list(all=True, filters={"label": f"dood-stack={PROJECT}"}) == []
+    assert stack.client.containers.list(all=True, filters={"label": f"dood.stack={PROJECT}"}) == []
     assert os.path.isdir(stack.host_root), "the data root belongs to the host: `down -v` must not touch it"
 
 

@@ -13,6 +13,7 @@ def container(name, status, labels=None, finished="0001-01-01T00:00:00Z"):
     labels = (
         {
             "dood.managed": "true",
+            "dood.stack": "dood",
             "dood.dag_id": "d",
             "dood.task_id": name,
             "dood.run_id": "r",
@@ -71,4 +72,19 @@ def test_sweep_lists_only_our_containers_within_the_label_scope():
     sweep(
         api, lambda labels: None, ttl=timedelta(hours=1), dry_run=True, only_labels={"team": "ml"}, log=lambda _: None
     )
-    api.containers.assert_called_once_with(all=True, filters={"label": ["dood.managed=true", "team=ml"]})
+    api.containers.assert_called_once_with(
+        all=True, filters={"label": ["team=ml", "dood.managed=true", "dood.stack=dood"]}
+    )
+
+
+def test_another_stacks_containers_are_never_judged():
+    """Two stacks on one host: stack A's janitor asks its own Airflow, which never heard of B's tasks."""
+    theirs = container("theirs", "running")
+    theirs["Config"]["Labels"]["dood.stack"] = "team-b"
+    ours = container("ours", "running")
+    states = {"theirs": MISSING, "ours": MISSING}
+    verdicts = {
+        v.name for v in plan([theirs, ours], lambda labels: states[labels["dood.task_id"]], ttl=timedelta(1), now=NOW)
+    }
+    assert verdicts == {"ours"}
+    assert plan([theirs], lambda labels: MISSING, ttl=timedelta(1), now=NOW, stack="team-b")[0].name == "theirs"

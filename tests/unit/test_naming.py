@@ -44,6 +44,7 @@ def test_labels_identify_the_try():
     labels = ident(map_index=2, try_number=3).labels()
     assert labels == {
         "dood.managed": "true",
+        "dood.stack": "dood",
         "dood.dag_id": "retrain",
         "dood.task_id": "train",
         "dood.run_id": "scheduled__2026-11-20T00:00:00+00:00",
@@ -51,6 +52,13 @@ def test_labels_identify_the_try():
         "dood.try_number": "3",
     }
     assert "dood.try_number" not in ident().task_labels()
+    assert ident().task_labels(task_id="start")["dood.task_id"] == "start"
+
+
+def test_two_stacks_with_the_same_dag_and_run_ids_get_two_names_and_labels():
+    a, b = ident(), ident(stack="team-b")
+    assert a.container_name() != b.container_name()
+    assert a.labels()["dood.stack"] == "dood" and b.labels()["dood.stack"] == "team-b"
 
 
 def test_user_labels_cannot_forge_ownership():

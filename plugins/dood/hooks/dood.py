@@ -14,9 +14,10 @@ from airflow.providers.docker.hooks.docker import DockerHook
 from airflow.sdk.exceptions import AirflowException
 from docker.errors import APIError, NotFound
 
-from dood.directories import HostDirectories
+from dood.directories import HostDirectories, proxy_info
 from dood.exceptions import DockerUnreachable, DoodConfigError, DoodError
 from dood.mounts import MountMap, discovered_entries, reconcile
+from dood.naming import STACK_LABEL
 
 if TYPE_CHECKING:
     from docker import APIClient
@@ -145,9 +146,18 @@ class DoodHook(DockerHook):
     @cached_property
     def directories(self) -> HostDirectories:
         """Makes the directories containers write: through dood-proxy when it is the endpoint, else here."""
-        return HostDirectories(self.api, self.config.policy, self.mount_map)
+        through_proxy = proxy_info(self.api, self.config.docker.url) is not None
+        return HostDirectories(self.api, self.config.policy, self.mount_map, through_proxy=through_proxy)
+
+    @cached_property
+    def stack(self) -> str:
+        """The deployment whose containers this process may see and touch: dood-proxy's own when Docker
+        is reached through it (it forces that label), else the config's `stack`."""
+        info = proxy_info(self.api, self.config.docker.url) or {}
+        return str(info.get("stack") or self.config.stack)
 
     def find_containers(self, labels: dict[str, str], *, include_stopped: bool = True) -> list[dict[str, Any]]:
-        """Containers carrying all these labels (Docker's `docker ps --filter label=...`)."""
+        """Containers of this stack carrying all these labels (Docker's `docker ps --filter label=...`)."""
+        labels = {**labels, STACK_LABEL: self.stack}
         filters = {"label": [f"{key}={value}" for key, value in labels.items()]}
         return self.api.containers(all=include_stopped, filters=filters)

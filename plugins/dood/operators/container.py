@@ -174,8 +174,8 @@ class DoodContainerOperator(BaseOperator):
     def execute(self, context: Context) -> Any:
         config = load_config(self.config_path)
         self._grace_seconds = self._grace(config)
-        identity = self._identity = TaskIdentity.from_context(context)
         hook = DoodHook(config)
+        identity = self._identity = TaskIdentity.from_context(context, stack=hook.stack)
         launcher = self._launcher = ContainerLauncher(hook.api)
         handle = self._reattach(hook, identity, config) if self.reattach else None
         output = None  # the live output stream, attached before start so nothing is missed

@@ -5,14 +5,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import logging
 import os
+import re
 import signal
+import socket
 import sys
 from collections.abc import Sequence
 
+from dood.naming import DEFAULT_STACK, STACK_LABEL, STACK_PATTERN
 from dood.policy import Policy, load_policy
-from dood.proxy.daemon import Endpoint
+from dood.proxy import wire
+from dood.proxy.daemon import Daemon, Endpoint
 from dood.proxy.server import DEFAULT_MAX_BODY, ProxyServer
 
 log = logging.getLogger("dood.proxy")
@@ -46,6 +51,13 @@ def _parser() -> argparse.ArgumentParser:
         help="containers carrying this label may be inspected (read-only), e.g. the Airflow containers, so "
         "that dood's mount discovery works behind the proxy; repeatable",
     )
+    parser.add_argument(
+        "--stack",
+        default=os.environ.get("DOOD_STACK") or None,
+        help="this deployment's name: forced as the label dood.stack on every create, and the only stack whose "
+        "containers may be listed or touched (default: $DOOD_STACK, else the compose project of the proxy's "
+        f"own container, else {DEFAULT_STACK!r})",
+    )
     parser.add_argument("--log-level", default=os.environ.get("DOOD_PROXY_LOG_LEVEL", "INFO"))
     return parser
 
@@ -67,6 +79,17 @@ async def serve(proxy: ProxyServer, listen: Endpoint, socket_mode: int) -> None:
     log.info("dood-proxy stopped")
 
 
+async def compose_project(upstream: Endpoint) -> str | None:
+    """The compose project of the container this proxy runs in (two stacks: two projects), if any."""
+    try:
+        status, body = await Daemon(upstream).call("GET", f"/containers/{socket.gethostname()}/json")
+        labels = (json.loads(body).get("Config") or {}).get("Labels") or {} if status == 200 else {}
+    except (OSError, ValueError, AttributeError, wire.HttpError):
+        return None
+    project = labels.get("com.docker.compose.project")
+    return project.lower() if isinstance(project, str) and project else None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -81,12 +104,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.warning("No --config and no $DOOD_CONFIG: enforcing the default policy")
     if listen.scheme == "tcp" and listen.host not in ("127.0.0.1", "::1", "localhost"):
         log.warning("Listening on %s: anyone who reaches it may create containers within the policy", listen)
+    stack = args.stack or asyncio.run(compose_project(upstream)) or DEFAULT_STACK
+    if not re.match(STACK_PATTERN, stack):
+        print(f"dood-proxy: --stack {stack!r} must match {STACK_PATTERN}", file=sys.stderr)
+        return 2
+    log.info("Stack: %s (label %s on every container it creates; the only stack it touches)", stack, STACK_LABEL)
     log.info("Policy: %s", policy.model_dump_json())
     proxy = ProxyServer(
         policy=policy,
         upstream=upstream,
         max_body_bytes=args.max_body_bytes,
         inspectable_labels=args.inspectable_label,
+        stack=stack,
     )
     asyncio.run(serve(proxy, listen, socket_mode))
     return 0

@@ -1,4 +1,5 @@
-"""Whether a container is ours: it carries `dood.managed=true`. Decided by the daemon, remembered by id.
+"""Whether a container is ours: it carries `dood.managed=true` and our `dood.stack`. Decided by the daemon,
+remembered by id.
 
 A name or id prefix is resolved by inspecting it upstream, and the call is then sent with the full id,
 so a name that is re-pointed between the check and the call cannot redirect it. A full id, once seen to
@@ -17,7 +18,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from urllib.parse import quote
 
-from dood.naming import MANAGED_LABEL
+from dood.naming import DEFAULT_STACK, MANAGED_LABEL, STACK_LABEL
 from dood.proxy.daemon import Daemon, daemon_message
 from dood.proxy.rules import Refused
 
@@ -33,8 +34,11 @@ class Owned:
 
 
 class Ownership:
-    def __init__(self, daemon: Daemon, *, inspectable: Iterable[str] = (), capacity: int = 4096) -> None:
+    def __init__(
+        self, daemon: Daemon, *, inspectable: Iterable[str] = (), capacity: int = 4096, stack: str = DEFAULT_STACK
+    ) -> None:
         self.daemon = daemon
+        self.stack = stack
         self.inspectable = tuple(inspectable)
         self.capacity = capacity
         self._known: OrderedDict[str, None] = OrderedDict()
@@ -65,14 +69,15 @@ class Ownership:
             container_id = info["Id"]
         except (ValueError, KeyError, AttributeError):
             raise Refused(502, f"the daemon's inspect of {container!r} is not readable") from None
-        if labels.get(MANAGED_LABEL) != "true":
+        if labels.get(MANAGED_LABEL) != "true" or labels.get(STACK_LABEL) != self.stack:
             if read_only and any(_carries(labels, label) for label in self.inspectable):
                 return Owned(container_id, body)
-            raise Refused(
-                403,
-                f"container {container!r} is not managed by dood (it lacks the label {MANAGED_LABEL}=true); "
-                "dood-proxy only touches its own containers",
+            whose = (
+                f"belongs to another dood stack ({labels.get(STACK_LABEL)!r}, not {self.stack!r})"
+                if labels.get(MANAGED_LABEL) == "true"
+                else f"is not managed by dood (it lacks the label {MANAGED_LABEL}=true)"
             )
+            raise Refused(403, f"container {container!r} {whose}; dood-proxy only touches its own stack's containers")
         self.remember(container_id)
         return Owned(container_id, body)
 

@@ -15,7 +15,7 @@ import stat
 from collections.abc import Iterable
 
 from dood.hostpaths import unsafe_bind_sources
-from dood.naming import MANAGED_LABEL
+from dood.naming import DEFAULT_STACK, MANAGED_LABEL, STACK_LABEL
 from dood.policy import MalformedBody, Policy, canonical_create_body, parse_json, violations
 from dood.proxy import directories, rules, wire
 from dood.proxy.daemon import Daemon, Endpoint
@@ -39,10 +39,12 @@ class ProxyServer:
         upstream: Endpoint,
         max_body_bytes: int = DEFAULT_MAX_BODY,
         inspectable_labels: Iterable[str] = (),
+        stack: str = DEFAULT_STACK,
     ) -> None:
         self.policy = policy
         self.daemon = Daemon(upstream)
-        self.ownership = Ownership(self.daemon, inspectable=inspectable_labels)
+        self.stack = stack
+        self.ownership = Ownership(self.daemon, inspectable=inspectable_labels, stack=stack)
         self.max_body_bytes = max_body_bytes
 
     async def listen(self, endpoint: Endpoint, *, socket_mode: int = 0o660) -> asyncio.AbstractServer:
@@ -137,7 +139,7 @@ class ProxyServer:
             self._check_image(rules.pull_reference(target.query))
             return await self._forward(request, target.uri(), b"", reader, writer)
         if route.kind in ("list", "events"):
-            query = rules.with_label_filter(target.query, f"{MANAGED_LABEL}=true")
+            query = self._only_ours(target.query)
             return await self._forward(request, target.uri(query=query), b"", reader, writer)
         if route.kind == "network":
             return await self._network(target, writer)
@@ -150,7 +152,7 @@ class ProxyServer:
     async def _dood(self, route: Route, body: bytes, writer: asyncio.StreamWriter) -> bool:
         """dood-proxy's own endpoints: who it is, and directories made for containers."""
         if route.action == "dood.info":
-            answer = directories.info()
+            answer = {**directories.info(), "stack": self.stack}
         else:
             try:
                 asked = parse_json(body or b"{}")
@@ -166,7 +168,7 @@ class ProxyServer:
         """Network inspect (or list): the daemon's answer, showing only dood's containers attached to it."""
         status, answer = await self.daemon.call("GET", target.uri())
         if status == 200:
-            query = rules.with_label_filter({"all": "1"}, f"{MANAGED_LABEL}=true")
+            query = self._only_ours({"all": "1"})
             listed, containers = await self.daemon.call("GET", target.uri(path="/containers/json", query=query))
             try:
                 managed = {container["Id"] for container in json.loads(containers)} if listed == 200 else set()
@@ -176,6 +178,12 @@ class ProxyServer:
         writer.write(wire.json_bytes_response(status, answer))
         await writer.drain()
         return True
+
+    def _only_ours(self, query):
+        """A list or events query narrowed to this stack's containers (labels are ANDed by the daemon)."""
+        return rules.with_label_filter(
+            rules.with_label_filter(query, f"{MANAGED_LABEL}=true"), f"{STACK_LABEL}={self.stack}"
+        )
 
     def _check_image(self, reference: str) -> None:
         if not self.policy.image_allowed(reference):
@@ -194,7 +202,7 @@ class ProxyServer:
             raise Refused(status, "the container breaks the dood policy: " + "; ".join(str(v) for v in found))
         canonical, _ = canonical_create_body(parsed)
         await self._check_bind_sources(canonical.get("HostConfig") or {}, "create")
-        canonical["Labels"] = {**(canonical.get("Labels") or {}), MANAGED_LABEL: "true"}
+        canonical["Labels"] = {**(canonical.get("Labels") or {}), MANAGED_LABEL: "true", STACK_LABEL: self.stack}
         # No setuid or file capability may lift a container above its (non-root) user: what keeps it from
         # changing the directories above its bind sources.
         canonical.setdefault("HostConfig", {})["SecurityOpt"] = ["no-new-privileges"]

@@ -16,7 +16,7 @@ from dood.exceptions import DoodConfigError, DoodError
 from dood.hooks.dood import DoodHook
 from dood.launcher import ContainerLauncher, Outcome
 from dood.logs import task_log_emitter
-from dood.naming import MANAGED_LABEL
+from dood.naming import MANAGED_LABEL, STACK_LABEL, TaskIdentity
 from dood.triggers.container import DoodContainerTrigger
 
 if TYPE_CHECKING:
@@ -66,14 +66,8 @@ class DoodContainerSensor(BaseSensorOperator):
                 raise DoodError(f"{self.task_id}: container {self.container_id!r} does not exist (anymore)") from None
         else:
             ti = context["ti"]
-            labels = {
-                MANAGED_LABEL: "true",
-                "dood.dag_id": ti.dag_id,
-                "dood.run_id": ti.run_id,
-                "dood.task_id": self.upstream_task_id,
-                "dood.map_index": str(ti.map_index if ti.map_index is not None else -1),
-            }
-            candidates = hook.find_containers(labels)
+            identity = TaskIdentity.from_context(context, stack=hook.stack)
+            candidates = hook.find_containers(identity.task_labels(task_id=self.upstream_task_id))
             if not candidates:
                 raise DoodError(
                     f"{self.task_id}: no container of task {self.upstream_task_id!r} in run {ti.run_id!r}; "
@@ -81,8 +75,12 @@ class DoodContainerSensor(BaseSensorOperator):
                 )
             newest = max(candidates, key=lambda c: int(c["Labels"].get("dood.try_number", "0")))
             found = hook.api.inspect_container(newest["Id"])
-        if (found["Config"].get("Labels") or {}).get(MANAGED_LABEL) != "true":
-            raise DoodError(f"{self.task_id}: container {found['Name']} is not managed by dood; not touching it")
+        labels = found["Config"].get("Labels") or {}
+        if labels.get(MANAGED_LABEL) != "true" or labels.get(STACK_LABEL) != hook.stack:
+            raise DoodError(
+                f"{self.task_id}: container {found['Name']} is not managed by this dood stack ({hook.stack!r}); "
+                "not touching it"
+            )
         name = found["Name"].lstrip("/")
         return ContainerHandle.of(found["Id"], name, config.runs_root), found["State"]
 
