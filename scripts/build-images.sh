@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build, locally and without an image registry, the images the tests and the demo use.
 #   scripts/build-images.sh [test|ml|base|all]     (default: all; base: only the Debian python base)
-# Each image is skipped when it already exists, unless FORCE=1.
+# Each image is skipped when it already exists (the example: with the same source), unless FORCE=1.
 # PUBLIC_BASE (default python:3.11-slim) is tried first for the ML image; OFFLINE=1 skips
 # that pull and goes straight to the local Debian base + wheels downloaded on the host.
 set -euo pipefail
@@ -82,8 +82,16 @@ download_wheels() {
     "${plats[@]}" -d "$ML_DIR/wheels" -r "$ML_DIR/requirements.txt" || die "pip download failed"
 }
 
+ml_source_hash() {  # the example's own files (not the downloaded wheels): a change rebuilds the image
+  (cd "$ML_DIR" && find . -path ./wheels -prune -o -type f -print | LC_ALL=C sort | xargs sha256sum) | sha256sum | cut -c1-16
+}
+
 build_ml() {
-  if exists "$ML_IMAGE"; then log "$ML_IMAGE: exists, skipped"; return; fi
+  local hash
+  hash=$(ml_source_hash)
+  if exists "$ML_IMAGE" && [[ $(docker image inspect -f '{{index .Config.Labels "dood.source-hash"}}' "$ML_IMAGE") == "$hash" ]]; then
+    log "$ML_IMAGE: up to date, skipped"; return
+  fi
   local t0 base out="$WORK/ml-build.log"
   t0=$(date +%s)
   if docker image inspect "$PUBLIC_BASE" >/dev/null 2>&1 ||
@@ -97,7 +105,7 @@ build_ml() {
     t0=$(date +%s)  # time the image build itself; the steps above report their own time
   fi
   log "$ML_IMAGE: docker build images/ml-example (BASE_IMAGE=$base)"
-  docker build --build-arg "BASE_IMAGE=$base" -t "$ML_IMAGE" "$ML_DIR" >"$out" 2>&1 ||
+  docker build --build-arg "BASE_IMAGE=$base" --label "dood.source-hash=$hash" -t "$ML_IMAGE" "$ML_DIR" >"$out" 2>&1 ||
     { tail -n 30 "$out" >&2; die "docker build of $ML_IMAGE failed"; }
   done_msg "$ML_IMAGE" "$t0"
 }

@@ -29,11 +29,12 @@ def run_params(pipeline: Pipeline) -> dict[str, Param]:
     params = {}
     for name, hp in pipeline.hyperparameters.items():
         limits = {k: number(v) for k, v in (("minimum", hp.minimum), ("maximum", hp.maximum)) if v is not None}
+        bounds = "–".join(str(limits[k]) for k in ("minimum", "maximum") if k in limits)
         params[name] = Param(
             number(hp.default),
-            type=hp.type,
-            title=name.replace("_", " "),
-            description=hp.description or f"Hyperparameter {name}",
+            type=[hp.type, "null"],  # has a default: optional in the form (empty = the default), no required-star
+            title=hp.description or name.replace("_", " "),
+            description=f"`{name}`" + (f", {bounds}" if bounds else "") + f"; default {number(hp.default)}.",
             **limits,
         )
     params.update(
@@ -51,7 +52,19 @@ def run_params(pipeline: Pipeline) -> dict[str, Param]:
             title="image tag",
             description="Tag of every step's image.",
         ),
-        gpus=Param(0, type="integer", minimum=0, maximum=pipeline.max_gpus, title="GPUs for training"),
+        gpus=Param(
+            0,
+            type="integer",
+            minimum=0,
+            maximum=pipeline.max_gpus,
+            title="GPUs for training",
+            description=(
+                f"GPUs the train step gets, 0–{pipeline.max_gpus}, each its own (never shared with another run)."
+                if pipeline.max_gpus
+                else "This pipeline trains on CPUs only: its max_gpus is 0 in the dood config (raise it, and "
+                "allow GPUs in the policy, to offer GPUs here)."
+            ),
+        ),
         min_accuracy=Param(
             pipeline.quality_gate.minimum,
             type="number",
@@ -80,7 +93,12 @@ def build_dag(name: str, pipeline: Pipeline, config_path: str | None = None) -> 
         catchup=pipeline.catchup,
         max_active_runs=pipeline.max_active_runs,
         params=run_params(pipeline),
-        default_args={"retries": pipeline.retries, **({"pool": pipeline.pool} if pipeline.pool else {})},
+        default_args={
+            "retries": pipeline.retries,
+            # Every kind of run obeys this, backfills too (their own max_active_runs does not bound trainings).
+            "max_active_tis_per_dag": pipeline.max_active_trainings or pipeline.max_active_runs,
+            **({"pool": pipeline.pool} if pipeline.pool else {}),
+        },
         tags=["dood", "ml", name],
         doc_md=f"Retraining pipeline **{name}** from the dood config: steps {list(pipeline.steps)}.",
     )

@@ -80,6 +80,21 @@ class QualityGate(_Strict):
     minimum: float = Field(default=0.8, ge=0, le=1)
 
 
+class Promotion(_Strict):
+    """When promote may replace the champion, beyond "the metric is better" (force_promote overrides all)."""
+
+    from_backfill: bool = Field(
+        default=False,
+        description="Whether a backfill run may replace the champion. Off: backfills re-create history (their "
+        "partitions, metrics) but never crown a model trained on older data.",
+    )
+    require_newer_data: bool = Field(
+        default=True,
+        description="Promote only when this run's data interval ends no earlier than the champion's (the "
+        "champion's source.json records it).",
+    )
+
+
 class Pipeline(_Strict):
     """One retraining pipeline: becomes one DAG, prepare -> train -> evaluate -> promote."""
 
@@ -89,7 +104,16 @@ class Pipeline(_Strict):
     )
     start_date: date = Field(default=date(2026, 1, 1), description="First data interval (for catchup/backfills).")
     catchup: bool = Field(default=False, description="Run every missed interval when the DAG is switched on.")
-    max_active_runs: int = Field(default=1, ge=1, description="How many runs (trainings) at once, backfills included.")
+    max_active_runs: int = Field(default=1, ge=1, description="How many runs of the DAG at once (scheduled and manual).")
+    max_active_trainings: int | None = Field(
+        default=None,
+        ge=1,
+        description=(
+            "How many containers of each step (e.g. train) at once across all runs, backfills included (a "
+            "backfill has its own max_active_runs; this task-level bound, max_active_tis_per_dag, holds for "
+            "every kind of run). Default: max_active_runs."
+        ),
+    )
     pool: str | None = Field(default=None, description="Airflow pool bounding concurrent steps (create it first).")
     retries: int = Field(default=1, ge=0, description="Retries of each step.")
     data_root: str = Field(description="Input data (Airflow-side path), mounted read-only.")
@@ -104,6 +128,7 @@ class Pipeline(_Strict):
         default_factory=dict, description="Typed hyperparameters for the trigger form (name -> type, default, limits)."
     )
     quality_gate: QualityGate = Field(default_factory=QualityGate)
+    promotion: Promotion = Field(default_factory=Promotion)
     max_gpus: int = Field(default=0, ge=0, description="Upper limit of the trigger form's gpus Param.")
     steps: dict[Literal["prepare", "train", "evaluate", "promote"], Step]
 

@@ -50,12 +50,24 @@ def test_promote_is_optional():
 
 
 def test_trigger_form_params_are_typed_with_limits():
-    hp = {"n_estimators": {"type": "integer", "default": 100, "minimum": 10, "maximum": 500}}
+    hp = {
+        "n_estimators": {"type": "integer", "default": 100, "minimum": 10, "maximum": 500},
+        "max_depth": {"type": "integer", "default": 8, "description": "Maximum depth of each tree"},
+    }
     dag = build_dags(parse_config({"pipelines": {"p": pipeline(hyperparameters=hp, max_gpus=2)}}))["dood_p"]
     schema = {name: param.schema for name, param in dag.params.items()}
-    assert schema["n_estimators"] == {"type": "integer", "title": "n estimators", "minimum": 10, "maximum": 500}
-    assert dag.params.get_param("n_estimators").description == "Hyperparameter n_estimators"
+    # A default makes it optional (no required-star; empty means the default); a human title, the range told.
+    assert schema["n_estimators"] == {
+        "type": ["integer", "null"],
+        "title": "n estimators",
+        "minimum": 10,
+        "maximum": 500,
+    }
+    assert dag.params.get_param("n_estimators").description == "`n_estimators`, 10–500; default 100."
+    assert schema["max_depth"]["title"] == "Maximum depth of each tree"
     assert schema["gpus"]["maximum"] == 2
+    cpu_only = build_dags(parse_config({"pipelines": {"p": pipeline()}}))["dood_p"]
+    assert "CPUs only" in cpu_only.params.get_param("gpus").description
     assert schema["force_promote"]["type"] == "boolean"
     assert schema["dataset_date"]["format"] == "date"
     dag.params.validate()  # the defaults themselves are valid
@@ -105,3 +117,16 @@ def test_env_vars_are_expanded_in_the_config(tmp_path, monkeypatch):
         " evaluate: {image: i, command: [x]}}\n"
     )
     assert load_config(path).pipelines["p"].data_root == "/srv/ml/data"
+
+
+def test_every_step_is_bounded_across_all_runs_backfills_included():
+    dag = build_dags(parse_config({"pipelines": {"p": pipeline(max_active_runs=2)}}))["dood_p"]
+    assert {t.max_active_tis_per_dag for t in dag.tasks} == {2}
+    tighter = build_dags(parse_config({"pipelines": {"p": pipeline(max_active_runs=3, max_active_trainings=1)}}))
+    assert {t.max_active_tis_per_dag for t in tighter["dood_p"].tasks} == {1}
+
+
+def test_promotion_defaults_are_safe_for_backfills():
+    config = parse_config({"pipelines": {"p": pipeline()}})
+    promotion = config.pipelines["p"].promotion
+    assert promotion.from_backfill is False and promotion.require_newer_data is True

@@ -98,6 +98,15 @@ def work_dir(*parts):
     return path
 
 
+def host_path(path):
+    """`path` (inside the partition) as the Docker host names it ($DOOD_HOST_WORK_DIR), for results a person
+    reads; the container path when the host path is not known."""
+    root, host_root = env("DOOD_WORK_DIR"), env("DOOD_HOST_WORK_DIR")
+    if root and host_root and (path == root or path.startswith(root.rstrip("/") + "/")):
+        return host_root.rstrip("/") + path[len(root.rstrip("/")):]
+    return path
+
+
 def write_json(path, obj):
     """Write JSON atomically (temp file + rename) so readers never see half a file."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)

@@ -1,6 +1,9 @@
 #!/usr/bin/env python3
 """Promote: make this run's model the champion if it beats the current one.
 
+Only a better metric promotes, and, unless the pipeline's `promotion` settings allow it, never from a
+backfill (DOOD_PROMOTE_FROM_BACKFILL) nor a model trained on data older than the champion's
+(DOOD_PROMOTE_REQUIRE_NEWER_DATA); force_promote overrides all three.
 The champion lives in $DOOD_MODELS_DIR/champion/ (model.joblib, metrics.json, source.json).
 It is rebuilt in a temp dir next to it and swapped in with a rename, so readers never see
 a half-written champion. Exit code 99 means "kept the current champion" (task skipped).
@@ -28,6 +31,10 @@ def main():
     new = read_json(eval_path)
 
     champion = os.path.join(models_dir, "champion")
+    refusal = policy_refusal(champion)
+    if refusal and not p["force_promote"]:
+        log(f"not promoting: {refusal} (set force_promote to override)")
+        raise SystemExit(EXIT_SKIP)
     old_acc = None
     if os.path.exists(os.path.join(champion, "metrics.json")):
         try:
@@ -48,7 +55,9 @@ def main():
     write_json(os.path.join(staging, "metrics.json"), new)
     meta_path = work_dir("data", "meta.json")
     data = read_json(meta_path) if os.path.exists(meta_path) else {}
-    source = {**run_info(), "partition": env("DOOD_WORK_DIR"), "data_date": data.get("data_date"),
+    source = {**run_info(), "partition": env("DOOD_HOST_WORK_DIR") or env("DOOD_WORK_DIR"),
+              "run_type": env("DOOD_RUN_TYPE"), "data_interval_end": env("DOOD_DATA_INTERVAL_END"),
+              "data_date": data.get("data_date"),
               "seed": data.get("seed"), "previous_accuracy": old_acc,
               "forced": not better, "promoted_at": dt.datetime.now(dt.timezone.utc).isoformat()}
     write_json(os.path.join(staging, "source.json"), source)
@@ -56,8 +65,31 @@ def main():
     remove_tree(swap_dirs(staging, champion))
     reason = "forced" if not better else ("first champion" if old_acc is None else "better accuracy")
     log(f"promoted ({reason}): {champion} now holds run {source['run_id'] or '-'}")
+    champion_host = os.path.join(env("DOOD_HOST_MODELS_DIR"), "champion") if env("DOOD_HOST_MODELS_DIR") else champion
     write_result({"promoted": True, "reason": reason, "accuracy": new["accuracy"],
-                  "previous_accuracy": old_acc, "champion_dir": champion})
+                  "previous_accuracy": old_acc, "champion_dir": champion_host})
+
+
+def policy_refusal(champion):
+    """Why the pipeline's promotion settings forbid this run to replace the champion, or None."""
+    run_type = env("DOOD_RUN_TYPE")
+    if run_type == "backfill" and env("DOOD_PROMOTE_FROM_BACKFILL", "false") != "true":
+        return "this is a backfill run, and promotion.from_backfill is off"
+    source_path = os.path.join(champion, "source.json")
+    if env("DOOD_PROMOTE_REQUIRE_NEWER_DATA", "true") == "true" and os.path.exists(source_path):
+        theirs = _instant(read_json(source_path).get("data_interval_end"))
+        ours = _instant(env("DOOD_DATA_INTERVAL_END"))
+        if theirs and ours and ours < theirs:
+            return (f"this run's data ends {ours.isoformat()}, before the champion's ({theirs.isoformat()}), "
+                    "and promotion.require_newer_data is on")
+    return None
+
+
+def _instant(value):
+    try:
+        return dt.datetime.fromisoformat(str(value).replace("Z", "+00:00")) if value else None
+    except ValueError:
+        return None
 
 
 if __name__ == "__main__":

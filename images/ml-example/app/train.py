@@ -11,7 +11,7 @@ import joblib
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.metrics import accuracy_score, f1_score
 
-from common import load_split, log, params, work_dir, write_json, write_result
+from common import host_path, load_split, log, params, work_dir, write_json, write_result
 
 
 def main():
@@ -35,7 +35,7 @@ def main():
                "train_f1": round(float(f1_score(y, pred)), 6)}
     write_json(work_dir("metrics", "train.json"), metrics)
     log(f"train accuracy {metrics['train_accuracy']}, f1 {metrics['train_f1']}")
-    write_result({**metrics, "model_path": model_path})
+    write_result({**metrics, "model_path": host_path(model_path), "model_path_in_container": model_path})
 
 
 if __name__ == "__main__":

@@ -164,6 +164,9 @@ class DoodContainerOperator(BaseOperator):
             resources=self.container_resources.merged_over(config.defaults.resources),
             network=self.network or config.defaults.network,
         )
+        for mount in mounts:  # what the mount map made of each source: the rendered view shows only the input
+            access = "ro" if mount.get("ReadOnly") else "rw"
+            self.log.info("Mount %s <- host %s (%s, %s)", mount["Target"], mount["Source"], mount["Type"], access)
         return spec, run_dir
 
     def prepare_directories(self, directories: HostDirectories, user: str) -> None:

@@ -59,6 +59,11 @@ class PipelineStepOperator(DoodContainerOperator):
         ]
         params = context["params"]
         run_params = {name: params[name] for name in (*pipeline.hyperparameters, *RUN_PARAM_NAMES) if name in params}
+        for name, hp in pipeline.hyperparameters.items():  # a field left empty in the form means its default
+            if run_params.get(name) is None:
+                run_params[name] = hp.default
+        dag_run = context.get("dag_run")
+        run_type = getattr(dag_run, "run_type", None)
         self.environment = {
             **self.environment,
             "DOOD_PARTITION": partition,
@@ -66,10 +71,25 @@ class PipelineStepOperator(DoodContainerOperator):
             "DOOD_INPUT_DIR": INPUT_DIR,
             "DOOD_MODELS_DIR": MODELS_DIR,
             "DOOD_PARAMS": json.dumps(run_params, default=str),
+            "DOOD_RUN_TYPE": str(getattr(run_type, "value", run_type) or ""),  # scheduled, manual, backfill...
+            "DOOD_PROMOTE_FROM_BACKFILL": str(pipeline.promotion.from_backfill).lower(),
+            "DOOD_PROMOTE_REQUIRE_NEWER_DATA": str(pipeline.promotion.require_newer_data).lower(),
         }
         if self.step_name == "train" and params.get("gpus"):
             self.container_resources = self.container_resources.model_copy(update={"gpus": int(params["gpus"])})
         return super().execute(context)
+
+    def build_spec(self, config, hook, identity, context):
+        """Also tell the step where its partition and model directory are on the host, so what it records
+        (the champion's source, its result) names paths a person can find, not /dood/work."""
+        work_dir, models_dir = self._directories
+        mount_map = hook.mount_map
+        self.environment = {
+            **self.environment,
+            "DOOD_HOST_WORK_DIR": mount_map.to_host(work_dir, f"{self.task_id}: run partition"),
+            "DOOD_HOST_MODELS_DIR": mount_map.to_host(models_dir, f"{self.task_id}: model directory"),
+        }
+        return super().build_spec(config, hook, identity, context)
 
     def prepare_directories(self, directories: HostDirectories, user: str) -> None:
         """The run's partition and the model directory belong to the steps' user; the data root (read-only

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# One step before `docker-compose up -d`, with or without a registry: builds the images (the public bases
+# where a registry answers, local fallbacks where none does) and writes `.env` next to docker-compose.yml
+# with everything compose needs: the data root, the socket's group, the image names, an admin password.
+#   scripts/compose-setup.sh            # then: docker-compose up -d   (or: docker compose up -d)
+# An existing .env keeps its values (password, port, root); only the image names are refreshed.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+ENV_FILE="$ROOT/.env"
+IMAGES_ENV="$ROOT/var/compose/images.env"
+
+say() { printf 'compose-setup: %s\n' "$*"; }
+die() { printf 'compose-setup: ERROR: %s\n' "$*" >&2; exit 1; }
+
+get() { [[ -f "$ENV_FILE" ]] && sed -n "s/^$1=//p" "$ENV_FILE" | tail -n 1 || true; }
+put() {  # put KEY VALUE: set (or replace) one line of .env
+  local tmp
+  tmp=$(mktemp)
+  { [[ -f "$ENV_FILE" ]] && grep -v "^$1=" "$ENV_FILE" || true; printf '%s=%s\n' "$1" "$2"; } >"$tmp"
+  install -m 600 "$tmp" "$ENV_FILE" && rm -f "$tmp"
+}
+
+bash "$ROOT/scripts/ensure-docker.sh"
+DOCKER_BUILDKIT=0 bash "$ROOT/scripts/build-images.sh" ml
+DOCKER_BUILDKIT=0 bash "$ROOT/scripts/build-compose-images.sh"
+[[ -f "$IMAGES_ENV" ]] || die "$IMAGES_ENV was not written by scripts/build-compose-images.sh"
+
+host_root=$(get DOOD_HOST_ROOT)
+host_root=${host_root:-$ROOT/var/compose/dood}
+mkdir -p "$host_root"
+put DOOD_HOST_ROOT "$host_root"
+put DOCKER_GID "$(stat -c %g /var/run/docker.sock)"
+[[ -n "$(get _AIRFLOW_WWW_USER_PASSWORD)" ]] || put _AIRFLOW_WWW_USER_PASSWORD "$(python3 -c 'import secrets; print(secrets.token_urlsafe(12))')"
+while IFS='=' read -r key value; do
+  [[ "$key" =~ ^[A-Z_]+$ ]] && put "$key" "$value"
+done <"$IMAGES_ENV"
+
+port=$(get AIRFLOW_API_PORT)
+say "wrote $ENV_FILE (mode 600; it holds the admin password and is git-ignored)"
+say "next: docker-compose up -d     (or: docker compose up -d), then open http://127.0.0.1:${port:-8080}"
+say "login: ${_AIRFLOW_WWW_USER_USERNAME:-airflow} / the _AIRFLOW_WWW_USER_PASSWORD in .env"
