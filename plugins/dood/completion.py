@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk.exceptions import AirflowSkipException
 
-from dood.exceptions import ContainerFailed
-from dood.results import read_result, run_dir_for
+from dood.exceptions import ContainerFailed, ContainerFailedNoRetry
+from dood.results import NO_RETRY_EXIT_CODE, read_result, run_dir_for
 
 if TYPE_CHECKING:
     from dood.config import AutoRemove, DoodConfig
@@ -63,7 +63,8 @@ def conclude(
             f"Container {handle.container_name} exited with code {outcome.exit_code} (skip_on_exit_code)"
         )
     if outcome.exit_code != 0:
-        raise ContainerFailed(
+        final = outcome.exit_code == NO_RETRY_EXIT_CODE
+        raise (ContainerFailedNoRetry if final else ContainerFailed)(
             container=handle.container_name,
             exit_code=outcome.exit_code,
             oom_killed=outcome.oom_killed,

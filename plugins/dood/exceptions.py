@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from airflow.sdk.exceptions import AirflowException
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 
 class DoodError(AirflowException):
@@ -67,3 +67,8 @@ class ContainerFailed(DoodError):
             f"Container {container} exited with code {exit_code}{reason}.{detail}\n"
             f"Last {len(self.log_tail)} log lines:\n{tail}"
         )
+
+
+class ContainerFailedNoRetry(ContainerFailed, AirflowFailException):
+    """The container exited with the no-retry code ($DOOD_NO_RETRY_EXIT_CODE): its failure is final (a failed
+    quality gate), so Airflow fails the task without spending its retries."""

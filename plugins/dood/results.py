@@ -19,6 +19,10 @@ RUN_DIR_IN_CONTAINER = "/dood/run"
 RESULT_FILE_NAME = "result.json"
 RESULT_FILE_ENV = "DOOD_RESULT_FILE"
 RUN_DIR_ENV = "DOOD_RUN_DIR"
+#: Exit code by which a step says "my failure is final, do not retry" (a failed quality gate: retrying cannot
+#: change the verdict). Told to the container as $DOOD_NO_RETRY_EXIT_CODE.
+NO_RETRY_EXIT_CODE = 97
+NO_RETRY_EXIT_CODE_ENV = "DOOD_NO_RETRY_EXIT_CODE"
 
 
 def run_dir_for(runs_root: str, container_name: str) -> str:
@@ -28,7 +32,11 @@ def run_dir_for(runs_root: str, container_name: str) -> str:
 
 def result_env() -> dict[str, str]:
     """Environment variables telling the container where to write its result."""
-    return {RESULT_FILE_ENV: f"{RUN_DIR_IN_CONTAINER}/{RESULT_FILE_NAME}", RUN_DIR_ENV: RUN_DIR_IN_CONTAINER}
+    return {
+        RESULT_FILE_ENV: f"{RUN_DIR_IN_CONTAINER}/{RESULT_FILE_NAME}",
+        RUN_DIR_ENV: RUN_DIR_IN_CONTAINER,
+        NO_RETRY_EXIT_CODE_ENV: str(NO_RETRY_EXIT_CODE),
+    }
 
 
 def read_result(run_dir: str | os.PathLike[str], max_bytes: int) -> Any:

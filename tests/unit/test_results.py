@@ -55,4 +55,8 @@ def test_invalid_json_is_reported_without_echoing_the_content(tmp_path):
 
 
 def test_the_container_is_told_where_to_write():
-    assert result_env() == {"DOOD_RESULT_FILE": "/dood/run/result.json", "DOOD_RUN_DIR": "/dood/run"}
+    assert result_env() == {
+        "DOOD_RESULT_FILE": "/dood/run/result.json",
+        "DOOD_RUN_DIR": "/dood/run",
+        "DOOD_NO_RETRY_EXIT_CODE": "97",
+    }

@@ -12,7 +12,8 @@ import shutil
 import sys
 
 EXIT_BAD_CONFIG = 2  # the environment or parameters are unusable
-EXIT_QUALITY_GATE = 3  # evaluate: the model is not good enough
+# evaluate: the model is not good enough. dood's no-retry code: retrying cannot change that verdict.
+EXIT_QUALITY_GATE = int(os.environ.get("DOOD_NO_RETRY_EXIT_CODE") or 3)
 EXIT_SKIP = 99  # promote: nothing to do; the DAG maps this to "skipped"
 
 DEFAULTS = {

@@ -154,3 +154,12 @@ with dag("dood_it_reattach"):
         retries=1,
         retry_delay=timedelta(seconds=0),
     )
+
+with dag("dood_it_no_retry"):
+    DoodContainerOperator(
+        task_id="run",
+        image=IMAGE,
+        command=sh('echo "[gate] FAILED: accuracy 0.5 is below the minimum 0.9"; exit "$DOOD_NO_RETRY_EXIT_CODE"'),
+        retries=3,
+        retry_delay=timedelta(seconds=0),
+    )
