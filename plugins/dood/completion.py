@@ -6,6 +6,7 @@ so "wait for a container and read its outcome" behaves the same on every path.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
@@ -13,11 +14,15 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk.exceptions import AirflowSkipException
 
 from dood.exceptions import ContainerFailed, ContainerFailedNoRetry
+from dood.owner import still_owner
 from dood.results import NO_RETRY_EXIT_CODE, read_result, run_dir_for
 
 if TYPE_CHECKING:
     from dood.config import AutoRemove, DoodConfig
     from dood.launcher import ContainerLauncher, Outcome
+    from dood.naming import TaskIdentity
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -85,13 +90,20 @@ def finish(
     auto_remove: AutoRemove | None = None,
     outcome: Outcome | None = None,
     output: Iterator[tuple[bytes | None, bytes | None]] | None = None,
+    owner: TaskIdentity | None = None,
 ) -> Any:
     """Show the logs (following them while the container runs, or all at once after it ended), wait for
-    its end, conclude, and remove it as the policy says (`auto_remove`, else the config's default)."""
+    its end, conclude, and remove it as the policy says (`auto_remove`, else the config's default).
+
+    Only an ended container whose outcome was read here is removed, and only while `owner` (the try that
+    launched or adopted it) is still the current try: an orphaned earlier try never removes what a later
+    try adopted. Whatever else went wrong (a timeout, a kill, Docker), ending it is the caller's call.
+    """
     auto_remove = auto_remove or config.defaults.auto_remove
     lines_per_record = config.defaults.log_lines_per_record
     max_result_bytes = config.max_result_bytes
     concluded = False
+    outcome_read = outcome is not None
     try:
         if output is not None:  # attached before start: the live stream, complete and cheap to read
             forwarder = launcher.forward_output(output, emit, lines_per_record=lines_per_record)
@@ -99,7 +111,8 @@ def finish(
             forwarder = launcher.forward_logs(
                 handle.container_id, emit, follow=follow, lines_per_record=lines_per_record
             )
-        outcome = outcome or launcher.wait(handle.container_id)
+        outcome = outcome or launcher.wait(handle.container_id, name=handle.container_name)
+        outcome_read = True
         try:
             result = conclude(
                 handle,
@@ -114,5 +127,11 @@ def finish(
         concluded = True
         return result
     finally:
-        if auto_remove == "always" or (auto_remove == "on_success" and concluded):
+        removable = outcome_read and (auto_remove == "always" or (auto_remove == "on_success" and concluded))
+        if removable and still_owner(owner):
             launcher.remove(handle.container_id)
+        elif removable:
+            log.warning(
+                "Not removing container %s: this try can no longer reach Airflow, so a later try may own it.",
+                handle.container_name,
+            )

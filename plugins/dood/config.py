@@ -78,6 +78,12 @@ class MountDiscovery(_Strict):
         ),
     )
 
+    @field_validator("mode", mode="before")
+    @classmethod
+    def _yaml_off(cls, value: object) -> object:
+        """YAML 1.1 reads an unquoted `off` (and `no`, `false`) as False: that can only mean "off"."""
+        return "off" if value is False else value
+
 
 class ContainerDefaults(_Strict):
     """Defaults applied to every launched container; operators may override each one."""

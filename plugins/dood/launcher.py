@@ -17,8 +17,10 @@ from docker.types import Mount
 from docker.utils import parse_repository_tag
 
 from dood.exceptions import DoodConfigError, DoodError, ForeignContainerError
+from dood.gone import ContainerGone, last_exit_code
 from dood.logs import LineForwarder
 from dood.naming import MANAGED_LABEL, TaskIdentity
+from dood.teardown import remove_container, stop_container
 
 if TYPE_CHECKING:
     from docker import APIClient
@@ -184,9 +186,14 @@ class ContainerLauncher:
         finally:
             stream.close()
 
-    def wait(self, container_id: str) -> Outcome:
-        result = self.api.wait(container_id)
-        return self.outcome(container_id, result)
+    def wait(self, container_id: str, *, name: str | None = None) -> Outcome:
+        """Block until the container ended, then read how; one removed meanwhile raises ContainerGone
+        (with its exit code from the daemon's events when known), not a raw 404."""
+        try:
+            result = self.api.wait(container_id)
+            return self.outcome(container_id, result)
+        except NotFound:
+            raise ContainerGone(name or container_id[:12], last_exit_code(self.api, container_id)) from None
 
     def outcome(self, container_id: str, wait_result: Mapping[str, Any] | None = None) -> Outcome:
         """Exit code, OOM flag and Docker's error message of an ended container."""
@@ -194,16 +201,8 @@ class ContainerLauncher:
 
     def stop(self, container_id: str, grace_seconds: int) -> None:
         """SIGTERM, then SIGKILL after the grace period; a container already gone is fine."""
-        try:
-            self.api.stop(container_id, timeout=grace_seconds)
-        except NotFound:
-            pass
+        stop_container(self.api, container_id, grace_seconds)
 
     def remove(self, container_id: str) -> None:
-        try:
-            self.api.remove_container(container_id, force=True, v=True)
-        except NotFound:
-            pass
-        except APIError as exc:
-            if "already in progress" not in str(exc):
-                raise
+        """Force-remove (SIGKILL if it still runs: stop() first for a graceful end); gone is fine."""
+        remove_container(self.api, container_id)

@@ -9,11 +9,16 @@ from docker.types import DeviceRequest
 from docker.utils import parse_bytes
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+MIN_MEMORY_BYTES = 6 * 1024 * 1024  # Docker refuses less: "Minimum memory limit allowed is 6MB"
+MIN_CPUS = 0.01  # Docker's smallest CPU limit (NanoCPUs 10^7)
+
 
 def parse_size(value: int | str | None) -> int | None:
     """Bytes from an int or a size such as '512m' / '4g' (Docker's own parser); a ValueError names the fix."""
     if value is None:
         return None
+    if isinstance(value, bool):
+        raise ValueError("must be a size such as '512m' or '4g', not a boolean")
     try:
         parsed = parse_bytes(value)
     except DockerException as exc:
@@ -29,9 +34,12 @@ class Resources(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     cpus: float | None = Field(
-        default=None, gt=0, description="Hard CPU limit in cores (Docker nano_cpus).", examples=[2, 0.5]
+        default=None,
+        ge=MIN_CPUS,
+        description="Hard CPU limit in cores (Docker nano_cpus); at least 0.01, at most the host's CPU count.",
+        examples=[2, 0.5],
     )
-    memory: int | None = Field(default=None, description="Memory limit: bytes or '4g'.", examples=["4g"])
+    memory: int | None = Field(default=None, description="Memory limit: bytes or '4g'; at least 6m.", examples=["4g"])
     shm_size: int | None = Field(default=None, description="Size of /dev/shm: bytes or '1g'.", examples=["1g"])
     gpus: int | Literal["all"] = Field(
         default=0, description="GPUs requested through the nvidia driver: a count or 'all'.", examples=[1, "all"]
@@ -42,12 +50,36 @@ class Resources(BaseModel):
     def _sizes(cls, value: int | str | None) -> int | None:
         return parse_size(value)
 
+    @field_validator("memory")
+    @classmethod
+    def _docker_minimum(cls, value: int | None) -> int | None:
+        if value is not None and value < MIN_MEMORY_BYTES:
+            raise ValueError(f"{value} bytes is less than Docker's minimum of 6m ({MIN_MEMORY_BYTES} bytes)")
+        return value
+
+    @field_validator("cpus", "gpus", mode="before")
+    @classmethod
+    def _no_booleans(cls, value: object) -> object:
+        if isinstance(value, bool):
+            raise ValueError(f"must be a number, not a boolean (got {value}); e.g. 2 or 0.5")
+        return value
+
     @field_validator("gpus")
     @classmethod
     def _gpus(cls, value: int | str) -> int | str:
         if isinstance(value, int) and value < 0:
             raise ValueError("must be 0 or more, or 'all'")
         return value
+
+    def check_host(self, host_cpus: int | None, field: str = "resources") -> None:
+        """Refuse limits this Docker host cannot grant (known only once the host is: call before create)."""
+        from dood.exceptions import DoodConfigError  # not at import: the policy and the proxy import this module
+
+        if self.cpus is not None and host_cpus and self.cpus > host_cpus:
+            raise DoodConfigError(
+                f"{field}.cpus: {self.cpus:g} is more than the {host_cpus} CPUs of the Docker host; "
+                f"ask for at most {host_cpus}."
+            )
 
     def merged_over(self, base: Resources) -> Resources:
         """These resources with unset fields taken from `base` (the config defaults)."""

@@ -51,3 +51,14 @@ def test_invalid_yaml_is_reported(tmp_path):
     path.write_text("docker: [unclosed\n")
     with pytest.raises(DoodConfigError, match="not valid YAML"):
         load_config(path)
+
+
+def test_unquoted_yaml_off_means_mount_discovery_off(tmp_path):
+    path = tmp_path / "dood.yaml"
+    path.write_text("mount_discovery:\n  mode: off\n")  # YAML 1.1 reads this as False
+    assert load_config(path).mount_discovery.mode == "off"
+
+
+def test_mount_discovery_true_is_refused_with_the_choices(tmp_path):
+    with pytest.raises(DoodConfigError, match="mount_discovery.mode"):
+        parse_config({"mount_discovery": {"mode": True}})

@@ -28,3 +28,31 @@ def test_unset_fields_fall_back_to_defaults():
 def test_bad_values_are_refused(bad):
     with pytest.raises(ValidationError):
         Resources(**bad)
+
+
+@pytest.mark.parametrize(
+    ("bad", "says"),
+    [
+        ({"cpus": True}, "not a boolean"),
+        ({"gpus": True}, "not a boolean"),
+        ({"memory": True}, "not a boolean"),
+        ({"memory": "1k"}, "Docker's minimum of 6m"),
+        ({"cpus": 0.001}, "greater than or equal to 0.01"),
+    ],
+)
+def test_values_docker_would_refuse_at_create_are_refused_at_config_time(bad, says):
+    with pytest.raises(ValidationError, match=says):
+        Resources(**bad)
+
+
+def test_docker_minimums_themselves_are_accepted():
+    assert Resources(memory="6m", cpus=0.01).memory == 6 * 1024**2
+
+
+def test_more_cpus_than_the_host_has_is_refused_naming_the_field():
+    from dood.exceptions import DoodConfigError
+
+    Resources(cpus=2).check_host(2)
+    Resources(cpus=1000).check_host(None)  # host unknown: nothing to check against
+    with pytest.raises(DoodConfigError, match=r"train: resources\.cpus: 1000 is more than the 2 CPUs"):
+        Resources(cpus=1000).check_host(2, "train: resources")

@@ -16,14 +16,17 @@ from dood.completion import ContainerHandle, finish
 from dood.config import AutoRemove, DoodConfig, PullPolicy, load_config
 from dood.directories import HostDirectories, default_user
 from dood.exceptions import ContainerFailed, DoodConfigError, DoodError, ResultFileError
+from dood.gone import ContainerGone
 from dood.hooks.dood import DoodHook
 from dood.launcher import ContainerLauncher, ContainerSpec, Outcome
 from dood.logs import task_log_emitter
 from dood.mounts import DoodMount
 from dood.naming import TaskIdentity, check_user_labels
+from dood.owner import airflow_state
 from dood.policy import check as check_policy
 from dood.resources import Resources
 from dood.results import RESULT_FILE_NAME, RUN_DIR_IN_CONTAINER, result_env, run_dir_for
+from dood.teardown import DockerTarget, detach
 from dood.triggers.container import DoodContainerTrigger
 
 if TYPE_CHECKING:
@@ -243,20 +246,29 @@ class DoodContainerOperator(BaseOperator):
                 auto_remove=self.auto_remove,
                 outcome=outcome,
                 output=output,
+                owner=self._identity,
             )
-        except (ContainerFailed, AirflowSkipException, ResultFileError):
-            raise  # the container has ended: nothing to stop
-        except BaseException:
-            # Timeout, Docker error, or any failure while it may still run: never leave it running.
-            if self._container_id:
-                self._launcher.stop(self._container_id, self._grace_seconds)
+        except BaseException as exc:
+            container_id, self._container_id = self._container_id, None
+            if self._killed_on_request:
+                # on_kill ran (mark failed, clear) and ends the container: its exit, or its absence, seen
+                # here meanwhile is no failure of the step. SystemExit is logged as one line, no traceback.
+                raise SystemExit(f"Task killed: container {handle.container_name} is stopped and removed.") from None
+            ended = isinstance(exc, (ContainerFailed, ContainerGone, AirflowSkipException, ResultFileError))
+            if container_id and not ended:
+                # A timeout, a Docker error, any failure while it may still run: never leave it running.
+                self._end_container(container_id, type(exc).__name__, leave_if_running=False)
             raise
         finally:
             self._container_id = None
 
     def _reattach(self, hook: DoodHook, identity: TaskIdentity, config: DoodConfig) -> ContainerHandle | None:
         """Adopt the container of an earlier try of this task instance instead of starting a second one:
-        one still running, or one that succeeded while no worker was watching (its result is kept)."""
+        one still running, or one that succeeded while no worker was watching (its result is kept).
+
+        Ownership passes with it: the earlier try's runner, if it still lives, was orphaned (its supervisor
+        is gone, or Airflow would not have started this try), so it can no longer reach Airflow and
+        therefore never stops or removes the container (`dood.owner`)."""
         earlier = [
             c
             for c in hook.find_containers(identity.task_labels())
@@ -298,16 +310,21 @@ class DoodContainerOperator(BaseOperator):
         """Resume after the trigger fired: show the logs (none were shown yet), then conclude."""
         config = load_config(self.config_path)
         self._grace_seconds = self._grace(config)
-        api = DoodHook(config).api
+        hook = DoodHook(config)
+        api = hook.api
         container = ContainerHandle.resumed(handle, event, api, config.runs_root)
         self._launcher = ContainerLauncher(api)
+        self._identity = TaskIdentity.from_context(context, stack=hook.stack)
         self._container_id = container.container_id
         status = event.get("status")
         if status == "timeout":
             self.log.error("execution_timeout passed while deferred: stopping %s", container.container_name)
-            self._launcher.stop(container.container_id, self._grace_seconds)
-            self._launcher.remove(container.container_id)
+            self._container_id = None
+            self._end_container(container.container_id, "execution_timeout", leave_if_running=False)
             raise AirflowTaskTimeout(f"Container {container.container_name} outlived execution_timeout")
+        gone = ContainerGone.from_event(container.container_name, event)
+        if gone is not None:
+            raise gone
         if status == "error":
             raise DoodError(f"Waiting for container {container.container_name} failed: {event.get('message')}")
         outcome = Outcome(
@@ -322,42 +339,50 @@ class DoodContainerOperator(BaseOperator):
             return self.stop_grace_period
         return config.defaults.stop_grace_period_seconds
 
+    _killed_on_request = False  # set by on_kill once it ends the container (the main thread then ends quietly)
+
     def on_kill(self) -> None:
-        """Mark failed, clear, timeout: stop the container (grace period) and remove it.
+        """Mark failed, clear: stop the container (grace period), then remove it.
 
         A worker's graceful shutdown sends the same SIGTERM; with reattach on, the container is left
-        running when Airflow still considers this try running, so the next try adopts it.
+        running when Airflow still considers this try running, so the next try adopts it. (A timeout is
+        handled before this is called, in `_finish`.)
         """
-        if not (self._launcher and self._container_id):
+        container_id = self._container_id
+        if not (self._launcher and container_id):
             return
-        if self.reattach and self._identity and _still_running_in_airflow(self._identity):
+        if self._end_container(container_id, "Task killed", leave_if_running=self.reattach):
+            self._container_id = None
+            self._killed_on_request = True
+
+    def _end_container(self, container_id: str, reason: str, *, leave_if_running: bool) -> bool:
+        """Stop (SIGTERM, the grace period, SIGKILL), then remove, in a process that outlives this one
+        (`dood.teardown`: the supervisor SIGKILLs this runner 5 s after its SIGTERM). Left alone, and
+        False returned, when this try may no longer own it: Airflow is out of reach (an orphaned runner: a
+        later try adopts it), or, with `leave_if_running`, Airflow still records the try as running."""
+        state = airflow_state(self._identity) if self._identity else "unknown"
+        if state is None or (leave_if_running and state == "running"):
+            why = "Worker is shutting down while the task is still running"
+            if state is None:
+                why = "This runner cannot reach Airflow (its supervisor is gone; a later try may own it)"
             self.log.warning(
-                "Worker is shutting down while the task is still running: leaving container %s running for "
-                "the next try to reattach (reattach=True).",
-                self._container_id[:12],
+                "%s: leaving container %s running for the next try to reattach (reattach=True).",
+                why,
+                container_id[:12],
             )
-            return
-        self.log.info("Stopping container %s (grace %ss)", self._container_id[:12], self._grace_seconds)
-        self._launcher.stop(self._container_id, self._grace_seconds)
-        self._launcher.remove(self._container_id)
-        self._container_id = None
-
-
-def _still_running_in_airflow(identity: TaskIdentity) -> bool:
-    """Whether Airflow's API still records this task instance as running (a user kill changes it first)."""
-    from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
-
-    try:
-        states = RuntimeTaskInstance.get_task_states(
-            dag_id=identity.dag_id,
-            task_ids=[identity.task_id],
-            run_ids=[identity.run_id],
-            map_index=identity.map_index,
+            return False
+        ending = detach(DockerTarget.of(load_config(self.config_path).docker), container_id, self._grace_seconds)
+        self.log.info(
+            "%s (state %s): stopping container %s (grace %ss), then removing it, in pid %s, which outlives this "
+            "task runner.",
+            reason,
+            state,
+            container_id[:12],
+            self._grace_seconds,
+            ending.pid,
         )
-        state = states.get(identity.run_id, {}).get(identity.task_id)
-    except Exception:  # noqa: BLE001 - API unreachable: keep the training; the next try or the janitor decides
+        self.log.info("%s", ending.wait())
         return True
-    return state == "running"
 
 
 def _identity_env(identity: TaskIdentity, context: Context) -> dict[str, str]:

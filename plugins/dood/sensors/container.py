@@ -13,6 +13,7 @@ from dood.arguments import exit_codes, one_of
 from dood.completion import ContainerHandle, finish
 from dood.config import AutoRemove, DoodConfig, load_config
 from dood.exceptions import DoodConfigError, DoodError
+from dood.gone import ContainerGone
 from dood.hooks.dood import DoodHook
 from dood.launcher import ContainerLauncher, Outcome
 from dood.logs import task_log_emitter
@@ -131,6 +132,9 @@ class DoodContainerSensor(BaseSensorOperator):
         container = ContainerHandle.resumed(handle, event, api, config.runs_root)
         if event.get("status") == "timeout":
             raise AirflowSensorTimeout(f"{self.task_id}: {container.container_name} still running at the timeout")
+        gone = ContainerGone.from_event(container.container_name, event)
+        if gone is not None:
+            raise gone
         if event.get("status") == "error":
             raise DoodError(f"{self.task_id}: waiting for {container.container_name} ended: {event.get('message')}")
         outcome = Outcome(int(event["exit_code"]), bool(event.get("oom_killed")), event.get("error_message") or "")

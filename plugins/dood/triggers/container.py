@@ -28,7 +28,9 @@ import aiodocker
 import aiohttp
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+from dood.gone import gone_message
 from dood.launcher import Outcome
+from dood.teardown import DockerTarget, detach
 
 if TYPE_CHECKING:
     from dood.config import DoodConfig
@@ -93,8 +95,9 @@ class DoodContainerTrigger(BaseTrigger):
 
     The event's payload: ``status`` (success | failed | timeout | error), ``container_id``, ``exit_code``,
     ``oom_killed``, ``error_message``, ``finished_at`` (Docker's time of the exit, epoch seconds) and a
-    human ``message``. ``error`` means the container disappeared before its outcome could be read, or
-    Docker stayed unreachable past ``retry_budget_seconds``.
+    human ``message``. ``error`` means the container disappeared before its outcome could be read (then
+    ``gone`` is true, with ``exit_code`` when Docker's events still held it), or Docker stayed unreachable
+    past ``retry_budget_seconds``.
 
     :param container_id: the container to wait for (id, or name).
     :param docker_url: Docker API URL: ``unix://``, ``tcp://``, ``http(s)://``.
@@ -196,18 +199,26 @@ class DoodContainerTrigger(BaseTrigger):
             await docker.close()
 
     async def on_kill(self) -> None:
-        """A user killed the deferred task: no worker runs the operator's on_kill, so stop the container here."""
+        """A user killed the deferred task: no worker runs the operator's on_kill, so end the container here.
+
+        The stop-then-remove runs in a process of its own (`dood.teardown`), as the operator's does: the
+        triggerer cancels this coroutine again on its next sync (and a triggerer restart ends it), which
+        would cut a stop in its grace period short and never reach the removal. Waiting for that process
+        only reports its result; a second cancel ends the waiting, not the teardown.
+        """
         if self.stop_grace_seconds is None:
             return
-        self.log.info("Stopping container %s (grace %ss)", self.container_id[:12], self.stop_grace_seconds)
-        docker = self._docker()
-        try:
-            container = docker.containers.container(self.container_id)
-            stop_timeout = aiohttp.ClientTimeout(total=self.stop_grace_seconds + 30)
-            await _ignore_gone(container.stop(t=self.stop_grace_seconds, timeout=stop_timeout))
-            await _ignore_gone(container.delete(force=True, v=True))
-        finally:
-            await docker.close()
+        target = DockerTarget(
+            self.docker_url, self.api_version, self.tls_ca_cert, self.tls_client_cert, self.tls_client_key
+        )
+        ending = detach(target, self.container_id, self.stop_grace_seconds)
+        self.log.info(
+            "Stopping container %s (grace %ss), then removing it, in pid %s, which outlives this trigger",
+            self.container_id[:12],
+            self.stop_grace_seconds,
+            ending.pid,
+        )
+        self.log.info("%s", await ending.wait_async())
 
     # -- waiting --------------------------------------------------------------------------------
 
@@ -376,9 +387,8 @@ class DoodContainerTrigger(BaseTrigger):
     def _gone(
         self, *, exit_code: int | None = None, finished_at: float | None = None, oom_killed: bool = False
     ) -> dict[str, Any]:
-        seen = f" (it exited with code {exit_code})" if exit_code is not None else ""
-        message = f"Container {self.container_id[:12]} was removed before its outcome could be read{seen}."
-        return self._payload(
+        message = gone_message(self.container_id[:12], exit_code)
+        payload = self._payload(
             "error",
             message,
             exit_code=exit_code,
@@ -386,6 +396,7 @@ class DoodContainerTrigger(BaseTrigger):
             error_message=message,
             finished_at=finished_at,
         )
+        return {**payload, "gone": True}
 
     def _timed_out(self) -> dict[str, Any]:
         when = datetime.fromtimestamp(self.deadline or 0, tz=timezone.utc).isoformat()
@@ -421,15 +432,6 @@ def _validate(
         raise ValueError(
             f"stop_grace_seconds: must be >= 0 (or None to leave the container), got {stop_grace_seconds!r}"
         )
-
-
-async def _ignore_gone(call: Any) -> None:
-    """Await a stop/remove call; a container already stopped (304) or gone (404) is fine."""
-    try:
-        await call
-    except aiodocker.DockerError as exc:
-        if exc.status not in (304, 404, 409):
-            raise
 
 
 def _parse(line: bytes) -> dict[str, Any] | None:

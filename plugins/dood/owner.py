@@ -1,0 +1,43 @@
+"""Whether this try may still end its container: a try superseded by a later one never stops or removes.
+
+A task runner whose supervisor was SIGKILLed keeps running, orphaned, while the scheduler starts the next
+try, which adopts the same container. Labels cannot change after create and dood-proxy refuses renames,
+so the engine cannot record the hand-over; Airflow can: every Task SDK call of a runner goes through its
+own supervisor, so an orphan's call fails at once (broken socket). A try therefore asks Airflow before it
+stops or removes: no answer means "superseded, or cut off from Airflow": leave the container to the try
+that adopts it (or to the janitor), which is always recoverable, where a wrong removal loses a training.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from dood.naming import TaskIdentity
+
+log = logging.getLogger(__name__)
+
+
+def airflow_state(identity: TaskIdentity) -> str | None:
+    """The task instance's state as Airflow's API records it; None when this runner cannot reach Airflow
+    (an orphaned runner: its supervisor is gone)."""
+    from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
+
+    try:
+        states = RuntimeTaskInstance.get_task_states(
+            dag_id=identity.dag_id,
+            task_ids=[identity.task_id],
+            run_ids=[identity.run_id],
+            map_index=identity.map_index,
+        )
+    except Exception as exc:  # noqa: BLE001 - any failure means the same: Airflow did not answer us
+        log.warning("Airflow's API cannot be reached from this task runner (%s: %s)", type(exc).__name__, exc)
+        return None
+    return states.get(identity.run_id, {}).get(identity.task_id) or "none"
+
+
+def still_owner(identity: TaskIdentity | None) -> bool:
+    """Whether this process may still stop or remove its container (no identity: not a task try, e.g. a
+    sensor removing what it waited for, or a test)."""
+    return identity is None or airflow_state(identity) is not None

@@ -1,0 +1,195 @@
+"""Ending a container on request (mark failed, clear, timeout): SIGTERM, the grace period, SIGKILL, then
+removal, done by a short-lived process of its own that outlives whoever asked.
+
+Why a process of its own: every kill path runs inside something about to die.
+
+- Blocking mode: ``on_kill`` runs in the task runner on SIGTERM, and the Task SDK supervisor SIGKILLs the
+  runner's whole process group (``os.killpg``) 5 s later (``escalation_delay``), in the middle of a longer
+  grace period and before the removal.
+- Deferrable mode: the triggerer cancels the trigger's ``on_kill`` again on its next sync (Airflow 3.3
+  re-sends the cancel), and a triggerer restart ends it too.
+
+Asking the daemon alone cannot cover it: the daemon finishes a ``stop`` whose client went away, but the
+removal is a second call someone must make once the stop returned, and a container cannot be told to
+remove itself after it was created (``AutoRemove`` cannot be updated). So the stop-then-remove is handed
+to ``python -m dood.teardown``, started in a new session (outside the process group the supervisor
+kills). It imports only the Docker SDK (it starts in ~0.3 s; Airflow takes seconds), and its output goes
+to a file, never to a pipe that would break when its parent dies. The caller waits for it while it can,
+to put the result in the task log; nothing depends on that wait.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from docker import APIClient
+from docker.errors import APIError, NotFound
+from docker.tls import TLSConfig
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from dood.config import DockerEndpoint
+
+SLACK_SECONDS = 30  # on top of the grace period: Docker's own time to kill and remove
+
+
+def stop_container(api: APIClient, container: str, grace_seconds: int) -> None:
+    """SIGTERM, then SIGKILL after the grace period; a container already gone is fine."""
+    try:
+        api.stop(container, timeout=grace_seconds)
+    except NotFound:
+        pass
+
+
+def remove_container(api: APIClient, container: str) -> None:
+    """Force-remove with its anonymous volumes; already gone, or being removed by someone else, is fine."""
+    try:
+        api.remove_container(container, force=True, v=True)
+    except NotFound:
+        pass
+    except APIError as exc:
+        if "already in progress" not in str(exc):
+            raise
+
+
+@dataclass(frozen=True)
+class DockerTarget:
+    """The Docker endpoint, as plain strings a command line can carry."""
+
+    url: str
+    api_version: str = "auto"
+    tls_ca_cert: str | None = None
+    tls_client_cert: str | None = None
+    tls_client_key: str | None = None
+
+    @classmethod
+    def of(cls, endpoint: DockerEndpoint) -> DockerTarget:
+        return cls(
+            endpoint.url,
+            endpoint.api_version,
+            endpoint.tls_ca_cert,
+            endpoint.tls_client_cert,
+            endpoint.tls_client_key,
+        )
+
+    def arguments(self) -> list[str]:
+        args = ["--docker-url", self.url, "--api-version", self.api_version]
+        for flag, value in (
+            ("--tls-ca-cert", self.tls_ca_cert),
+            ("--tls-client-cert", self.tls_client_cert),
+            ("--tls-client-key", self.tls_client_key),
+        ):
+            if value:
+                args += [flag, value]
+        return args
+
+    def client(self, timeout_seconds: int = 60) -> APIClient:
+        tls: TLSConfig | bool = False
+        if self.tls_ca_cert or self.tls_client_cert:
+            cert = (self.tls_client_cert, self.tls_client_key) if self.tls_client_cert else None
+            tls = TLSConfig(ca_cert=self.tls_ca_cert, client_cert=cert, verify=self.tls_ca_cert or True)
+        url = self.url.replace("tcp://", "https://", 1) if tls and self.url.startswith("tcp://") else self.url
+        return APIClient(base_url=url, version=self.api_version, tls=tls, timeout=timeout_seconds)
+
+
+class Ending:
+    """A running `python -m dood.teardown`; waiting for it is optional."""
+
+    def __init__(self, process: subprocess.Popen, log_path: str, container: str, grace_seconds: int) -> None:
+        self.process = process
+        self.log_path = log_path
+        self.container = container
+        self.grace_seconds = grace_seconds
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def report(self) -> str | None:
+        """What happened, once the process ended (None while it runs)."""
+        code = self.process.poll()
+        if code is None:
+            return None
+        if code == 0:
+            return f"Container {self.container[:12]} stopped and removed."
+        try:
+            with open(self.log_path, encoding="utf-8", errors="replace") as handle:
+                detail = handle.read().strip()
+            os.unlink(self.log_path)
+        except OSError:
+            detail = "(no output)"
+        return f"Ending container {self.container[:12]} failed (exit {code}): {detail}"
+
+    def wait(self, timeout: float | None = None) -> str:
+        """Block until it ended (or `timeout`); a kill of this process meanwhile does not stop it."""
+        timeout = self.grace_seconds + SLACK_SECONDS if timeout is None else timeout
+        try:
+            self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            pass
+        return self.report() or self._still_running()
+
+    async def wait_async(self, poll_seconds: float = 0.2) -> str:
+        """As `wait`, without blocking the event loop; cancelling it cancels only the waiting."""
+        deadline = time.monotonic() + self.grace_seconds + SLACK_SECONDS
+        while self.process.poll() is None and time.monotonic() < deadline:
+            await asyncio.sleep(poll_seconds)
+        return self.report() or self._still_running()
+
+    def _still_running(self) -> str:
+        return f"Container {self.container[:12]} is still being ended by pid {self.pid} (log {self.log_path})."
+
+
+def detach(target: DockerTarget, container: str, grace_seconds: int) -> Ending:
+    """Start the stop-then-remove of `container` in a new session, so it outlives the caller."""
+    handle, log_path = tempfile.mkstemp(prefix="dood-teardown-", suffix=".log")
+    try:
+        process = subprocess.Popen(  # noqa: S603 - our own module, with arguments we built
+            [
+                *(sys.executable, "-m", "dood.teardown", *target.arguments()),
+                *("--grace", str(grace_seconds), "--log", log_path, container),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # not in the task runner's process group, which the supervisor killpg()s
+            close_fds=True,
+        )
+    finally:
+        os.close(handle)
+    return Ending(process, log_path, container, grace_seconds)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m dood.teardown", description=__doc__.splitlines()[0])
+    parser.add_argument("container", help="container id or name")
+    parser.add_argument("--grace", type=int, required=True, help="seconds between SIGTERM and SIGKILL")
+    parser.add_argument("--docker-url", required=True)
+    parser.add_argument("--api-version", default="auto")
+    parser.add_argument("--tls-ca-cert")
+    parser.add_argument("--tls-client-cert")
+    parser.add_argument("--tls-client-key")
+    parser.add_argument("--log", help="this process's output file: deleted on success (nothing to report)")
+    args = parser.parse_args(argv)
+    target = DockerTarget(
+        args.docker_url, args.api_version, args.tls_ca_cert, args.tls_client_cert, args.tls_client_key
+    )
+    api = target.client(timeout_seconds=SLACK_SECONDS)
+    stop_container(api, args.container, args.grace)
+    remove_container(api, args.container)
+    if args.log:
+        os.unlink(args.log)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

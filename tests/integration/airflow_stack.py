@@ -1,0 +1,240 @@
+"""A real Airflow under test: `airflow scheduler`, `dag-processor`, `triggerer` and `api-server` (LocalExecutor,
+SQLite, a temporary AIRFLOW_HOME, the API on 127.0.0.1 only), driven through the REST API like a user.
+
+`dag.test()` runs everything in one process, so it cannot show what the Task SDK supervisor, the triggerer's
+re-sent cancels or a scheduler's heartbeat-timeout detection do to a kill path; this can. Containers are
+counted from the engine (labels `dood.dag_id=<dag>`), never from what dood says it did.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+import requests
+
+from dood.naming import MANAGED_LABEL
+
+SCHEDULED_DAGS = Path(__file__).parent / "scheduled_dags"
+AIRFLOW = str(Path(sys.executable).with_name("airflow"))
+SERVICES = ("scheduler", "dag-processor", "triggerer", "api-server")
+SCHEDULED_DAG_PREFIX = "dood_sched_"  # not "dood_it": the other integration tests remove every dood_it* container
+HEARTBEAT_TIMEOUT_SECONDS = 12  # how soon the scheduler gives up on a task whose supervisor died
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@dataclass
+class AirflowStack:
+    home: Path
+    api_url: str
+    env: dict[str, str]
+    processes: dict[str, subprocess.Popen] = field(default_factory=dict)
+
+    # --- life ---
+
+    def start(self) -> None:
+        migrate = subprocess.run(
+            [AIRFLOW, "db", "migrate"], env=self.env, capture_output=True, text=True, timeout=300, check=False
+        )
+        assert migrate.returncode == 0, f"airflow db migrate failed:\n{migrate.stdout[-2000:]}{migrate.stderr[-3000:]}"
+        for service in SERVICES:
+            args = [AIRFLOW, service]
+            if service == "api-server":
+                args += ["--host", "127.0.0.1", "--port", self.api_url.rsplit(":", 1)[1], "--workers", "1"]
+            log = open(self.home / f"{service}.log", "wb")  # noqa: SIM115 - kept open while the service runs
+            self.processes[service] = subprocess.Popen(
+                args, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        self._wait_until(self._healthy, 180, "the Airflow services to become healthy")
+
+    def stop(self) -> None:
+        for process in self.processes.values():
+            _signal_group(process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 20
+        for process in self.processes.values():
+            try:
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                _signal_group(process.pid, signal.SIGKILL)
+                process.wait(timeout=10)
+
+    def _healthy(self) -> bool:
+        for service, process in self.processes.items():
+            if process.poll() is not None:
+                pytest.fail(f"airflow {service} exited ({process.returncode}):\n{self.log_tail(service)}")
+        try:
+            health = requests.get(f"{self.api_url}/api/v2/monitor/health", timeout=5).json()
+        except (requests.RequestException, ValueError):
+            return False
+        parts = ("metadatabase", "scheduler", "triggerer", "dag_processor")
+        return all((health.get(part) or {}).get("status") == "healthy" for part in parts)
+
+    def log_tail(self, service: str, size: int = 4000) -> str:
+        return (self.home / f"{service}.log").read_text(errors="replace")[-size:]
+
+    # --- REST API ---
+
+    def api(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = requests.request(method, f"{self.api_url}/api/v2{path}", timeout=30, **kwargs)
+        if response.status_code >= 400:
+            raise AssertionError(f"{method} /api/v2{path}: {response.status_code} {response.text[:1000]}")
+        return response.json()
+
+    def trigger(self, dag_id: str) -> str:
+        """Unpause (once parsed) and trigger a run now; returns its run id."""
+        self._wait_until(
+            lambda: _ok(requests.get(f"{self.api_url}/api/v2/dags/{dag_id}", timeout=10)),
+            120,
+            f"DAG {dag_id} to be parsed",
+        )
+        self.api("PATCH", f"/dags/{dag_id}", json={"is_paused": False})
+        return self.api("POST", f"/dags/{dag_id}/dagRuns", json={"logical_date": None})["dag_run_id"]
+
+    def task(self, dag_id: str, run_id: str, task_id: str = "run") -> dict[str, Any]:
+        return self.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}")
+
+    def set_task_state(self, dag_id: str, run_id: str, state: str, task_id: str = "run") -> None:
+        """What a user does with "Mark failed" (or success) in the UI."""
+        self.api("PATCH", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}", json={"new_state": state})
+
+    def wait_for_task(self, dag_id: str, run_id: str, states: tuple[str, ...], timeout: float = 120) -> dict:
+        found: dict[str, Any] = {}
+
+        def reached() -> bool:
+            found.update(self.task(dag_id, run_id))
+            return found.get("state") in states
+
+        self._wait_until(reached, timeout, f"{dag_id}/{run_id} to reach {states} (last: {found.get('state')})")
+        return found
+
+    def run_state(self, dag_id: str, run_id: str) -> str:
+        return self.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}")["state"]
+
+    def xcom(self, dag_id: str, run_id: str, task_id: str = "run", key: str = "return_value") -> Any:
+        path = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/{key}"
+        return self.api("GET", path, params={"deserialize": True})["value"]
+
+    # --- processes of a running task ---
+
+    def task_runner(self, ti_id: str) -> psutil.Process:
+        """The Task SDK task runner of this task instance try (its title names the TI id); its parent is the
+        supervisor."""
+        for process in psutil.process_iter(["cmdline"]):
+            if f"airflow worker -- {ti_id}" in " ".join(process.info["cmdline"] or []):
+                return process
+        raise AssertionError(f"no task runner process for task instance {ti_id}")
+
+    @staticmethod
+    def _wait_until(condition, timeout: float, what: str, every: float = 0.5) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if condition():
+                return
+            time.sleep(every)
+        pytest.fail(f"timed out after {timeout:g}s waiting for {what}")
+
+
+def _ok(response: requests.Response) -> bool:
+    return response.status_code == 200
+
+
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    try:
+        os.killpg(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def stack_env(home: Path, port: int) -> dict[str, str]:
+    """The environment of every service: isolated home and DB, LocalExecutor, everyone admin (no login),
+    the API on loopback only, and a dood config whose bind mounts may only lie under `home`."""
+    dood_config = home / "dood.yaml"
+    dood_config.write_text(
+        f"runs_root: {home / 'runs'}\nmount_discovery: {{mode: 'off'}}\npolicy:\n  allowed_host_roots: ['{home}']\n"
+    )
+    keep = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW_", "AIRFLOW__", "DOOD_"))}
+    secret = secrets.token_urlsafe(32)
+    return {
+        **keep,
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__CORE__PARALLELISM": "8",
+        "AIRFLOW__CORE__DAGS_FOLDER": str(home / "dags"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+        "AIRFLOW__API__HOST": "127.0.0.1",
+        "AIRFLOW__API__PORT": str(port),
+        "AIRFLOW__API__SECRET_KEY": secret,
+        "AIRFLOW__API_AUTH__JWT_SECRET": secret,
+        "AIRFLOW__CORE__FERNET_KEY": "",
+        "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": str(HEARTBEAT_TIMEOUT_SECONDS),
+        "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "2",
+        "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+        "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "1",
+        "DOOD_CONFIG": str(dood_config),
+        "DOOD_STACK_ROOT": str(home),
+    }
+
+
+@pytest.fixture(scope="module")
+def airflow_stack(tmp_path_factory, docker_api):
+    """Airflow's four services up, with the DAGs of tests/integration/scheduled_dags; torn down after."""
+    home = tmp_path_factory.mktemp("airflow-stack")
+    os.chmod(home, 0o755)
+    shutil.copytree(SCHEDULED_DAGS, home / "dags", ignore=shutil.ignore_patterns("__pycache__"))
+    marks = home / "marks"
+    marks.mkdir()
+    os.chmod(marks, 0o777)  # noqa: S103 - the containers may run as any uid
+    port = _free_port()
+    stack = AirflowStack(home, f"http://127.0.0.1:{port}", stack_env(home, port))
+    remove_scheduled_containers(docker_api)  # leftovers of an interrupted earlier session must not count
+    try:
+        stack.start()
+        yield stack
+    finally:
+        stack.stop()
+        remove_scheduled_containers(docker_api)
+
+
+def remove_scheduled_containers(docker_api) -> None:
+    for container in docker_api.containers(all=True, filters={"label": f"{MANAGED_LABEL}=true"}):
+        if container["Labels"].get("dood.dag_id", "").startswith(SCHEDULED_DAG_PREFIX):
+            docker_api.remove_container(container["Id"], force=True)
+
+
+def engine_containers(docker_api, dag_id: str) -> list[dict[str, Any]]:
+    """Every container of this DAG the engine has, in any state."""
+    return docker_api.containers(all=True, filters={"label": [f"{MANAGED_LABEL}=true", f"dood.dag_id={dag_id}"]})
+
+
+def created_since(docker_api, dag_id: str, since: float) -> list[dict[str, Any]]:
+    """The engine's `create` events of this DAG's containers since `since`."""
+    now = time.time()
+    return list(
+        docker_api.events(
+            since=int(since),
+            until=int(now) + 1,
+            filters={"type": "container", "event": "create", "label": f"dood.dag_id={dag_id}"},
+            decode=True,
+        )
+    )

@@ -1,0 +1,61 @@
+"""DAGs run by a real scheduler in tests/integration/test_kill_paths.py (one scenario each)."""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timedelta
+
+from airflow.sdk import DAG
+
+from dood import DoodContainerOperator
+
+IMAGE = "dood-test-busybox:latest"
+MARKS = f"{os.environ.get('DOOD_STACK_ROOT', '/tmp/dood-stack')}/marks"
+GRACE = 6  # longer than the Task SDK's 5 s SIGTERM -> SIGKILL escalation: the case that used to leak
+# Traps SIGTERM, notes it in the bind mount, and keeps running: only the SIGKILL after the grace ends it.
+STUBBORN = (
+    "trap 'echo got-sigterm; touch /marks/$DOOD_DAG_ID-$DOOD_TRY_NUMBER.term' TERM; "
+    "echo training-started; while :; do sleep 1; done"
+)
+# Traps SIGTERM, notes it in the bind mount and exits: proves the graceful stop came first.
+GRACEFUL = (
+    "trap 'echo got-sigterm; touch /marks/$DOOD_DAG_ID-$DOOD_TRY_NUMBER.term; exit 143' TERM; "
+    "echo training-started; while :; do sleep 1; done"
+)
+RESULT = 'printf \'{"done": true, "try": %s}\' "$DOOD_TRY_NUMBER" > "$DOOD_RESULT_FILE"'
+
+
+def _dag(dag_id: str) -> DAG:
+    return DAG(dag_id, schedule=None, start_date=datetime(2026, 1, 1), catchup=False, tags=["dood-integration-test"])
+
+
+def _step(dag_id: str, script: str, **kwargs) -> DAG:
+    with _dag(dag_id) as dag:
+        DoodContainerOperator(
+            task_id="run", image=IMAGE, command=["sh", "-c", script], mounts=[f"{MARKS}:/marks"], **kwargs
+        )
+    return dag
+
+
+kill_blocking = _step("dood_sched_kill_blocking", STUBBORN, stop_grace_period=GRACE)
+kill_deferrable = _step("dood_sched_kill_deferrable", STUBBORN, stop_grace_period=GRACE, deferrable=True)
+timeout_blocking = _step(
+    "dood_sched_timeout_blocking", GRACEFUL, stop_grace_period=GRACE, execution_timeout=timedelta(seconds=4)
+)
+timeout_deferrable = _step(
+    "dood_sched_timeout_deferrable",
+    GRACEFUL,
+    stop_grace_period=GRACE,
+    execution_timeout=timedelta(seconds=4),
+    deferrable=True,
+)
+# Adopted by try 2 after try 1's supervisor is SIGKILLed; try 1's runner lives on, orphaned.
+orphan_quiet = _step(
+    "dood_sched_orphan_quiet", f"echo training-started; sleep 30; {RESULT}", retries=1, retry_delay=timedelta(0)
+)
+orphan_chatty = _step(
+    "dood_sched_orphan_chatty",
+    f"i=0; while [ $i -lt 30 ]; do echo line $i; sleep 1; i=$((i+1)); done; {RESULT}",
+    retries=1,
+    retry_delay=timedelta(0),
+)
