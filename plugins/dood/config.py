@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from dood.exceptions import DoodConfigError
+from dood.gpus import GpuInventory
 from dood.naming import DEFAULT_STACK, STACK_PATTERN
 from dood.pipeline_config import Pipeline
 from dood.policy import Policy
@@ -159,6 +160,10 @@ class DoodConfig(_Strict):
             "What launched containers may ask of the Docker host; checked before create and enforced by "
             "dood-proxy (docs/security.md)."
         ),
+    )
+    gpus: GpuInventory = Field(
+        default_factory=GpuInventory,
+        description="The Docker host's GPUs, handed out one container at a time (docs/gpus.md).",
     )
     pipelines: dict[str, Pipeline] = Field(
         default_factory=dict, description="Retraining pipelines; each becomes a DAG named dood_<name>."

@@ -18,6 +18,7 @@ from docker.utils import parse_repository_tag
 
 from dood.exceptions import DoodConfigError, DoodError, ForeignContainerError
 from dood.gone import ContainerGone, last_exit_code
+from dood.gpus import asked as asked_gpus
 from dood.logs import LineForwarder
 from dood.naming import MANAGED_LABEL, TaskIdentity
 from dood.teardown import remove_container, stop_container
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from docker import APIClient
 
     from dood.config import PullPolicy
+    from dood.gpu_claims import GpuClaims
     from dood.resources import Resources
 
 log = logging.getLogger(__name__)
@@ -96,10 +98,23 @@ class ContainerLauncher:
             if "error" in event:
                 raise DoodError(f"Pulling image {image!r} failed: {event['error']}")
 
-    def create(self, spec: ContainerSpec, body: Mapping[str, Any] | None = None) -> str:
+    def create(
+        self, spec: ContainerSpec, body: Mapping[str, Any] | None = None, *, gpus: GpuClaims | None = None
+    ) -> str:
         """Create the container from `body` (default: `create_body(spec)`), so what a caller checked is
-        exactly what is sent; a leftover of this same try is removed first, anything else is refused."""
+        exactly what is sent; a leftover of this same try is removed first, anything else is refused.
+        A body asking for GPUs goes through `gpus` (`dood.gpu_claims`): its count becomes free DeviceIDs."""
         body = body if body is not None else self.create_body(spec)
+        if gpus is not None:
+            return gpus.create(body, lambda claimed: self._create_named(spec, claimed))
+        if asked_gpus(body) is not None:
+            raise DoodConfigError(
+                f"{spec.name}: a GPU count would give GPUs 0…N-1 whoever holds them; create it with "
+                "gpus=GpuClaims(...) (dood.gpu_claims), which names free GPUs"
+            )
+        return self._create_named(spec, body)
+
+    def _create_named(self, spec: ContainerSpec, body: Mapping[str, Any]) -> str:
         for attempt in (1, 2):
             try:
                 return self.api.create_container_from_config(dict(body), name=spec.name)["Id"]

@@ -13,6 +13,7 @@ from docker.errors import DockerException, ImageNotFound
 
 from dood.naming import MANAGED_LABEL
 from tests.integration.airflow_stack import airflow_stack  # noqa: F401  (a real scheduler, for kill paths)
+from tests.integration.gpu_fixtures import gpu_engine  # noqa: F401  (the second engine, for GPU tests)
 
 TEST_IMAGE = "dood-test-busybox:latest"
 _dates = count(1)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
@@ -17,6 +17,7 @@ from dood.config import AutoRemove, DoodConfig, PullPolicy, load_config
 from dood.directories import HostDirectories, default_user
 from dood.exceptions import ContainerFailed, DoodConfigError, DoodError, ResultFileError
 from dood.gone import ContainerGone
+from dood.gpu_claims import claims_for, task_deadline
 from dood.hooks.dood import DoodHook
 from dood.launcher import ContainerLauncher, ContainerSpec, Outcome
 from dood.logs import task_log_emitter
@@ -198,7 +199,12 @@ class DoodContainerOperator(BaseOperator):
             )
             hook.directories.check_binds(body["HostConfig"], f"{self.task_id}: the container")
             self.log.info("Creating container %s from %s", spec.name, spec.image)
-            container_id = launcher.create(spec, body)  # exactly the body the policy passed
+            deadline = task_deadline(context, self.execution_timeout)
+            # a GPU count becomes free GPUs, named (dood.gpu_claims); waits while too few are free
+            gpus = claims_for(
+                hook.api, config, body, image=spec.image, user=spec.user, emit=self.log.info, deadline=deadline
+            )
+            container_id = launcher.create(spec, body, gpus=gpus)  # exactly the body the policy passed
             handle = ContainerHandle(container_id, spec.name, run_dir)
             self._container_id = container_id
             try:
@@ -293,10 +299,7 @@ class DoodContainerOperator(BaseOperator):
         return ContainerHandle.of(adopted["Id"], name, config.runs_root)
 
     def _defer(self, handle: ContainerHandle, config: DoodConfig, context: Context) -> None:
-        deadline = None
-        if self.execution_timeout:
-            started = context["ti"].start_date or datetime.now(timezone.utc)
-            deadline = (started + self.execution_timeout).timestamp()
+        deadline = task_deadline(context, self.execution_timeout)
         self._container_id = None  # the trigger owns it now; its on_kill stops it on a user kill
         self.defer(
             trigger=DoodContainerTrigger.from_config(

@@ -19,6 +19,7 @@ from dood.naming import DEFAULT_STACK, MANAGED_LABEL, STACK_LABEL
 from dood.policy import MalformedBody, Policy, canonical_create_body, parse_json, violations
 from dood.proxy import directories, rules, wire
 from dood.proxy.daemon import Daemon, Endpoint
+from dood.proxy.gpus import GpuReferee
 from dood.proxy.ownership import Owned, Ownership
 from dood.proxy.rules import Refused, Route, Target
 
@@ -43,6 +44,7 @@ class ProxyServer:
     ) -> None:
         self.policy = policy
         self.daemon = Daemon(upstream)
+        self.gpus = GpuReferee(self.daemon)
         self.stack = stack
         self.ownership = Ownership(self.daemon, inspectable=inspectable_labels, stack=stack)
         self.max_body_bytes = max_body_bytes
@@ -206,13 +208,14 @@ class ProxyServer:
         # No setuid or file capability may lift a container above its (non-root) user: what keeps it from
         # changing the directories above its bind sources.
         canonical.setdefault("HostConfig", {})["SecurityOpt"] = ["no-new-privileges"]
-        sent = json.dumps(canonical, separators=(",", ":")).encode()
-        headers = [("Content-Type", "application/json")]
-        response, up_reader, up_writer = await self.daemon.open("POST", target.uri(), headers, sent)
-        try:
-            answer = await wire.read_body(up_reader, response.body_length(), self.max_body_bytes)
-        finally:
-            up_writer.close()
+        async with self.gpus.checked(canonical, target.prefix):  # no two containers share a GPU (proxy.gpus)
+            sent = json.dumps(canonical, separators=(",", ":")).encode()
+            headers = [("Content-Type", "application/json")]
+            response, up_reader, up_writer = await self.daemon.open("POST", target.uri(), headers, sent)
+            try:
+                answer = await wire.read_body(up_reader, response.body_length(), self.max_body_bytes)
+            finally:
+                up_writer.close()
         if response.status == 201:
             with contextlib.suppress(ValueError, KeyError, TypeError, AttributeError):
                 self.ownership.remember(json.loads(answer)["Id"])

@@ -1,0 +1,139 @@
+"""GPU claims on a real engine: claim → create latency, and GPU freed → next waiter's container started.
+
+Runs on a second dockerd of its own with the fake NVIDIA hook (tests/integration/second_engine.py; needs
+root): `sudo .venv/bin/python benchmarks/bench_gpus.py [--waiters 50] [--gpus 4] [--seconds 1]`.
+
+1. claim → create: one task at a time, GPUs free: `GpuClaims.create` (lock, list, create with DeviceIDs,
+   lock check, unlock) against a plain `create` of the same body without GPUs.
+2. freed → started: `--waiters` tasks asking for 1 GPU each at once, on `--gpus` GPUs, each running
+   `sleep --seconds`; for every task that got a GPU another had held, from the holder's FinishedAt to this
+   container's StartedAt (both the engine's clock), and to its create returning (the claim itself).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from dood.config import parse_config  # noqa: E402
+from dood.gpu_claims import GpuClaims  # noqa: E402
+from dood.launcher import ContainerLauncher, ContainerSpec  # noqa: E402
+from dood.naming import TaskIdentity  # noqa: E402
+from dood.resources import Resources  # noqa: E402
+from tests.integration.second_engine import SecondEngine  # noqa: E402
+
+IMAGE = "dood-test-busybox:latest"
+
+
+def _epoch(value: str) -> float:
+    head, _, fraction = value.rstrip("Z").partition(".")
+    return datetime.fromisoformat(f"{head}.{fraction[:6] or '0'}+00:00").timestamp()
+
+
+def _stats(values: list[float]) -> dict[str, float]:
+    ordered = sorted(values)
+    p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+    return {"n": len(values), "median_ms": round(statistics.median(ordered) * 1000), "p95_ms": round(p95 * 1000)}
+
+
+def _spec(task: str, gpus, command) -> ContainerSpec:
+    identity = TaskIdentity(dag_id="dood_bench_gpus", task_id=task, run_id=uuid.uuid4().hex[:8])
+    return ContainerSpec(identity, IMAGE, command=command, user="1000:1000", resources=Resources(gpus=gpus))
+
+
+def claim_latency(engine: SecondEngine, config, samples: int) -> dict[str, dict[str, float]]:
+    api = engine.api()
+    launcher = ContainerLauncher(api)
+    claimed, plain = [], []
+    for i in range(samples):
+        for gpus, into in ((1, claimed), (0, plain)):
+            spec = _spec(f"c{i}-{gpus}", gpus, ["true"])
+            body = launcher.create_body(spec)
+            claims = GpuClaims.of(api, config, image=IMAGE, user=spec.user) if gpus else None
+            started = time.perf_counter()
+            container_id = launcher.create(spec, body, gpus=claims)
+            into.append(time.perf_counter() - started)
+            api.remove_container(container_id, force=True)
+    return {"claim_then_create": _stats(claimed), "plain_create": _stats(plain)}
+
+
+def _task(engine: SecondEngine, config, index: int, seconds: float) -> dict:
+    api = engine.api()
+    launcher = ContainerLauncher(api)
+    spec = _spec(f"w{index}", 1, ["sleep", str(seconds)])
+    body = launcher.create_body(spec)
+    claims = GpuClaims.of(api, config, image=IMAGE, user=spec.user, emit=lambda _: None)
+    container_id = launcher.create(spec, body, gpus=claims)
+    created = time.time()
+    launcher.start(container_id)
+    launcher.wait(container_id)
+    state = api.inspect_container(container_id)["State"]
+    api.remove_container(container_id, force=True)
+    return {
+        "gpu": claims.claimed[0],
+        "created": created,
+        "started": _epoch(state["StartedAt"]),
+        "finished": _epoch(state["FinishedAt"]),
+    }
+
+
+def freed_to_started(engine: SecondEngine, config, waiters: int, seconds: float) -> dict[str, dict[str, float]]:
+    with ThreadPoolExecutor(waiters) as pool:
+        runs = list(pool.map(lambda i: _task(engine, config, i, seconds), range(waiters)))
+    to_started, to_claimed = [], []
+    for gpu in {run["gpu"] for run in runs}:
+        on_gpu = sorted((run for run in runs if run["gpu"] == gpu), key=lambda run: run["started"])
+        for before, after in zip(on_gpu, on_gpu[1:], strict=False):
+            assert after["started"] >= before["finished"], f"GPU {gpu} shared"
+            to_started.append(after["started"] - before["finished"])
+            to_claimed.append(after["created"] - before["finished"])
+    span = max(run["finished"] for run in runs) - min(run["started"] for run in runs)
+    return {
+        "freed_to_claimed": _stats(to_claimed),
+        "freed_to_started": _stats(to_started),
+        "wall_seconds": {"n": waiters, "span": round(span, 1), "ideal": waiters * seconds / len(config.gpus.devices)},
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--waiters", type=int, default=50)
+    parser.add_argument("--gpus", type=int, default=4)
+    parser.add_argument("--seconds", type=float, default=1.0)
+    parser.add_argument("--samples", type=int, default=30)
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        print("bench_gpus: starts a second dockerd (needs root)", file=sys.stderr)
+        return 2
+    engine = SecondEngine.for_session()
+    engine.start()
+    try:
+        engine.load_image(IMAGE)
+        config = parse_config({"docker": {"url": engine.url}, "gpus": {"devices": [str(i) for i in range(args.gpus)]}})
+        result = {
+            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}",
+            "engine": engine.api().version()["Version"],
+            "claim": claim_latency(engine, config, args.samples),
+            "waiters": freed_to_started(engine, config, args.waiters, args.seconds),
+            "load_after": round(os.getloadavg()[0], 1),
+        }
+    finally:
+        engine.stop()
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,222 @@
+"""GPUs of the Docker host: the inventory (`gpus:` in the dood config) and who holds which, read from the engine.
+
+Docker turns `DeviceRequests: [{Count: N}]` into GPUs `0 … N-1`, always: two `gpus: 1` trainings both land
+on GPU 0. dood therefore creates every GPU container with explicit `DeviceIDs`, chosen among the GPUs no
+other container holds, and labels it `dood.gpus=<ids>`. The engine is the only record: a container holds
+its GPUs while it is running (or paused, restarting, or freshly created), and holds nothing once it has
+ended, whatever ended it. Everything here is pure (decides, touches nothing); `dood.gpu_claims` talks to
+the engine, `dood.proxy.gpus` referees creates passing through dood-proxy.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+#: The GPUs a container was created with (comma-separated DeviceIDs); forced by dood-proxy.
+GPUS_LABEL = "dood.gpus"
+#: States in which a container holds its GPUs ("created" only for `created_hold_seconds`).
+RUNNING_STATES = frozenset({"running", "restarting", "paused"})
+
+Asked = int | Literal["all"]
+#: How dood-proxy's refusal of a colliding GPU request begins; each held GPU then reads "GPU <id> is held by".
+COLLISION = "the container's GPUs would collide"
+_HELD = re.compile(r"GPU (\S+) is held by")
+
+
+class GpuInventory(BaseModel):
+    """The GPUs of the Docker host behind `docker.url`, and how claims on them are taken."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    devices: tuple[str, ...] = Field(
+        default=(),
+        description=(
+            "The host's GPUs as the nvidia driver names them: indexes ('0', '1') or UUIDs ('GPU-…'), one naming "
+            "for all. Containers asking for GPUs get DeviceIDs from this list; empty: GPU requests are refused."
+        ),
+        examples=[["0", "1", "2", "3"]],
+    )
+    wait_recheck_seconds: float = Field(
+        default=10,
+        gt=0,
+        description=(
+            "A task waiting for GPUs wakes on the engine's die/destroy events; it also looks again after this "
+            "long without one (a missed event costs at most this)."
+        ),
+    )
+    lock_stale_seconds: float = Field(
+        default=30,
+        gt=0,
+        description=(
+            "The claim lock (a container named dood-gpu-lock) is held for one list-and-create, well under a "
+            "second; one older than this was left by a holder that died, and is removed."
+        ),
+    )
+    created_hold_seconds: float = Field(
+        default=120,
+        ge=0,
+        description=(
+            "A container created but never started holds its GPUs this long: its creator starts it at once, "
+            "unless it died between create and start (the janitor removes such leftovers)."
+        ),
+    )
+
+    @field_validator("devices", mode="before")
+    @classmethod
+    def _ids(cls, value: object) -> object:
+        if isinstance(value, (str, int)):
+            raise ValueError("must be a list of GPU ids, e.g. ['0', '1'] or ['GPU-8f6…']")
+        if not isinstance(value, Iterable):
+            return value
+        ids = []
+        for item in value:
+            if isinstance(item, bool) or not isinstance(item, (str, int)):
+                raise ValueError(f"{item!r}: a GPU id is an index or a UUID")
+            text = str(item).strip()
+            if not text or "," in text or text.lower() == "all":
+                raise ValueError(f"{item!r}: one GPU per entry (no commas, not 'all')")
+            if text in ids:
+                raise ValueError(f"{text!r} is listed twice")
+            ids.append(text)
+        return tuple(ids)
+
+
+@dataclass(frozen=True)
+class Holder:
+    """A container holding GPUs, as the engine lists it."""
+
+    container_id: str
+    name: str
+    state: str
+    gpus: tuple[str, ...]
+    labels: Mapping[str, str]
+
+    def describe(self) -> str:
+        """`dag/task/run try N (container, state)`, or the container alone when it is no task's."""
+        labels = self.labels
+        where = f"{self.name}, {self.state}"
+        if labels.get("dood.dag_id"):
+            task = "/".join(labels.get(k, "?") for k in ("dood.dag_id", "dood.task_id", "dood.run_id"))
+            index = labels.get("dood.map_index", "-1")
+            mapped = f"[{index}]" if index not in ("", "-1") else ""
+            return f"{task}{mapped} try {labels.get('dood.try_number', '?')} ({where})"
+        return where
+
+
+def label_ids(value: str | None) -> tuple[str, ...]:
+    """GPU ids of a `dood.gpus` label value (or of DeviceIDs joined by commas, as the engine joins them)."""
+    return tuple(part.strip() for part in (value or "").split(",") if part.strip())
+
+
+def holders(containers: Iterable[Mapping[str, Any]], *, created_hold_seconds: float, now: float | None = None):
+    """The containers (entries of `GET /containers/json?all=1`) that hold GPUs now."""
+    now = time.time() if now is None else now
+    found = []
+    for container in containers:
+        labels = container.get("Labels") or {}
+        ids = label_ids(labels.get(GPUS_LABEL))
+        state = container.get("State") or ""
+        fresh = state == "created" and now - float(container.get("Created") or 0) < created_hold_seconds
+        if ids and (state in RUNNING_STATES or fresh):
+            names = container.get("Names") or ["/" + container["Id"][:12]]
+            found.append(Holder(container["Id"], names[0].lstrip("/"), state, ids, labels))
+    return found
+
+
+def held_by(holding: Iterable[Holder]) -> dict[str, Holder]:
+    """GPU id -> the container holding it."""
+    return {gpu: holder for holder in holding for gpu in holder.gpus}
+
+
+# --- what a create body asks for ---
+
+
+def _gpu_requests(body: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    requests = (body.get("HostConfig") or {}).get("DeviceRequests") or []
+    return [r for r in requests if isinstance(r, Mapping) and any("gpu" in c for c in r.get("Capabilities") or [])]
+
+
+def asked(body: Mapping[str, Any]) -> Asked | None:
+    """How many GPUs a create body asks for without naming them (`Count`; -1 is 'all'); None: no such request."""
+    total = 0
+    for request in _gpu_requests(body):
+        if request.get("DeviceIDs"):
+            continue
+        count = request.get("Count") or 0
+        if count == -1:
+            return "all"
+        total += count
+    return total or None
+
+
+def named(body: Mapping[str, Any]) -> tuple[str, ...]:
+    """The GPUs a create body names (`DeviceIDs`)."""
+    return tuple(gpu for r in _gpu_requests(body) for entry in r.get("DeviceIDs") or [] for gpu in label_ids(entry))
+
+
+def choose(devices: Sequence[str], taken: Iterable[str], wanted: Asked) -> tuple[str, ...] | None:
+    """The first `wanted` free GPUs of the inventory (all of them for 'all'); None while too few are free."""
+    taken = set(taken)
+    if wanted == "all":
+        return tuple(devices) if devices and not taken.intersection(devices) else None
+    free = [gpu for gpu in devices if gpu not in taken]
+    return tuple(free[:wanted]) if len(free) >= wanted else None
+
+
+def claimed_body(body: Mapping[str, Any], ids: Sequence[str]) -> dict[str, Any]:
+    """The body with its counted GPU request(s) replaced by one naming `ids`, and labelled `dood.gpus`."""
+    claimed = copy.deepcopy(dict(body))
+    host = claimed.setdefault("HostConfig", {})
+    requests = host.get("DeviceRequests") or []
+    counted = [r for r in _gpu_requests(claimed) if not r.get("DeviceIDs")]
+    template = dict(counted[0]) if counted else {"Driver": "", "Capabilities": [["gpu"]], "Options": {}}
+    kept = [r for r in requests if not any(r is c for c in counted)]
+    host["DeviceRequests"] = [*kept, {**template, "Count": 0, "DeviceIDs": list(ids)}]
+    claimed["Labels"] = {**(claimed.get("Labels") or {}), GPUS_LABEL: ",".join(ids)}
+    return claimed
+
+
+def never_fits(devices: Sequence[str], wanted: Asked) -> str | None:
+    """Why this request can never be granted on this inventory, or None."""
+    if not devices:
+        return (
+            "the dood config lists no GPUs of the Docker host: set gpus.devices (e.g. ['0', '1']) to the ids the "
+            "nvidia driver shows there (nvidia-smi -L)"
+        )
+    if wanted != "all" and wanted > len(devices):
+        return f"asks for {wanted} GPUs; the Docker host has {len(devices)} (gpus.devices: {list(devices)})"
+    return None
+
+
+def referee(body: Mapping[str, Any], holding: Iterable[Holder]) -> list[str]:
+    """Why a create must be refused so that no two containers share a GPU (dood-proxy's check): a count the
+    engine would turn into GPUs 0…N-1 whoever holds them, or GPUs another container holds."""
+    problems = []
+    if asked(body) is not None:
+        problems.append(
+            "DeviceRequests: a GPU Count without DeviceIDs gets GPUs 0…N-1 whoever holds them; name free GPUs "
+            "in DeviceIDs (dood's launcher claims them for you)"
+        )
+    ids = named(body)
+    if len(set(ids)) != len(ids):
+        problems.append(f"DeviceRequests: GPUs {list(ids)} name one GPU twice")
+    taken = held_by(holding)
+    for gpu in dict.fromkeys(ids):
+        if gpu in taken:
+            problems.append(f"GPU {gpu} is held by {taken[gpu].describe()}")
+    return problems
+
+
+def refused_as_held(message: str) -> tuple[str, ...] | None:
+    """The GPUs dood-proxy named as held when it refused a create for a collision (None: no such refusal).
+    Behind a stack's proxy, holders of other stacks are not listed to us; the referee still sees them."""
+    if COLLISION not in message:
+        return None
+    return tuple(_HELD.findall(message))
