@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test unit integration e2e venv docker images images-test bench clean
+.PHONY: demo test unit integration e2e venv docker chromium images images-test bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,6 +19,9 @@ venv: $(STAMP)
 docker:
 	@bash scripts/ensure-docker.sh
 
+chromium:
+	@bash scripts/ensure-chromium.sh
+
 images-test: docker
 	@bash scripts/build-images.sh test
 
@@ -27,7 +30,7 @@ images: docker
 
 ## make test: unit tests, integration tests on the real Docker engine and a real Airflow, then the
 ## docker-compose stack end to end (Airflow in containers launching the steps through the host socket).
-test: venv images
+test: venv images chromium
 	$(BIN)/python -m pytest tests --ignore=tests/e2e
 	@bash scripts/compose-e2e.sh
 

@@ -17,6 +17,14 @@ def get_provider_info() -> dict:
         "hooks": [
             {"integration-name": "dood", "python-modules": ["dood.hooks.dood"]},
         ],
+        "sensors": [
+            {"integration-name": "dood", "python-modules": ["dood.sensors.container"]},
+        ],
+        "triggers": [
+            {"integration-name": "dood", "python-modules": ["dood.triggers.container"]},
+        ],
+        # Registered, so the api-server (which never imports operators) can show the link (dood.ui).
+        "extra-links": ["dood.ui.extra_link.DoodContainerLink"],
         "integrations": [
             {"integration-name": "dood", "external-doc-url": "https://github.com/dood-airflow/dood-airflow"},
         ],

@@ -104,7 +104,9 @@ class Pipeline(_Strict):
     )
     start_date: date = Field(default=date(2026, 1, 1), description="First data interval (for catchup/backfills).")
     catchup: bool = Field(default=False, description="Run every missed interval when the DAG is switched on.")
-    max_active_runs: int = Field(default=1, ge=1, description="How many runs of the DAG at once (scheduled and manual).")
+    max_active_runs: int = Field(
+        default=1, ge=1, description="How many runs of the DAG at once (scheduled and manual)."
+    )
     max_active_trainings: int | None = Field(
         default=None,
         ge=1,

@@ -130,9 +130,7 @@ def test_execution_timeout_stops_and_removes_the_container(dag_run, next_date, o
     assert ours("dood_it_timeout") == []
 
 
-def test_the_no_retry_exit_code_fails_at_once_without_spending_retries(
-    dag_run, next_date, ours, capfd, docker_api
-):
+def test_the_no_retry_exit_code_fails_at_once_without_spending_retries(dag_run, next_date, ours, capfd, docker_api):
     since = int(time.time()) - 1
     dagrun = dag_run("dood_it_no_retry", next_date)
     log = capfd.readouterr().out

@@ -29,6 +29,7 @@ from dood.resources import Resources
 from dood.results import RESULT_FILE_NAME, RUN_DIR_IN_CONTAINER, result_env, run_dir_for
 from dood.teardown import DockerTarget, detach
 from dood.triggers.container import DoodContainerTrigger
+from dood.ui.extra_link import DoodContainerLink
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -76,6 +77,7 @@ class DoodContainerOperator(BaseOperator):
     )
     template_fields_renderers = {"environment": "json", "command": "py", "mounts": "py"}
     ui_color = "#d6eaf8"
+    operator_extra_links = (DoodContainerLink(),)  # the task instance's "Container" tab (dood.ui)
 
     def __init__(
         self,

@@ -18,6 +18,7 @@ from dood.naming import DEFAULT_STACK, STACK_LABEL, STACK_PATTERN
 from dood.policy import Policy, load_policy
 from dood.proxy import wire
 from dood.proxy.daemon import Daemon, Endpoint
+from dood.proxy.readonly import ReadOnlyProxyServer
 from dood.proxy.server import DEFAULT_MAX_BODY, ProxyServer
 
 log = logging.getLogger("dood.proxy")
@@ -57,6 +58,12 @@ def _parser() -> argparse.ArgumentParser:
         help="this deployment's name: forced as the label dood.stack on every create, and the only stack whose "
         "containers may be listed or touched (default: $DOOD_STACK, else the compose project of the proxy's "
         f"own container, else {DEFAULT_STACK!r})",
+    )
+    parser.add_argument(
+        "--read-only",
+        action="store_true",
+        help="only list, inspect, one stats sample and log tails of dood's containers (for Airflow's "
+        "api-server / UI); everything else 403 (dood.proxy.readonly)",
     )
     parser.add_argument("--log-level", default=os.environ.get("DOOD_PROXY_LOG_LEVEL", "INFO"))
     return parser
@@ -110,7 +117,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     log.info("Stack: %s (label %s on every container it creates; the only stack it touches)", stack, STACK_LABEL)
     log.info("Policy: %s", policy.model_dump_json())
-    proxy = ProxyServer(
+    server_class = ReadOnlyProxyServer if args.read_only else ProxyServer
+    proxy = server_class(
         policy=policy,
         upstream=upstream,
         max_body_bytes=args.max_body_bytes,

@@ -49,6 +49,10 @@ class ProxyServer:
         self.ownership = Ownership(self.daemon, inspectable=inspectable_labels, stack=stack)
         self.max_body_bytes = max_body_bytes
 
+    def route(self, method: str, target: Target) -> Route:
+        """Which allowed call this is (`readonly.ReadOnlyProxyServer` narrows the allow-list)."""
+        return rules.route(method, target)
+
     async def listen(self, endpoint: Endpoint, *, socket_mode: int = 0o660) -> asyncio.AbstractServer:
         if endpoint.scheme == "unix":
             _clear_stale_socket(endpoint.path)
@@ -94,7 +98,7 @@ class ProxyServer:
         body_read = length == 0
         try:
             target = rules.parse_target(request.target)
-            route = rules.route(request.method, target)
+            route = self.route(request.method, target)
             limit = {"create": self.max_body_bytes, "auth": _AUTH_BODY}.get(route.kind, _SMALL_BODY)
             takes_body = route.kind in ("create", "auth") or route.action == "dood.directories"
             if (request.header("expect") or "").lower() == "100-continue":

@@ -1,0 +1,135 @@
+"""The Container tab's data: the container of one task instance try, its log tail and its result."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from dood.naming import MANAGED_LABEL
+from dood.ui.engine import LOG_TAIL_LINES, EngineReader
+from dood.ui.rows import TaskKey
+from dood.ui.samples import Usage, gpus_held
+
+log = logging.getLogger(__name__)
+RESULT_CHARS = 64 * 1024
+
+
+@dataclass
+class Detail:
+    task: TaskKey
+    tries: list[int]
+    try_number: int | None
+    inspected: dict[str, Any] | None
+    gpus: int | str | None = None
+    usage: Usage | None = None
+    log_lines: tuple[str, ...] = ()
+    log_error: str | None = None
+    result: str | None = None
+    result_source: str | None = None
+    result_error: str | None = None
+    log_limit: int = LOG_TAIL_LINES
+
+
+def tries_of(reader: EngineReader, task: TaskKey) -> dict[int, dict[str, Any]]:
+    """The containers of every try of this task instance still on the host, by try number."""
+    labels = {
+        MANAGED_LABEL: "true",
+        "dood.dag_id": task.dag_id,
+        "dood.run_id": task.run_id,
+        "dood.task_id": task.task_id,
+        "dood.map_index": str(task.map_index),
+    }
+    listed = reader.api.containers(all=True, filters={"label": [f"{k}={v}" for k, v in labels.items()]})
+    found = {}
+    for entry in listed:
+        try:
+            found[int((entry.get("Labels") or {}).get("dood.try_number", "0"))] = entry
+        except ValueError:
+            continue
+    return found
+
+
+def detail(reader: EngineReader, task: TaskKey, try_number: int | None, *, may_read_logs: bool) -> Detail:
+    found = tries_of(reader, task)
+    chosen = try_number if try_number is not None else (max(found) if found else None)
+    entry = found.get(chosen) if chosen is not None else None
+    inspected = reader.inspect(entry["Id"], entry.get("State", "")) if entry else None
+    view = Detail(task=task, tries=sorted(found), try_number=chosen, inspected=inspected)
+    if inspected is None:
+        return view
+    view.gpus = gpus_held(inspected.get("HostConfig"))
+    if (inspected.get("State") or {}).get("Running"):
+        view.usage = reader.usage(inspected["Id"])
+    if may_read_logs:
+        try:
+            view.log_lines = tuple(reader.log_tail(inspected["Id"]))
+        except Exception as exc:
+            view.log_error = f"The engine did not give the output: {exc}"
+    else:
+        view.log_error = "You may not read this DAG's task logs."
+    return view
+
+
+def result_text(value: Any) -> str | None:
+    """A result, as the page shows it (pretty JSON, bounded)."""
+    if value is None:
+        return None
+    text = json.dumps(value, indent=2, sort_keys=True, default=str)
+    return text if len(text) <= RESULT_CHARS else text[:RESULT_CHARS] + "\n… (cut)"
+
+
+def run_dir_result(container_name: str) -> Any:
+    """The result file the container wrote into its run directory, when this process sees that directory."""
+    from dood.config import load_config
+    from dood.results import read_result, run_dir_for
+
+    config = load_config()
+    return read_result(run_dir_for(config.runs_root, container_name), config.max_result_bytes)
+
+
+def xcom_result(task: TaskKey) -> Any:
+    """The task instance's return value (what the result file became), from Airflow's database."""
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        raw = session.scalar(
+            select(XComModel.value).where(
+                XComModel.dag_id == task.dag_id,
+                XComModel.run_id == task.run_id,
+                XComModel.task_id == task.task_id,
+                XComModel.map_index == task.map_index,
+                XComModel.key == "return_value",
+            )
+        )
+
+    class _Row:
+        value = raw
+
+    return XComModel.deserialize_value(_Row) if raw is not None else None
+
+
+def attach_result(view: Detail, *, may_read_xcom: bool) -> None:
+    """The result JSON: the run directory's file first (the container's own), else the task's XCom."""
+    name = ((view.inspected or {}).get("Name") or "").lstrip("/")
+    if name:
+        try:
+            value = run_dir_result(name)
+        except Exception as exc:
+            view.result_error = str(exc)
+            value = None
+        if value is not None:
+            view.result, view.result_source = result_text(value), "the run directory's result.json"
+            return
+    if not may_read_xcom:
+        return
+    try:
+        value = xcom_result(view.task)
+    except Exception as exc:
+        view.result_error = str(exc)
+        return
+    if value is not None:
+        view.result, view.result_source = result_text(value), "the task's XCom (return_value)"

@@ -1,0 +1,155 @@
+"""Read-only Docker calls for the UI: list dood's containers, inspect, one stats sample, a bounded log tail.
+
+Meant for `dood-proxy --read-only` (docs/ui.md): only these calls are made, so the api-server never holds
+create rights. Which endpoint: `$DOOD_UI_DOCKER_URL`, else the dood config's `docker.url`.
+
+A page of many containers stays fast: one list call; inspect only for containers that are running or have
+ended (created ones show nothing an inspect would add), cached by (id, state) since a container's
+configuration never changes and an ended one's outcome neither; stats only for running ones, in parallel.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from dood.naming import MANAGED_LABEL
+from dood.ui.samples import CpuReading, Usage, cpu_reading, usage
+
+URL_ENV = "DOOD_UI_DOCKER_URL"
+LOG_TAIL_LINES = 200
+LOG_LINE_CHARS = 2000
+_WORKERS = 8
+_CACHE = 2048
+
+
+class _Lru:
+    def __init__(self, capacity: int = _CACHE) -> None:
+        self._items: OrderedDict[Any, Any] = OrderedDict()
+        self._lock = threading.Lock()
+        self.capacity = capacity
+
+    def get(self, key: Any) -> Any:
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+            return self._items.get(key)
+
+    def put(self, key: Any, value: Any) -> None:
+        with self._lock:
+            self._items[key] = value
+            self._items.move_to_end(key)
+            while len(self._items) > self.capacity:
+                self._items.popitem(last=False)
+
+
+class EngineReader:
+    """What the UI reads from one Docker engine."""
+
+    def __init__(self, api) -> None:
+        self.api = api
+        self._inspected = _Lru()
+        self._images = _Lru()
+        self._cpu: _Lru = _Lru()
+        self._pool = ThreadPoolExecutor(_WORKERS, thread_name_prefix="dood-ui")
+
+    @classmethod
+    def from_config(cls) -> EngineReader:
+        import docker
+
+        from dood.config import load_config
+
+        endpoint = load_config().docker
+        tls = None
+        if endpoint.tls_ca_cert or endpoint.tls_client_cert:
+            from docker.tls import TLSConfig
+
+            client_cert = (endpoint.tls_client_cert, endpoint.tls_client_key) if endpoint.tls_client_cert else None
+            tls = TLSConfig(ca_cert=endpoint.tls_ca_cert, client_cert=client_cert, verify=bool(endpoint.tls_ca_cert))
+        url = os.environ.get(URL_ENV) or endpoint.url
+        return cls(docker.APIClient(base_url=url, version=endpoint.api_version, timeout=15, tls=tls or False))
+
+    def containers(self) -> list[dict[str, Any]]:
+        """Every container carrying `dood.managed=true`, any state (the list call's entries)."""
+        return self.api.containers(all=True, filters={"label": [f"{MANAGED_LABEL}=true"]})
+
+    def inspect(self, container_id: str, state: str) -> dict[str, Any] | None:
+        key = (container_id, state)
+        found = self._inspected.get(key)
+        if found is None:
+            import docker.errors
+
+            try:
+                found = self.api.inspect_container(container_id)
+            except docker.errors.NotFound:
+                return None
+            self._inspected.put(key, found)
+        return found
+
+    def inspect_many(self, entries: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        """Inspect of the running and ended containers among these list entries, in parallel."""
+        wanted = [e for e in entries if e.get("State") not in ("created",)]
+        results = self._pool.map(lambda e: (e["Id"], self.inspect(e["Id"], e.get("State", ""))), wanted)
+        return {cid: found for cid, found in results if found is not None}
+
+    def usage_many(self, container_ids: Iterable[str]) -> dict[str, Usage]:
+        """CPU % (against this process' previous sample) and memory of running containers, in parallel."""
+        return dict(self._pool.map(lambda cid: (cid, self.usage(cid)), list(container_ids)))
+
+    def usage(self, container_id: str) -> Usage:
+        import docker.errors
+
+        try:
+            sample = self.api.stats(container_id, stream=False, one_shot=True)
+        except (docker.errors.DockerException, ValueError):
+            return Usage(None, None, None)
+        before: CpuReading | None = self._cpu.get(container_id)
+        now = cpu_reading(sample)
+        if now is not None:
+            self._cpu.put(container_id, now)
+        return usage(sample, before)
+
+    def log_tail(self, container_id: str, lines: int = LOG_TAIL_LINES) -> list[str]:
+        """The last `lines` lines of the container's output (stdout and stderr), each cut to a bounded length."""
+        raw = self.api.logs(container_id, stdout=True, stderr=True, stream=False, follow=False, tail=lines)
+        text = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else str(raw)
+        return [line[:LOG_LINE_CHARS] for line in text.splitlines()[-lines:]]
+
+    def image_size(self, reference: str) -> int | None:
+        size = self._images.get(reference)
+        if size is None:
+            import docker.errors
+
+            try:
+                size = int(self.api.inspect_image(reference).get("Size") or 0)
+            except (docker.errors.APIError, docker.errors.NotFound):
+                return None
+            self._images.put(reference, size)
+        return size
+
+    def image_disk(self, references: Iterable[str]) -> int:
+        """Bytes the distinct images behind these references take (each counted once; unknown ones left out)."""
+        sizes = self._pool.map(self.image_size, sorted(set(references)))
+        return sum(size for size in sizes if size)
+
+    def host(self) -> dict[str, Any]:
+        info = self.api.info()
+        keep = ("Name", "ServerVersion", "NCPU", "MemTotal", "OperatingSystem")
+        return {key: info.get(key) for key in keep}
+
+
+_reader: EngineReader | None = None
+_reader_lock = threading.Lock()
+
+
+def engine() -> EngineReader:
+    """This process' reader (its caches and the previous CPU samples live as long as the api-server)."""
+    global _reader
+    with _reader_lock:
+        if _reader is None:
+            _reader = EngineReader.from_config()
+        return _reader

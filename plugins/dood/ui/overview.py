@@ -1,0 +1,73 @@
+"""The DooD page's data: every dood container the user may see, with usage, outcome and orphan marks, and
+the host summary on top."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from time import perf_counter
+from typing import Any
+
+from dood.ui import access
+from dood.ui.engine import EngineReader
+from dood.ui.rows import ALIVE, ContainerRow, TaskKey, build_row, select
+from dood.ui.task_states import task_states
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Summary:
+    running: int = 0
+    total: int = 0
+    orphans: int = 0
+    gpus_held: int | str = 0
+    image_disk: int | None = None
+    host: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+
+@dataclass
+class Overview:
+    rows: list[ContainerRow]
+    dag_ids: list[str]
+    summary: Summary
+    now: datetime
+    elapsed_ms: float
+
+
+def _gpus(rows: Iterable[ContainerRow]) -> int | str:
+    held = [row.gpus for row in rows if row.state == "running" and row.gpus is not None]
+    return "all" if "all" in held else sum(int(g) for g in held)
+
+
+def overview(reader: EngineReader, user, *, dag_id: str | None, state: str | None) -> Overview:
+    started = perf_counter()
+    now = datetime.now(timezone.utc)
+    summary = Summary()
+    try:
+        entries = reader.containers()
+        summary.host = reader.host()
+    except Exception as exc:  # the page still renders, saying why the engine did not answer
+        log.warning("dood UI: the Docker engine did not answer: %s", exc)
+        summary.error = f"The Docker engine did not answer: {exc}"
+        return Overview([], [], summary, now, (perf_counter() - started) * 1000)
+    label_dag = {e["Id"]: (e.get("Labels") or {}).get("dood.dag_id", "") for e in entries}
+    allowed = access.readable(user, label_dag.values())
+    entries = [e for e in entries if label_dag[e["Id"]] in allowed]
+    wanted = [e for e in entries if (not dag_id or label_dag[e["Id"]] == dag_id)]
+    inspected = reader.inspect_many(wanted)
+    used = reader.usage_many(e["Id"] for e in wanted if e.get("State") == "running")
+    keys = {e["Id"]: TaskKey.from_labels(e.get("Labels") or {}) for e in entries}
+    states = task_states(keys[e["Id"]] for e in entries if e.get("State") in ALIVE)
+    rows = [build_row(e, inspected.get(e["Id"]), used.get(e["Id"]), states.get(keys[e["Id"]])) for e in entries]
+    summary.total = len(rows)
+    summary.running = sum(row.state == "running" for row in rows)
+    summary.orphans = sum(row.orphan for row in rows)
+    summary.gpus_held = _gpus(rows)
+    summary.image_disk = reader.image_disk(row.image for row in rows if row.image)
+    shown = select(rows, dag_id=dag_id, state=state)
+    dag_ids = sorted({row.task.dag_id for row in rows})
+    return Overview(shown, dag_ids, summary, now, (perf_counter() - started) * 1000)

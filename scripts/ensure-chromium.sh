@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Make sure Debian's headless-capable Chromium is installed for the browser tests (tests/ui), idempotent.
+# Playwright drives it through executable_path; no browser is ever downloaded (`playwright install` is not used).
+set -euo pipefail
+
+CHROMIUM=/usr/bin/chromium
+say() { printf 'ensure-chromium: %s\n' "$*"; }
+die() { printf 'ensure-chromium: ERROR: %s\n' "$*" >&2; exit 1; }
+
+if [[ -x "$CHROMIUM" ]]; then
+  say "$("$CHROMIUM" --version 2>/dev/null || echo chromium), already installed"; exit 0
+fi
+[[ $(id -u) -eq 0 ]] || die "chromium is not installed and we are not root: apt-get install chromium"
+say "installing chromium with apt-get (quiet, about a minute)..."
+export DEBIAN_FRONTEND=noninteractive
+apt_opts=(-qq -y -o DPkg::Lock::Timeout=300)
+apt-get "${apt_opts[@]}" update >/dev/null || die "apt-get update failed"
+apt-get "${apt_opts[@]}" install --no-install-recommends chromium >/dev/null || die "apt-get install chromium failed"
+say "$("$CHROMIUM" --version 2>/dev/null || echo chromium) installed"
