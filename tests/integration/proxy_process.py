@@ -36,3 +36,9 @@ def running_proxy(root: Path, policy_yaml: str, *extra_args: str) -> Iterator[Si
         finally:
             process.terminate()
             process.wait(timeout=10)
+
+
+def remove_labelled(docker_api, label: str) -> None:
+    """Remove every container carrying `label` (`key=value`), on the raw socket: a test's own leftovers."""
+    for container in docker_api.containers(all=True, filters={"label": label}):
+        docker_api.remove_container(container["Id"], force=True)

@@ -28,7 +28,7 @@ from docker.utils.socket import frames_iter
 
 from dood.naming import MANAGED_LABEL
 from tests.integration.conftest import TEST_IMAGE
-from tests.integration.proxy_process import running_proxy
+from tests.integration.proxy_process import remove_labelled, running_proxy
 
 DAG_LABEL = {"dood.dag_id": "dood_it_proxy"}
 USER = "1000:1000"  # the policy runs containers as a numeric non-root user
@@ -77,8 +77,7 @@ def api(proxy):
 @pytest.fixture(autouse=True)
 def cleanup(docker_api):
     yield
-    for container in docker_api.containers(all=True, filters={"label": "dood.dag_id=dood_it_proxy"}):
-        docker_api.remove_container(container["Id"], force=True)
+    remove_labelled(docker_api, "dood.dag_id=dood_it_proxy")
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ import pytest
 from docker.errors import APIError
 
 from tests.integration.conftest import TEST_IMAGE
-from tests.integration.proxy_process import running_proxy
+from tests.integration.proxy_process import remove_labelled, running_proxy
 
 ATTACKER = "4242:4242"  # a non-root user, as the policy demands
 LABEL = {"dood.dag_id": "dood_it_proxy_binds"}
@@ -46,8 +46,7 @@ def setup(tmp_path_factory, docker_api):
 @pytest.fixture(autouse=True)
 def cleanup(docker_api):
     yield
-    for container in docker_api.containers(all=True, filters={"label": "dood.dag_id=dood_it_proxy_binds"}):
-        docker_api.remove_container(container["Id"], force=True)
+    remove_labelled(docker_api, "dood.dag_id=dood_it_proxy_binds")
 
 
 def leaf(setup, name: str, user: str = ATTACKER) -> str:

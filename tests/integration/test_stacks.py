@@ -18,7 +18,7 @@ from dood.hooks.dood import DoodHook
 from dood.janitor import MISSING, sweep
 from dood.naming import STACK_LABEL, TaskIdentity
 from tests.integration.conftest import TEST_IMAGE
-from tests.integration.proxy_process import running_proxy
+from tests.integration.proxy_process import remove_labelled, running_proxy
 
 IDENTITY = TaskIdentity(dag_id="dood_it_stacks", task_id="train", run_id="manual__2026-12-01T00:00:00+00:00")
 POLICY = "  allowed_images: ['dood-test-busybox:*']\n"
@@ -36,8 +36,7 @@ def stacks(tmp_path_factory, docker_api):
         yield {"a": a, "b": b, **{f"api_{k}": v for k, v in clients.items()}}
         for client in clients.values():
             client.close()
-    for container in docker_api.containers(all=True, filters={"label": f"dood.dag_id={IDENTITY.dag_id}"}):
-        docker_api.remove_container(container["Id"], force=True)
+    remove_labelled(docker_api, f"dood.dag_id={IDENTITY.dag_id}")
 
 
 @pytest.fixture(scope="module")
