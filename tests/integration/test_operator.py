@@ -146,6 +146,23 @@ def test_the_no_retry_exit_code_fails_at_once_without_spending_retries(dag_run, 
     assert ours("dood_it_no_retry") == []
 
 
+@pytest.mark.parametrize(
+    ("dag_id", "reason"),
+    [
+        ("dood_it_result_link", "is a symlink"),  # to a file the worker can read: never returned as XCom
+        ("dood_it_result_zero", "is a symlink"),  # to /dev/zero: never read until MemoryError
+        ("dood_it_result_fifo", "not a regular file"),  # a FIFO: never blocks the worker
+    ],
+)
+def test_a_result_file_the_container_planted_is_refused_not_followed(dag_run, next_date, ours, capfd, dag_id, reason):
+    dagrun = dag_run(dag_id, next_date)
+    log = capfd.readouterr().out
+    assert dagrun.state == "failed" and "planted" in log
+    assert "ResultFileError" in log and reason in log
+    assert xcom_value(dagrun) == {}  # and a FIFO did not hang it (pytest-timeout would have said so)
+    assert ours(dag_id) == []
+
+
 def test_oom_kill_is_reported(dag_run, next_date, ours, capfd):
     dagrun = dag_run("dood_it_oom", next_date)
     log = capfd.readouterr().out

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from datetime import timedelta
 from pathlib import Path
 
@@ -38,6 +39,12 @@ def test_full_pipeline_writes_model_and_metrics_then_promote_skips_a_worse_model
     )
     [work] = [p for p in partitions("it_ml") if first.run_id.split("__")[0] in p.name]
     assert (work / "model" / "model.joblib").stat().st_size > 0
+    # The steps ran as the non-root default user: what they wrote is theirs, nothing is world-writable, and
+    # the partition itself is a leaf (trusted owner, shared through its group: 2770).
+    assert stat.S_IMODE(work.lstat().st_mode) == 0o2770
+    written = list(work.rglob("*"))
+    assert written and all(p.lstat().st_uid == 50000 for p in written), {str(p): p.lstat().st_uid for p in written}
+    assert not [p for p in [work, *written] if p.lstat().st_mode & stat.S_IWOTH]
     metrics = json.loads((work / "metrics" / "eval.json").read_text())
     assert xcom_value(first, "evaluate")["return_value"]["accuracy"] == metrics["accuracy"] >= 0.85
     champion = ROOT / "ml" / "models" / "it_ml" / "champion"

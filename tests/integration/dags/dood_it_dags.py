@@ -163,3 +163,12 @@ with dag("dood_it_no_retry"):
         retries=3,
         retry_delay=timedelta(seconds=0),
     )
+
+# Everything in the run directory is the container's to choose: a result that is a link or a FIFO.
+for _name, _plant in {
+    "dood_it_result_link": 'ln -s /etc/hostname "$DOOD_RESULT_FILE"',
+    "dood_it_result_zero": 'ln -s /dev/zero "$DOOD_RESULT_FILE"',
+    "dood_it_result_fifo": 'mkfifo "$DOOD_RESULT_FILE"',
+}.items():
+    with dag(_name):
+        DoodContainerOperator(task_id="run", image=IMAGE, command=sh(f"{_plant} && echo planted"))
