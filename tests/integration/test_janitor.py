@@ -12,7 +12,7 @@ from tests.integration.conftest import TEST_IMAGE, run_id_for, xcom_value
 # Every container of this test carries SCOPE, and the sweeps are limited to it: a janitor test must not
 # remove other dood containers of the same engine (a developer's, a parallel test's).
 SCOPE = {"dood-test": "janitor"}
-OURS = {"dood.managed": "true", "dood.map_index": "-1", "dood.try_number": "1", **SCOPE}
+OURS = {"dood.managed": "true", "dood.stack": "dood", "dood.map_index": "-1", "dood.try_number": "1", **SCOPE}
 
 
 @pytest.fixture
@@ -47,6 +47,10 @@ def test_janitor_removes_only_our_orphans(docker_api, dag_run, next_date, contai
         {**OURS, "dood.dag_id": "dood_janitor", "dood.run_id": run_id_for(sweep_date), "dood.task_id": "sweep_orphans"},
     )
     foreign = containers("dood-it-janitor-foreign", {"owner": "someone-else", **SCOPE})
+    other_stack = containers(  # another stack's training: its Airflow, not ours, may judge it
+        "dood-it-janitor-other-stack",
+        {**OURS, "dood.stack": "team-b", "dood.dag_id": "dood_it_ghost", "dood.run_id": "gone", "dood.task_id": "t"},
+    )
     ended = containers(
         "dood-it-janitor-ended",
         {**OURS, "dood.dag_id": "dood_it_ghost", "dood.run_id": "old", "dood.task_id": "t"},
@@ -58,11 +62,11 @@ def test_janitor_removes_only_our_orphans(docker_api, dag_run, next_date, contai
     assert dry.state == "success"
     planned = xcom_value(dry, "sweep_orphans")["return_value"]
     assert {line.split(":")[0] for line in planned} >= {"dood-it-janitor-orphan", "dood-it-janitor-ended"}
-    assert not any(line.startswith("dood-it-janitor-foreign") for line in planned)
+    assert not any(line.startswith(("dood-it-janitor-foreign", "dood-it-janitor-other-stack")) for line in planned)
     assert all(exists(docker_api, c) for c in (orphan, in_use, foreign, ended))  # dry run touched nothing
 
     real = dag_run("dood_janitor", sweep_date, {"dry_run": False, "ttl_hours": 0, "only_labels": SCOPE})
     assert real.state == "success"
     assert not exists(docker_api, orphan) and not exists(docker_api, ended)
     assert exists(docker_api, in_use)  # its task instance (the sweep itself) was running
-    assert exists(docker_api, foreign)
+    assert exists(docker_api, foreign) and exists(docker_api, other_stack)

@@ -74,14 +74,16 @@ def test_params_reach_the_containers_and_quality_gate_fails_the_run(dag_run, nex
 
 def test_a_model_trained_on_older_data_never_replaces_the_champion(dag_run, next_date, ours, ml_image, capfd):
     """What a backfill of past dates would do: its runs' data ends before the champion's (issue 11.4)."""
-    newer = dag_run("dood_it_ml", next_date + timedelta(days=30), {"force_promote": True})
+    # dag.test() keeps an earlier run's conf in-process: every Param this test relies on is given explicitly.
+    conf = {"n_estimators": 50, "max_depth": 6, "min_accuracy": 0.5}
+    newer = dag_run("dood_it_ml", next_date + timedelta(days=30), {**conf, "force_promote": True})
     assert task_state(newer, "promote") == "success"
     champion = ROOT / "ml" / "models" / "it_ml" / "champion"
     source = json.loads((champion / "source.json").read_text())
     assert source["run_id"] == newer.run_id and source["run_type"] == "manual" and source["data_interval_end"]
     assert source["partition"].startswith(str(ROOT / "ml" / "artifacts"))  # the host path, not /dood/work
     capfd.readouterr()
-    older = dag_run("dood_it_ml", next_date, {"n_estimators": 120, "force_promote": False})  # conf sticks in-process
+    older = dag_run("dood_it_ml", next_date, {**conf, "n_estimators": 120, "force_promote": False})
     log = capfd.readouterr().out
     assert task_state(older, "promote") == "skipped"
     assert "before the champion's" in log and "promotion.require_newer_data" in log

@@ -101,7 +101,7 @@ def docker_api():
     return api
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ui_stack(tmp_path_factory, docker_api):
     home = tmp_path_factory.mktemp("airflow-ui")
     os.chmod(home, 0o755)
@@ -135,7 +135,7 @@ def ui_stack(tmp_path_factory, docker_api):
                 docker_api.remove_container(c["Id"], force=True)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")  # Playwright's sync API runs an event loop: ended before other tests run
 def browser():
     if not os.path.exists(CHROMIUM):
         pytest.fail(f"{CHROMIUM} is missing: bash scripts/ensure-chromium.sh (Debian's chromium)")

@@ -1,0 +1,61 @@
+"""Trainings stay bounded for every kind of run (issue 11.4): a 6-date backfill whose own limit is 6, under a
+real scheduler, never runs more train containers at once than the pipeline's bound (2), counted from the
+engine's start/die events."""
+
+from __future__ import annotations
+
+import time
+
+from tests.integration.airflow_stack import created_since
+
+DAG_ID = "dood_sched_bound"
+BOUND = 2  # the pipeline's max_active_runs, hence every step's max_active_tis_per_dag
+
+
+def most_at_once(events: list[dict]) -> int:
+    """The largest number of containers running at the same time, from their start and die events."""
+    running, most = 0, 0
+    for event in sorted(events, key=lambda e: (e["timeNano"], e["Action"] == "start")):
+        running += 1 if event["Action"] == "start" else -1
+        most = max(most, running)
+    return most
+
+
+def test_a_backfill_never_runs_more_trainings_at_once_than_the_bound(airflow_stack, docker_api):
+    since = time.time() - 1
+    airflow_stack._wait_until(lambda: _parsed(airflow_stack), 120, f"{DAG_ID} to be parsed")
+    airflow_stack.api("PATCH", f"/dags/{DAG_ID}", json={"is_paused": False})  # paused DAGs run no task at all
+    body = {"dag_id": DAG_ID, "from_date": "2026-01-01T00:00:00Z", "to_date": "2026-01-06T00:00:00Z"}
+    airflow_stack.api("POST", "/backfills", json={**body, "max_active_runs": 6})  # the backfill's own: 6
+
+    def backfill_done() -> bool:
+        runs = airflow_stack.api("GET", f"/dags/{DAG_ID}/dagRuns")["dag_runs"]
+        backfilled = [r for r in runs if r["run_type"] == "backfill"]
+        return len(backfilled) == 6 and all(r["state"] in ("success", "failed") for r in backfilled)
+
+    airflow_stack._wait_until(backfill_done, 280, "six finished backfill runs", every=2)
+    runs = airflow_stack.api("GET", f"/dags/{DAG_ID}/dagRuns")["dag_runs"]
+    assert all(r["state"] == "success" for r in runs if r["run_type"] == "backfill"), runs
+    trains = list(
+        docker_api.events(
+            since=int(since),
+            until=int(time.time()) + 1,
+            filters={
+                "type": "container",
+                "event": ["start", "die"],
+                "label": [f"dood.dag_id={DAG_ID}", "dood.task_id=train"],
+            },
+            decode=True,
+        )
+    )
+    assert len([e for e in trains if e["Action"] == "start"]) >= 6  # every backfilled date trained
+    assert most_at_once(trains) <= BOUND, trains
+    assert len(created_since(docker_api, DAG_ID, since)) >= 18  # prepare, train, evaluate of each date
+
+
+def _parsed(stack) -> bool:
+    try:
+        stack.api("GET", f"/dags/{DAG_ID}")
+        return True
+    except AssertionError:
+        return False
