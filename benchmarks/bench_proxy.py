@@ -37,6 +37,7 @@ from _common import IMAGE, median  # noqa: E402
 DIRECT_URL = "unix:///var/run/docker.sock"
 GOAL = 1.10
 LABELS = {"dood.dag_id": "bench_proxy"}
+USER = "50000:0"  # the policy runs containers as a numeric non-root user
 
 
 def start_proxy(workdir: Path) -> tuple[subprocess.Popen, str]:
@@ -70,7 +71,9 @@ def start_proxy(workdir: Path) -> tuple[subprocess.Popen, str]:
 def one_container(api: docker.APIClient) -> float:
     """create + start + wait + logs + remove of `true`; seconds."""
     began = time.perf_counter()
-    cid = api.create_container(IMAGE, ["true"], labels=LABELS, name=f"bench-proxy-{uuid.uuid4().hex[:12]}")["Id"]
+    cid = api.create_container(IMAGE, ["true"], user=USER, labels=LABELS, name=f"bench-proxy-{uuid.uuid4().hex[:12]}")[
+        "Id"
+    ]
     try:
         api.start(cid)
         if api.wait(cid)["StatusCode"] != 0:
@@ -88,9 +91,9 @@ def stream_lines(api: docker.APIClient, lines: int) -> float:
     container exits while the reader is still behind, which would cut the measurement short.
     """
     script = f"seq {lines}; sleep 300"
-    cid = api.create_container(IMAGE, ["sh", "-c", script], labels=LABELS, name=f"bench-proxy-{uuid.uuid4().hex[:12]}")[
-        "Id"
-    ]
+    cid = api.create_container(
+        IMAGE, ["sh", "-c", script], user=USER, labels=LABELS, name=f"bench-proxy-{uuid.uuid4().hex[:12]}"
+    )["Id"]
     try:
         began = time.perf_counter()
         api.start(cid)

@@ -1,5 +1,5 @@
-"""An Airflow DAG file (the dag-processor's safe mode looks for both words): a pipeline run by a real scheduler in tests/integration/test_backfill_bound.py: busybox steps, train lasts
-a few seconds, at most 2 trainings at once (max_active_runs 2), whatever a backfill's own limit says."""
+"""An Airflow DAG file (the dag-processor's safe mode looks for both words): a pipeline that a real scheduler
+backfills in test_backfill_bound.py; busybox steps, train lasts a few seconds, at most 2 trainings at once."""
 
 from __future__ import annotations
 
