@@ -267,7 +267,8 @@ def test_retraining_triggered_through_the_rest_api_writes_model_and_metrics_on_t
     # The result-file contract through the mapped runs_root: train's JSON became its XCom.
     xcom = stack.api("GET", f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/train/xcomEntries/return_value")
     value = xcom["value"] if isinstance(xcom["value"], dict) else json.loads(xcom["value"])
-    assert value["n_estimators"] == 50 and value["model_path"] == "/dood/work/model/model.joblib"
+    assert value["n_estimators"] == 50 and value["model_path_in_container"] == "/dood/work/model/model.joblib"
+    assert value["model_path"] == str(work / "model" / "model.joblib")  # the HOST path: where a person finds it
 
 
 def test_launched_steps_got_host_paths_as_bind_sources_and_were_removed(stack):
@@ -340,7 +341,13 @@ JANITOR_SCOPE = "dood-test=janitor"
 
 def test_janitor_cli_asks_the_rest_api_and_removes_only_orphans(stack):
     """`dood-janitor` inside the stack, asking Airflow's public REST API about each container's task instance."""
-    base = {"dood.managed": "true", "dood.dag_id": DAG_ID, "dood.map_index": "-1", "dood.try_number": "1"}
+    base = {  # labelled as this stack's own (the janitor sees no other stack's containers)
+        "dood.managed": "true",
+        "dood.stack": PROJECT,
+        "dood.dag_id": DAG_ID,
+        "dood.map_index": "-1",
+        "dood.try_number": "1",
+    }
     scope = dict([JANITOR_SCOPE.split("=")])
     stoppable = ["sh", "-c", "trap 'exit 0' TERM; sleep 300 & wait"]
 
