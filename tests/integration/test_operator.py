@@ -163,6 +163,14 @@ def test_a_result_file_the_container_planted_is_refused_not_followed(dag_run, ne
     assert ours(dag_id) == []
 
 
+def test_more_cpus_than_the_host_has_is_refused_before_any_container(dag_run, next_date, ours, capfd):
+    dagrun = dag_run("dood_it_too_many_cpus", next_date)
+    log = capfd.readouterr().out
+    assert dagrun.state == "failed"
+    assert "run: resources.cpus: 512 is more than the" in log and "CPUs of the Docker host" in log
+    assert ours("dood_it_too_many_cpus") == []
+
+
 def test_oom_kill_is_reported(dag_run, next_date, ours, capfd):
     dagrun = dag_run("dood_it_oom", next_date)
     log = capfd.readouterr().out

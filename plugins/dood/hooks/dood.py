@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
     from dood.config import DoodConfig
 
+_HOST_CPUS: dict[str, int | None] = {}  # Docker endpoint -> its CPU count
 _CONTAINER_ID_IN_MOUNTINFO = re.compile(r"/containers/([0-9a-f]{64})/")
 
 
@@ -155,6 +156,14 @@ class DoodHook(DockerHook):
         is reached through it (it forces that label), else the config's `stack`."""
         info = proxy_info(self.api, self.config.docker.url) or {}
         return str(info.get("stack") or self.config.stack)
+
+    @property
+    def host_cpus(self) -> int | None:
+        """The Docker host's CPU count, asked once per endpoint and process (not on every launch)."""
+        url = self.config.docker.url
+        if url not in _HOST_CPUS:
+            _HOST_CPUS[url] = self.api.info().get("NCPU")
+        return _HOST_CPUS[url]
 
     def find_containers(self, labels: dict[str, str], *, include_stopped: bool = True) -> list[dict[str, Any]]:
         """Containers of this stack carrying all these labels (Docker's `docker ps --filter label=...`)."""

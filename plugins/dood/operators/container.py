@@ -194,6 +194,8 @@ class DoodContainerOperator(BaseOperator):
             spec, run_dir = self.build_spec(config, hook, identity, context)
             body = launcher.create_body(spec)
             check_policy(body, config.policy, subject=f"{self.task_id}: the container")
+            if spec.resources and spec.resources.cpus is not None:  # Docker's own 400 would say less
+                spec.resources.check_host(hook.host_cpus, f"{self.task_id}: resources")
             launcher.ensure_image(spec.image, self.pull_policy or config.defaults.pull_policy)
             self.prepare_directories(hook.directories, spec.user)
             hook.directories.for_container(

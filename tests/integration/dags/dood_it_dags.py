@@ -172,3 +172,6 @@ for _name, _plant in {
 }.items():
     with dag(_name):
         DoodContainerOperator(task_id="run", image=IMAGE, command=sh(f"{_plant} && echo planted"))
+
+with dag("dood_it_too_many_cpus"):
+    DoodContainerOperator(task_id="run", image=IMAGE, command=sh("echo must not run"), resources={"cpus": 512})
