@@ -8,6 +8,7 @@ delay: each record costs Airflow's whole structlog chain (~20-25 us), more than 
 
 from __future__ import annotations
 
+import re
 from collections import deque
 from collections.abc import Callable, Iterable
 
@@ -98,12 +99,34 @@ class LineForwarder:
         return self
 
 
+#: A line by which a step says it failed, logged at error level so Airflow's log view highlights it:
+#: "FAILED: …", "ERROR …", "CRITICAL", "FATAL", optionally after a "[step]" tag (the example image's
+#: `log()`) or Python logging's "LEVEL:name:" prefix.
+ERROR_LINE = re.compile(r"^(?:\[[^\]\n]{1,64}\] )?(?:FAILED|ERROR|CRITICAL|FATAL)\b")
+_ERROR_WORDS = ("FAILED", "ERROR", "CRITICAL", "FATAL")
+
+
 def task_log_emitter(logger) -> Callable[[str], None]:
     """Each container line (or record of lines) into a task's log, with the logger resolved once:
-    an operator's `self.log` is a lazy proxy, costly on every line."""
-    info = logger.bind().info if hasattr(logger, "bind") else logger.info
+    an operator's `self.log` is a lazy proxy, costly on every line. A step's failure line (`ERROR_LINE`)
+    goes out at error level, on its own; the lines around it keep their order, at info level."""
+    bound = logger.bind() if hasattr(logger, "bind") else logger
+    info, error = bound.info, bound.error
 
     def emit(text: str) -> None:
-        info("%s", text)
+        if not any(word in text for word in _ERROR_WORDS):  # the common case costs one scan
+            info("%s", text)
+            return
+        plain: list[str] = []
+        for line in text.split("\n"):
+            if ERROR_LINE.match(line):
+                if plain:
+                    info("%s", "\n".join(plain))
+                    plain = []
+                error("%s", line)
+            else:
+                plain.append(line)
+        if plain:
+            info("%s", "\n".join(plain))
 
     return emit

@@ -70,6 +70,8 @@ def test_params_reach_the_containers_and_quality_gate_fails_the_run(dag_run, nex
     assert task_state(dagrun, "promote") == "upstream_failed"
     assert "exited with code 97" in log and "0.999" in log  # the no-retry code: a verdict retries cannot change
     assert "ContainerFailedNoRetry" in log
+    # The step's own verdict line is at error level in the task log (Airflow's log view highlights it).
+    assert [line for line in log.splitlines() if "[evaluate] FAILED: accuracy" in line and "[error" in line], log
 
 
 def test_a_model_trained_on_older_data_never_replaces_the_champion(dag_run, next_date, ours, ml_image, capfd):

@@ -1,6 +1,10 @@
 from __future__ import annotations
 
-from dood.logs import LineForwarder
+import logging
+
+import pytest
+
+from dood.logs import LineForwarder, task_log_emitter
 
 
 def run(chunks, **kwargs):
@@ -47,3 +51,59 @@ def test_lines_of_one_chunk_share_records_up_to_the_cap_in_order():
     fwd.consume([b"1\n2\n3\n4\n5\n", b"6\n", b"7\n8"])
     assert records == ["1\n2\n3", "4\n5", "6", "7", "8"]  # "8" came unterminated: emitted at close
     assert list(fwd.tail) == ["5", "6", "7", "8"] and fwd.lines == 8
+
+
+class _Recorder:
+    """A logger that records (level, text) in order; no `bind`, as a stdlib logger."""
+
+    def __init__(self) -> None:
+        self.records: list[tuple[str, str]] = []
+
+    def info(self, fmt: str, text: str) -> None:
+        self.records.append(("info", fmt % text))
+
+    def error(self, fmt: str, text: str) -> None:
+        self.records.append(("error", fmt % text))
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "[evaluate] FAILED: accuracy 0.91 is below min_accuracy 0.999",
+        "FAILED: no data for 2026-10-04",
+        "ERROR:root:could not open the partition",
+        "CRITICAL out of memory",
+        "[train] FATAL: cuda error",
+    ],
+)
+def test_a_steps_failure_line_is_logged_at_error_level(line):
+    log = _Recorder()
+    task_log_emitter(log)(line)
+    assert log.records == [("error", line)]
+
+
+@pytest.mark.parametrize(
+    "line",
+    ["[train] 12 FAILED_BATCHES so far", "[evaluate] accuracy 0.97 (no ERRORs)", "tests FAILED? no", "INFO done"],
+)
+def test_other_lines_stay_at_info_level(line):
+    log = _Recorder()
+    task_log_emitter(log)(line)
+    assert log.records == [("info", line)]
+
+
+def test_a_record_of_lines_is_split_around_the_failure_line_in_order():
+    log = _Recorder()
+    emit = task_log_emitter(log)
+    LineForwarder(emit, lines_per_record=10).feed(b"[evaluate] a\n[evaluate] b\n[evaluate] FAILED: gate\n[evaluate] c\n")
+    assert log.records == [
+        ("info", "[evaluate] a\n[evaluate] b"),
+        ("error", "[evaluate] FAILED: gate"),
+        ("info", "[evaluate] c"),
+    ]
+
+
+def test_a_stdlib_logger_gets_the_error_record(caplog):
+    caplog.set_level(logging.INFO, logger="dood.test_logs")
+    task_log_emitter(logging.getLogger("dood.test_logs"))("[evaluate] FAILED: gate")
+    assert [(r.levelno, r.getMessage()) for r in caplog.records] == [(logging.ERROR, "[evaluate] FAILED: gate")]
