@@ -12,16 +12,19 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from dood.exceptions import DoodConfigError
 from dood.gpus import GpuInventory
-from dood.naming import DEFAULT_STACK, STACK_PATTERN
+from dood.naming import DEFAULT_STACK, HOST_PATTERN, STACK_PATTERN
 from dood.pipeline_config import Pipeline
+from dood.placement import QUEUE_PATTERN, pipeline_problems
 from dood.policy import Policy
 from dood.resources import Resources
 
 CONFIG_ENV_VAR = "DOOD_CONFIG"
+#: The name (under `hosts:`) of the Docker host this process runs on; unset: the single-host behaviour.
+HOST_ENV_VAR = "DOOD_HOST"
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().parents[2] / "config" / "dood.yaml"
 
 AutoRemove = Literal["always", "on_success", "never"]
@@ -124,6 +127,76 @@ class ContainerDefaults(_Strict):
     )
 
 
+class HostEndpoint(DockerEndpoint):
+    """A Docker host's dood-proxy, with the provider's connection settings (DockerHook: TLS, registry login)."""
+
+    url: str = Field(
+        description=(
+            "The proxy's API URL: unix:// on the host itself, tcp:// with mutual TLS (all three tls_* files) "
+            "when reached over a network."
+        ),
+        examples=["tcp://gpu-1.example.com:2376", "unix:///run/dood/proxy.sock", "tcp://dood-proxy:2375"],
+    )
+
+    @model_validator(mode="after")
+    def _tls_complete(self) -> HostEndpoint:
+        if bool(self.tls_client_cert) != bool(self.tls_client_key):
+            raise ValueError("tls_client_cert and tls_client_key go together (the client's certificate and its key)")
+        if self.tls_client_cert and not self.tls_ca_cert:
+            raise ValueError("mutual TLS needs tls_ca_cert too: the CA that signed the proxy's certificate")
+        if self.tls_ca_cert and not self.url.startswith(("tcp://", "https://")):
+            raise ValueError(f"TLS settings need a tcp:// url, got {self.url!r}")
+        return self
+
+
+class Host(_Strict):
+    """One Docker host of a deployment with several (docs/hosts.md): its dood-proxy, the Celery queue its worker
+    listens on, its labels, its GPUs and its mount map."""
+
+    docker: HostEndpoint = Field(
+        description=(
+            "That host's dood-proxy as any process of the deployment reaches it (a triggerer on another host "
+            "too): tcp:// with mutual TLS across machines."
+        )
+    )
+    local_docker: HostEndpoint | None = Field(
+        default=None,
+        description=(
+            "The same proxy as the processes on that host reach it ($DOOD_HOST is this host's name), e.g. "
+            "tcp://dood-proxy:2375 on its compose network or a unix socket; none: `docker`."
+        ),
+    )
+    queue: str | None = Field(
+        default=None,
+        pattern=QUEUE_PATTERN,
+        description="Celery queue of this host's worker (`airflow celery worker --queues`). Default: dood-<name>.",
+        examples=["gpu-box-1"],
+    )
+    labels: dict[str, str] = Field(
+        default_factory=dict,
+        description="What steps select hosts by (a step's host_labels), e.g. gpu: a100.",
+        examples=[{"gpu": "a100", "zone": "lab-2"}],
+    )
+    pool_slots: int = Field(
+        default=16,
+        ge=1,
+        description=(
+            "Slots of this host's Airflow pool dood-<name>: at most this many placed steps (one container each, "
+            "deferred ones included) run on the host at once. `python -m dood.hosts pools` writes the pools."
+        ),
+    )
+    gpus: GpuInventory | None = Field(
+        default=None, description="This host's GPUs (claims are per host); none: the top-level `gpus`."
+    )
+    mount_map: tuple[MountMapEntry, ...] | None = Field(
+        default=None,
+        description=(
+            "This host's mount map (Airflow-side path -> path on this host): the same shared data may sit at "
+            "another path on each host. None: the top-level `mount_map`."
+        ),
+    )
+
+
 class DoodConfig(_Strict):
     """Root of `config/dood.yaml`."""
 
@@ -165,9 +238,20 @@ class DoodConfig(_Strict):
         default_factory=GpuInventory,
         description="The Docker host's GPUs, handed out one container at a time (docs/gpus.md).",
     )
+    hosts: dict[str, Host] = Field(
+        default_factory=dict,
+        description=(
+            "Several Docker hosts behind Airflow's CeleryExecutor, by name (docs/hosts.md). A process names the "
+            "host it runs on in $DOOD_HOST and then uses that host's proxy, GPUs and mount map; steps are placed "
+            "on hosts by queue. Empty: one Docker host, the top-level `docker`."
+        ),
+    )
     pipelines: dict[str, Pipeline] = Field(
         default_factory=dict, description="Retraining pipelines; each becomes a DAG named dood_<name>."
     )
+
+    #: The host this view is of ($DOOD_HOST, `on_host`): None for the single-host config.
+    _host: str | None = PrivateAttr(default=None)
 
     @field_validator("pipelines")
     @classmethod
@@ -183,6 +267,68 @@ class DoodConfig(_Strict):
         if not value.startswith("/"):
             raise ValueError(f"must be an absolute path, got {value!r}")
         return os.path.normpath(value)
+
+    @field_validator("hosts")
+    @classmethod
+    def _host_names(cls, value: dict[str, Host]) -> dict[str, Host]:
+        for name in value:
+            if not re.match(HOST_PATTERN, name):
+                raise ValueError(f"host name {name!r} must match {HOST_PATTERN} (it becomes a label and a queue)")
+        queues: dict[str, str] = {}
+        for name, host in value.items():
+            queue = host.queue or f"dood-{name}"
+            if queue in queues:
+                raise ValueError(f"hosts {queues[queue]!r} and {name!r} both use queue {queue!r}; give each its own")
+            queues[queue] = name
+        return value
+
+    @model_validator(mode="after")
+    def _placements(self) -> DoodConfig:
+        """Every step's placement names configured hosts, and steps on several hosts share a data root."""
+        problems = [
+            f"pipelines.{name}: {problem}"
+            for name, pipeline in self.pipelines.items()
+            for problem in pipeline_problems(pipeline, self.hosts, self.mount_map)
+        ]
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
+    # --- the view of one host ---
+
+    @property
+    def host(self) -> str | None:
+        """The Docker host this config is the view of ($DOOD_HOST), or None (one Docker host)."""
+        return self._host
+
+    def on_host(self, name: str | None) -> DoodConfig:
+        """This config as seen by a process on host `name`: that host's proxy (`local_docker`, else `docker`),
+        mount map and GPUs in place of the top-level ones, so everything reading `docker`, `mount_map` and
+        `gpus` talks to its own host. None: unchanged (the single-host behaviour)."""
+        if name is None or name == self._host:
+            return self
+        if name not in self.hosts:
+            known = ", ".join(sorted(self.hosts)) or "none: the config has no `hosts:`"
+            raise DoodConfigError(
+                f"${HOST_ENV_VAR}={name!r} names no host of the dood config (hosts: {known}). Set it to the name, "
+                f"under `hosts:`, of the Docker host this process runs on, or unset it for a single Docker host."
+            )
+        host = self.hosts[name]
+        view = self.model_copy(
+            update={
+                "docker": host.local_docker or host.docker,
+                "mount_map": self.mount_map if host.mount_map is None else host.mount_map,
+                "gpus": host.gpus or self.gpus,
+            }
+        )
+        view._host = name
+        return view
+
+    @property
+    def reachable_docker(self) -> DockerEndpoint:
+        """The Docker endpoint of this view as *other* processes reach it (a triggerer on another host): the
+        host's `docker`, not its `local_docker`."""
+        return self.hosts[self._host].docker if self._host else self.docker
 
 
 def config_path() -> Path:
@@ -204,7 +350,12 @@ def parse_config(data: object, source: str = "<dict>") -> DoodConfig:
 
 
 def load_config(path: str | os.PathLike[str] | None = None) -> DoodConfig:
-    """Load and validate the config; `${VAR}` references are expanded from the environment first."""
+    """Load and validate the config; `${VAR}` references are expanded from the environment first. With
+    $DOOD_HOST set, the view of that host (`DoodConfig.on_host`): its proxy, mount map and GPUs."""
+    return _load_file(path).on_host(os.environ.get(HOST_ENV_VAR) or None)
+
+
+def _load_file(path: str | os.PathLike[str] | None) -> DoodConfig:
     resolved = Path(path) if path else config_path()
     try:
         text = resolved.read_text(encoding="utf-8")

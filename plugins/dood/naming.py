@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
+
+from dood.exceptions import DoodConfigError
 
 LABEL_PREFIX = "dood."
 MANAGED_LABEL = "dood.managed"
@@ -18,6 +21,15 @@ MANAGED_LABEL = "dood.managed"
 STACK_LABEL = "dood.stack"
 DEFAULT_STACK = "dood"
 STACK_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
+#: Which Docker host (its name under `hosts:` in the config) a container was launched on, when the deployment
+#: has several; forced by that host's dood-proxy. Reattach, the sensor and the janitor look only on their host.
+HOST_LABEL = "dood.host"
+HOST_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
+DAG_ID_LABEL = "dood.dag_id"
+TASK_ID_LABEL = "dood.task_id"
+RUN_ID_LABEL = "dood.run_id"
+MAP_INDEX_LABEL = "dood.map_index"
+TRY_NUMBER_LABEL = "dood.try_number"
 MAX_NAME_LENGTH = 63  # fits a DNS label, which Docker uses for the container's hostname too
 _UNSAFE = re.compile(r"[^a-zA-Z0-9_.-]+")
 
@@ -32,9 +44,10 @@ class TaskIdentity:
     map_index: int = -1
     try_number: int = 1
     stack: str = DEFAULT_STACK
+    host: str | None = None  # the Docker host's name when the deployment has several (`hosts:`)
 
     @classmethod
-    def from_context(cls, context, stack: str = DEFAULT_STACK) -> TaskIdentity:
+    def from_context(cls, context, stack: str = DEFAULT_STACK, host: str | None = None) -> TaskIdentity:
         ti = context["ti"]
         return cls(
             dag_id=ti.dag_id,
@@ -43,27 +56,45 @@ class TaskIdentity:
             map_index=ti.map_index if ti.map_index is not None else -1,
             try_number=ti.try_number or 1,
             stack=stack,
+            host=host,
+        )
+
+    @classmethod
+    def from_labels(cls, labels: Mapping[str, str]) -> TaskIdentity:
+        """The identity a container's labels record (the inverse of `labels()`); KeyError when a label of
+        the task instance (dag, task, run) is missing, i.e. the container is not a task's."""
+        return cls(
+            dag_id=labels[DAG_ID_LABEL],
+            task_id=labels[TASK_ID_LABEL],
+            run_id=labels[RUN_ID_LABEL],
+            map_index=_int(labels.get(MAP_INDEX_LABEL), -1),
+            try_number=_int(labels.get(TRY_NUMBER_LABEL), 1),
+            stack=labels.get(STACK_LABEL) or DEFAULT_STACK,
+            host=labels.get(HOST_LABEL) or None,
         )
 
     def labels(self) -> dict[str, str]:
         """The ownership labels every container we launch carries."""
-        return {
+        labels = {
             MANAGED_LABEL: "true",
             STACK_LABEL: self.stack,
-            "dood.dag_id": self.dag_id,
-            "dood.task_id": self.task_id,
-            "dood.run_id": self.run_id,
-            "dood.map_index": str(self.map_index),
-            "dood.try_number": str(self.try_number),
+            DAG_ID_LABEL: self.dag_id,
+            TASK_ID_LABEL: self.task_id,
+            RUN_ID_LABEL: self.run_id,
+            MAP_INDEX_LABEL: str(self.map_index),
+            TRY_NUMBER_LABEL: str(self.try_number),
         }
+        if self.host is not None:
+            labels[HOST_LABEL] = self.host
+        return labels
 
     def task_labels(self, task_id: str | None = None) -> dict[str, str]:
-        """Labels shared by every try of this task instance, or of `task_id` in the same run and stack
+        """Labels shared by every try of this task instance, or of `task_id` in the same run, stack and host
         (for finding earlier tries, or an upstream task's container)."""
         labels = self.labels()
-        del labels["dood.try_number"]
+        del labels[TRY_NUMBER_LABEL]
         if task_id is not None:
-            labels["dood.task_id"] = task_id
+            labels[TASK_ID_LABEL] = task_id
         return labels
 
     def container_name(self) -> str:
@@ -78,6 +109,13 @@ class TaskIdentity:
         return f"dood-{readable[:room].rstrip('-_.')}{suffix}"
 
 
+def _int(value: str | None, default: int) -> int:
+    try:
+        return int(value) if value is not None else default
+    except ValueError:
+        return default
+
+
 def _slug(text: str) -> str:
     return _UNSAFE.sub("-", text).strip("-_.") or "x"
 
@@ -86,8 +124,6 @@ def check_user_labels(labels: dict[str, str], field: str = "labels") -> dict[str
     """User labels may not forge ownership: the `dood.` namespace is ours."""
     reserved = sorted(key for key in labels if key.startswith(LABEL_PREFIX))
     if reserved:
-        from dood.exceptions import DoodConfigError
-
         raise DoodConfigError(
             f"{field}: keys {reserved} use the reserved '{LABEL_PREFIX}' prefix; choose another prefix."
         )

@@ -37,6 +37,26 @@ class Step(_Strict):
     )
     environment: dict[str, str] = Field(default_factory=dict, description="Extra environment variables.")
     labels: dict[str, str] = Field(default_factory=dict, description="Extra container labels.")
+    host: str | None = Field(
+        default=None,
+        description="Run on this Docker host (a name under `hosts:`): its queue, its pool (docs/hosts.md).",
+        examples=["gpu-1"],
+    )
+    hosts: tuple[str, ...] | None = Field(
+        default=None, description="Run on any of these hosts (their shared queue).", examples=[["gpu-1", "gpu-2"]]
+    )
+    host_labels: dict[str, str] | None = Field(
+        default=None,
+        description="Run on any host carrying all these labels (hosts.<name>.labels).",
+        examples=[{"gpu": "a100"}],
+    )
+
+    @model_validator(mode="after")
+    def _one_placement(self) -> Step:
+        given = [name for name in ("host", "hosts", "host_labels") if getattr(self, name)]
+        if len(given) > 1:
+            raise ValueError(f"give at most one of host, hosts, host_labels (got {', '.join(given)})")
+        return self
 
     @field_validator("image")
     @classmethod

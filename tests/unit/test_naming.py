@@ -65,3 +65,27 @@ def test_user_labels_cannot_forge_ownership():
     with pytest.raises(DoodConfigError, match=r"dood\.managed"):
         check_user_labels({"dood.managed": "true", "team": "ml"})
     assert check_user_labels({"team": "ml"}) == {"team": "ml"}
+
+
+def test_the_host_is_part_of_the_identity_and_its_labels():
+    on_b = ident(host="gpu-b", try_number=2)
+    assert on_b.labels()["dood.host"] == "gpu-b"
+    assert on_b.task_labels()["dood.host"] == "gpu-b"  # reattach and the sensor look on their host only
+    assert "dood.host" not in ident().labels()  # one Docker host: labels as before
+    assert on_b.container_name() == ident(try_number=2).container_name()  # one engine per host: names need not differ
+
+
+@pytest.mark.parametrize(
+    "identity",
+    [ident(), ident(map_index=4, try_number=3, stack="team-b", host="gpu-b")],
+)
+def test_from_labels_reads_back_what_labels_wrote(identity):
+    labels = {**identity.labels(), "com.example.other": "x"}
+    assert TaskIdentity.from_labels(labels) == identity
+
+
+def test_from_labels_of_a_container_that_is_no_task_s():
+    with pytest.raises(KeyError):
+        TaskIdentity.from_labels({"dood.managed": "true", "dood.stack": "dood"})
+    odd = TaskIdentity.from_labels({"dood.dag_id": "d", "dood.task_id": "t", "dood.run_id": "r", "dood.map_index": "x"})
+    assert (odd.map_index, odd.try_number, odd.stack, odd.host) == (-1, 1, "dood", None)

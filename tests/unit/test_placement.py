@@ -1,0 +1,224 @@
+"""Several Docker hosts in one config: the host models, the view of one host ($DOOD_HOST), placement of steps
+(queue and pool), and the refusal of a pipeline whose steps land on hosts without a common data root."""
+
+from __future__ import annotations
+
+import pytest
+
+from dood.config import HOST_ENV_VAR, load_config, parse_config
+from dood.exceptions import DoodConfigError
+from dood.placement import place, pools, worker_queues
+
+TLS = {"tls_ca_cert": "/certs/ca.pem", "tls_client_cert": "/certs/cert.pem", "tls_client_key": "/certs/key.pem"}
+SHARED = [{"airflow_path": "/opt/dood", "host_path": "/srv/dood"}]
+STEP = {"image": "img", "command": ["run"]}
+
+
+def hosts(**overrides):
+    value = {
+        "a": {"docker": {"url": "tcp://dood-proxy:2375"}, "mount_map": SHARED},
+        "b": {
+            "docker": {"url": "tcp://gpu-b.example.com:2376", **TLS},
+            "local_docker": {"url": "unix:///run/dood/proxy.sock"},
+            "labels": {"gpu": "a100"},
+            "pool_slots": 4,
+            "gpus": {"devices": ["0", "1"]},
+            "mount_map": [{"airflow_path": "/opt/dood", "host_path": "/mnt/nfs/dood"}],
+        },
+        "c": {"docker": {"url": "tcp://gpu-c.example.com:2376", **TLS}, "labels": {"gpu": "a100"}, "queue": "box-c"},
+    }
+    value.update(overrides)
+    return value
+
+
+def pipeline(**steps):
+    all_steps = {"prepare": dict(STEP), "train": dict(STEP), "evaluate": dict(STEP)}
+    for name, placement in steps.items():
+        all_steps[name] = {**STEP, **placement}
+    return {
+        "data_root": "/opt/dood/data",
+        "model_root": "/opt/dood/models",
+        "artifact_root": "/opt/dood/artifacts",
+        "steps": all_steps,
+    }
+
+
+def config(**extra):
+    return parse_config({"hosts": hosts(), "mount_map": SHARED, **extra})
+
+
+# --- the models ---
+
+
+def test_the_view_of_a_host_takes_its_proxy_mount_map_and_gpus():
+    cfg = config(gpus={"devices": ["7"]})
+    b = cfg.on_host("b")
+    assert b.host == "b" and cfg.host is None
+    assert b.docker.url == "unix:///run/dood/proxy.sock"  # the local endpoint, on the host itself
+    assert b.reachable_docker.url == "tcp://gpu-b.example.com:2376"  # what another host's process uses
+    assert b.reachable_docker.tls_client_cert == "/certs/cert.pem"
+    assert [e.host_path for e in b.mount_map] == ["/mnt/nfs/dood"]
+    assert b.gpus.devices == ("0", "1")
+    c = cfg.on_host("c")
+    assert c.docker.url == "tcp://gpu-c.example.com:2376"  # no local endpoint: the network one
+    assert [e.host_path for e in c.mount_map] == ["/srv/dood"] and c.gpus.devices == ("7",)  # the top-level ones
+    assert cfg.on_host(None) is cfg and b.on_host("b") is b
+
+
+def test_load_config_gives_the_view_of_dood_host(tmp_path, monkeypatch):
+    import yaml
+
+    path = tmp_path / "dood.yaml"
+    path.write_text(yaml.safe_dump({"hosts": hosts(), "mount_map": SHARED}))
+    monkeypatch.delenv(HOST_ENV_VAR, raising=False)
+    assert load_config(str(path)).docker.url != "unix:///run/dood/proxy.sock"  # unset: the single-host config
+    monkeypatch.setenv(HOST_ENV_VAR, "b")
+    assert load_config(str(path)).docker.url == "unix:///run/dood/proxy.sock"
+    monkeypatch.setenv(HOST_ENV_VAR, "nope")
+    with pytest.raises(DoodConfigError, match=r"\$DOOD_HOST='nope' names no host of the dood config \(hosts: a, b, c\)"):
+        load_config(str(path))
+
+
+def test_dood_host_without_hosts_in_the_config_says_so():
+    with pytest.raises(DoodConfigError, match="none: the config has no `hosts:`"):
+        parse_config({}).on_host("a")
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "message"),
+    [
+        ({"url": "tcp://b:2376", "tls_client_cert": "/c.pem"}, "tls_client_cert and tls_client_key go together"),
+        ({"url": "tcp://b:2376", "tls_client_cert": "/c", "tls_client_key": "/k"}, "mutual TLS needs tls_ca_cert"),
+        ({"url": "unix:///x.sock", **TLS}, "TLS settings need a tcp:// url"),
+        ({}, "hosts.b.docker.url: Field required"),
+    ],
+)
+def test_incomplete_tls_settings_are_refused_naming_the_field(endpoint, message):
+    with pytest.raises(DoodConfigError, match=message) as caught:
+        parse_config({"hosts": {"b": {"docker": endpoint}}})
+    assert "hosts.b.docker" in str(caught.value)
+
+
+def test_host_names_and_queues_are_checked():
+    with pytest.raises(DoodConfigError, match="host name 'GPU box' must match"):
+        parse_config({"hosts": {"GPU box": {"docker": {"url": "unix:///x"}}}})
+    with pytest.raises(DoodConfigError, match="hosts 'a' and 'b' both use queue 'dood-a'"):
+        parse_config({"hosts": {"a": {"docker": {"url": "unix:///x"}}, "b": {"docker": {"url": "unix:///y"}, "queue": "dood-a"}}})
+
+
+# --- placement: queue and pool ---
+
+
+def test_one_host_gets_its_own_queue_and_pool():
+    cfg = config()
+    assert place(cfg.hosts, host="b").to_kwargs() == {"hosts": ("b",), "queue": "dood-b", "pool": "dood-b", "pool_slots": 4}
+    assert place(cfg.hosts, host="c").queue == "box-c"  # the configured queue
+    assert place(cfg.hosts) is None  # nothing asked: Airflow's default queue
+
+
+def test_several_hosts_share_a_group_queue_and_pool():
+    cfg = config()
+    by_labels = place(cfg.hosts, labels={"gpu": "a100"})
+    assert by_labels.hosts == ("b", "c") and by_labels.queue == "dood-b+c" and by_labels.pool_slots == 20
+    assert place(cfg.hosts, names=["c", "b"]) == by_labels
+
+
+@pytest.mark.parametrize(
+    ("asked", "message"),
+    [
+        ({"host": "z"}, r"unknown host\(s\) \['z'\]; the dood config's hosts are \['a', 'b', 'c'\]"),
+        ({"labels": {"gpu": "h100"}}, r"host_labels \{'gpu': 'h100'\} match no host"),
+        ({"host": "a", "names": ["b"]}, "give at most one of host, hosts, host_labels"),
+    ],
+)
+def test_a_placement_that_cannot_be_met_says_why(asked, message):
+    with pytest.raises(ValueError, match=message):
+        place(config().hosts, **asked)
+
+
+def test_worker_queues_and_pools_follow_the_pipelines():
+    cfg = config(pipelines={"p": pipeline(train={"host_labels": {"gpu": "a100"}})})
+    assert worker_queues("b", cfg.hosts, cfg.pipelines) == ["dood-b", "dood-b+c"]
+    assert worker_queues("a", cfg.hosts, cfg.pipelines) == ["dood-a"]
+    found = pools(cfg.hosts, cfg.pipelines)
+    assert {name: pool["slots"] for name, pool in found.items()} == {"dood-a": 16, "dood-b": 4, "dood-c": 16, "dood-b+c": 20}
+    assert found["dood-b+c"] == {
+        "slots": 20,
+        "description": "dood: steps running on hosts b, c (queue dood-b+c, pool dood-b+c) (docs/hosts.md)",
+        "include_deferred": True,  # a deferred step's container still runs on the host
+    }
+
+
+# --- pipelines: placements checked at parse time ---
+
+
+def test_a_step_placed_on_an_unknown_host_is_refused_naming_pipeline_and_step():
+    with pytest.raises(DoodConfigError, match=r"pipelines\.p: steps\.train: unknown host\(s\) \['z'\]"):
+        config(pipelines={"p": pipeline(train={"host": "z"})})
+
+
+def test_placement_without_hosts_is_refused():
+    with pytest.raises(DoodConfigError, match="host needs hosts under `hosts:`"):
+        parse_config({"pipelines": {"p": pipeline(train={"host": "b"})}})
+
+
+def test_a_step_names_one_kind_of_placement():
+    with pytest.raises(DoodConfigError, match="give at most one of host, hosts, host_labels"):
+        config(pipelines={"p": pipeline(train={"host": "b", "host_labels": {"gpu": "a100"}})})
+
+
+def test_a_pipeline_pool_beside_a_placement_is_refused():
+    with pytest.raises(DoodConfigError, match="the pipeline's pool 'gpu' cannot apply too"):
+        config(pipelines={"p": {**pipeline(train={"host": "b"}), "pool": "gpu"}})
+
+
+def test_steps_on_hosts_sharing_the_data_root_are_accepted():
+    cfg = config(pipelines={"p": pipeline(prepare={"host": "a"}, train={"host": "b"}, evaluate={"host": "a"})})
+    assert cfg.pipelines["p"].steps["train"].host == "b"
+
+
+def test_steps_on_hosts_without_a_common_data_root_are_refused_naming_steps_and_hosts():
+    lonely = {"docker": {"url": "tcp://d:2376", **TLS}, "mount_map": [{"airflow_path": "/scratch", "host_path": "/s"}]}
+    with pytest.raises(DoodConfigError) as caught:
+        parse_config(
+            {
+                "hosts": hosts(d=lonely),
+                "pipelines": {"p": pipeline(prepare={"host": "a"}, train={"host": "d"}, evaluate={"host": "a"})},
+            }
+        )
+    message = str(caught.value)
+    assert "pipelines.p: steps prepare (a), train (d), evaluate (a) run on different hosts" in message
+    assert "host 'd' has no mount_map entry for data_root /opt/dood/data, model_root /opt/dood/models" in message
+    assert "hosts.d.mount_map" in message
+
+
+def test_an_unplaced_step_beside_placed_ones_may_land_on_any_host():
+    lonely = {"docker": {"url": "tcp://d:2376", **TLS}, "mount_map": []}
+    with pytest.raises(DoodConfigError, match="prepare \\(a/b/c/d\\).*host 'd' has no mount_map entry"):
+        parse_config({"hosts": hosts(d=lonely), "pipelines": {"p": pipeline(train={"host": "b"})}})
+
+
+def test_a_pipeline_on_one_host_needs_no_shared_storage():
+    lonely = {"docker": {"url": "tcp://d:2376", **TLS}, "mount_map": []}
+    every_step = {name: {"host": "d"} for name in ("prepare", "train", "evaluate")}
+    assert parse_config({"hosts": hosts(d=lonely), "pipelines": {"p": pipeline(**every_step)}})
+    assert parse_config({"hosts": hosts(d=lonely), "pipelines": {"p": pipeline()}})  # unplaced: as today
+
+
+def test_the_hosts_cli_prints_queues_and_pools(tmp_path, monkeypatch, capsys):
+    import json
+
+    import yaml
+
+    from dood.hosts import main
+
+    path = tmp_path / "dood.yaml"
+    path.write_text(yaml.safe_dump({"hosts": hosts(), "mount_map": SHARED, "pipelines": {"p": pipeline(train={"hosts": ["b", "c"]})}}))
+    monkeypatch.setenv(HOST_ENV_VAR, "c")
+    assert main(["--config", str(path), "queues"]) == 0
+    assert capsys.readouterr().out.strip() == "box-c,dood-b+c"
+    assert main(["--config", str(path), "pools"]) == 0
+    assert set(json.loads(capsys.readouterr().out)) == {"dood-a", "dood-b", "dood-c", "dood-b+c"}
+    monkeypatch.delenv(HOST_ENV_VAR)
+    assert main(["--config", str(path), "queues"]) == 2
+    assert "name the host with --host or $DOOD_HOST" in capsys.readouterr().err
