@@ -11,9 +11,9 @@ from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk.exceptions import AirflowSkipException
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-from dood.exceptions import ContainerFailed, ContainerFailedNoRetry
+from dood.exceptions import ContainerFailed
 from dood.owner import still_owner
 from dood.results import NO_RETRY_EXIT_CODE, read_result, run_dir_for
 
@@ -23,6 +23,12 @@ if TYPE_CHECKING:
     from dood.naming import TaskIdentity
 
 log = logging.getLogger(__name__)
+
+
+class ContainerFailedNoRetry(ContainerFailed, AirflowFailException):
+    """The container exited with the no-retry code ($DOOD_NO_RETRY_EXIT_CODE): its failure is final (a failed
+    quality gate), so Airflow fails the task without spending its retries. Defined here, beside the one mapping
+    of a container's end to Airflow's skip and fail semantics (`conclude`); every other dood error is plain."""
 
 
 @dataclass(frozen=True)

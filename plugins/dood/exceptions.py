@@ -1,13 +1,16 @@
-"""Domain errors that carry their context, so a failed task's log says what happened and what to do."""
+"""Domain errors that carry their context, so a failed task's log says what happened and what to do.
+
+Plain exceptions, free of Airflow (Airflow 3 fails a task on any exception): the policy and dood-proxy raise
+and import them without Airflow. The one mapping to Airflow's skip and no-retry semantics is
+`dood.completion.conclude` (`AirflowSkipException`, `ContainerFailedNoRetry`).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
-
-class DoodError(AirflowException):
+class DoodError(Exception):
     """Base of every error raised by dood."""
 
 
@@ -67,8 +70,3 @@ class ContainerFailed(DoodError):
             f"Container {container} exited with code {exit_code}{reason}.{detail}\n"
             f"Last {len(self.log_tail)} log lines:\n{tail}"
         )
-
-
-class ContainerFailedNoRetry(ContainerFailed, AirflowFailException):
-    """The container exited with the no-retry code ($DOOD_NO_RETRY_EXIT_CODE): its failure is final (a failed
-    quality gate), so Airflow fails the task without spending its retries."""

@@ -15,7 +15,7 @@ from airflow.sdk.exceptions import AirflowException
 from docker.errors import APIError, NotFound
 
 from dood.directories import HostDirectories, proxy_info
-from dood.exceptions import DockerUnreachable, DoodConfigError, DoodError
+from dood.exceptions import DockerUnreachable, DoodConfigError
 from dood.mounts import MountMap, discovered_entries, reconcile
 from dood.naming import STACK_LABEL
 
@@ -98,9 +98,7 @@ class DoodHook(DockerHook):
         """The Docker API client; when no daemon answers, a DockerUnreachable saying why and how to fix it."""
         try:
             return self.api_client
-        except AirflowException as exc:
-            if isinstance(exc, DoodError):
-                raise
+        except AirflowException as exc:  # DockerHook's "no daemon answers"
             raise DockerUnreachable(explain_unreachable(self.config.docker.url)) from exc
 
     def inspect_own_container(self) -> dict[str, Any] | None:
