@@ -4,28 +4,15 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from docker.errors import DockerException
-from docker.types import DeviceRequest
-from docker.utils import parse_bytes
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from dood.exceptions import DoodConfigError
+from dood.sizes import parse_size
+
+__all__ = ["MIN_CPUS", "MIN_MEMORY_BYTES", "Resources", "parse_size"]
 
 MIN_MEMORY_BYTES = 6 * 1024 * 1024  # Docker refuses less: "Minimum memory limit allowed is 6MB"
 MIN_CPUS = 0.01  # Docker's smallest CPU limit (NanoCPUs 10^7)
-
-
-def parse_size(value: int | str | None) -> int | None:
-    """Bytes from an int or a size such as '512m' / '4g' (Docker's own parser); a ValueError names the fix."""
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        raise ValueError("must be a size such as '512m' or '4g', not a boolean")
-    try:
-        parsed = parse_bytes(value)
-    except DockerException as exc:
-        raise ValueError(f"{exc}; use bytes or a size such as '512m' or '4g'") from None
-    if parsed <= 0:
-        raise ValueError("must be a positive size such as '512m' or '4g'")
-    return parsed
 
 
 class Resources(BaseModel):
@@ -73,8 +60,6 @@ class Resources(BaseModel):
 
     def check_host(self, host_cpus: int | None, field: str = "resources") -> None:
         """Refuse limits this Docker host cannot grant (known only once the host is: call before create)."""
-        from dood.exceptions import DoodConfigError  # not at import: the policy and the proxy import this module
-
         if self.cpus is not None and host_cpus and self.cpus > host_cpus:
             raise DoodConfigError(
                 f"{field}.cpus: {self.cpus:g} is more than the {host_cpus} CPUs of the Docker host; "
@@ -96,5 +81,8 @@ class Resources(BaseModel):
             kwargs["shm_size"] = self.shm_size
         if self.gpus:
             count = -1 if self.gpus == "all" else self.gpus
-            kwargs["device_requests"] = [DeviceRequest(count=count, capabilities=[["gpu"]])]
+            # docker.types.DeviceRequest's own form (create_host_config takes it as is), without the docker SDK
+            kwargs["device_requests"] = [
+                {"Driver": "", "Count": count, "DeviceIDs": [], "Capabilities": [["gpu"]], "Options": {}}
+            ]
         return kwargs

@@ -14,6 +14,20 @@ def test_host_config_kwargs():
     assert kwargs["device_requests"][0]["Count"] == 2
 
 
+@pytest.mark.parametrize("gpus", [1, 3, "all"])
+def test_gpu_requests_are_what_the_docker_sdk_would_build(gpus):
+    import docker
+    from docker.types import DeviceRequest
+
+    count = -1 if gpus == "all" else gpus
+    ours = Resources(gpus=gpus).host_config_kwargs()["device_requests"]
+    assert ours == [DeviceRequest(count=count, capabilities=[["gpu"]])]
+    api = docker.APIClient(version="1.41")  # no connection is made with an explicit version
+    assert api.create_host_config(device_requests=ours) == api.create_host_config(
+        device_requests=[DeviceRequest(count=count, capabilities=[["gpu"]])]
+    )
+
+
 def test_all_gpus_and_none():
     assert Resources(gpus="all").host_config_kwargs()["device_requests"][0]["Count"] == -1
     assert Resources().host_config_kwargs() == {}
