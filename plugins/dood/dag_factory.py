@@ -34,7 +34,8 @@ def run_params(pipeline: Pipeline) -> dict[str, Param]:
             number(hp.default),
             type=[hp.type, "null"],  # has a default: optional in the form (empty = the default), no required-star
             title=hp.description or name.replace("_", " "),
-            description=f"`{name}`" + (f", {bounds}" if bounds else "") + f"; default {number(hp.default)}.",
+            # Plain text: the form shows `description` as it is (backticks would show literally).
+            description=f"{name}" + (f", {bounds}" if bounds else "") + f"; default {number(hp.default)}.",
             **limits,
         )
     params.update(
@@ -45,16 +46,18 @@ def run_params(pipeline: Pipeline) -> dict[str, Param]:
             title="dataset date",
             description="Date of the data slice to train on; empty means the run's data interval.",
         ),
+        # Every field with a default is nullable: the form then shows no required-star, and a field
+        # emptied there means its default (PipelineStepOperator fills it in).
         image_tag=Param(
             pipeline.image_tag,
-            type="string",
+            type=["string", "null"],
             pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$",
             title="image tag",
-            description="Tag of every step's image.",
+            description=f"Tag of every step's image; default {pipeline.image_tag}.",
         ),
         gpus=Param(
             0,
-            type="integer",
+            type=["integer", "null"],
             minimum=0,
             maximum=pipeline.max_gpus,
             title="GPUs for training",
@@ -67,15 +70,15 @@ def run_params(pipeline: Pipeline) -> dict[str, Param]:
         ),
         min_accuracy=Param(
             pipeline.quality_gate.minimum,
-            type="number",
+            type=["number", "null"],
             minimum=0,
             maximum=1,
             title=f"minimum {pipeline.quality_gate.metric}",
-            description="Evaluate fails the run below this.",
+            description=f"Evaluate fails the run below this, 0–1; default {pipeline.quality_gate.minimum:g}.",
         ),
         force_promote=Param(
             False,
-            type="boolean",
+            type=["boolean", "null"],
             title="force promote",
             description="Replace the champion even when the new model is not better.",
         ),

@@ -94,7 +94,7 @@ class AirflowStack:
         response = requests.request(method, f"{self.api_url}/api/v2{path}", timeout=30, **kwargs)
         if response.status_code >= 400:
             raise AssertionError(f"{method} /api/v2{path}: {response.status_code} {response.text[:1000]}")
-        return response.json()
+        return response.json() if response.content else None  # DELETE answers 204, no body
 
     def trigger(self, dag_id: str) -> str:
         """Unpause (once parsed) and trigger a run now; returns its run id."""

@@ -55,6 +55,8 @@ pipelines:
     model_root: {home}/ml/models
     artifact_root: {home}/ml/artifacts
     quality_gate: {{metric: accuracy, minimum: 0.85}}
+    hyperparameters:
+      n_estimators: {{type: integer, default: 100, minimum: 10, maximum: 500, description: Trees in the forest}}
     steps:
       prepare: {step.format("echo prepared")}
       train: {step.format("echo trained")}

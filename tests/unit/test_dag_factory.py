@@ -63,12 +63,14 @@ def test_trigger_form_params_are_typed_with_limits():
         "minimum": 10,
         "maximum": 500,
     }
-    assert dag.params.get_param("n_estimators").description == "`n_estimators`, 10–500; default 100."
+    assert dag.params.get_param("n_estimators").description == "n_estimators, 10–500; default 100."
+    # Fields with defaults are nullable too (no required-star in the form).
+    assert all("null" in schema[name]["type"] for name in ("image_tag", "gpus", "min_accuracy", "dataset_date", "force_promote"))
     assert schema["max_depth"]["title"] == "Maximum depth of each tree"
     assert schema["gpus"]["maximum"] == 2
     cpu_only = build_dags(parse_config({"pipelines": {"p": pipeline()}}))["dood_p"]
     assert "CPUs only" in cpu_only.params.get_param("gpus").description
-    assert schema["force_promote"]["type"] == "boolean"
+    assert schema["force_promote"]["type"] == ["boolean", "null"]
     assert schema["dataset_date"]["format"] == "date"
     dag.params.validate()  # the defaults themselves are valid
 

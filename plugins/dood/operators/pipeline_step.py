@@ -32,7 +32,8 @@ class PipelineStepOperator(DoodContainerOperator):
     def __init__(self, *, pipeline_name: str, pipeline: Pipeline, step_name: str, **kwargs: Any) -> None:
         step = pipeline.steps[step_name]
         super().__init__(
-            image=f"{step.image}:{{{{ params.image_tag }}}}",
+            # An emptied form field is null: the pipeline's tag then (the tag pattern admits no quote).
+            image=f"{step.image}:{{{{ params.image_tag or '{pipeline.image_tag}' }}}}",
             command=list(step.command),
             environment={**step.environment, "DOOD_PIPELINE": pipeline_name, "DOOD_STEP": step_name},
             labels={**step.labels, "dood-pipeline": pipeline_name},
@@ -59,9 +60,16 @@ class PipelineStepOperator(DoodContainerOperator):
         ]
         params = context["params"]
         run_params = {name: params[name] for name in (*pipeline.hyperparameters, *RUN_PARAM_NAMES) if name in params}
-        for name, hp in pipeline.hyperparameters.items():  # a field left empty in the form means its default
-            if run_params.get(name) is None:
-                run_params[name] = hp.default
+        defaults = {
+            **{name: hp.default for name, hp in pipeline.hyperparameters.items()},
+            "image_tag": pipeline.image_tag,
+            "gpus": 0,
+            "min_accuracy": pipeline.quality_gate.minimum,
+            "force_promote": False,
+        }
+        for name, default in defaults.items():  # a field left empty in the form means its default
+            if name in params and run_params.get(name) is None:
+                run_params[name] = default
         dag_run = context.get("dag_run")
         run_type = getattr(dag_run, "run_type", None)
         self.environment = {
