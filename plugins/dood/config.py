@@ -8,12 +8,20 @@ from __future__ import annotations
 
 import os
 import re
-from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
+from dood.config_file import CONFIG_ENV_VAR, DEFAULT_CONFIG_PATH, config_path, read_config_file
 from dood.exceptions import DoodConfigError
 from dood.gpus import GpuInventory
 from dood.naming import DEFAULT_STACK, HOST_PATTERN, STACK_PATTERN
@@ -22,10 +30,10 @@ from dood.placement import QUEUE_PATTERN, pipeline_problems
 from dood.policy import Policy
 from dood.resources import Resources
 
-CONFIG_ENV_VAR = "DOOD_CONFIG"
+__all__ = ["CONFIG_ENV_VAR", "DEFAULT_CONFIG_PATH", "DoodConfig", "config_path", "load_config", "parse_config"]
+
 #: The name (under `hosts:`) of the Docker host this process runs on; unset: the single-host behaviour.
 HOST_ENV_VAR = "DOOD_HOST"
-DEFAULT_CONFIG_PATH = Path(__file__).resolve().parents[2] / "config" / "dood.yaml"
 
 AutoRemove = Literal["always", "on_success", "never"]
 PullPolicy = Literal["if_not_present", "always", "never"]
@@ -331,43 +339,43 @@ class DoodConfig(_Strict):
         return self.hosts[self._host].docker if self._host else self.docker
 
 
-def config_path() -> Path:
-    """The config file in force: $DOOD_CONFIG, else the repository's `config/dood.yaml`."""
-    return Path(os.environ.get(CONFIG_ENV_VAR) or DEFAULT_CONFIG_PATH)
-
-
-def parse_config(data: object, source: str = "<dict>") -> DoodConfig:
-    """Validate raw data; the error names each bad field's path and what it accepts."""
+def parse_config(data: object, source: str = "<dict>", *, section: str | None = None) -> Any:
+    """Validate raw data (the whole config, or with `section` that section alone: `policy`...); the error
+    names each bad field's path and what it accepts."""
     try:
-        return DoodConfig.model_validate(data or {})
+        if section is None:
+            return DoodConfig.model_validate(data or {})
+        field = DoodConfig.model_fields.get(section)
+        if field is None:
+            raise DoodConfigError(f"dood config has no section {section!r} (sections: {list(DoodConfig.model_fields)})")
+        if data is None:
+            return field.get_default(call_default_factory=True)
+        return TypeAdapter(field.annotation).validate_python(data)
     except ValidationError as exc:
+        prefix = f"{section}." if section else ""
         problems = "\n".join(
-            f"  - {'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}"
+            f"  - {prefix}{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}"
             + (f" (got {err['input']!r})" if err["type"] not in ("missing", "extra_forbidden") else "")
             for err in exc.errors()
         )
         raise DoodConfigError(f"Invalid dood config {source}:\n{problems}") from None
 
 
-def load_config(path: str | os.PathLike[str] | None = None) -> DoodConfig:
-    """Load and validate the config; `${VAR}` references are expanded from the environment first. With
-    $DOOD_HOST set, the view of that host (`DoodConfig.on_host`): its proxy, mount map and GPUs."""
-    return _load_file(path).on_host(os.environ.get(HOST_ENV_VAR) or None)
+def load_config(path: str | os.PathLike[str] | None = None, *, section: str | None = None) -> Any:
+    """Load and validate the config (`path`, else `config_path()`); `${VAR}` references are expanded from the
+    environment first. With $DOOD_HOST set, the view of that host (`DoodConfig.on_host`): its proxy, mount map
+    and GPUs. With `section`, only that section, validated alone (dood-proxy reads its `policy:` so)."""
+    data, source = read_config_file(path)
+    if section is not None:
+        return parse_config(data.get(section), source, section=section)
+    return parse_config(data, source).on_host(os.environ.get(HOST_ENV_VAR) or None)
 
 
-def _load_file(path: str | os.PathLike[str] | None) -> DoodConfig:
-    resolved = Path(path) if path else config_path()
-    try:
-        text = resolved.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        if path is None and CONFIG_ENV_VAR not in os.environ:
-            return DoodConfig()  # no config anywhere: the documented defaults apply
-        raise DoodConfigError(
-            f"dood config not found at {resolved}. Create it (see config/dood.yaml in the project) "
-            f"or point ${CONFIG_ENV_VAR} at it."
-        ) from None
-    try:
-        data = yaml.safe_load(os.path.expandvars(text))
-    except yaml.YAMLError as exc:
-        raise DoodConfigError(f"Invalid dood config {resolved}: not valid YAML: {exc}") from None
-    return parse_config(data, source=str(resolved))
+def load_policy(path: str | os.PathLike[str]) -> Policy:
+    """The `policy:` section of a config file: `load_config(path, section="policy")`."""
+    return load_config(path, section="policy")
+
+
+def parse_policy(data: object, source: str = "<dict>") -> Policy:
+    """Validate a `policy:` section: `parse_config(data, source, section="policy")`."""
+    return parse_config(data, source, section="policy")

@@ -24,7 +24,7 @@ import stat
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from dood.policy import clean_path
+from dood.policy.paths import clean_path
 
 #: Mode of a leaf made for a container: its (trusted) owner and the container's group write; new files
 #: and directories inside keep that group (setgid).

@@ -21,9 +21,10 @@ from pydantic_core import PydanticUndefined
 HEADER = """# Configuration reference
 
 Generated from the models in `dood.config` by `python -m dood.reference > docs/config.md`; a unit test
-fails when this page and the models disagree. One file, shared by every process: `config/dood.yaml`, or the
-file named by `$DOOD_CONFIG`; `${VAR}` references are expanded from the environment. A bad value fails with
-the field's path and what it accepts.
+fails when this page and the models disagree. One file, shared by every process: the file named by
+`$DOOD_CONFIG`, else `config/dood.yaml` in the working directory; with neither, the defaults (each process logs
+once which file it read, or that it found none). `${VAR}` references are expanded from the environment. A bad
+value fails with the field's path and what it accepts.
 """
 
 

@@ -62,3 +62,57 @@ def test_unquoted_yaml_off_means_mount_discovery_off(tmp_path):
 def test_mount_discovery_true_is_refused_with_the_choices(tmp_path):
     with pytest.raises(DoodConfigError, match="mount_discovery.mode"):
         parse_config({"mount_discovery": {"mode": True}})
+
+
+# --- one loader, one section; which file is in force is explicit and logged ---
+
+
+def test_one_section_is_loaded_and_validated_alone(tmp_path):
+    path = tmp_path / "dood.yaml"
+    path.write_text("runs_root: /srv/runs\npolicy:\n  allowed_images: ['dood-*:*']\n  max_memory: 1g\n")
+    policy = load_config(path, section="policy")
+    assert policy == load_config(path).policy and policy.max_memory == 1024**3
+    path.write_text("runs_root: relative/is/invalid\npolicy:\n  allow_gpus: true\n")
+    assert load_config(path, section="policy").allow_gpus is True  # other sections are not validated
+    path.write_text("runs_root: /srv/runs\n")
+    assert load_config(path, section="policy") == DoodConfig().policy
+    with pytest.raises(DoodConfigError, match=r"policy\.max_memory"):
+        parse_config({"max_memory": "lots"}, "x.yaml", section="policy")
+    with pytest.raises(DoodConfigError, match="no section 'polcy'"):
+        load_config(path, section="polcy")
+
+
+def _fresh_lookup(monkeypatch, cwd):
+    import dood.config_file
+
+    monkeypatch.delenv("DOOD_CONFIG", raising=False)
+    monkeypatch.chdir(cwd)
+    monkeypatch.setattr(dood.config_file, "_announced", set())
+
+
+def test_without_any_config_file_the_defaults_apply_and_the_log_says_so_once(tmp_path, monkeypatch, caplog):
+    _fresh_lookup(monkeypatch, tmp_path)
+    with caplog.at_level("INFO", logger="dood.config_file"):
+        assert load_config() == DoodConfig()
+        assert load_config() == DoodConfig()
+    said = [r for r in caplog.records if r.name == "dood.config_file"]
+    assert [r.levelname for r in said] == ["WARNING"]
+    assert "No dood config file: defaults" in said[0].getMessage() and str(tmp_path) in said[0].getMessage()
+
+
+def test_the_default_file_is_config_dood_yaml_in_the_working_directory(tmp_path, monkeypatch, caplog):
+    _fresh_lookup(monkeypatch, tmp_path)
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "dood.yaml").write_text("runs_root: /srv/from-cwd\n")
+    with caplog.at_level("INFO", logger="dood.config_file"):
+        assert load_config().runs_root == "/srv/from-cwd"
+        load_config()
+    said = [r.getMessage() for r in caplog.records if r.name == "dood.config_file"]
+    assert said == [f"dood config file: {tmp_path / 'config' / 'dood.yaml'}"]
+
+
+def test_a_config_that_is_not_a_mapping_is_refused(tmp_path):
+    path = tmp_path / "dood.yaml"
+    path.write_text("- a\n- b\n")
+    with pytest.raises(DoodConfigError, match="expected a mapping at the top"):
+        load_config(path)

@@ -10,14 +10,13 @@ import docker
 import pytest
 from docker.types import DeviceRequest, DriverConfig, Mount
 
+from dood.config import load_policy, parse_policy
 from dood.policy import (
     MalformedBody,
     Policy,
     canonical_create_body,
     check,
-    load_policy,
     parse_json,
-    parse_policy,
     violations,
 )
 

@@ -11,6 +11,7 @@ from docker.utils import parse_bytes as docker_parse_bytes
 
 from dood.sizes import parse_bytes, parse_size
 
+# fmt: off
 SIZES = [
     # plain numbers, as text and not
     "0", "1", "6", "512", "4096", "07", "1.5", ".5", "5.", "-1", "-4g", "+4g", "1e3", "1E3k", "1_000", "1_0k",
@@ -20,11 +21,13 @@ SIZES = [
     "0.5g", "1.25m", "0.001k", "16g", "512m", "4g", "6m", "6291456",
     # units docker does not know, and what it makes of them
     "1t", "1tb", "1p", "1kib", "1KiB", "1 g", " 1g", "1g ", "1\tg", "g", "gb", "b", "bb", "1bb", "1gbb", "k",
-    "4x", "lots", "nan", "nank", "inf", "-inf", "infk", "-infg", "1e999", "1e400m", "abc", "1.2.3g", "0x10", "0x10k", "1e", "1ek", "--1g",
+    "4x", "lots", "nan", "nank", "inf", "-inf", "infk", "-infg", "1e999", "1e400m",
+    "abc", "1.2.3g", "0x10", "0x10k", "1e", "1ek", "--1g",
     # non-ASCII digits and letters: Python's float and str methods accept some of them
     "\u0663", "\u0663k", "\u00b2", "1\u00b2", "\uff11g", "1\u0131", "1\u212a", "\u0130",
     "",
 ]
+# fmt: on
 
 
 def _docker(value):

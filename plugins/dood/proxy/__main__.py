@@ -14,8 +14,9 @@ import socket
 import sys
 from collections.abc import Sequence
 
+from dood.config import load_config
 from dood.naming import DEFAULT_STACK, STACK_LABEL, STACK_PATTERN
-from dood.policy import Policy, load_policy
+from dood.policy import Policy
 from dood.proxy import wire
 from dood.proxy.daemon import Daemon, Endpoint
 from dood.proxy.readonly import ReadOnlyProxyServer
@@ -103,7 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         listen, upstream = Endpoint.parse(args.listen), Endpoint.parse(args.upstream)
         socket_mode = int(args.socket_mode, 8)
-        policy = load_policy(args.config) if args.config else Policy()
+        policy = load_config(args.config, section="policy") if args.config else Policy()
     except ValueError as exc:
         print(f"dood-proxy: {exc}", file=sys.stderr)
         return 2

@@ -13,7 +13,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from dood.hostpaths import UnsafePath, make_leaf, make_skeleton, trusted_uids
-from dood.policy import Policy, clean_path
+from dood.policy.model import Policy
+from dood.policy.paths import clean_path
 from dood.proxy.rules import Refused
 
 API_VERSION = 1

@@ -13,7 +13,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import quote, unquote, urlencode
 
-from dood.policy import MalformedBody, parse_json
+from dood.policy.body import MalformedBody, parse_json
 
 MIN_API_VERSION = (1, 24)  # older versions let `start` carry a HostConfig of its own
 _VERSION = re.compile(r"^/v(\d{1,3})\.(\d{1,3})(/.*)$")

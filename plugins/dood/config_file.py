@@ -1,0 +1,74 @@
+"""Which dood config file is in force, read once: $DOOD_CONFIG, else a documented default, else none.
+
+The lookup is explicit and logged: every process says once which file it reads, or that it found none and
+runs on the defaults. Validation is `dood.config`'s (`load_config`, the whole config or one section).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dood.exceptions import DoodConfigError
+
+log = logging.getLogger(__name__)
+
+CONFIG_ENV_VAR = "DOOD_CONFIG"
+#: Where the config is looked for when $DOOD_CONFIG is unset: `config/dood.yaml` under the working directory
+#: (a checkout's root, where `make demo` and the CLIs run). Absent there too: no config file, the defaults.
+DEFAULT_CONFIG_PATH = Path("config") / "dood.yaml"
+
+_announced: set[str] = set()
+
+
+def config_path() -> Path:
+    """The config file to read: $DOOD_CONFIG, else `config/dood.yaml` in the working directory."""
+    return Path(os.environ.get(CONFIG_ENV_VAR) or DEFAULT_CONFIG_PATH)
+
+
+def read_config_file(path: str | os.PathLike[str] | None = None) -> tuple[Mapping[str, Any], str]:
+    """The file's top-level mapping (`${VAR}` expanded) and its name. A file that was asked for (`path`, or
+    $DOOD_CONFIG) must exist; without either and without the default file: empty, the defaults apply."""
+    explicit = bool(path) or CONFIG_ENV_VAR in os.environ
+    resolved = Path(path) if path else config_path()
+    try:
+        text = resolved.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        if explicit:
+            raise DoodConfigError(
+                f"Cannot read the dood config {resolved}: not found. Create it (see config/dood.yaml in the "
+                f"project) or point ${CONFIG_ENV_VAR} at it."
+            ) from None
+        _announce(
+            "",
+            logging.WARNING,
+            "No dood config file: defaults ($%s unset, no %s in %s)",
+            CONFIG_ENV_VAR,
+            resolved,
+            Path.cwd(),
+        )
+        return {}, "<defaults>"
+    except OSError as exc:
+        raise DoodConfigError(f"Cannot read the dood config {resolved}: {exc}") from None
+    try:
+        data = yaml.safe_load(os.path.expandvars(text))
+    except yaml.YAMLError as exc:
+        raise DoodConfigError(f"Invalid dood config {resolved}: not valid YAML: {exc}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise DoodConfigError(f"Invalid dood config {resolved}: expected a mapping at the top")
+    _announce(str(resolved.resolve()), logging.INFO, "dood config file: %s", resolved.resolve())
+    return data, str(resolved)
+
+
+def _announce(key: str, level: int, message: str, *args: object) -> None:
+    """Log once per process which config file is in force, or that none is."""
+    if key not in _announced:
+        _announced.add(key)
+        log.log(level, message, *args)

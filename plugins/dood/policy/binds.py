@@ -1,0 +1,97 @@
+"""Bind mounts, mounts and named volumes: host paths under the allowed roots, never a socket or a system path.
+
+Pure and lexical: whether the directories of a bind source can be changed by someone untrusted is checked
+where the host's filesystem is seen (`dood.hostpaths`, by dood-proxy at create and start).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from dood.policy.paths import clean_path, socket_like, system_path_conflict, under_any
+from dood.policy.problems import Problems, as_list, is_set
+
+if TYPE_CHECKING:
+    from dood.policy.body import Violation
+    from dood.policy.model import Policy
+
+SHARED_PROPAGATIONS = frozenset({"shared", "rshared", "slave", "rslave"})
+
+
+def _bind_source(source: Any, field: str, read_only: bool, policy: Policy, found: Problems) -> None:
+    if not isinstance(source, str) or not source.startswith("/"):
+        found.add(field, "bind-source", f"{source!r}: a bind source must be an absolute host path")
+        return
+    path, shown = clean_path(source), repr(source)
+    if socket_like(path):
+        found.add(field, "docker-socket", f"{shown}: mounting a socket (the Docker socket) is never allowed")
+        return
+    system = system_path_conflict(path)
+    if system:
+        found.add(field, "system-path", f"{shown} is or contains the system path {system}; never allowed")
+        return
+    if not under_any(path, policy.allowed_host_roots):
+        found.add(field, "bind-root", f"{shown} is outside policy.allowed_host_roots {list(policy.allowed_host_roots)}")
+        return
+    if not read_only and under_any(path, policy.read_only_host_roots):
+        found.add(field, "bind-read-only", f"{shown} lies under a read-only root; mount it read-only")
+
+
+def binds(host: Mapping, policy: Policy) -> list[Violation]:
+    found = Problems()
+    for index, bind in enumerate(as_list(host.get("Binds"), "HostConfig.Binds", found)):
+        field = f"HostConfig.Binds[{index}]"
+        if not isinstance(bind, str) or not bind:
+            found.add(field, "malformed", "must be 'source:target[:options]'")
+            continue
+        parts = bind.split(":")
+        if len(parts) > 3:
+            found.add(field, "malformed", f"{bind!r}: expected 'source:target[:options]'")
+            continue
+        if len(parts) == 1:
+            continue  # an anonymous volume: nothing of the host's or anybody's
+        if not parts[0].startswith("/"):
+            _named_volume(parts[0], field, policy, found)
+            continue
+        options = {opt.strip().lower() for opt in (parts[2] if len(parts) == 3 else "").split(",")}
+        if options & SHARED_PROPAGATIONS:
+            found.add(field, "propagation", "shared or slave mount propagation is not allowed")
+        _bind_source(parts[0], field, "ro" in options, policy, found)
+    return found
+
+
+def mounts(host: Mapping, policy: Policy) -> list[Violation]:
+    found = Problems()
+    for index, mount in enumerate(as_list(host.get("Mounts"), "HostConfig.Mounts", found)):
+        field = f"HostConfig.Mounts[{index}]"
+        if not isinstance(mount, Mapping):
+            found.add(field, "malformed", "must be a JSON object")
+            continue
+        kind = mount.get("Type") or "volume"
+        if kind == "bind":
+            propagation = (mount.get("BindOptions") or {}).get("Propagation")
+            if isinstance(propagation, str) and propagation.lower() in SHARED_PROPAGATIONS:
+                found.add(
+                    f"{field}.BindOptions.Propagation", "propagation", "shared or slave propagation is not allowed"
+                )
+            _bind_source(mount.get("Source"), f"{field}.Source", bool(mount.get("ReadOnly")), policy, found)
+        elif kind == "volume":
+            if is_set(mount.get("Source")):
+                _named_volume(mount.get("Source"), f"{field}.Source", policy, found)
+            driver = (mount.get("VolumeOptions") or {}).get("DriverConfig")
+            if is_set(driver):
+                found.add(
+                    f"{field}.VolumeOptions.DriverConfig",
+                    "volume-driver",
+                    "volume driver options are not allowed (they can bind any host path)",
+                )
+        elif kind != "tmpfs":
+            found.add(f"{field}.Type", "mount-type", f"{kind!r}: only bind, volume and tmpfs mounts are allowed")
+    return found
+
+
+def _named_volume(name: Any, field: str, policy: Policy, found: Problems) -> None:
+    if not isinstance(name, str) or not any(fnmatch.fnmatchcase(name, p) for p in policy.allowed_volumes):
+        found.add(field, "named-volume", f"named volume {name!r} is not in policy.allowed_volumes")
