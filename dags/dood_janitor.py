@@ -40,6 +40,7 @@ with DAG(
             grace_seconds=config.defaults.stop_grace_period_seconds,
             only_labels={str(k): str(v) for k, v in (params.get("only_labels") or {}).items()},
             stack=hook.stack,
+            host=config.host,  # with several Docker hosts: the one this worker is on ($DOOD_HOST)
         )
         return [f"{v.name}: {v.reason}" for v in verdicts]
 

@@ -148,11 +148,14 @@ class HostEndpoint(DockerEndpoint):
 
     @model_validator(mode="after")
     def _tls_complete(self) -> HostEndpoint:
-        if bool(self.tls_client_cert) != bool(self.tls_client_key):
-            raise ValueError("tls_client_cert and tls_client_key go together (the client's certificate and its key)")
-        if self.tls_client_cert and not self.tls_ca_cert:
-            raise ValueError("mutual TLS needs tls_ca_cert too: the CA that signed the proxy's certificate")
-        if self.tls_ca_cert and not self.url.startswith(("tcp://", "https://")):
+        given = [name for name in ("tls_ca_cert", "tls_client_cert", "tls_client_key") if getattr(self, name)]
+        if given and len(given) < 3:
+            raise ValueError(
+                f"a proxy speaks mutual TLS only: give all of tls_ca_cert (the CA that signed the proxy's "
+                f"certificate), tls_client_cert and tls_client_key, not just {', '.join(given)} "
+                "(scripts/make-host-certs.sh makes them)"
+            )
+        if given and not self.url.startswith(("tcp://", "https://")):
             raise ValueError(f"TLS settings need a tcp:// url, got {self.url!r}")
         return self
 

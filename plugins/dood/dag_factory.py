@@ -13,8 +13,12 @@ from airflow.sdk import DAG, Param
 from dood.config import DoodConfig, load_config
 from dood.operators.pipeline_step import PipelineStepOperator
 from dood.pipeline_config import STEP_NAMES
+from dood.placement import step_placement
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from dood.config import Host
     from dood.pipeline_config import Pipeline
 
 DAG_ID_PREFIX = "dood_"
@@ -86,8 +90,10 @@ def run_params(pipeline: Pipeline) -> dict[str, Param]:
     return params
 
 
-def build_dag(name: str, pipeline: Pipeline, config_path: str | None = None) -> DAG:
-    """The DAG of one pipeline."""
+def build_dag(
+    name: str, pipeline: Pipeline, config_path: str | None = None, hosts: Mapping[str, Host] | None = None
+) -> DAG:
+    """The DAG of one pipeline; a step placed on `hosts` gets their Celery queue and pool (dood.placement)."""
     dag = DAG(
         dag_id=f"{DAG_ID_PREFIX}{name}",
         description=pipeline.description or f"Retraining pipeline {name} (dood)",
@@ -116,6 +122,7 @@ def build_dag(name: str, pipeline: Pipeline, config_path: str | None = None) -> 
                 pipeline=pipeline,
                 step_name=step_name,
                 config_path=config_path,
+                placement=step_placement(pipeline.steps[step_name], hosts or {}),
             )
             if previous is not None:
                 previous >> task
@@ -126,4 +133,5 @@ def build_dag(name: str, pipeline: Pipeline, config_path: str | None = None) -> 
 def build_dags(config: DoodConfig | None = None, config_path: str | None = None) -> dict[str, DAG]:
     """Every configured pipeline's DAG, keyed by dag_id."""
     config = config or load_config(config_path)
-    return {dag.dag_id: dag for dag in (build_dag(n, p, config_path) for n, p in config.pipelines.items())}
+    dags = (build_dag(n, p, config_path, config.hosts) for n, p in config.pipelines.items())
+    return {dag.dag_id: dag for dag in dags}

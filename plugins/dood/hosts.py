@@ -15,11 +15,67 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from dood.config import HOST_ENV_VAR, load_config
 from dood.exceptions import DoodConfigError
-from dood.placement import pools, worker_queues
+from dood.placement import Placement, place, pools, worker_queues
+
+if TYPE_CHECKING:
+    from dood.config import DoodConfig
+
+
+def task_placement(
+    *,
+    host: str | None,
+    hosts: Iterable[str] | None,
+    host_labels: Mapping[str, str] | None,
+    placement: Placement | None,
+    config_path: str | None,
+    what: str,
+) -> Placement | None:
+    """An operator's placement: given resolved (the DAG factory's), or resolved here from `host`, `hosts` or
+    `host_labels` against the config's `hosts:` (read at DAG parse time, like the pipelines)."""
+    asked = [name for name, value in (("host", host), ("hosts", hosts), ("host_labels", host_labels)) if value]
+    if placement is not None:
+        if asked:
+            raise DoodConfigError(f"{what}: give placement or {', '.join(asked)}, not both")
+        return placement
+    if not asked:
+        return None
+    try:
+        return place(load_config(config_path).hosts, host=host, names=hosts, labels=host_labels)
+    except ValueError as exc:
+        raise DoodConfigError(f"{what}: {exc}") from None
+
+
+def apply_placement(placement: Placement | None, kwargs: dict[str, Any], what: str) -> None:
+    """Set the task's Celery queue and pool from its placement; a different queue or pool given by hand is
+    refused (a task has one of each, and the placement's are what take it to, and bound, its hosts)."""
+    if placement is None:
+        return
+    for key, value in (("queue", placement.queue), ("pool", placement.pool)):
+        given = kwargs.get(key)
+        if given not in (None, value):
+            raise DoodConfigError(
+                f"{what}: {key}={given!r} contradicts its placement on {placement.describe()}; drop {key} (the "
+                f"placement sets it) or the placement"
+            )
+        kwargs[key] = value
+
+
+def check_delivered(placement: Placement | None, config: DoodConfig, what: str) -> None:
+    """Refuse, before anything is created, a task that Celery delivered to a worker on a host it is not
+    placed on: the worker's $DOOD_HOST, or the queues it listens on, are wrong."""
+    if placement is None or config.host in placement.hosts:
+        return
+    here = f"host {config.host!r} ($DOOD_HOST)" if config.host else "no host ($DOOD_HOST is unset)"
+    raise DoodConfigError(
+        f"{what}: placed on {placement.describe()}, but the worker that took it from queue {placement.queue} is "
+        f"on {here}; nothing was created. A worker listens on a queue of hosts it is not on: give each worker "
+        f"the $DOOD_HOST of its own host and `--queues \"$(python -m dood.hosts queues)\"` (docs/hosts.md)."
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from dood.naming import DEFAULT_STACK, MANAGED_LABEL, STACK_LABEL
+from dood.naming import DEFAULT_STACK, HOST_LABEL, MANAGED_LABEL, STACK_LABEL, TaskIdentity
 
 MISSING = "<missing>"
 ENDED_TASK_STATES = frozenset({"success", "failed", "skipped", "upstream_failed", "removed"})
@@ -38,14 +38,18 @@ def plan(
     ttl: timedelta,
     now: datetime,
     stack: str = DEFAULT_STACK,
+    host: str | None = None,
 ) -> list[Verdict]:
-    """Which of these (inspected) containers of `stack` to remove, and why. Pure: decides, touches nothing.
-    Another stack's container is as foreign as one dood never made: its Airflow is not ours to ask."""
+    """Which of these (inspected) containers of `stack` (and of Docker host `host`, when the deployment has
+    several) to remove, and why. Pure: decides, touches nothing. Another stack's container is as foreign as
+    one dood never made: its Airflow is not ours to ask; another host's is that host's janitor's."""
     verdicts = []
     for container in containers:
         labels = container["Config"].get("Labels") or {}
         if labels.get(MANAGED_LABEL) != "true" or labels.get(STACK_LABEL) != stack:
             continue  # never ours to judge
+        if host is not None and labels.get(HOST_LABEL) != host:
+            continue
         name = container["Name"].lstrip("/")
         state = container["State"]
         if state["Status"] in ("running", "restarting", "paused"):
@@ -72,14 +76,17 @@ def sweep(
     grace_seconds: int = 30,
     only_labels: Mapping[str, str] | None = None,
     stack: str = DEFAULT_STACK,
+    host: str | None = None,
     log: Callable[[str], None] = print,
 ) -> list[Verdict]:
-    """Find our stack's containers (only those also carrying `only_labels`, when given), decide, and
-    (unless dry run) stop and remove the orphans."""
+    """Find our stack's containers (of Docker host `host` only, when given; only those also carrying
+    `only_labels`, when given), decide, and (unless dry run) stop and remove the orphans."""
     wanted = {**(only_labels or {}), MANAGED_LABEL: "true", STACK_LABEL: stack}
+    if host is not None:
+        wanted[HOST_LABEL] = host
     listed = api.containers(all=True, filters={"label": [f"{key}={value}" for key, value in wanted.items()]})
     inspected = [api.inspect_container(c["Id"]) for c in listed]
-    verdicts = plan(inspected, task_state, ttl=ttl, now=datetime.now(timezone.utc), stack=stack)
+    verdicts = plan(inspected, task_state, ttl=ttl, now=datetime.now(timezone.utc), stack=stack, host=host)
     for verdict in verdicts:
         log(f"{'would remove' if dry_run else 'removing'} {verdict.name}: {verdict.reason}")
         if not dry_run:
@@ -88,8 +95,10 @@ def sweep(
             launcher = ContainerLauncher(api)
             launcher.stop(verdict.container_id, grace_seconds)
             launcher.remove(verdict.container_id)
+    where = f" on host {host!r}" if host is not None else ""
     log(
-        f"janitor: {len(listed)} containers of stack {stack!r}, {len(verdicts)} {'to remove' if dry_run else 'removed'}"
+        f"janitor: {len(listed)} containers of stack {stack!r}{where}, "
+        f"{len(verdicts)} {'to remove' if dry_run else 'removed'}"
     )
     return verdicts
 
@@ -98,14 +107,15 @@ def task_sdk_states(labels: Mapping[str, str]) -> str | None:
     """Task state through the Task SDK (inside an Airflow task, e.g. the maintenance DAG)."""
     from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
 
+    identity = TaskIdentity.from_labels(labels)
     states = RuntimeTaskInstance.get_task_states(
-        dag_id=labels["dood.dag_id"],
-        task_ids=[labels["dood.task_id"]],
-        run_ids=[labels["dood.run_id"]],
-        map_index=int(labels.get("dood.map_index", "-1")),
+        dag_id=identity.dag_id,
+        task_ids=[identity.task_id],
+        run_ids=[identity.run_id],
+        map_index=identity.map_index,
     )
-    run_states = states.get(labels["dood.run_id"], {})
-    return run_states.get(labels["dood.task_id"], MISSING) if run_states else MISSING
+    run_states = states.get(identity.run_id, {})
+    return run_states.get(identity.task_id, MISSING) if run_states else MISSING
 
 
 class RestApiStates:
@@ -125,12 +135,12 @@ class RestApiStates:
     def __call__(self, labels: Mapping[str, str]) -> str | None:
         from urllib.parse import quote
 
+        identity = TaskIdentity.from_labels(labels)
         path = "/api/v2/dags/{}/dagRuns/{}/taskInstances/{}".format(
-            *(quote(labels[k], safe="") for k in ("dood.dag_id", "dood.run_id", "dood.task_id"))
+            *(quote(value, safe="") for value in (identity.dag_id, identity.run_id, identity.task_id))
         )
-        map_index = labels.get("dood.map_index", "-1")
-        if map_index != "-1":
-            path += f"/{map_index}"
+        if identity.map_index != -1:
+            path += f"/{identity.map_index}"
         response = self.client.get(path)
         if response.status_code == 404:
             return MISSING
@@ -168,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         grace_seconds=config.defaults.stop_grace_period_seconds,
         only_labels=only_labels,
         stack=hook.stack,
+        host=config.host,
     )
     return 0
 

@@ -27,6 +27,8 @@ QUEUE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,199}$"
 PREFIX = "dood-"
 #: The pipeline roots steps exchange data through: on several hosts they must be shared storage.
 SHARED_ROOTS = ("data_root", "model_root", "artifact_root")
+#: Where a step without placement may run, besides every host: the workers of the top-level `docker`.
+DEFAULT_HOST = "(default)"
 
 
 @dataclass(frozen=True)
@@ -108,9 +110,9 @@ def pipeline_problems(
     """What is wrong with where a pipeline's steps run: unknown hosts, a pool beside a placement, and steps
     landing on hosts that do not all map the pipeline's roots (data, models, artifacts) to shared storage.
 
-    A step without placement goes to Airflow's default queue, which any host's worker may serve: in a
-    pipeline that places some steps, it counts as landing on every host. A pipeline that places none is
-    left as it is today (whichever workers serve the default queue)."""
+    A step without placement goes to Airflow's default queue, which the top-level `docker`'s workers serve
+    (and any host's worker may): in a pipeline that places some steps, it counts as landing there and on
+    every host. A pipeline that places none is left as it is today."""
     problems = []
     landing: dict[str, tuple[str, ...]] = {}
     for step_name, step in pipeline.steps.items():
@@ -130,21 +132,25 @@ def pipeline_problems(
     if problems or not landing:
         return problems
     for step_name in pipeline.steps:
-        landing.setdefault(step_name, tuple(sorted(hosts)))
+        landing.setdefault(step_name, (DEFAULT_HOST, *sorted(hosts)))
     involved = sorted({name for names in landing.values() for name in names})
     if len(involved) < 2:
         return problems
     where = ", ".join(f"{step} ({'/'.join(names)})" for step, names in landing.items())
     for name in involved:
-        entries = hosts[name].mount_map
-        entries = tuple(top_mount_map) if entries is None else entries
-        missing = [f"{root} {getattr(pipeline, root)}" for root in SHARED_ROOTS if not _covered(getattr(pipeline, root), entries)]
+        if name == DEFAULT_HOST:
+            entries, who, where_to = tuple(top_mount_map), "the default queue's host (top-level docker)", "mount_map"
+        else:
+            mapped = hosts[name].mount_map
+            entries = tuple(top_mount_map) if mapped is None else mapped
+            who, where_to = f"host {name!r}", f"hosts.{name}.mount_map"
+        missing = [f"{r} {getattr(pipeline, r)}" for r in SHARED_ROOTS if not _covered(getattr(pipeline, r), entries)]
         if missing:
             problems.append(
-                f"steps {where} run on different hosts and exchange data through shared storage, but host "
-                f"{name!r} has no mount_map entry for {', '.join(missing)}: it shares no data root with the "
-                f"others. Mount the shared storage on {name!r} and map it under hosts.{name}.mount_map (or pin "
-                "the steps to hosts that share it; docs/hosts.md)."
+                f"steps {where} run on different hosts and exchange data through shared storage, but {who} has "
+                f"no mount_map entry for {', '.join(missing)}: it shares no data root with the others. Mount the "
+                f"shared storage there and map it under {where_to} (or place every step on hosts that share it; "
+                "docs/hosts.md)."
             )
     return problems
 

@@ -34,6 +34,8 @@ from docker import APIClient
 from docker.errors import APIError, NotFound
 from docker.tls import TLSConfig
 
+from dood.tls import EndpointTLS
+
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
@@ -96,7 +98,7 @@ class DockerTarget:
         tls: TLSConfig | bool = False
         if self.tls_ca_cert or self.tls_client_cert:
             cert = (self.tls_client_cert, self.tls_client_key) if self.tls_client_cert else None
-            tls = TLSConfig(ca_cert=self.tls_ca_cert, client_cert=cert, verify=self.tls_ca_cert or True)
+            tls = EndpointTLS.of(TLSConfig(ca_cert=self.tls_ca_cert, client_cert=cert, verify=self.tls_ca_cert or True))
         url = self.url.replace("tcp://", "https://", 1) if tls and self.url.startswith("tcp://") else self.url
         return APIClient(base_url=url, version=self.api_version, tls=tls, timeout=timeout_seconds)
 

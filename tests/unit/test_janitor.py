@@ -88,3 +88,45 @@ def test_another_stacks_containers_are_never_judged():
     }
     assert verdicts == {"ours"}
     assert plan([theirs], lambda labels: MISSING, ttl=timedelta(1), now=NOW, stack="team-b")[0].name == "theirs"
+
+
+def test_with_several_hosts_a_janitor_judges_its_own_host_s_containers_only():
+    on_a, on_b, unmarked = container("on_a", "running"), container("on_b", "running"), container("unmarked", "running")
+    on_a["Config"]["Labels"]["dood.host"] = "a"
+    on_b["Config"]["Labels"]["dood.host"] = "b"
+    everything = [on_a, on_b, unmarked]
+    assert [v.name for v in plan(everything, lambda labels: MISSING, ttl=timedelta(1), now=NOW, host="b")] == ["on_b"]
+    assert {v.name for v in plan(everything, lambda labels: MISSING, ttl=timedelta(1), now=NOW)} == {
+        "on_a",
+        "on_b",
+        "unmarked",
+    }  # one Docker host: as before
+
+
+def test_sweep_on_a_host_filters_by_its_host_label():
+    from unittest.mock import MagicMock
+
+    from dood.janitor import sweep
+
+    api = MagicMock()
+    api.containers.return_value = []
+    told = []
+    sweep(api, lambda labels: None, ttl=timedelta(hours=1), dry_run=True, host="b", log=told.append)
+    api.containers.assert_called_once_with(
+        all=True, filters={"label": ["dood.managed=true", "dood.stack=dood", "dood.host=b"]}
+    )
+    assert told == ["janitor: 0 containers of stack 'dood' on host 'b', 0 to remove"]
+
+
+def test_task_states_are_asked_for_the_identity_the_labels_record():
+    from unittest.mock import MagicMock
+
+    from dood.janitor import RestApiStates
+
+    states = RestApiStates.__new__(RestApiStates)
+    states.client = MagicMock()
+    states.client.get.return_value.status_code = 200
+    states.client.get.return_value.json.return_value = {"state": "running"}
+    labels = container("train", "running")["Config"]["Labels"] | {"dood.map_index": "3", "dood.run_id": "manual__a/b"}
+    assert states(labels) == "running"
+    states.client.get.assert_called_once_with("/api/v2/dags/d/dagRuns/manual__a%2Fb/taskInstances/train/3")

@@ -87,8 +87,8 @@ def test_dood_host_without_hosts_in_the_config_says_so():
 @pytest.mark.parametrize(
     ("endpoint", "message"),
     [
-        ({"url": "tcp://b:2376", "tls_client_cert": "/c.pem"}, "tls_client_cert and tls_client_key go together"),
-        ({"url": "tcp://b:2376", "tls_client_cert": "/c", "tls_client_key": "/k"}, "mutual TLS needs tls_ca_cert"),
+        ({"url": "tcp://b:2376", "tls_client_cert": "/c.pem"}, "mutual TLS only: give all of tls_ca_cert .* not just tls_client_cert"),
+        ({"url": "tcp://b:2376", "tls_ca_cert": "/ca.pem"}, "not just tls_ca_cert \\(scripts/make-host-certs.sh"),
         ({"url": "unix:///x.sock", **TLS}, "TLS settings need a tcp:// url"),
         ({}, "hosts.b.docker.url: Field required"),
     ],
@@ -194,8 +194,16 @@ def test_steps_on_hosts_without_a_common_data_root_are_refused_naming_steps_and_
 
 def test_an_unplaced_step_beside_placed_ones_may_land_on_any_host():
     lonely = {"docker": {"url": "tcp://d:2376", **TLS}, "mount_map": []}
-    with pytest.raises(DoodConfigError, match="prepare \\(a/b/c/d\\).*host 'd' has no mount_map entry"):
-        parse_config({"hosts": hosts(d=lonely), "pipelines": {"p": pipeline(train={"host": "b"})}})
+    with pytest.raises(DoodConfigError, match="prepare \\(\\(default\\)/a/b/c/d\\).*host 'd' has no mount_map entry"):
+        parse_config({"hosts": hosts(d=lonely), "mount_map": SHARED, "pipelines": {"p": pipeline(train={"host": "b"})}})
+
+
+def test_an_unplaced_step_may_land_on_the_default_queue_s_host_which_must_share_the_data_too():
+    """One GPU host beside the main one (not under `hosts:`): prepare runs on the main host, train on gpu."""
+    gpu = {"gpu": hosts()["b"]}
+    with pytest.raises(DoodConfigError, match="but the default queue's host \\(top-level docker\\) has no mount_map"):
+        parse_config({"hosts": gpu, "pipelines": {"p": pipeline(train={"host": "gpu"})}})
+    assert parse_config({"hosts": gpu, "mount_map": SHARED, "pipelines": {"p": pipeline(train={"host": "gpu"})}})
 
 
 def test_a_pipeline_on_one_host_needs_no_shared_storage():
@@ -222,3 +230,68 @@ def test_the_hosts_cli_prints_queues_and_pools(tmp_path, monkeypatch, capsys):
     monkeypatch.delenv(HOST_ENV_VAR)
     assert main(["--config", str(path), "queues"]) == 2
     assert "name the host with --host or $DOOD_HOST" in capsys.readouterr().err
+
+
+# --- the DAG factory and the operator: queue and pool per step, the wrong host refused ---
+
+
+def test_the_dag_factory_gives_placed_steps_their_host_s_queue_and_pool():
+    from dood.dag_factory import build_dags
+
+    cfg = config(pipelines={"p": pipeline(prepare={"host": "a"}, train={"host_labels": {"gpu": "a100"}})})
+    dag = build_dags(cfg)["dood_p"]
+    placed = {t.task_id: (t.queue, t.pool) for t in dag.tasks}
+    assert placed["prepare"] == ("dood-a", "dood-a")
+    assert placed["train"] == ("dood-b+c", "dood-b+c")
+    assert dag.get_task("train").placement.hosts == ("b", "c")
+    default = dag.get_task("evaluate")
+    assert default.placement is None and default.pool == "default_pool"  # unplaced: Airflow's defaults
+
+
+def _config_file(tmp_path):
+    import yaml
+
+    path = tmp_path / "dood.yaml"
+    path.write_text(yaml.safe_dump({"hosts": hosts(), "mount_map": SHARED}))
+    return str(path)
+
+
+def test_an_operator_placed_by_name_gets_queue_and_pool_and_refuses_others(tmp_path):
+    from dood.operators.container import DoodContainerOperator
+
+    path = _config_file(tmp_path)
+    op = DoodContainerOperator(task_id="t", image="img", host="b", config_path=path)
+    assert (op.queue, op.pool) == ("dood-b", "dood-b")
+    with pytest.raises(DoodConfigError, match=r"t: queue='gpu' contradicts its placement on host b \(queue dood-b"):
+        DoodContainerOperator(task_id="t", image="img", host="b", queue="gpu", config_path=path)
+    with pytest.raises(DoodConfigError, match=r"t: unknown host\(s\) \['z'\]"):
+        DoodContainerOperator(task_id="t", image="img", host="z", config_path=path)
+
+
+@pytest.mark.parametrize(
+    ("dood_host", "where"),
+    [("a", "on host 'a' \\(\\$DOOD_HOST\\)"), (None, "on no host \\(\\$DOOD_HOST is unset\\)")],
+)
+def test_a_task_delivered_to_a_worker_on_another_host_fails_before_creating_anything(
+    tmp_path, monkeypatch, dood_host, where
+):
+    from dood.operators.container import DoodContainerOperator
+
+    path = _config_file(tmp_path)
+    op = DoodContainerOperator(task_id="train", image="img", host="b", config_path=path)
+    if dood_host:
+        monkeypatch.setenv(HOST_ENV_VAR, dood_host)
+    else:
+        monkeypatch.delenv(HOST_ENV_VAR, raising=False)
+    # no Docker is reached: the check comes before the hook (an empty context would fail any later step)
+    with pytest.raises(DoodConfigError, match=f"train: placed on host b .* is {where}; nothing was created"):
+        op.execute({})
+
+
+def test_the_trigger_of_a_host_s_task_is_given_the_endpoint_every_host_reaches():
+    from dood.triggers.container import DoodContainerTrigger
+
+    trigger = DoodContainerTrigger.from_config(config().on_host("b"), "c" * 64)
+    _, kwargs = trigger.serialize()
+    assert kwargs["docker_url"] == "tcp://gpu-b.example.com:2376"  # not the host-local unix socket
+    assert kwargs["tls_client_cert"] == "/certs/cert.pem"

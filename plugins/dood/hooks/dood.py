@@ -17,7 +17,8 @@ from docker.errors import APIError, NotFound
 from dood.directories import HostDirectories, proxy_info
 from dood.exceptions import DockerUnreachable, DoodConfigError
 from dood.mounts import MountMap, discovered_entries, reconcile
-from dood.naming import STACK_LABEL
+from dood.naming import HOST_LABEL, MANAGED_LABEL, STACK_LABEL
+from dood.tls import EndpointTLS
 
 if TYPE_CHECKING:
     from docker import APIClient
@@ -79,10 +80,12 @@ class DoodHook(DockerHook):
         endpoint = config.docker
         tls = False
         if endpoint.tls_ca_cert or endpoint.tls_client_cert:
-            tls = DockerHook.construct_tls_config(
-                ca_cert=endpoint.tls_ca_cert,
-                client_cert=endpoint.tls_client_cert,
-                client_key=endpoint.tls_client_key,
+            tls = EndpointTLS.of(  # the provider's TLS settings; its CA not replaced by $REQUESTS_CA_BUNDLE
+                DockerHook.construct_tls_config(
+                    ca_cert=endpoint.tls_ca_cert,
+                    client_cert=endpoint.tls_client_cert,
+                    client_key=endpoint.tls_client_key,
+                )
             )
         super().__init__(
             docker_conn_id=endpoint.conn_id,
@@ -163,8 +166,20 @@ class DoodHook(DockerHook):
             _HOST_CPUS[url] = self.api.info().get("NCPU")
         return _HOST_CPUS[url]
 
+    def scope_labels(self) -> dict[str, str]:
+        """The labels of every container this process may see and touch: dood's, of this stack, and of this
+        Docker host when the deployment has several ($DOOD_HOST: label dood.host)."""
+        scope = {MANAGED_LABEL: "true", STACK_LABEL: self.stack}
+        if self.config.host is not None:
+            scope[HOST_LABEL] = self.config.host
+        return scope
+
+    def owns(self, labels: dict[str, str]) -> bool:
+        """Whether a container with these labels is in this process's scope (`scope_labels`)."""
+        return all(labels.get(key) == value for key, value in self.scope_labels().items())
+
     def find_containers(self, labels: dict[str, str], *, include_stopped: bool = True) -> list[dict[str, Any]]:
-        """Containers of this stack carrying all these labels (Docker's `docker ps --filter label=...`)."""
-        labels = {**labels, STACK_LABEL: self.stack}
+        """Containers of this stack (and host) carrying all these labels (`docker ps --filter label=...`)."""
+        labels = {**labels, **self.scope_labels()}
         filters = {"label": [f"{key}={value}" for key, value in labels.items()]}
         return self.api.containers(all=include_stopped, filters=filters)

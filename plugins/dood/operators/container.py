@@ -19,11 +19,13 @@ from dood.exceptions import ContainerFailed, DoodConfigError, DoodError, ResultF
 from dood.gone import ContainerGone
 from dood.gpu_claims import claims_for, task_deadline
 from dood.hooks.dood import DoodHook
+from dood.hosts import apply_placement, check_delivered, task_placement
 from dood.launcher import ContainerLauncher, ContainerSpec, Outcome
 from dood.logs import task_log_emitter
 from dood.mounts import DoodMount
 from dood.naming import TaskIdentity, check_user_labels
 from dood.owner import airflow_state
+from dood.placement import Placement
 from dood.policy import check as check_policy
 from dood.resources import Resources
 from dood.results import RESULT_FILE_NAME, RUN_DIR_IN_CONTAINER, result_env, run_dir_for
@@ -63,6 +65,11 @@ class DoodContainerOperator(BaseOperator):
     :param wait: False starts the container and returns its handle at once (wait with DoodContainerSensor).
     :param reattach: adopt a still-running container of an earlier try of this task instance instead of
         starting a second one; a worker's graceful shutdown then leaves the container running.
+    :param host: run on this Docker host (a name under the config's ``hosts:``): sets the task's Celery
+        ``queue`` and its host's ``pool``; a worker on another host refuses it before creating anything.
+    :param hosts: run on any of these hosts (their shared queue), instead of ``host``.
+    :param host_labels: run on any host carrying all these labels, e.g. ``{"gpu": "a100"}``.
+    :param placement: an already resolved ``dood.placement.Placement`` (the DAG factory's), instead of the above.
     """
 
     template_fields: Sequence[str] = (
@@ -101,9 +108,19 @@ class DoodContainerOperator(BaseOperator):
         deferrable: bool = False,
         wait: bool = True,
         reattach: bool = True,
+        host: str | None = None,
+        hosts: Sequence[str] | None = None,
+        host_labels: Mapping[str, str] | None = None,
+        placement: Placement | None = None,
         **kwargs: Any,
     ) -> None:
+        what = str(kwargs.get("task_id"))
+        placement = task_placement(
+            host=host, hosts=hosts, host_labels=host_labels, placement=placement, config_path=config_path, what=what
+        )
+        apply_placement(placement, kwargs, what)  # its queue and pool
         super().__init__(**kwargs)
+        self.placement = placement
         if not image:
             raise DoodConfigError(f"{self.task_id}: image must be a non-empty image reference")
         self.image = image
@@ -182,9 +199,10 @@ class DoodContainerOperator(BaseOperator):
 
     def execute(self, context: Context) -> Any:
         config = load_config(self.config_path)
+        check_delivered(self.placement, config, self.task_id)  # on the host it is placed on, or nothing happens
         self._grace_seconds = self._grace(config)
         hook = DoodHook(config)
-        identity = self._identity = TaskIdentity.from_context(context, stack=hook.stack)
+        identity = self._identity = TaskIdentity.from_context(context, stack=hook.stack, host=config.host)
         launcher = self._launcher = ContainerLauncher(hook.api)
         handle = self._reattach(hook, identity, config) if self.reattach else None
         output = None  # the live output stream, attached before start so nothing is missed
@@ -281,8 +299,8 @@ class DoodContainerOperator(BaseOperator):
         therefore never stops or removes the container (`dood.owner`)."""
         earlier = [
             c
-            for c in hook.find_containers(identity.task_labels())
-            if c["Labels"].get("dood.try_number") != str(identity.try_number)
+            for c in hook.find_containers(identity.task_labels())  # this task instance's, on this host
+            if TaskIdentity.from_labels(c["Labels"]).try_number != identity.try_number
         ]
         running = [c for c in earlier if c["State"] == "running"]
         succeeded = [
@@ -297,7 +315,7 @@ class DoodContainerOperator(BaseOperator):
         self.log.info(
             "Reattaching to container %s of try %s (%s) instead of starting another (reattach=True).",
             name,
-            adopted["Labels"].get("dood.try_number"),
+            TaskIdentity.from_labels(adopted["Labels"]).try_number,
             adopted["Status"],
         )
         return ContainerHandle.of(adopted["Id"], name, config.runs_root)
@@ -321,7 +339,7 @@ class DoodContainerOperator(BaseOperator):
         api = hook.api
         container = ContainerHandle.resumed(handle, event, api, config.runs_root)
         self._launcher = ContainerLauncher(api)
-        self._identity = TaskIdentity.from_context(context, stack=hook.stack)
+        self._identity = TaskIdentity.from_context(context, stack=hook.stack, host=config.host)
         self._container_id = container.container_id
         status = event.get("status")
         if status == "timeout":

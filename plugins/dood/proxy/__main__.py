@@ -11,16 +11,18 @@ import os
 import re
 import signal
 import socket
+import ssl
 import sys
 from collections.abc import Sequence
 
 from dood.config import load_config
-from dood.naming import DEFAULT_STACK, STACK_LABEL, STACK_PATTERN
+from dood.naming import DEFAULT_STACK, HOST_LABEL, HOST_PATTERN, STACK_LABEL, STACK_PATTERN
 from dood.policy import Policy
 from dood.proxy import wire
 from dood.proxy.daemon import Daemon, Endpoint
 from dood.proxy.readonly import ReadOnlyProxyServer
 from dood.proxy.server import DEFAULT_MAX_BODY, ProxyServer
+from dood.proxy.tls import server_context
 
 log = logging.getLogger("dood.proxy")
 
@@ -30,7 +32,32 @@ def _parser() -> argparse.ArgumentParser:
         prog="dood-proxy",
         description="Docker socket proxy: lets dood create, run and remove its own containers, and nothing else.",
     )
-    parser.add_argument("--listen", required=True, help="unix:///run/dood/docker.sock or tcp://127.0.0.1:2375")
+    parser.add_argument(
+        "--listen",
+        action="append",
+        default=[],
+        help="unix:///run/dood/docker.sock or tcp://127.0.0.1:2375, without TLS; repeatable",
+    )
+    parser.add_argument(
+        "--tls-listen",
+        action="append",
+        default=[],
+        metavar="tcp://HOST:PORT",
+        help="a TCP listener with mutual TLS (needs --tls-cert, --tls-key, --tls-ca-cert): for clients on other "
+        "machines (docs/hosts.md); repeatable",
+    )
+    parser.add_argument("--tls-cert", help="the proxy's certificate (PEM), for --tls-listen")
+    parser.add_argument("--tls-key", help="the proxy's private key (PEM), for --tls-listen")
+    parser.add_argument(
+        "--tls-ca-cert", help="the CA whose certificates clients must present (PEM), for --tls-listen"
+    )
+    parser.add_argument(
+        "--host",
+        default=os.environ.get("DOOD_HOST") or None,
+        help="this Docker host's name when the deployment has several (`hosts:` in the config): forced as the "
+        "label dood.host on every create, and the only host whose containers may be listed or touched "
+        "(default: $DOOD_HOST; none: no host label)",
+    )
     parser.add_argument(
         "--upstream", default="unix:///var/run/docker.sock", help="the real Docker socket (default: %(default)s)"
     )
@@ -70,20 +97,28 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-async def serve(proxy: ProxyServer, listen: Endpoint, socket_mode: int) -> None:
-    server = await proxy.listen(listen, socket_mode=socket_mode)
+async def serve(
+    proxy: ProxyServer, listen: Endpoint | Sequence[tuple[Endpoint, ssl.SSLContext | None]], socket_mode: int
+) -> None:
+    listeners = [(listen, None)] if isinstance(listen, Endpoint) else list(listen)
+    servers = []
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    log.info("dood-proxy listening on %s, forwarding to %s", listen, proxy.daemon.endpoint)
     try:
+        for endpoint, tls in listeners:
+            servers.append(await proxy.listen(endpoint, socket_mode=socket_mode, tls=tls))
+            how = " (mutual TLS: client certificates required)" if tls else ""
+            log.info("dood-proxy listening on %s%s, forwarding to %s", endpoint, how, proxy.daemon.endpoint)
         await stop.wait()
     finally:
-        server.close()
-        if listen.scheme == "unix":
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(listen.path)
+        for server in servers:
+            server.close()
+        for endpoint, _ in listeners:
+            if endpoint.scheme == "unix":
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(endpoint.path)
     log.info("dood-proxy stopped")
 
 
@@ -102,21 +137,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        listen, upstream = Endpoint.parse(args.listen), Endpoint.parse(args.upstream)
+        listeners = _listeners(args)
+        upstream = Endpoint.parse(args.upstream)
         socket_mode = int(args.socket_mode, 8)
         policy = load_config(args.config, section="policy") if args.config else Policy()
     except ValueError as exc:
         print(f"dood-proxy: {exc}", file=sys.stderr)
         return 2
+    if args.host is not None and not re.match(HOST_PATTERN, args.host):
+        print(f"dood-proxy: --host {args.host!r} must match {HOST_PATTERN}", file=sys.stderr)
+        return 2
     if not args.config:
         log.warning("No --config and no $DOOD_CONFIG: enforcing the default policy")
-    if listen.scheme == "tcp" and listen.host not in ("127.0.0.1", "::1", "localhost"):
-        log.warning("Listening on %s: anyone who reaches it may create containers within the policy", listen)
+    for listen, tls in listeners:
+        if listen.scheme == "tcp" and tls is None and listen.host not in ("127.0.0.1", "::1", "localhost"):
+            log.warning("Listening on %s: anyone who reaches it may create containers within the policy", listen)
     stack = args.stack or asyncio.run(compose_project(upstream)) or DEFAULT_STACK
     if not re.match(STACK_PATTERN, stack):
         print(f"dood-proxy: --stack {stack!r} must match {STACK_PATTERN}", file=sys.stderr)
         return 2
     log.info("Stack: %s (label %s on every container it creates; the only stack it touches)", stack, STACK_LABEL)
+    if args.host:
+        log.info("Host: %s (label %s on every container it creates; the only host it touches)", args.host, HOST_LABEL)
     log.info("Policy: %s", policy.model_dump_json())
     server_class = ReadOnlyProxyServer if args.read_only else ProxyServer
     proxy = server_class(
@@ -125,9 +167,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         max_body_bytes=args.max_body_bytes,
         inspectable_labels=args.inspectable_label,
         stack=stack,
+        host=args.host,
     )
-    asyncio.run(serve(proxy, listen, socket_mode))
+    asyncio.run(serve(proxy, listeners, socket_mode))
     return 0
+
+
+def _listeners(args: argparse.Namespace) -> list[tuple[Endpoint, ssl.SSLContext | None]]:
+    """The plain listeners, then the mutual-TLS ones; ValueError saying what is missing."""
+    if not (args.listen or args.tls_listen):
+        raise ValueError("give at least one --listen or --tls-listen")
+    listeners: list[tuple[Endpoint, ssl.SSLContext | None]] = [(Endpoint.parse(url), None) for url in args.listen]
+    tls_files = {"--tls-cert": args.tls_cert, "--tls-key": args.tls_key, "--tls-ca-cert": args.tls_ca_cert}
+    if not args.tls_listen:
+        if any(tls_files.values()):
+            raise ValueError("--tls-cert, --tls-key and --tls-ca-cert are for --tls-listen, and none is given")
+        return listeners
+    missing = [flag for flag, value in tls_files.items() if not value]
+    if missing:
+        raise ValueError(f"--tls-listen needs {', '.join(missing)} (mutual TLS only: scripts/make-host-certs.sh)")
+    context = server_context(cert=args.tls_cert, key=args.tls_key, client_ca=args.tls_ca_cert)
+    for url in args.tls_listen:
+        endpoint = Endpoint.parse(url)
+        if endpoint.scheme != "tcp":
+            raise ValueError(f"--tls-listen {url!r}: TLS listens on tcp://HOST:PORT")
+        listeners.append((endpoint, context))
+    return listeners
 
 
 if __name__ == "__main__":

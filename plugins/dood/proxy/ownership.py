@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from urllib.parse import quote
 
-from dood.naming import DEFAULT_STACK, MANAGED_LABEL, STACK_LABEL
+from dood.naming import DEFAULT_STACK, HOST_LABEL, MANAGED_LABEL, STACK_LABEL
 from dood.proxy.daemon import Daemon, daemon_message
 from dood.proxy.rules import Refused
 
@@ -35,10 +35,17 @@ class Owned:
 
 class Ownership:
     def __init__(
-        self, daemon: Daemon, *, inspectable: Iterable[str] = (), capacity: int = 4096, stack: str = DEFAULT_STACK
+        self,
+        daemon: Daemon,
+        *,
+        inspectable: Iterable[str] = (),
+        capacity: int = 4096,
+        stack: str = DEFAULT_STACK,
+        host: str | None = None,
     ) -> None:
         self.daemon = daemon
         self.stack = stack
+        self.host = host  # set: only containers labelled dood.host=<host> too (several Docker hosts)
         self.inspectable = tuple(inspectable)
         self.capacity = capacity
         self._known: OrderedDict[str, None] = OrderedDict()
@@ -69,14 +76,16 @@ class Ownership:
             container_id = info["Id"]
         except (ValueError, KeyError, AttributeError):
             raise Refused(502, f"the daemon's inspect of {container!r} is not readable") from None
-        if labels.get(MANAGED_LABEL) != "true" or labels.get(STACK_LABEL) != self.stack:
+        foreign_host = self.host is not None and labels.get(HOST_LABEL) != self.host
+        if labels.get(MANAGED_LABEL) != "true" or labels.get(STACK_LABEL) != self.stack or foreign_host:
             if read_only and any(_carries(labels, label) for label in self.inspectable):
                 return Owned(container_id, body)
-            whose = (
-                f"belongs to another dood stack ({labels.get(STACK_LABEL)!r}, not {self.stack!r})"
-                if labels.get(MANAGED_LABEL) == "true"
-                else f"is not managed by dood (it lacks the label {MANAGED_LABEL}=true)"
-            )
+            if labels.get(MANAGED_LABEL) != "true":
+                whose = f"is not managed by dood (it lacks the label {MANAGED_LABEL}=true)"
+            elif labels.get(STACK_LABEL) != self.stack:
+                whose = f"belongs to another dood stack ({labels.get(STACK_LABEL)!r}, not {self.stack!r})"
+            else:
+                whose = f"was launched for another Docker host ({labels.get(HOST_LABEL)!r}, not {self.host!r})"
             raise Refused(403, f"container {container!r} {whose}; dood-proxy only touches its own stack's containers")
         self.remember(container_id)
         return Owned(container_id, body)

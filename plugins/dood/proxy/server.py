@@ -11,11 +11,12 @@ import contextlib
 import json
 import logging
 import os
+import ssl
 import stat
 from collections.abc import Iterable
 
 from dood.hostpaths import unsafe_bind_sources
-from dood.naming import DEFAULT_STACK, MANAGED_LABEL, STACK_LABEL
+from dood.naming import DEFAULT_STACK, HOST_LABEL, MANAGED_LABEL, STACK_LABEL
 from dood.policy import MalformedBody, Policy, canonical_create_body, parse_json, violations
 from dood.proxy import directories, rules, wire
 from dood.proxy.daemon import Daemon, Endpoint
@@ -41,31 +42,41 @@ class ProxyServer:
         max_body_bytes: int = DEFAULT_MAX_BODY,
         inspectable_labels: Iterable[str] = (),
         stack: str = DEFAULT_STACK,
+        host: str | None = None,
     ) -> None:
         self.policy = policy
         self.daemon = Daemon(upstream)
         self.gpus = GpuReferee(self.daemon)
         self.stack = stack
-        self.ownership = Ownership(self.daemon, inspectable=inspectable_labels, stack=stack)
+        self.host = host  # this Docker host's name when the deployment has several: label dood.host, forced
+        self.ownership = Ownership(self.daemon, inspectable=inspectable_labels, stack=stack, host=host)
         self.max_body_bytes = max_body_bytes
 
     def route(self, method: str, target: Target) -> Route:
         """Which allowed call this is (`readonly.ReadOnlyProxyServer` narrows the allow-list)."""
         return rules.route(method, target)
 
-    async def listen(self, endpoint: Endpoint, *, socket_mode: int = 0o660) -> asyncio.AbstractServer:
+    async def listen(
+        self, endpoint: Endpoint, *, socket_mode: int = 0o660, tls: ssl.SSLContext | None = None
+    ) -> asyncio.AbstractServer:
+        """Listen on a unix socket, or on TCP (with `tls`: mutual TLS, `dood.proxy.tls.server_context`)."""
         if endpoint.scheme == "unix":
+            if tls is not None:
+                raise ValueError(f"TLS is for TCP listeners, not {endpoint}")
             _clear_stale_socket(endpoint.path)
             os.makedirs(os.path.dirname(endpoint.path) or ".", exist_ok=True)
             server = await asyncio.start_unix_server(self.handle, endpoint.path, limit=wire.MAX_HEAD_BYTES)
             os.chmod(endpoint.path, socket_mode)
         else:
-            server = await asyncio.start_server(self.handle, endpoint.host, endpoint.port, limit=wire.MAX_HEAD_BYTES)
+            server = await asyncio.start_server(
+                self.handle, endpoint.host, endpoint.port, limit=wire.MAX_HEAD_BYTES, ssl=tls
+            )
         return server
 
     # --- one client connection ---
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        stopping = False
         try:
             while True:
                 try:
@@ -83,13 +94,16 @@ class ProxyServer:
         except asyncio.CancelledError:
             # The proxy is stopping. Nothing awaits this task but asyncio's stream callback, which (Python 3.11)
             # logs a cancelled connection task as an error: end it as a closed connection instead.
-            pass
+            stopping = True
         except Exception:  # one broken connection must not take the proxy down
             log.exception("dood-proxy: unexpected error on a client connection")
         finally:
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
+            if stopping:  # no goodbye: a TLS close waits (up to 30 s) for an idle client's close_notify
+                writer.transport.abort()
+            else:
+                writer.close()
+                with contextlib.suppress(Exception):
+                    await writer.wait_closed()
 
     async def _serve(self, request: wire.Request, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
         """Answer one request; False when the connection must close afterwards."""
@@ -158,7 +172,7 @@ class ProxyServer:
     async def _dood(self, route: Route, body: bytes, writer: asyncio.StreamWriter) -> bool:
         """dood-proxy's own endpoints: who it is, and directories made for containers."""
         if route.action == "dood.info":
-            answer = {**directories.info(), "stack": self.stack}
+            answer = {**directories.info(), "stack": self.stack, "host": self.host}
         else:
             try:
                 asked = parse_json(body or b"{}")
@@ -186,10 +200,11 @@ class ProxyServer:
         return True
 
     def _only_ours(self, query):
-        """A list or events query narrowed to this stack's containers (labels are ANDed by the daemon)."""
-        return rules.with_label_filter(
+        """A list or events query narrowed to this stack's (and host's) containers (the daemon ANDs labels)."""
+        query = rules.with_label_filter(
             rules.with_label_filter(query, f"{MANAGED_LABEL}=true"), f"{STACK_LABEL}={self.stack}"
         )
+        return query if self.host is None else rules.with_label_filter(query, f"{HOST_LABEL}={self.host}")
 
     def _check_image(self, reference: str) -> None:
         if not self.policy.image_allowed(reference):
@@ -209,6 +224,8 @@ class ProxyServer:
         canonical, _ = canonical_create_body(parsed)
         await self._check_bind_sources(canonical.get("HostConfig") or {}, "create")
         canonical["Labels"] = {**(canonical.get("Labels") or {}), MANAGED_LABEL: "true", STACK_LABEL: self.stack}
+        if self.host is not None:  # the host is part of the identity: whatever the client said, it is here
+            canonical["Labels"][HOST_LABEL] = self.host
         # No setuid or file capability may lift a container above its (non-root) user: what keeps it from
         # changing the directories above its bind sources.
         canonical.setdefault("HostConfig", {})["SecurityOpt"] = ["no-new-privileges"]

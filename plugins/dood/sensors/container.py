@@ -17,7 +17,7 @@ from dood.gone import ContainerGone
 from dood.hooks.dood import DoodHook
 from dood.launcher import ContainerLauncher, Outcome
 from dood.logs import task_log_emitter
-from dood.naming import MANAGED_LABEL, STACK_LABEL, TaskIdentity
+from dood.naming import TaskIdentity
 from dood.triggers.container import DoodContainerTrigger
 
 if TYPE_CHECKING:
@@ -67,20 +67,21 @@ class DoodContainerSensor(BaseSensorOperator):
                 raise DoodError(f"{self.task_id}: container {self.container_id!r} does not exist (anymore)") from None
         else:
             ti = context["ti"]
-            identity = TaskIdentity.from_context(context, stack=hook.stack)
+            identity = TaskIdentity.from_context(context, stack=hook.stack, host=config.host)
             candidates = hook.find_containers(identity.task_labels(task_id=self.upstream_task_id))
             if not candidates:
+                where = f" on host {config.host!r}" if config.host else ""
                 raise DoodError(
-                    f"{self.task_id}: no container of task {self.upstream_task_id!r} in run {ti.run_id!r}; "
-                    "did it run with wait=False, and was the container removed already?"
+                    f"{self.task_id}: no container of task {self.upstream_task_id!r} in run {ti.run_id!r}{where}; "
+                    "did it run with wait=False (on this host), and was the container removed already?"
                 )
-            newest = max(candidates, key=lambda c: int(c["Labels"].get("dood.try_number", "0")))
+            newest = max(candidates, key=lambda c: TaskIdentity.from_labels(c["Labels"]).try_number)
             found = hook.api.inspect_container(newest["Id"])
-        labels = found["Config"].get("Labels") or {}
-        if labels.get(MANAGED_LABEL) != "true" or labels.get(STACK_LABEL) != hook.stack:
+        if not hook.owns(found["Config"].get("Labels") or {}):
+            where = f" on host {config.host!r}" if config.host else ""
             raise DoodError(
-                f"{self.task_id}: container {found['Name']} is not managed by this dood stack ({hook.stack!r}); "
-                "not touching it"
+                f"{self.task_id}: container {found['Name']} is not managed by this dood stack ({hook.stack!r})"
+                f"{where}; not touching it"
             )
         name = found["Name"].lstrip("/")
         return ContainerHandle.of(found["Id"], name, config.runs_root), found["State"]

@@ -152,7 +152,7 @@ class DoodContainerTrigger(BaseTrigger):
         """The trigger for a container launched through this config's Docker endpoint. On a user kill it
         stops the container with the config's grace period, unless `stop_grace_seconds` says otherwise
         (None: leave it running, for a waiter that does not own the container)."""
-        docker = config.docker
+        docker = config.reachable_docker  # with several hosts: the one a triggerer on any host reaches
         return cls(
             container_id=container_id,
             docker_url=docker.url,
