@@ -74,7 +74,7 @@ def check_delivered(placement: Placement | None, config: DoodConfig, what: str) 
     raise DoodConfigError(
         f"{what}: placed on {placement.describe()}, but the worker that took it from queue {placement.queue} is "
         f"on {here}; nothing was created. A worker listens on a queue of hosts it is not on: give each worker "
-        f"the $DOOD_HOST of its own host and `--queues \"$(python -m dood.hosts queues)\"` (docs/hosts.md)."
+        f'the $DOOD_HOST of its own host and `--queues "$(python -m dood.hosts queues)"` (docs/hosts.md).'
     )
 
 

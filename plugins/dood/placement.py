@@ -68,7 +68,9 @@ def select(
     if len(given) > 1:
         raise ValueError(f"give at most one of host, hosts, host_labels (got {', '.join(given)})")
     if not hosts:
-        raise ValueError(f"{given[0]} needs hosts under `hosts:` in the dood config, and there are none (docs/hosts.md)")
+        raise ValueError(
+            f"{given[0]} needs hosts under `hosts:` in the dood config, and there are none (docs/hosts.md)"
+        )
     if labels:
         chosen = tuple(sorted(n for n, h in hosts.items() if all(h.labels.get(k) == v for k, v in labels.items())))
         if not chosen:

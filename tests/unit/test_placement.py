@@ -75,7 +75,9 @@ def test_load_config_gives_the_view_of_dood_host(tmp_path, monkeypatch):
     monkeypatch.setenv(HOST_ENV_VAR, "b")
     assert load_config(str(path)).docker.url == "unix:///run/dood/proxy.sock"
     monkeypatch.setenv(HOST_ENV_VAR, "nope")
-    with pytest.raises(DoodConfigError, match=r"\$DOOD_HOST='nope' names no host of the dood config \(hosts: a, b, c\)"):
+    with pytest.raises(
+        DoodConfigError, match=r"\$DOOD_HOST='nope' names no host of the dood config \(hosts: a, b, c\)"
+    ):
         load_config(str(path))
 
 
@@ -87,7 +89,10 @@ def test_dood_host_without_hosts_in_the_config_says_so():
 @pytest.mark.parametrize(
     ("endpoint", "message"),
     [
-        ({"url": "tcp://b:2376", "tls_client_cert": "/c.pem"}, "mutual TLS only: give all of tls_ca_cert .* not just tls_client_cert"),
+        (
+            {"url": "tcp://b:2376", "tls_client_cert": "/c.pem"},
+            "mutual TLS only: give all of tls_ca_cert .* not just tls_client_cert",
+        ),
         ({"url": "tcp://b:2376", "tls_ca_cert": "/ca.pem"}, "not just tls_ca_cert \\(scripts/make-host-certs.sh"),
         ({"url": "unix:///x.sock", **TLS}, "TLS settings need a tcp:// url"),
         ({}, "hosts.b.docker.url: Field required"),
@@ -103,7 +108,9 @@ def test_host_names_and_queues_are_checked():
     with pytest.raises(DoodConfigError, match="host name 'GPU box' must match"):
         parse_config({"hosts": {"GPU box": {"docker": {"url": "unix:///x"}}}})
     with pytest.raises(DoodConfigError, match="hosts 'a' and 'b' both use queue 'dood-a'"):
-        parse_config({"hosts": {"a": {"docker": {"url": "unix:///x"}}, "b": {"docker": {"url": "unix:///y"}, "queue": "dood-a"}}})
+        parse_config(
+            {"hosts": {"a": {"docker": {"url": "unix:///x"}}, "b": {"docker": {"url": "unix:///y"}, "queue": "dood-a"}}}
+        )
 
 
 # --- placement: queue and pool ---
@@ -111,7 +118,12 @@ def test_host_names_and_queues_are_checked():
 
 def test_one_host_gets_its_own_queue_and_pool():
     cfg = config()
-    assert place(cfg.hosts, host="b").to_kwargs() == {"hosts": ("b",), "queue": "dood-b", "pool": "dood-b", "pool_slots": 4}
+    assert place(cfg.hosts, host="b").to_kwargs() == {
+        "hosts": ("b",),
+        "queue": "dood-b",
+        "pool": "dood-b",
+        "pool_slots": 4,
+    }
     assert place(cfg.hosts, host="c").queue == "box-c"  # the configured queue
     assert place(cfg.hosts) is None  # nothing asked: Airflow's default queue
 
@@ -141,7 +153,12 @@ def test_worker_queues_and_pools_follow_the_pipelines():
     assert worker_queues("b", cfg.hosts, cfg.pipelines) == ["dood-b", "dood-b+c"]
     assert worker_queues("a", cfg.hosts, cfg.pipelines) == ["dood-a"]
     found = pools(cfg.hosts, cfg.pipelines)
-    assert {name: pool["slots"] for name, pool in found.items()} == {"dood-a": 16, "dood-b": 4, "dood-c": 16, "dood-b+c": 20}
+    assert {name: pool["slots"] for name, pool in found.items()} == {
+        "dood-a": 16,
+        "dood-b": 4,
+        "dood-c": 16,
+        "dood-b+c": 20,
+    }
     assert found["dood-b+c"] == {
         "slots": 20,
         "description": "dood: steps running on hosts b, c (queue dood-b+c, pool dood-b+c) (docs/hosts.md)",
@@ -221,7 +238,11 @@ def test_the_hosts_cli_prints_queues_and_pools(tmp_path, monkeypatch, capsys):
     from dood.hosts import main
 
     path = tmp_path / "dood.yaml"
-    path.write_text(yaml.safe_dump({"hosts": hosts(), "mount_map": SHARED, "pipelines": {"p": pipeline(train={"hosts": ["b", "c"]})}}))
+    path.write_text(
+        yaml.safe_dump(
+            {"hosts": hosts(), "mount_map": SHARED, "pipelines": {"p": pipeline(train={"hosts": ["b", "c"]})}}
+        )
+    )
     monkeypatch.setenv(HOST_ENV_VAR, "c")
     assert main(["--config", str(path), "queues"]) == 0
     assert capsys.readouterr().out.strip() == "box-c,dood-b+c"

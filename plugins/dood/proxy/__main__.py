@@ -48,9 +48,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--tls-cert", help="the proxy's certificate (PEM), for --tls-listen")
     parser.add_argument("--tls-key", help="the proxy's private key (PEM), for --tls-listen")
-    parser.add_argument(
-        "--tls-ca-cert", help="the CA whose certificates clients must present (PEM), for --tls-listen"
-    )
+    parser.add_argument("--tls-ca-cert", help="the CA whose certificates clients must present (PEM), for --tls-listen")
     parser.add_argument(
         "--host",
         default=os.environ.get("DOOD_HOST") or None,
