@@ -14,7 +14,9 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from dood.exceptions import ContainerFailed
+from dood.following import follow_to_end
 from dood.owner import still_owner
+from dood.reconnect import Reconnector
 from dood.results import NO_RETRY_EXIT_CODE, read_result, run_dir_for
 
 if TYPE_CHECKING:
@@ -68,7 +70,17 @@ def conclude(
     skip_on_exit_code: Collection[int],
     max_result_bytes: int,
 ) -> Any:
-    """Map an ended container to Airflow's success (its result), skip, or failure."""
+    """Map an ended container to Airflow's success (its result), skip, or failure. A container the Docker
+    daemon's shutdown killed is a retryable failure, never a skip nor a final failure."""
+    if outcome.killed_by_daemon:
+        raise ContainerFailed(
+            container=handle.container_name,
+            exit_code=outcome.exit_code,
+            oom_killed=False,
+            log_tail=list(tail),
+            error=outcome.error,
+            killed_by_daemon=outcome.killed_by_daemon,
+        )
     if outcome.exit_code != 0 and outcome.exit_code in skip_on_exit_code:
         raise AirflowSkipException(
             f"Container {handle.container_name} exited with code {outcome.exit_code} (skip_on_exit_code)"
@@ -110,20 +122,27 @@ def finish(
     max_result_bytes = config.max_result_bytes
     concluded = False
     outcome_read = outcome is not None
+    # the daemon not answering (a restart) is waited for, within docker.unreachable_timeout_seconds
+    reconnect = Reconnector(config.docker.url, config.docker.unreachable_timeout_seconds)
     try:
-        if output is not None:  # attached before start: the live stream, complete and cheap to read
-            forwarder = launcher.forward_output(output, emit, lines_per_record=lines_per_record)
-        else:
-            forwarder = launcher.forward_logs(
-                handle.container_id, emit, follow=follow, lines_per_record=lines_per_record
-            )
-        outcome = outcome or launcher.wait(handle.container_id, name=handle.container_name)
+        followed = follow_to_end(  # `output`: attached before start, the live stream, complete and cheap to read
+            launcher,
+            handle.container_id,
+            handle.container_name,
+            emit,
+            reconnect,
+            follow=follow,
+            output=output,
+            outcome=outcome,
+            lines_per_record=lines_per_record,
+        )
+        outcome = followed.outcome
         outcome_read = True
         try:
             result = conclude(
                 handle,
                 outcome,
-                forwarder.tail,
+                followed.tail,
                 skip_on_exit_code=skip_on_exit_code,
                 max_result_bytes=max_result_bytes,
             )
@@ -135,7 +154,7 @@ def finish(
     finally:
         removable = outcome_read and (auto_remove == "always" or (auto_remove == "on_success" and concluded))
         if removable and still_owner(owner):
-            launcher.remove(handle.container_id)
+            reconnect.call(lambda: launcher.remove(handle.container_id))
         elif removable:
             log.warning(
                 "Not removing container %s: this try can no longer reach Airflow, so a later try may own it.",

@@ -58,6 +58,17 @@ class DockerEndpoint(_Strict):
     )
     api_version: str = Field(default="auto", description="Docker API version, or 'auto' to negotiate.")
     timeout_seconds: int = Field(default=120, gt=0, description="Timeout of single Docker API calls.")
+    unreachable_timeout_seconds: int = Field(
+        default=120,
+        gt=0,
+        description=(
+            "How long a wait for a running container (blocking, deferred, sensor) tolerates a daemon that does "
+            "not answer, as during a dockerd restart: it reconnects with backoff (0.5 s doubling up to 10 s), "
+            "then fails with \"Docker daemon unreachable since <time>\". A restart with live-restore is then "
+            "invisible to the task; without it, the container is reported killed by the daemon's shutdown."
+        ),
+        examples=[120, 600],
+    )
     tls_ca_cert: str | None = Field(default=None, description="CA certificate for a TLS endpoint.")
     tls_client_cert: str | None = Field(default=None, description="Client certificate for TLS.")
     tls_client_key: str | None = Field(default=None, description="Client key for TLS.")

@@ -58,12 +58,16 @@ class ContainerFailed(DoodError):
         oom_killed: bool,
         log_tail: Sequence[str],
         error: str = "",
+        killed_by_daemon: str = "",
     ) -> None:
         self.container = container
         self.exit_code = exit_code
         self.oom_killed = oom_killed
         self.log_tail = list(log_tail)
+        self.killed_by_daemon = killed_by_daemon  # how the Docker daemon's shutdown killed it, if it did
         reason = " (killed by the kernel: out of memory; raise resources.memory)" if oom_killed else ""
+        if killed_by_daemon:
+            reason = f", {killed_by_daemon}"
         detail = f"\nDocker error: {error}" if error else ""
         tail = "\n".join(self.log_tail) if self.log_tail else "<no output>"
         super().__init__(

@@ -8,8 +8,11 @@ written once. Everything takes container ids or names, never in-memory state, so
 from __future__ import annotations
 
 import logging
+import re
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from docker.errors import APIError, ImageNotFound, NotFound
@@ -32,6 +35,17 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 _LEFTOVER_STATES = ("created", "exited", "dead")
+_RFC3339 = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)$")
+
+
+def epoch_ns(text: str | None) -> int:
+    """Docker's RFC 3339 time (nanosecond digits) as epoch nanoseconds; Docker's zero time gives 0."""
+    match = _RFC3339.match(text or "")
+    if not match or match[1].startswith("0001-"):
+        return 0
+    offset = "+00:00" if match[3] == "Z" else match[3]
+    seconds = int(datetime.fromisoformat(match[1] + offset).timestamp())
+    return seconds * 1_000_000_000 + int((match[2] or "").ljust(9, "0")[:9])
 
 
 @dataclass(frozen=True)
@@ -60,18 +74,22 @@ class ContainerSpec:
 
 @dataclass(frozen=True)
 class Outcome:
-    """How a container ended."""
+    """How a container ended. `killed_by_daemon`: the Docker daemon's shutdown killed it (a restart without
+    live-restore, `dood.reconnect`), with what the waiter saw of the outage."""
 
     exit_code: int
     oom_killed: bool = False
     error: str = ""
+    finished_at: float | None = None  # epoch seconds, from Docker's FinishedAt
+    killed_by_daemon: str = ""
 
     @classmethod
     def from_state(cls, state: Mapping[str, Any], wait_result: Mapping[str, Any] | None = None) -> Outcome:
         """From `docker inspect`'s State; a wait result's code and error win when given."""
         exit_code = wait_result["StatusCode"] if wait_result else state["ExitCode"]
         error = ((wait_result or {}).get("Error") or {}).get("Message") or state.get("Error") or ""
-        return cls(exit_code=exit_code, oom_killed=bool(state.get("OOMKilled")), error=error)
+        finished_at = epoch_ns(state.get("FinishedAt")) / 1e9 or None
+        return cls(exit_code=exit_code, oom_killed=bool(state.get("OOMKilled")), error=error, finished_at=finished_at)
 
 
 class ContainerLauncher:
@@ -184,20 +202,30 @@ class ContainerLauncher:
         emit: Callable[[str], None],
         *,
         lines_per_record: int = 1,
+        tail: deque[str] | None = None,
     ) -> LineForwarder:
-        """Emit each line of an attach_output() stream until the container ends; returns the tail."""
+        """Emit each line of an attach_output() stream until the container ends (or the daemon goes); returns
+        the tail (`tail`: one kept across several streams of the same container)."""
         try:
-            return LineForwarder(emit, lines_per_record=lines_per_record).consume_demuxed(output)
+            return LineForwarder(emit, lines_per_record=lines_per_record, tail=tail).consume_demuxed(output)
         finally:
             output.close()
 
     def forward_logs(
-        self, container_id: str, emit: Callable[[str], None], *, follow: bool = True, lines_per_record: int = 1
+        self,
+        container_id: str,
+        emit: Callable[[str], None],
+        *,
+        follow: bool = True,
+        lines_per_record: int = 1,
+        since: float | None = None,
+        tail: deque[str] | None = None,
     ) -> LineForwarder:
-        """Emit each output line (following until the container ends, or what exists now); returns the tail."""
-        stream = self.api.logs(container_id, stream=True, follow=follow, stdout=True, stderr=True)
+        """Emit each output line (following until the container ends, or what exists now; from `since`, epoch
+        seconds, when given); returns the tail (`tail`: one kept across several streams)."""
+        stream = self.api.logs(container_id, stream=True, follow=follow, stdout=True, stderr=True, since=since or None)
         try:
-            return LineForwarder(emit, lines_per_record=lines_per_record).consume(stream)
+            return LineForwarder(emit, lines_per_record=lines_per_record, tail=tail).consume(stream)
         finally:
             stream.close()
 

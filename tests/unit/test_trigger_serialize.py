@@ -8,7 +8,9 @@ import time
 import pytest
 
 from dood.config import parse_config
-from dood.triggers.container import CLASSPATH, DoodContainerTrigger, _Backoff, _epoch_ns
+from dood.launcher import epoch_ns as _epoch_ns
+from dood.reconnect import Backoff as _Backoff
+from dood.triggers.container import CLASSPATH, DoodContainerTrigger
 
 
 def test_serialize_round_trips_through_json():

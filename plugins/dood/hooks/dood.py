@@ -3,10 +3,8 @@ inspecting our own container to discover the mount map, and finding containers b
 
 from __future__ import annotations
 
-import os
 import re
 import socket
-import stat
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +16,7 @@ from dood.directories import HostDirectories, proxy_info
 from dood.exceptions import DockerUnreachable, DoodConfigError
 from dood.mounts import MountMap, discovered_entries, reconcile
 from dood.naming import HOST_LABEL, MANAGED_LABEL, STACK_LABEL
+from dood.reconnect import explain_unreachable
 from dood.tls import EndpointTLS
 
 if TYPE_CHECKING:
@@ -41,42 +40,14 @@ def own_container_candidates() -> list[str]:
     return candidates
 
 
-def explain_unreachable(url: str) -> str:
-    """Why no Docker daemon answers at `url`, and the fix, for the classic DooD cases."""
-    if not url.startswith("unix://"):
-        return (
-            f"No Docker daemon answers at {url}. Check docker.url (or $DOCKER_HOST), the TLS settings, and that "
-            "the daemon or socket proxy listens there."
-        )
-    path = "/" + url.removeprefix("unix://").lstrip("/")
-    who = f"uid {os.getuid()}, groups {sorted({os.getgid(), *os.getgroups()})}"
-    if not os.path.exists(path):
-        where = "container" if os.path.exists("/.dockerenv") else "machine"
-        return (
-            f"The Docker socket {path} does not exist in this {where}. "
-            "Mount the host's socket into the Airflow services that run tasks or triggers (docker-compose: "
-            "`- /var/run/docker.sock:/var/run/docker.sock`), or point docker.url at the daemon."
-        )
-    info = os.stat(path)
-    if not os.access(path, os.R_OK | os.W_OK):
-        return (
-            f"Permission denied on the Docker socket {path} (owner uid {info.st_uid}, group {info.st_gid}, "
-            f"{stat.filemode(info.st_mode)}); this process runs as {who}. Give it the socket's group: in "
-            f'docker-compose, `group_add: ["${{DOCKER_GID}}"]` with DOCKER_GID=$(stat -c %g /var/run/docker.sock) '
-            f"on the host ({info.st_gid} here); on a host install, add the Airflow user to that group."
-        )
-    return (
-        f"The Docker socket {path} is accessible ({who}) but no daemon answers on it: is dockerd running on the "
-        "host, and is this the host's socket rather than a stale file?"
-    )
-
-
 class DoodHook(DockerHook):
     """Docker connection for dood, configured from the shared config's `docker` section."""
 
     hook_name = "Docker (dood)"
 
-    def __init__(self, config: DoodConfig) -> None:
+    def __init__(self, config: DoodConfig, *, answered_before: bool = False) -> None:
+        """`answered_before`: this daemon answered earlier in this task (a deferred task's resume), so a
+        missing socket is reported as a restart, not as a socket never mounted."""
         endpoint = config.docker
         tls = False
         if endpoint.tls_ca_cert or endpoint.tls_client_cert:
@@ -95,6 +66,7 @@ class DoodHook(DockerHook):
             timeout=endpoint.timeout_seconds,
         )
         self.config = config
+        self.answered_before = answered_before
 
     @property
     def api(self) -> APIClient:
@@ -102,7 +74,8 @@ class DoodHook(DockerHook):
         try:
             return self.api_client
         except AirflowException as exc:  # DockerHook's "no daemon answers"
-            raise DockerUnreachable(explain_unreachable(self.config.docker.url)) from exc
+            url = self.config.docker.url
+            raise DockerUnreachable(explain_unreachable(url, answered_before=self.answered_before)) from exc
 
     def inspect_own_container(self) -> dict[str, Any] | None:
         """`docker inspect` of the container this process runs in, if the daemon we talk to runs it."""

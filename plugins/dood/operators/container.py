@@ -28,6 +28,7 @@ from dood.owner import airflow_state
 from dood.placement import Placement
 from dood.policy import check as check_policy
 from dood.resources import Resources
+from dood.reconnect import Reconnector
 from dood.results import RESULT_FILE_NAME, RUN_DIR_IN_CONTAINER, result_env, run_dir_for
 from dood.teardown import DockerTarget, detach
 from dood.triggers.container import DoodContainerTrigger
@@ -335,9 +336,10 @@ class DoodContainerOperator(BaseOperator):
         """Resume after the trigger fired: show the logs (none were shown yet), then conclude."""
         config = load_config(self.config_path)
         self._grace_seconds = self._grace(config)
-        hook = DoodHook(config)
-        api = hook.api
-        container = ContainerHandle.resumed(handle, event, api, config.runs_root)
+        hook = DoodHook(config, answered_before=True)  # it ran the container: not reaching it means a restart
+        reconnect = Reconnector(config.docker.url, config.docker.unreachable_timeout_seconds)
+        api = reconnect.call(lambda: hook.api)
+        container = reconnect.call(lambda: ContainerHandle.resumed(handle, event, api, config.runs_root))
         self._launcher = ContainerLauncher(api)
         self._identity = TaskIdentity.from_context(context, stack=hook.stack, host=config.host)
         self._container_id = container.container_id
@@ -406,6 +408,8 @@ class DoodContainerOperator(BaseOperator):
             self._grace_seconds,
             ending.pid,
         )
+            finished_at=event.get("finished_at"),
+            killed_by_daemon=event.get("killed_by_daemon") or "",
         self.log.info("%s", ending.wait())
         return True
 

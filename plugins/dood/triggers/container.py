@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import random
 import re
 import ssl
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -29,7 +28,8 @@ import aiohttp
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from dood.gone import gone_message
-from dood.launcher import Outcome
+from dood.launcher import Outcome, epoch_ns
+from dood.reconnect import KILL_EXIT_CODES, Backoff, Outages, shutdown_note, unreachable_message
 from dood.teardown import DockerTarget, detach
 
 if TYPE_CHECKING:
@@ -39,15 +39,12 @@ CLASSPATH = "dood.triggers.container.DoodContainerTrigger"
 DEFAULT_DOCKER_URL = "unix:///var/run/docker.sock"
 WATCHED_ACTIONS = ("die", "oom", "destroy")
 ENDED_STATES = ("exited", "dead")
-SIGKILL_EXIT_CODE = 137  # killed: by the kernel (OOM), `docker kill`, or `docker rm -f`
+SIGKILL_EXIT_CODE = 137  # killed: by the kernel (OOM), `docker kill`, `docker rm -f`, or the daemon's shutdown
 REPLAY_MARGIN_SECONDS = 60  # `since=` reaches this far before the wait began: tolerates daemon clock skew
 REPLAY_GRACE_SECONDS = 1.0  # how long replayed events are read once the container is found gone
-FIRST_RETRY_SECONDS = 0.5
-MAX_RETRY_SECONDS = 10.0
 _CALL_TIMEOUT = aiohttp.ClientTimeout(total=30, sock_connect=10)
 _STREAM_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_read=None, sock_connect=10)
 _API_VERSION = re.compile(r"^(auto|v?\d+\.\d+)$")
-_RFC3339 = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)$")
 
 
 @dataclass
@@ -57,37 +54,11 @@ class _Watch:
     started_ns: int = 0  # StartedAt of the run being watched: older events are replays of an earlier run
     auto_remove: bool = False  # Docker removes it on exit by itself, so "gone right after die" is normal
     oom_seen: bool = False
+    outages: Outages = field(default_factory=Outages)  # when the daemon did not answer (dood.reconnect)
 
     def learn(self, info: dict[str, Any]) -> None:
-        self.started_ns = _epoch_ns(info["State"].get("StartedAt"))
+        self.started_ns = epoch_ns(info["State"].get("StartedAt"))
         self.auto_remove = bool((info.get("HostConfig") or {}).get("AutoRemove"))
-
-
-class _Backoff:
-    """Jittered exponential delays between reconnects, within a budget of seconds spent failing in a row.
-
-    The jitter keeps hundreds of triggers from reconnecting in lockstep after a daemon restart.
-    """
-
-    def __init__(self, budget_seconds: float) -> None:
-        self.budget_seconds = budget_seconds
-        self.reset()
-
-    def reset(self) -> None:
-        self._failing_since: float | None = None
-        self._delay = FIRST_RETRY_SECONDS
-
-    def next_delay(self) -> float | None:
-        """Seconds to sleep before the next attempt, or None once the budget is spent."""
-        now = time.monotonic()
-        if self._failing_since is None:
-            self._failing_since = now
-        left = self.budget_seconds - (now - self._failing_since)
-        if left <= 0:
-            return None
-        delay = min(self._delay * random.uniform(0.5, 1.0), left)
-        self._delay = min(self._delay * 2, MAX_RETRY_SECONDS)
-        return delay
 
 
 class DoodContainerTrigger(BaseTrigger):
@@ -97,7 +68,8 @@ class DoodContainerTrigger(BaseTrigger):
     ``oom_killed``, ``error_message``, ``finished_at`` (Docker's time of the exit, epoch seconds) and a
     human ``message``. ``error`` means the container disappeared before its outcome could be read (then
     ``gone`` is true, with ``exit_code`` when Docker's events still held it), or Docker stayed unreachable
-    past ``retry_budget_seconds``.
+    past ``retry_budget_seconds`` ("Docker daemon unreachable since …"). A container the daemon's shutdown
+    killed (a restart without live-restore, `dood.reconnect`) is ``failed`` with ``killed_by_daemon`` saying so.
 
     :param container_id: the container to wait for (id, or name).
     :param docker_url: Docker API URL: ``unix://``, ``tcp://``, ``http(s)://``.
@@ -105,7 +77,8 @@ class DoodContainerTrigger(BaseTrigger):
     :param deadline: epoch seconds after which the wait ends with ``timeout``. Absolute, so a triggerer
         restart does not restart the clock.
     :param timeout_seconds: shorthand for ``deadline = now + timeout_seconds``; only the deadline is kept.
-    :param retry_budget_seconds: how long Docker may stay unreachable before the wait gives up.
+    :param retry_budget_seconds: how long Docker may stay unreachable before the wait gives up (the config's
+        ``docker.unreachable_timeout_seconds``).
     :param stop_grace_seconds: when a user kills the deferred task (mark failed, clear...), stop the
         container with this grace, then remove it, as the operator's ``on_kill`` does; None leaves it alone.
     :param tls_ca_cert: CA file for a TLS endpoint; with ``tls_client_cert``/``tls_client_key``.
@@ -159,6 +132,7 @@ class DoodContainerTrigger(BaseTrigger):
             api_version=docker.api_version,
             timeout_seconds=timeout_seconds,
             deadline=deadline,
+            retry_budget_seconds=docker.unreachable_timeout_seconds,
             stop_grace_seconds=(
                 config.defaults.stop_grace_period_seconds if stop_grace_seconds == "config" else stop_grace_seconds
             ),
@@ -226,24 +200,56 @@ class DoodContainerTrigger(BaseTrigger):
         """Subscribe, inspect, read events; on a broken stream reconnect with backoff and inspect again."""
         since = int(time.time()) - REPLAY_MARGIN_SECONDS
         watch = _Watch()
-        backoff = _Backoff(self.retry_budget_seconds)
+        backoff = Backoff(self.retry_budget_seconds)
         while True:
             try:
                 async with self._events(docker, since) as stream:
                     backoff.reset()
+                    if watch.outages.down_since is not None:
+                        watch.outages.back()
+                        self.log.warning("Docker answers again (%s)", watch.outages.describe())
                     payload = await self._wait_on(docker, stream, watch)
-                    if payload is not None:
-                        return payload
-                problem = "the event stream ended"
+                    if payload is not None and not await self._daemon_going(payload, watch):
+                        return self._with_cause(payload, watch.outages)
+                    problem = "the daemon stopped answering as the container was killed"
+                    if payload is None:
+                        problem = "the event stream ended"
             except aiodocker.DockerError as exc:  # also "cannot connect" (status 900)
                 problem = str(exc)
             except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
                 problem = f"{type(exc).__name__}: {exc}"
+            watch.outages.down()
             delay = backoff.next_delay()
             if delay is None:
-                return self._unreachable(problem)
+                return self._unreachable(problem, watch.outages.down_since)
             self.log.warning("Container %s: %s; reconnecting in %.1fs", self.container_id[:12], problem, delay)
             await asyncio.sleep(delay)
+
+    async def _daemon_going(self, payload: dict[str, Any], watch: _Watch) -> bool:
+        """Whether a kill (137/143) came with the daemon going away: a stream opened earlier still reports
+        the kill while new connections fail (`dood.reconnect`). Probed on a fresh connection, only for a
+        kill no outage seen so far explains."""
+        exit_code, oom = payload.get("exit_code"), payload.get("oom_killed")
+        if exit_code not in KILL_EXIT_CODES or oom or watch.outages.periods:
+            return False
+        probe = self._docker()
+        try:
+            await probe.version()
+            return False
+        except (aiodocker.DockerError, aiohttp.ClientError, OSError, asyncio.TimeoutError):
+            return True
+        finally:
+            await probe.close()
+
+    def _with_cause(self, payload: dict[str, Any], outages: Outages) -> dict[str, Any]:
+        """The payload, marked when the daemon's shutdown killed the container."""
+        if payload["status"] != "failed" or not outages.killed_by_shutdown(
+            payload.get("exit_code"), bool(payload.get("oom_killed")), payload.get("finished_at")
+        ):
+            return payload
+        note = shutdown_note(outages)
+        message = f"Container {self.container_id[:12]} exited with code {payload['exit_code']}, {note}."
+        return {**payload, "killed_by_daemon": note, "message": message}
 
     @asynccontextmanager
     async def _events(self, docker: aiodocker.Docker, since: int) -> AsyncIterator[aiohttp.StreamReader]:
@@ -326,7 +332,7 @@ class DoodContainerTrigger(BaseTrigger):
         """The payload when inspect shows the container already ended (or being removed), else None."""
         state = info["State"]
         status = state.get("Status")
-        finished_ns = _epoch_ns(state.get("FinishedAt"))
+        finished_ns = epoch_ns(state.get("FinishedAt"))
         finished_at = finished_ns / 1e9 if finished_ns else None
         outcome = Outcome.from_state(state)
         if status in ENDED_STATES or (status == "removing" and watch.auto_remove and finished_ns):
@@ -402,10 +408,12 @@ class DoodContainerTrigger(BaseTrigger):
         when = datetime.fromtimestamp(self.deadline or 0, tz=timezone.utc).isoformat()
         return self._payload("timeout", f"Container {self.container_id[:12]} was still running at the deadline {when}.")
 
-    def _unreachable(self, problem: str) -> dict[str, Any]:
-        message = (
-            f"Docker at {self.docker_url} stayed unreachable for {self.retry_budget_seconds:g}s while waiting "
-            f"for container {self.container_id[:12]}: {problem}"
+    def _unreachable(self, problem: str, since: float | None) -> dict[str, Any]:
+        message = unreachable_message(
+            self.docker_url,
+            since or time.time(),
+            self.retry_budget_seconds,
+            f"{problem} (while waiting for container {self.container_id[:12]})",
         )
         return self._payload("error", message, error_message=message)
 
@@ -440,13 +448,3 @@ def _parse(line: bytes) -> dict[str, Any] | None:
     except ValueError:
         return None
     return event if isinstance(event, dict) else None
-
-
-def _epoch_ns(text: str | None) -> int:
-    """Docker's RFC 3339 time (nanosecond digits) as epoch nanoseconds; Docker's zero time gives 0."""
-    match = _RFC3339.match(text or "")
-    if not match or match[1].startswith("0001-"):
-        return 0
-    offset = "+00:00" if match[3] == "Z" else match[3]
-    seconds = int(datetime.fromisoformat(match[1] + offset).timestamp())
-    return seconds * 1_000_000_000 + int((match[2] or "").ljust(9, "0")[:9])
