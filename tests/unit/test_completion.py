@@ -1,0 +1,91 @@
+"""How a container's end becomes the task's end (dood.completion): success with its result, skip, failure,
+the final failure Airflow does not retry, and the handle any process can find a container by."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+
+from dood.completion import ContainerFailedNoRetry, ContainerHandle, conclude
+from dood.exceptions import ContainerFailed
+from dood.launcher import Outcome
+from dood.results import NO_RETRY_EXIT_CODE, RESULT_FILE_NAME
+
+
+@pytest.fixture
+def handle(tmp_path) -> ContainerHandle:
+    return ContainerHandle.of("c" * 64, "dood-dag-task-t1-abc", str(tmp_path))
+
+
+def _conclude(handle, exit_code, *, skip=(), oom=False, error="", tail=("a", "b")):
+    outcome = Outcome(exit_code=exit_code, oom_killed=oom, error=error)
+    return conclude(handle, outcome, list(tail), skip_on_exit_code=skip, max_result_bytes=1000)
+
+
+def test_success_returns_the_result_the_container_wrote(handle):
+    assert _conclude(handle, 0) is None  # nothing written: no result
+    run_dir = handle.run_dir
+    os.makedirs(run_dir)
+    with open(f"{run_dir}/{RESULT_FILE_NAME}", "w") as out:
+        json.dump({"accuracy": 0.9}, out)
+    assert _conclude(handle, 0) == {"accuracy": 0.9}
+    assert _conclude(handle, 0, skip=(0,)) == {"accuracy": 0.9}  # exit 0 is never a skip
+
+
+def test_a_listed_exit_code_skips(handle):
+    with pytest.raises(AirflowSkipException, match="exited with code 3 .skip_on_exit_code."):
+        _conclude(handle, 3, skip=(3, 4))
+
+
+def test_any_other_exit_fails_with_the_context_a_reader_needs(handle):
+    with pytest.raises(ContainerFailed) as caught:
+        _conclude(handle, 2, skip=(3,), oom=True, error="boom", tail=("line 1", "line 2"))
+    error = caught.value
+    assert not isinstance(error, (ContainerFailedNoRetry, AirflowFailException))  # Airflow may retry it
+    assert (error.container, error.exit_code, error.oom_killed, error.log_tail) == (
+        handle.container_name,
+        2,
+        True,
+        ["line 1", "line 2"],
+    )
+    assert "out of memory" in str(error) and "Docker error: boom" in str(error)
+
+
+def test_the_no_retry_exit_code_fails_the_task_for_good(handle):
+    with pytest.raises(ContainerFailedNoRetry) as caught:
+        _conclude(handle, NO_RETRY_EXIT_CODE)
+    assert isinstance(caught.value, AirflowFailException) and caught.value.exit_code == NO_RETRY_EXIT_CODE
+
+
+def test_a_skip_code_wins_over_the_no_retry_code(handle):
+    with pytest.raises(AirflowSkipException):
+        _conclude(handle, NO_RETRY_EXIT_CODE, skip=(NO_RETRY_EXIT_CODE,))
+
+
+def test_the_handle_survives_xcom_and_derives_its_run_dir(tmp_path):
+    handle = ContainerHandle.of("c" * 64, "dood-x", "/runs")
+    assert handle.run_dir == "/runs/dood-x"
+    assert ContainerHandle.from_xcom(json.loads(json.dumps(handle.to_xcom()))) == handle
+    assert ContainerHandle.from_xcom({**handle.to_xcom(), "extra": "ignored"}) == handle
+
+
+class _Api:
+    def __init__(self) -> None:
+        self.inspected: list[str] = []
+
+    def inspect_container(self, container_id: str) -> dict:
+        self.inspected.append(container_id)
+        return {"Id": container_id, "Name": "/dood-from-engine"}
+
+
+def test_a_resumed_handle_is_the_one_given_to_defer_else_rebuilt_from_the_event():
+    given = ContainerHandle.of("c" * 64, "dood-x", "/runs")
+    api = _Api()
+    assert ContainerHandle.resumed(given.to_xcom(), {"container_id": "other"}, api, "/elsewhere") == given
+    assert api.inspected == []  # nothing asked of Docker when the handle came back
+    rebuilt = ContainerHandle.resumed(None, {"container_id": "d" * 64}, api, "/runs")
+    assert rebuilt == ContainerHandle("d" * 64, "dood-from-engine", "/runs/dood-from-engine")
+    assert api.inspected == ["d" * 64]
