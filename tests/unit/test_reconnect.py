@@ -8,7 +8,7 @@ import pytest
 import requests
 
 from dood.exceptions import DockerUnreachable
-from dood.reconnect import Outages, Reconnector, explain_unreachable, is_unreachable
+from dood.reconnect import Backoff, Outages, Reconnector, explain_unreachable, is_unreachable
 
 
 def test_an_outage_explains_a_kill_within_it_or_just_before_it():
@@ -68,3 +68,17 @@ def test_a_missing_socket_of_a_daemon_that_answered_before_is_a_restart_not_a_mi
     restarting = explain_unreachable(url, answered_before=True)
     assert "does not exist" not in restarting
     assert "shuts down or restarts" in restarting
+
+
+def test_backoff_grows_and_stops_at_the_budget(monkeypatch):
+    now = [1000.0]
+    monkeypatch.setattr(time, "monotonic", lambda: now[0])
+    backoff = Backoff(budget_seconds=5)
+    delays = []
+    while (delay := backoff.next_delay()) is not None:
+        delays.append(delay)
+        now[0] += delay
+    assert 0.25 <= delays[0] <= 0.5
+    assert sum(delays) == pytest.approx(5)
+    backoff.reset()
+    assert backoff.next_delay() <= 0.5

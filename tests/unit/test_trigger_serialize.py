@@ -8,8 +8,6 @@ import time
 import pytest
 
 from dood.config import parse_config
-from dood.launcher import epoch_ns as _epoch_ns
-from dood.reconnect import Backoff as _Backoff
 from dood.triggers.container import CLASSPATH, DoodContainerTrigger
 
 
@@ -80,25 +78,3 @@ def test_from_config_uses_the_shared_docker_endpoint():
     assert kwargs["api_version"] == "1.41"
     assert kwargs["stop_grace_seconds"] == 7
     assert kwargs["deadline"] > time.time()
-
-
-def test_docker_times_parse_to_epoch_nanoseconds():
-    assert _epoch_ns("2026-11-27T20:03:37.097271035Z") == 1_795_809_817_097_271_035
-    assert _epoch_ns("2026-11-27T20:03:37Z") == 1_795_809_817_000_000_000
-    assert _epoch_ns("2026-11-27T21:03:37.5+01:00") == 1_795_809_817_500_000_000
-    assert _epoch_ns("0001-01-01T00:00:00Z") == 0
-    assert _epoch_ns(None) == 0
-
-
-def test_backoff_grows_and_stops_at_the_budget(monkeypatch):
-    now = [1000.0]
-    monkeypatch.setattr(time, "monotonic", lambda: now[0])
-    backoff = _Backoff(budget_seconds=5)
-    delays = []
-    while (delay := backoff.next_delay()) is not None:
-        delays.append(delay)
-        now[0] += delay
-    assert 0.25 <= delays[0] <= 0.5
-    assert sum(delays) == pytest.approx(5)
-    backoff.reset()
-    assert backoff.next_delay() <= 0.5
