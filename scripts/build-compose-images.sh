@@ -14,7 +14,8 @@
 # (KEY=VALUE lines, read by scripts/compose-e2e.sh and tests/e2e).
 set -euo pipefail
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+NAME=build-compose-images
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"  # ROOT, say, die, have_image, size_of, done_msg
 TARGET="${1:-all}"
 FORCE="${FORCE:-0}"
 OFFLINE="${OFFLINE:-0}"
@@ -31,11 +32,6 @@ WHEELS="$STATE/wheels"      # cache of the offline Airflow wheels (about 65 MB, 
 ENV_FILE="$STATE/images.env"
 export DOCKER_BUILDKIT=0
 
-log() { printf 'build-compose-images: %s\n' "$*"; }
-die() { printf 'build-compose-images: ERROR: %s\n' "$*" >&2; exit 1; }
-size_of() { docker image inspect -f '{{.Size}}' "$1" | awk '{printf "%.0f MB", $1 / 1e6}'; }
-done_msg() { log "$1: built in $(($(date +%s) - $2))s ($(size_of "$1"))"; }
-have_image() { docker image inspect "$1" >/dev/null 2>&1; }
 # The public image, if present or pullable (skipped with OFFLINE=1); fails fast where no registry answers.
 can_use_public() { have_image "$1" || { [[ "$OFFLINE" != 1 ]] && timeout 120 docker pull -q "$1" >/dev/null 2>&1; }; }
 
@@ -49,7 +45,7 @@ source_hash() {  # everything that ends up in the Airflow image
 }
 
 build_dood_wheel() {  # -> $WORK/dist/dood_airflow-*.whl
-  log "building the dood-airflow wheel (pip wheel --no-deps .)"
+  say "building the dood-airflow wheel (pip wheel --no-deps .)"
   python3 -m pip wheel -q --disable-pip-version-check --no-deps -w "$WORK/dist" "$ROOT" >"$WORK/wheel.log" 2>&1 ||
     { tail -n 20 "$WORK/wheel.log" >&2; die "pip wheel of dood-airflow failed"; }
   rm -rf "$ROOT/build"  # setuptools' scratch folder
@@ -83,19 +79,19 @@ PYEOF
   } | sha256sum | cut -c1-16)"
   stamp="$WHEELS/.stamp"
   if [[ "$FORCE" != 1 && -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
-    log "Airflow wheels: up to date in ${WHEELS#"$ROOT"/}/ ($(find "$WHEELS" -name '*.whl' | wc -l) wheels)"
+    say "Airflow wheels: up to date in ${WHEELS#"$ROOT"/}/ ($(find "$WHEELS" -name '*.whl' | wc -l) wheels)"
     return
   fi
   local t0
   t0=$(date +%s)
-  log "Airflow wheels: downloading Python $pyver $arch wheels on the host into ${WHEELS#"$ROOT"/}/ (about 75 MB)"
+  say "Airflow wheels: downloading Python $pyver $arch wheels on the host into ${WHEELS#"$ROOT"/}/ (about 75 MB)"
   rm -rf "$WHEELS" && mkdir -p "$WHEELS"
   python3 -m pip download -q --disable-pip-version-check --only-binary=:all: --python-version "$pyver" \
     "${plats[@]}" "${constraints[@]}" -d "$WHEELS" -r "$AIRFLOW_DIR/requirements.txt" "$WORK"/dist/dood_airflow-*.whl \
     >"$WORK/download.log" 2>&1 || { grep -v '^WARNING: Location' "$WORK/download.log" | tail -n 20 >&2; die "pip download failed"; }
   rm -f "$WHEELS"/dood_airflow-*.whl  # installed in its own layer, so a plugin change does not redo the venv
   echo "$want" >"$stamp"
-  log "Airflow wheels: $(find "$WHEELS" -name '*.whl' | wc -l) wheels in $(($(date +%s) - t0))s"
+  say "Airflow wheels: $(find "$WHEELS" -name '*.whl' | wc -l) wheels in $(($(date +%s) - t0))s"
 }
 
 build_airflow() {
@@ -103,7 +99,7 @@ build_airflow() {
   hash="$(source_hash)"
   current="$(docker image inspect -f '{{index .Config.Labels "dood.source-hash"}}' "$AIRFLOW_IMAGE" 2>/dev/null || true)"
   if [[ "$FORCE" != 1 && "$current" == "$hash" ]]; then
-    log "$AIRFLOW_IMAGE: up to date (source hash $hash), skipped"; return
+    say "$AIRFLOW_IMAGE: up to date (source hash $hash), skipped"; return
   fi
   t0=$(date +%s)
   mkdir -p "$ctx/wheels"
@@ -113,7 +109,7 @@ build_airflow() {
   if can_use_public "$AIRFLOW_BASE"; then
     base="$AIRFLOW_BASE"
   else
-    log "$AIRFLOW_IMAGE: $AIRFLOW_BASE is not available$([[ $OFFLINE == 1 ]] && echo ' (OFFLINE=1)'); using $BASE_IMAGE + host wheels"
+    say "$AIRFLOW_IMAGE: $AIRFLOW_BASE is not available$([[ $OFFLINE == 1 ]] && echo ' (OFFLINE=1)'); using $BASE_IMAGE + host wheels"
     have_image "$BASE_IMAGE" || bash "$ROOT/scripts/build-images.sh" base ||
       die "$BASE_IMAGE is missing and could not be built (scripts/build-images.sh base)"
     download_wheels
@@ -121,7 +117,7 @@ build_airflow() {
     base="$BASE_IMAGE"
     t0=$(date +%s)  # time the image build itself; the download reports its own time
   fi
-  log "$AIRFLOW_IMAGE: docker build images/airflow (BASE_IMAGE=$base)"
+  say "$AIRFLOW_IMAGE: docker build images/airflow (BASE_IMAGE=$base)"
   docker build --build-arg "BASE_IMAGE=$base" --label "dood.source-hash=$hash" --label "dood.base-image=$base" \
     -t "$AIRFLOW_IMAGE" "$ctx" >"$out" 2>&1 || { tail -n 30 "$out" >&2; die "docker build of $AIRFLOW_IMAGE failed"; }
   done_msg "$AIRFLOW_IMAGE" "$t0"
@@ -131,16 +127,16 @@ POSTGRES_IMAGE_CHOSEN=""
 build_postgres() {
   if [[ -n "${POSTGRES_IMAGE:-}" ]]; then  # chosen by the user: only check it is there
     have_image "$POSTGRES_IMAGE" || can_use_public "$POSTGRES_IMAGE" || die "POSTGRES_IMAGE=$POSTGRES_IMAGE is not available"
-    POSTGRES_IMAGE_CHOSEN="$POSTGRES_IMAGE"; log "$POSTGRES_IMAGE: given by POSTGRES_IMAGE"; return
+    POSTGRES_IMAGE_CHOSEN="$POSTGRES_IMAGE"; say "$POSTGRES_IMAGE: given by POSTGRES_IMAGE"; return
   fi
   if can_use_public "$POSTGRES_PUBLIC"; then
-    POSTGRES_IMAGE_CHOSEN="$POSTGRES_PUBLIC"; log "$POSTGRES_PUBLIC: available"; return
+    POSTGRES_IMAGE_CHOSEN="$POSTGRES_PUBLIC"; say "$POSTGRES_PUBLIC: available"; return
   fi
   POSTGRES_IMAGE_CHOSEN="$POSTGRES_LOCAL"
-  if [[ "$FORCE" != 1 ]] && have_image "$POSTGRES_LOCAL"; then log "$POSTGRES_LOCAL: exists, skipped"; return; fi
+  if [[ "$FORCE" != 1 ]] && have_image "$POSTGRES_LOCAL"; then say "$POSTGRES_LOCAL: exists, skipped"; return; fi
   local t0 out="$WORK/postgres-build.log"
   t0=$(date +%s)
-  log "$POSTGRES_LOCAL: $POSTGRES_PUBLIC is not available; docker build images/postgres (BASE_IMAGE=$BASE_IMAGE, apt inside)"
+  say "$POSTGRES_LOCAL: $POSTGRES_PUBLIC is not available; docker build images/postgres (BASE_IMAGE=$BASE_IMAGE, apt inside)"
   have_image "$BASE_IMAGE" || bash "$ROOT/scripts/build-images.sh" base ||
     die "$BASE_IMAGE is missing and could not be built (scripts/build-images.sh base)"
   docker build --build-arg "BASE_IMAGE=$BASE_IMAGE" -t "$POSTGRES_LOCAL" "$ROOT/images/postgres" >"$out" 2>&1 ||
@@ -151,13 +147,13 @@ build_postgres() {
 REDIS_IMAGE_CHOSEN=""
 build_redis() {
   if can_use_public "$REDIS_PUBLIC"; then
-    REDIS_IMAGE_CHOSEN="$REDIS_PUBLIC"; log "$REDIS_PUBLIC: available"; return
+    REDIS_IMAGE_CHOSEN="$REDIS_PUBLIC"; say "$REDIS_PUBLIC: available"; return
   fi
   REDIS_IMAGE_CHOSEN="$REDIS_LOCAL"
-  if [[ "$FORCE" != 1 ]] && have_image "$REDIS_LOCAL"; then log "$REDIS_LOCAL: exists, skipped"; return; fi
+  if [[ "$FORCE" != 1 ]] && have_image "$REDIS_LOCAL"; then say "$REDIS_LOCAL: exists, skipped"; return; fi
   local t0 out="$WORK/redis-build.log"
   t0=$(date +%s)
-  log "$REDIS_LOCAL: $REDIS_PUBLIC is not available; building Debian's redis-server on $BASE_IMAGE"
+  say "$REDIS_LOCAL: $REDIS_PUBLIC is not available; building Debian's redis-server on $BASE_IMAGE"
   have_image "$BASE_IMAGE" || bash "$ROOT/scripts/build-images.sh" base ||
     die "$BASE_IMAGE is missing and could not be built (scripts/build-images.sh base)"
   # Small enough to keep inline: the broker of the celery profile, nothing persisted.
@@ -187,7 +183,7 @@ write_env_file() {  # updates the keys chosen by this run, keeps the others (e.g
     echo "# Written by scripts/build-compose-images.sh: the images docker-compose.yml should run here."
     for key in $(printf '%s\n' "${!values[@]}" | sort); do echo "$key=${values[$key]}"; done
   } >"$ENV_FILE"
-  log "image names written to ${ENV_FILE#"$ROOT"/}"
+  say "image names written to ${ENV_FILE#"$ROOT"/}"
 }
 
 docker info >/dev/null 2>&1 || die "no Docker engine answers: run scripts/ensure-docker.sh first"

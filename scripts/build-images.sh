@@ -6,7 +6,8 @@
 # that pull and goes straight to the local Debian base + wheels downloaded on the host.
 set -euo pipefail
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+NAME=build-images
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"  # ROOT, say, die, have_image, size_of, done_msg
 TARGET="${1:-all}"
 FORCE="${FORCE:-0}"
 OFFLINE="${OFFLINE:-0}"
@@ -17,11 +18,7 @@ ML_IMAGE=dood-ml-example:latest
 ML_DIR="$ROOT/images/ml-example"
 export DOCKER_BUILDKIT=0
 
-log() { printf 'build-images: %s\n' "$*"; }
-die() { printf 'build-images: ERROR: %s\n' "$*" >&2; exit 1; }
-exists() { [[ "$FORCE" != 1 ]] && docker image inspect "$1" >/dev/null 2>&1; }
-size_of() { docker image inspect -f '{{.Size}}' "$1" | awk '{printf "%.0f MB", $1 / 1e6}'; }
-done_msg() { log "$1: built in $(($(date +%s) - $2))s ($(size_of "$1"))"; }
+exists() { [[ "$FORCE" != 1 ]] && have_image "$1"; }
 
 WORK="$(mktemp -d /var/tmp/dood-build.XXXXXX)"
 cleanup() {  # unmount leftovers (a failed debootstrap may leave /proc mounted) before deleting
@@ -40,10 +37,10 @@ apt_install() {  # quiet, non-interactive; refresh the package lists only if nee
 }
 
 build_busybox() {
-  if exists "$BUSYBOX_IMAGE"; then log "$BUSYBOX_IMAGE: exists, skipped"; return; fi
+  if exists "$BUSYBOX_IMAGE"; then say "$BUSYBOX_IMAGE: exists, skipped"; return; fi
   local t0 a dir="$WORK/busybox"
   t0=$(date +%s)
-  log "$BUSYBOX_IMAGE: importing a rootfs of Debian's static busybox with one link per applet"
+  say "$BUSYBOX_IMAGE: importing a rootfs of Debian's static busybox with one link per applet"
   # `ldd` fails on a static binary; a dynamic /bin/busybox (package busybox) will not do.
   if [[ ! -x /bin/busybox ]] || ldd /bin/busybox >/dev/null 2>&1; then apt_install busybox-static; fi
   mkdir -p "$dir/bin" "$dir/tmp" "$dir/usr"
@@ -56,10 +53,10 @@ build_busybox() {
 }
 
 build_python_base() {
-  if exists "$BASE_IMAGE"; then log "$BASE_IMAGE: exists, skipped"; return; fi
+  if exists "$BASE_IMAGE"; then say "$BASE_IMAGE: exists, skipped"; return; fi
   local t0 dir="$WORK/rootfs"
   t0=$(date +%s)
-  log "$BASE_IMAGE: debootstrap --variant=minbase bookworm with python3 (takes about a minute)"
+  say "$BASE_IMAGE: debootstrap --variant=minbase bookworm with python3 (takes about a minute)"
   command -v debootstrap >/dev/null || apt_install debootstrap
   debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates bookworm "$dir" \
     >"$dir.log" 2>&1 || { tail -n 20 "$dir.log" >&2; die "debootstrap failed"; }
@@ -77,7 +74,7 @@ download_wheels() {
     x86_64 | aarch64) for p in manylinux2014 manylinux_2_17 manylinux_2_28; do plats+=(--platform "${p}_$arch"); done ;;
     *) die "no wheel platform known for $arch" ;;
   esac
-  log "$ML_IMAGE: downloading cp311 $arch wheels on the host into images/ml-example/wheels/"
+  say "$ML_IMAGE: downloading cp311 $arch wheels on the host into images/ml-example/wheels/"
   python3 -m pip download -q --disable-pip-version-check --only-binary=:all: --python-version 3.11 \
     "${plats[@]}" -d "$ML_DIR/wheels" -r "$ML_DIR/requirements.txt" || die "pip download failed"
 }
@@ -90,7 +87,7 @@ build_ml() {
   local hash
   hash=$(ml_source_hash)
   if exists "$ML_IMAGE" && [[ $(docker image inspect -f '{{index .Config.Labels "dood.source-hash"}}' "$ML_IMAGE") == "$hash" ]]; then
-    log "$ML_IMAGE: up to date, skipped"; return
+    say "$ML_IMAGE: up to date, skipped"; return
   fi
   local t0 base out="$WORK/ml-build.log"
   t0=$(date +%s)
@@ -98,13 +95,13 @@ build_ml() {
     { [[ "$OFFLINE" != 1 ]] && timeout 30 docker pull -q "$PUBLIC_BASE" >/dev/null 2>&1; }; then
     base="$PUBLIC_BASE"
   else
-    log "$ML_IMAGE: $PUBLIC_BASE is not available$([[ $OFFLINE == 1 ]] && echo ' (OFFLINE=1)'); using $BASE_IMAGE + host wheels"
+    say "$ML_IMAGE: $PUBLIC_BASE is not available$([[ $OFFLINE == 1 ]] && echo ' (OFFLINE=1)'); using $BASE_IMAGE + host wheels"
     build_python_base
     download_wheels
     base="$BASE_IMAGE"
     t0=$(date +%s)  # time the image build itself; the steps above report their own time
   fi
-  log "$ML_IMAGE: docker build images/ml-example (BASE_IMAGE=$base)"
+  say "$ML_IMAGE: docker build images/ml-example (BASE_IMAGE=$base)"
   docker build --build-arg "BASE_IMAGE=$base" --label "dood.source-hash=$hash" -t "$ML_IMAGE" "$ML_DIR" >"$out" 2>&1 ||
     { tail -n 30 "$out" >&2; die "docker build of $ML_IMAGE failed"; }
   done_msg "$ML_IMAGE" "$t0"

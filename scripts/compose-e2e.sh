@@ -9,12 +9,11 @@
 # Takes about 3 minutes once the images exist (first build: a few minutes more).
 set -euo pipefail
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+NAME=compose-e2e
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"  # ROOT, say, die
 PY="${PYTHON:-$ROOT/.venv/bin/python}"
 export DOCKER_BUILDKIT=0
 
-say() { printf 'compose-e2e: %s\n' "$*"; }
-die() { printf 'compose-e2e: ERROR: %s\n' "$*" >&2; exit 1; }
 step() {  # step NAME CMD...: run and time it
   local name="$1" t0
   shift

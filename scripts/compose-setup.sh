@@ -6,12 +6,10 @@
 # An existing .env keeps its values (password, port, root); only the image names are refreshed.
 set -euo pipefail
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+NAME=compose-setup
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"  # ROOT, say, die
 ENV_FILE="$ROOT/.env"
 IMAGES_ENV="$ROOT/var/compose/images.env"
-
-say() { printf 'compose-setup: %s\n' "$*"; }
-die() { printf 'compose-setup: ERROR: %s\n' "$*" >&2; exit 1; }
 
 get() { [[ -f "$ENV_FILE" ]] && sed -n "s/^$1=//p" "$ENV_FILE" | tail -n 1 || true; }
 put() {  # put KEY VALUE: set (or replace) one line of .env

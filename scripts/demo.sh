@@ -3,7 +3,8 @@
 # each step a sibling container on the local Docker engine. `make demo` sets up venv, engine and images first.
 set -euo pipefail
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+NAME=demo
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"  # ROOT, say, die, section
 export AIRFLOW_HOME="${AIRFLOW_HOME:-$ROOT/var/airflow}"
 export DOOD_CONFIG="${DOOD_CONFIG:-$ROOT/config/dood.yaml}"
 export AIRFLOW__CORE__DAGS_FOLDER="$ROOT/dags"
@@ -17,14 +18,13 @@ PY="$ROOT/.venv/bin/python"
 LOG_DIR="$ROOT/var/demo"
 LOG="$LOG_DIR/$DAG_ID-$(date -u +%Y%m%dT%H%M%SZ).log"
 
-say() { printf '\n== %s\n' "$*"; }
 mkdir -p "$AIRFLOW_HOME" "$LOG_DIR"
 
-say "Airflow metadata DB (SQLite in $AIRFLOW_HOME)"
+section "Airflow metadata DB (SQLite in $AIRFLOW_HOME)"
 "$AIRFLOW" db migrate >"$LOG_DIR/db-migrate.log" 2>&1 || { tail -n 20 "$LOG_DIR/db-migrate.log"; exit 1; }
 echo "ready"
 
-say "Running $DAG_ID for $DATE with conf $CONF (full log: $LOG)"
+section "Running $DAG_ID for $DATE with conf $CONF (full log: $LOG)"
 echo "Each step is a container launched through the Docker socket; its output follows:"
 set +e
 "$AIRFLOW" dags test "$DAG_ID" "$DATE" -c "$CONF" 2>&1 | tee "$LOG" |
@@ -33,7 +33,7 @@ set +e
 status=${PIPESTATUS[0]}
 set -e
 
-say "Where things are"
+section "Where things are"
 "$PY" - "$DAG_ID" "$PIPELINE" "$LOG" <<'PYEOF'
 import json, sys
 from pathlib import Path
@@ -57,7 +57,7 @@ if (champion / "source.json").exists():
 print(f"airflow log   : {log}")
 PYEOF
 if [[ $status -ne 0 ]]; then
-  say "The pipeline run failed (exit $status); the full log above says why."
+  section "The pipeline run failed (exit $status); the full log above says why."
   exit "$status"
 fi
-say "Done. Run it again (make demo) to see promote skipped when the new model is not better; DEMO_CONF='{\"force_promote\": true}' forces it."
+section "Done. Run it again (make demo) to see promote skipped when the new model is not better; DEMO_CONF='{\"force_promote\": true}' forces it."

@@ -4,8 +4,8 @@
 set -euo pipefail
 
 CHROMIUM=/usr/bin/chromium
-say() { printf 'ensure-chromium: %s\n' "$*"; }
-die() { printf 'ensure-chromium: ERROR: %s\n' "$*" >&2; exit 1; }
+NAME=ensure-chromium
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"  # ROOT, say, die
 
 if [[ -x "$CHROMIUM" ]]; then
   say "$("$CHROMIUM" --version 2>/dev/null || echo chromium), already installed"; exit 0

@@ -8,8 +8,8 @@ LOG=/tmp/dood-dockerd.log
 SOCK=/var/run/docker.sock
 WAIT="${DOCKER_WAIT_SECONDS:-60}"
 
-say() { printf 'ensure-docker: %s\n' "$*"; }
-die() { printf 'ensure-docker: ERROR: %s\n' "$*" >&2; exit 1; }
+NAME=ensure-docker
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"  # ROOT, say, die
 ready() { docker info --format '{{.ServerVersion}}' >/dev/null 2>&1; }
 status() { docker info --format 'Docker engine ready (server {{.ServerVersion}}, storage {{.Driver}}, {{.NCPU}} CPUs)' 2>/dev/null; }
 
