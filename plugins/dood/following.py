@@ -45,6 +45,7 @@ def follow_to_end(
     """Forward the output (`output`: a live attach stream; else the logs, followed or read once), then wait
     for the exit unless `outcome` is already known. Survives daemon restarts as the module says."""
     tail: deque[str] = deque(maxlen=DEFAULT_TAIL_LINES)
+    follow = follow or output is not None  # a live stream broken by an outage goes on as followed logs
     since: float | None = None  # where the logs resume after an outage
     logs_read = False
     while True:
@@ -62,7 +63,8 @@ def follow_to_end(
         except Exception as exc:
             if not is_unreachable(exc):
                 raise
-            since = time.time() - 1  # a line or two may show twice; none is lost
+            if follow:  # resume where the stream broke off: a line or two may show twice, none is lost
+                since = time.time() - 1
             reconnect.until_back(exc, lambda: _fresh_ping(launcher))
 
 
