@@ -1,4 +1,4 @@
-"""Claiming GPUs on the Docker host: atomic across processes, with the engine as the only record.
+"""Claiming GPUs on the Docker host: atomic across processes, first come first served, the engine the only record.
 
 A claim is a container created with explicit `DeviceIDs` and the label `dood.gpus=<ids>`; it ends when
 that container ends, by any path (exit, kill, OOM, `rm -f`, janitor, engine restart), because holdings
@@ -8,10 +8,16 @@ window is closed by a lock the engine itself provides: a container *name* is res
 daemon, so of all processes creating `dood-gpu-lock` exactly one succeeds (the others get 409) until it is
 removed again. The lock is held for one list-and-create (tens of milliseconds); a lock left by a holder
 that died is broken after `gpus.lock_stale_seconds`, and a holder whose lock was broken meanwhile takes its
-create back (see `create`), so even a broken lock never yields two holders of one GPU.
+create back (see `_claim`), so even a broken lock never yields two holders of one GPU.
 
-A task that finds too few free GPUs waits for the engine's `die`/`destroy` events of GPU holders (no
-polling; a bounded re-check every `gpus.wait_recheck_seconds`), saying which containers hold them.
+Waiters queue: a task that finds too few free GPUs (or older waiters) places a *ticket* in the engine, a
+created, never started container labelled with the daemon's clock when it first asked (`dood.gpus`'s
+`Ticket`). Freed GPUs go to the oldest tickets first (`dood.gpus.served`); only a waiter whose turn it is
+takes the lock. Waiters sleep on the engine's container events and look again (two list calls) only when
+the events say it may be their turn (`dood.gpus.Wakeup`), with a bounded re-check every
+`gpus.wait_recheck_seconds`. A ticket is renewed while its waiter lives; one nobody renews for
+`gpus.ticket_lease_seconds` no longer counts (its waiter died). With `wait=False` (deferrable tasks) the
+waiter leaves its ticket in place and raises `GpusBusy`: the triggerer waits (`dood.triggers.gpus`).
 """
 
 from __future__ import annotations
@@ -21,30 +27,64 @@ import logging
 import os
 import random
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
-from docker.errors import APIError, NotFound
+import requests
+from docker.errors import APIError, DockerException, NotFound
 
 from dood.exceptions import DoodConfigError, DoodError
-from dood.gpus import GPUS_LABEL, asked, choose, claimed_body, held_by, holders, never_fits, refused_as_held
+from dood.gpus import (
+    GPUS_LABEL,
+    TICKET_FOR_LABEL,
+    TICKET_LABEL,
+    Holder,
+    Wakeup,
+    ahead_of,
+    asked,
+    claimed_body,
+    expired,
+    held_by,
+    holders,
+    never_fits,
+    refused_as_held,
+    served,
+    ticket_body,
+    ticket_key,
+    tickets,
+    waiter_of,
+)
 from dood.naming import MANAGED_LABEL
 
 if TYPE_CHECKING:
     from docker import APIClient
 
     from dood.config import DoodConfig
-    from dood.gpus import Asked, GpuInventory, Holder
+    from dood.gpus import Asked, GpuInventory, Ticket
 
 log = logging.getLogger(__name__)
 LOCK_NAME = "dood-gpu-lock"
 LOCK_LABEL = "dood.gpu_lock"  # value: who holds it, host:pid
+WATCHED = ("create", "die", "destroy")
+UNREACHABLE_SECONDS = 120  # how long the engine may stay out of reach (a restart) before a claim gives up
+_CLOCK_OFFSETS: dict[str, float] = {}  # Docker URL -> daemon clock minus ours, measured once per process
 
 
 class GpusUnavailable(DoodError):
     """The GPUs did not free up before the task's deadline (its execution_timeout)."""
+
+
+class GpusBusy(DoodError):
+    """Too few free GPUs now (or older waiters first) and the task waits elsewhere (deferrable): its ticket
+    stays in the queue, `ticket` names it."""
+
+    def __init__(self, message: str, *, ticket: str, wanted: Asked) -> None:
+        super().__init__(message)
+        self.ticket = ticket
+        self.wanted = wanted
 
 
 class EngineLock:
@@ -125,7 +165,11 @@ class EngineLock:
 
 
 class GpuClaims:
-    """Creates GPU containers with GPUs nobody else holds, waiting for them when none are free."""
+    """Creates GPU containers with GPUs nobody else holds; waiters are served in the order they asked.
+
+    :param ticket: the key of this task's ticket from an earlier wait (a deferred task resuming): its place.
+    :param wait: False raises `GpusBusy` instead of waiting (the ticket stays, for the triggerer to wait on).
+    """
 
     def __init__(
         self,
@@ -137,69 +181,128 @@ class GpuClaims:
         user: str | None = None,
         emit: Callable[[str], None] | None = None,
         deadline: float | None = None,
+        ticket: str | None = None,
+        wait: bool = True,
     ) -> None:
         self.api = api
         self.inventory = inventory
         self.host = host
+        self.image = image
+        self.user = user
         self.lock = EngineLock(api, image=image, user=user, stale_seconds=inventory.lock_stale_seconds)
         self.emit = emit or log.info
         self.deadline = deadline
+        self.ticket = ticket
+        self.wait = wait
         self.claimed: tuple[str, ...] = ()
-        self._clock_offset: float | None = None
 
     @classmethod
     def of(cls, api: APIClient, config: DoodConfig, **kwargs: Any) -> GpuClaims:
         return cls(api, config.gpus, host=config.docker.url, **kwargs)
 
+    # --- claiming ---
+
     def create(self, body: Mapping[str, Any], create: Callable[[dict[str, Any]], str]) -> str:
         """`create(body)` itself when the body asks for no GPU by count; otherwise, under the lock, with its
-        count turned into free `DeviceIDs` (and the `dood.gpus` label), waiting while too few are free."""
+        count turned into free `DeviceIDs` (and the `dood.gpus` label), once it is this task's turn."""
         wanted = asked(body)
         if wanted is None:
             return create(dict(body))
         why = never_fits(self.inventory.devices, wanted)
         if why:
             raise DoodConfigError(f"resources.gpus: {why}")
+        labels = dict(body.get("Labels") or {})
+        waiter = waiter_of(labels)
+        queued = _Queued(self, wanted, waiter, labels)
+        busy = False
+        try:
+            return self._create_in_turn(body, create, wanted, queued)
+        except GpusBusy:
+            busy = True
+            raise
+        finally:
+            if not busy:
+                queued.leave()
+
+    def _create_in_turn(
+        self, body: Mapping[str, Any], create: Callable[[dict[str, Any]], str], wanted: Asked, queued: _Queued
+    ) -> str:
         announced: tuple[str, ...] | None = None
         unseen: set[str] = set()  # GPUs dood-proxy said are held by containers not listed to us
+        failures, failing_since = 0, None
         while True:
-            with self._releases() as released:  # subscribed before looking: no release is missed
-                holding = self.holding()
-                if self._pick(holding, unseen, wanted) is not None:
-                    container_id = self._claim(body, create, wanted, unseen)
-                    if container_id is not None:
-                        return container_id
-                    continue  # taken first by another: look again (then wait)
-                described = tuple(sorted({h.describe() for h in holding}))
-                if described != announced:
-                    announced = described
-                    self.emit(
-                        f"Waiting for {_count(wanted)} on host {self.host} ({len(self.inventory.devices)} in all); "
-                        f"held by: {'; '.join(_by_gpu(holding)) or 'nobody (re-checking)'}"
-                    )
+            try:
+                with self._events() as events:  # subscribed before looking: no release is missed
+                    holding, queue = self._look(unseen)
+                    key = queued.key or ticket_key(self._daemon_ns())  # a newcomer comes after everyone
+                    if served(self.inventory.devices, holding, queue, key=key, wanted=wanted) is not None:
+                        container_id = self._claim(body, create, wanted, key if queued.key else None, unseen)
+                        if container_id is not None:
+                            return container_id
+                        continue  # taken first by another: look again (then wait)
+                    queued.place(queue)
+                    described = tuple(sorted({h.describe() for h in holding}))
+                    if described != announced:
+                        announced = described
+                        self.emit(self._waiting_line(wanted, holding, ahead_of(queue, queued.key)))
+                    if not self.wait:
+                        raise GpusBusy(
+                            f"{_count(wanted)} not free on host {self.host}: waiting deferred, ticket {queued.key}",
+                            ticket=queued.key,
+                            wanted=wanted,
+                        )
+                    self._check_deadline()
+                    wakeup = Wakeup(self.inventory.devices, queued.key, wanted)
+                    wakeup.looked(holding, queue)
+                    for event in events:  # until it may be our turn, the re-check, or the ticket's renewal
+                        if wakeup.saw(event):
+                            break
+                failures, failing_since = 0, None
+                unseen.clear()
+            except APIError:
+                raise
+            except (DockerException, requests.RequestException, OSError) as exc:
+                # the engine restarting, or out of reach a moment: try again (its containers' claims ended)
+                failures += 1
+                failing_since = failing_since or time.monotonic()
                 self._check_deadline()
-                next(released, None)  # the first die/destroy of a GPU holder, or the re-check interval
-            unseen.clear()
+                if time.monotonic() - failing_since > UNREACHABLE_SECONDS:
+                    raise DoodError(f"Docker at {self.host} stayed unreachable while claiming GPUs: {exc}") from exc
+                delay = min(0.1 * 2**failures, 1.0) * (0.5 + random.random() / 2)
+                log.warning("Claiming GPUs on %s: %s; again in %.1fs", self.host, exc, delay)
+                time.sleep(delay)
 
-    def _pick(self, holding: list[Holder], unseen: set[str], wanted: Asked) -> tuple[str, ...] | None:
-        return choose(self.inventory.devices, {*held_by(holding), *unseen}, wanted)
+    def _waiting_line(self, wanted: Asked, holding: list[Holder], ahead: int) -> str:
+        queue = f"; {ahead} waiter{'s' if ahead != 1 else ''} before it" if ahead else ""
+        return (
+            f"Waiting for {_count(wanted)} on host {self.host} ({len(self.inventory.devices)} in all{queue}); "
+            f"held by: {'; '.join(_by_gpu(holding)) or 'nobody (re-checking)'}"
+        )
 
     def _claim(
-        self, body: Mapping[str, Any], create: Callable[[dict[str, Any]], str], wanted: Asked, unseen: set[str]
+        self,
+        body: Mapping[str, Any],
+        create: Callable[[dict[str, Any]], str],
+        wanted: Asked,
+        ticket: str | None,
+        unseen: set[str],
     ) -> str | None:
-        """Under the lock: pick free GPUs again and create with them; None when they were taken first.
-        Waiting for the lock stops as soon as an unlocked look shows them taken (no herd behind the lock)."""
+        """Under the lock: look again and create with this waiter's GPUs; None when it is not its turn after
+        all. Waiting for the lock stops as soon as an unlocked look shows them taken (no herd behind it)."""
+        devices = self.inventory.devices
 
-        def taken_meanwhile() -> bool:
-            return self._pick(self.holding(), unseen, wanted) is None
+        def pick() -> tuple[str, ...] | None:
+            holding, queue = self._look(unseen)
+            key = ticket or ticket_key(self._daemon_ns())
+            return served(devices, holding, queue, key=key, wanted=wanted)
 
         while True:
-            with self.lock.held(self.deadline, give_up=taken_meanwhile) as lock_id:
-                ids = self._pick(self.holding(), unseen, wanted) if lock_id else None
+            with self.lock.held(self.deadline, give_up=lambda: pick() is None) as lock_id:
+                ids = pick() if lock_id else None
                 if ids is None:
                     return None
                 try:
-                    container_id = create(claimed_body(body, ids))
+                    container_id = create(claimed_body(body, ids, ticket=ticket))
                 except APIError as exc:
                     held = refused_as_held(str(exc.explanation or ""))
                     if exc.status_code != 403 or held is None:
@@ -213,20 +316,36 @@ class GpuClaims:
                 # Our lock was broken as stale while we created: someone may have picked the same GPUs.
                 self.api.remove_container(container_id, force=True)
 
+    # --- the engine's view ---
+
     def holding(self) -> list[Holder]:
         listed = self.api.containers(all=True, filters={"label": [GPUS_LABEL]})
         return holders(listed, created_hold_seconds=self.inventory.created_hold_seconds)
 
+    def queue(self) -> list[Ticket]:
+        return tickets(self._tickets_listed(), daemon_now=self._daemon_ns() / 1e9)
+
+    def _tickets_listed(self) -> list[dict[str, Any]]:
+        return self.api.containers(all=True, filters={"label": [TICKET_LABEL]})
+
+    def _look(self, unseen: set[str]) -> tuple[list[Holder], list[Ticket]]:
+        holding = self.holding()
+        if unseen:
+            holding.append(Holder("", "(another stack's, hidden by dood-proxy)", "running", tuple(unseen), {}))
+        return holding, self.queue()
+
     @contextlib.contextmanager
-    def _releases(self) -> Iterator[Iterator[Any]]:
-        """The engine's die/destroy events of GPU holders from now on, until the re-check interval (or the
-        deadline) ends; opened before the holdings are read, so a release in between is still seen."""
-        until = time.time() + self.inventory.wait_recheck_seconds
+    def _events(self) -> Iterator[Iterator[Mapping[str, Any]]]:
+        """The engine's container create/die/destroy events from now on, until the re-check interval (or the
+        deadline) ends; opened before looking, so a release in between is still seen. Every container's:
+        the engine's label filters all have to match, and holders and tickets carry different labels."""
+        inventory = self.inventory
+        until = time.time() + min(inventory.wait_recheck_seconds, inventory.ticket_lease_seconds / 3)
         if self.deadline is not None:
             until = max(min(until, self.deadline), time.time() + 0.05)
         stream = self.api.events(
-            until=f"{until + self._daemon_clock_offset():.9f}",  # the daemon's clock
-            filters={"type": ["container"], "event": ["die", "destroy"], "label": [GPUS_LABEL]},
+            until=f"{until + self._clock_offset():.9f}",  # the daemon's clock
+            filters={"type": ["container"], "event": list(WATCHED)},
             decode=True,
         )
         try:
@@ -241,19 +360,102 @@ class GpuClaims:
                 "see `dood-gpus` for who holds them"
             )
 
-    def _daemon_clock_offset(self) -> float:
-        """Daemon clock minus ours (the event window is in the daemon's time; hosts may differ)."""
-        if self._clock_offset is None:
+    def _clock_offset(self) -> float:
+        """Daemon clock minus ours (tickets and the event window are in the daemon's time; hosts may differ)."""
+        if self.host not in _CLOCK_OFFSETS:
             before = time.time()
             daemon = _rfc3339(self.api.info().get("SystemTime"))
             after = time.time()
-            self._clock_offset = 0.0 if daemon is None else daemon - (before + after) / 2
-        return self._clock_offset
+            _CLOCK_OFFSETS[self.host] = 0.0 if daemon is None else daemon - (before + after) / 2
+        return _CLOCK_OFFSETS[self.host]
+
+    def _daemon_ns(self) -> int:
+        return time.time_ns() + int(self._clock_offset() * 1e9)
+
+
+class _Queued:
+    """This waiter's ticket: placed when it must wait, renewed while it waits, removed when it leaves."""
+
+    def __init__(self, claims: GpuClaims, wanted: Asked, waiter: str, labels: Mapping[str, str]) -> None:
+        self.claims = claims
+        self.wanted = wanted
+        self.waiter = waiter
+        self.labels = {k: v for k, v in labels.items() if k in (MANAGED_LABEL, "dood.stack")}
+        self.key: str | None = claims.ticket
+        self.until = 0.0
+        self.ids: set[str] = set()
+
+    def place(self, queue: list[Ticket]) -> None:
+        """Take a place (an earlier try's of this same task instance, if it left one), or renew ours once a
+        third of its lease has passed."""
+        lease = self.claims.inventory.ticket_lease_seconds
+        mine = [t for t in queue if t.key == self.key] if self.key else []
+        if self.key is None and self.waiter:
+            earlier = [t for t in queue if t.waiter == self.waiter]
+            if earlier:
+                self.key, mine = earlier[0].key, earlier[:1]
+        if self.key is None:
+            self.key = ticket_key(self.claims._daemon_ns())
+        now = self.claims._daemon_ns() / 1e9
+        if mine and (self.until or mine[0].until) - now > lease * 2 / 3:
+            self.until = self.until or mine[0].until
+            self.ids.add(mine[0].container_id)
+            return
+        api = self.claims.api
+        self.until = now + lease
+        body = ticket_body(
+            image=self.claims.image,
+            user=self.claims.user,
+            key=self.key,
+            wanted=self.wanted,
+            until=self.until,
+            waiter=self.waiter,
+            labels=self.labels,
+        )
+        name = f"dood-gpu-ticket-{self.key}-{random.randrange(16**6):06x}"
+        created = api.create_container_from_config(body, name=name)["Id"]
+        older = [t.container_id for t in mine] + sorted(self.ids)
+        self.ids = {created}
+        for container_id in older:  # the renewed one(s): the new ticket is in place first
+            _remove(api, container_id)
+        for container_id in expired(self.claims._tickets_listed(), daemon_now=now):
+            _remove(api, container_id)  # tickets of waiters that died
+
+    def leave(self) -> None:
+        """Remove this waiter's ticket(s), in a thread: a served waiter need not wait for it (its holder's
+        `dood.gpu_served` label already tells everyone it was served)."""
+        if self.key is None:
+            return
+        api, key = self.claims.api, self.key
+
+        def remove() -> None:
+            try:
+                for container in api.containers(all=True, filters={"label": [f"{TICKET_LABEL}={key}"]}):
+                    _remove(api, container["Id"])
+            except (DockerException, requests.RequestException, OSError) as exc:
+                log.warning("Could not remove GPU ticket %s (its lease ends it): %s", key, exc)
+
+        threading.Thread(target=remove, name=f"dood-gpu-ticket-{key}", daemon=True).start()
+
+
+def _remove(api: APIClient, container_id: str) -> None:
+    with contextlib.suppress(NotFound):
+        try:
+            api.remove_container(container_id, force=True)
+        except APIError as exc:
+            if exc.status_code != 409:  # removal already in progress
+                raise
 
 
 def claims_for(api: APIClient, config: DoodConfig, body: Mapping[str, Any], **kwargs: Any) -> GpuClaims | None:
     """Claims for a create body that asks for GPUs (None when it asks for none)."""
     return GpuClaims.of(api, config, **kwargs) if asked(body) is not None else None
+
+
+def remove_ticket(api: APIClient, key: str) -> None:
+    """Give up a place in the queue (a deferred waiter that timed out or was killed)."""
+    for container in api.containers(all=True, filters={"label": [f"{TICKET_LABEL}={key}"]}):
+        _remove(api, container["Id"])
 
 
 def task_deadline(context: Mapping[str, Any], execution_timeout: timedelta | None) -> float | None:
@@ -287,3 +489,16 @@ def _rfc3339(value: object) -> float | None:
     except ValueError:
         return None
     return parsed.astimezone(timezone.utc).timestamp()
+
+
+__all__ = [
+    "LOCK_NAME",
+    "TICKET_FOR_LABEL",
+    "EngineLock",
+    "GpuClaims",
+    "GpusBusy",
+    "GpusUnavailable",
+    "claims_for",
+    "remove_ticket",
+    "task_deadline",
+]

@@ -10,16 +10,26 @@ from dood.exceptions import DoodConfigError
 from dood.gpus import (
     COLLISION,
     GPUS_LABEL,
+    SERVED_LABEL,
+    TICKET_FOR_LABEL,
+    TICKET_LABEL,
+    TICKET_UNTIL_LABEL,
+    TICKET_WANTS_LABEL,
     GpuInventory,
+    Wakeup,
     asked,
     choose,
     claimed_body,
+    expired,
     held_by,
     holders,
     named,
     never_fits,
     referee,
     refused_as_held,
+    served,
+    ticket_key,
+    tickets,
 )
 from dood.gpus_cli import render, table
 from dood.resources import Resources
@@ -168,3 +178,67 @@ def test_dood_gpus_lists_each_gpu_free_or_held():
     assert "2 in gpus.devices, 1 free, 2 held" in shown
     assert "GPU 1    held by d/t/r try 1 (c, running)" in shown
     assert "GPU 7    held by d/t/r try 1 (c, running)  (not in gpus.devices)" in shown
+
+
+# --- the queue: first come, first served ---
+
+
+def _ticket(key: int, wants: str, until: float = NOW + 60, cid: str | None = None, waiter: str = "") -> dict:
+    labels = {
+        TICKET_LABEL: ticket_key(key),
+        TICKET_WANTS_LABEL: wants,
+        TICKET_UNTIL_LABEL: f"{until:.3f}",
+        TICKET_FOR_LABEL: waiter,
+    }
+    return {"Id": cid or f"t{key}-{until}", "Names": [f"/ticket-{key}"], "State": "created", "Labels": labels}
+
+
+def test_tickets_are_oldest_first_one_per_key_and_expired_ones_do_not_count():
+    listed = [_ticket(30, "1"), _ticket(10, "2"), _ticket(20, "all", until=NOW - 1), _ticket(10, "2", until=NOW + 90)]
+    queue = tickets(listed, daemon_now=NOW)
+    assert [(t.key, t.wants) for t in queue] == [(ticket_key(10), 2), (ticket_key(30), 1)]
+    assert queue[0].until == NOW + 90  # of a renewal's two tickets, the renewed one
+    assert expired(listed, daemon_now=NOW) == [f"t20-{NOW - 1}"]
+
+
+def test_freed_gpus_go_to_the_oldest_waiters_and_a_big_request_stops_everyone_behind_it():
+    devices = ("0", "1", "2", "3")
+    holding = holders([_listed("h", "running", "0,1")], created_hold_seconds=0, now=NOW)
+    queue = tickets([_ticket(10, "1"), _ticket(20, "all"), _ticket(30, "1")], daemon_now=NOW)
+    assert served(devices, holding, queue, key=ticket_key(10), wanted=1) == ("2",)
+    assert served(devices, holding, queue, key=ticket_key(20), wanted="all") is None
+    assert served(devices, holding, queue, key=ticket_key(30), wanted=1) is None  # GPU 3 is free, not its turn
+    assert served(devices, holding, queue, key=ticket_key(99), wanted=1) is None  # nor a newcomer's
+    # once the oldest is served (its holder says so) its ticket no longer counts, even before it is removed
+    taken = holders(
+        [_listed("h", "running", "0,1"), _listed("s", "running", "2", **{SERVED_LABEL: ticket_key(10)})],
+        created_hold_seconds=0,
+        now=NOW,
+    )
+    assert served(devices, taken, queue, key=ticket_key(20), wanted="all") is None
+    assert served(devices, [], queue, key=ticket_key(20), wanted="all") is None  # the oldest takes GPU 0 first
+    assert served(devices, [], queue[1:], key=ticket_key(20), wanted="all") == devices
+    assert served(devices, [], [], key=ticket_key(5), wanted=2) == ("0", "1")
+
+
+def _event(action: str, cid: str, **attributes: str) -> dict:
+    return {"Type": "container", "Action": action, "Actor": {"ID": cid, "Attributes": attributes}}
+
+
+def test_a_waiter_looks_again_only_when_the_events_say_it_may_be_its_turn():
+    devices = ("0", "1", "2", "3")
+    holding = holders([_listed("a", "running", "0"), _listed("b", "running", "1,2,3")], created_hold_seconds=0, now=NOW)
+    queue = tickets([_ticket(10, "1"), _ticket(20, "1"), _ticket(30, "2")], daemon_now=NOW)
+    second = Wakeup(devices, ticket_key(20), 1)
+    second.looked(holding, queue)
+    head = Wakeup(devices, ticket_key(10), 1)
+    head.looked(holding, queue)
+    freed = _event("die", "a" * 8, **{GPUS_LABEL: "0"})
+    assert head.saw(freed) and not second.saw(freed)  # one GPU freed: only the head looks
+    assert not second.saw(_event("destroy", "a" * 8, **{GPUS_LABEL: "0"}))  # the same release, counted once
+    claimed = _event("create", "s", **{GPUS_LABEL: "0", SERVED_LABEL: ticket_key(10)})
+    assert not second.saw(claimed)  # the head took it
+    assert not second.saw(_event("destroy", "t10", **{TICKET_LABEL: ticket_key(10), TICKET_WANTS_LABEL: "1"}))
+    assert not second.saw(_event("destroy", "t30", **{TICKET_LABEL: ticket_key(30), TICKET_WANTS_LABEL: "2"}))
+    assert not second.saw(_event("die", "x", image="busybox"))  # not a GPU holder
+    assert second.saw(_event("die", "b" * 8, **{GPUS_LABEL: "1,2,3"}))

@@ -17,7 +17,8 @@ from dood.config import AutoRemove, DoodConfig, PullPolicy, load_config
 from dood.directories import HostDirectories, default_user
 from dood.exceptions import ContainerFailed, DoodConfigError, DoodError, ResultFileError
 from dood.gone import ContainerGone
-from dood.gpu_claims import claims_for, task_deadline
+from dood.gpu_claims import GpusBusy, claims_for, remove_ticket, task_deadline
+from dood.gpus import waiter_of
 from dood.hooks.dood import DoodHook
 from dood.hosts import apply_placement, check_delivered, task_placement
 from dood.launcher import ContainerLauncher, ContainerSpec, Outcome
@@ -32,6 +33,7 @@ from dood.reconnect import Reconnector
 from dood.results import RESULT_FILE_NAME, RUN_DIR_IN_CONTAINER, result_env, run_dir_for
 from dood.teardown import DockerTarget, detach
 from dood.triggers.container import DoodContainerTrigger
+from dood.triggers.gpus import DoodGpuTrigger
 from dood.ui.extra_link import DoodContainerLink
 
 if TYPE_CHECKING:
@@ -222,12 +224,23 @@ class DoodContainerOperator(BaseOperator):
             )
             hook.directories.check_binds(body["HostConfig"], f"{self.task_id}: the container")
             self.log.info("Creating container %s from %s", spec.name, spec.image)
-            deadline = task_deadline(context, self.execution_timeout)
-            # a GPU count becomes free GPUs, named (dood.gpu_claims); waits while too few are free
+            deadline = self._gpu_deadline or task_deadline(context, self.execution_timeout)
+            # a GPU count becomes free GPUs, named (dood.gpu_claims); waits its turn while too few are free
             gpus = claims_for(
-                hook.api, config, body, image=spec.image, user=spec.user, emit=self.log.info, deadline=deadline
+                hook.api,
+                config,
+                body,
+                image=spec.image,
+                user=spec.user,
+                emit=self.log.info,
+                deadline=deadline,
+                ticket=self._gpu_ticket,
+                wait=not self.deferrable,
             )
-            container_id = launcher.create(spec, body, gpus=gpus)  # exactly the body the policy passed
+            try:
+                container_id = launcher.create(spec, body, gpus=gpus)  # exactly the body the policy passed
+            except GpusBusy as busy:  # deferrable: wait for the GPUs in the triggerer, holding no worker slot
+                self._defer_for_gpus(busy, config, body, spec, deadline)
             handle = ContainerHandle(container_id, spec.name, run_dir)
             self._container_id = container_id
             try:
@@ -322,7 +335,7 @@ class DoodContainerOperator(BaseOperator):
         return ContainerHandle.of(adopted["Id"], name, config.runs_root)
 
     def _defer(self, handle: ContainerHandle, config: DoodConfig, context: Context) -> None:
-        deadline = task_deadline(context, self.execution_timeout)
+        deadline = self._gpu_deadline or task_deadline(context, self.execution_timeout)
         self._container_id = None  # the trigger owns it now; its on_kill stops it on a user kill
         self.defer(
             trigger=DoodContainerTrigger.from_config(
@@ -331,6 +344,42 @@ class DoodContainerOperator(BaseOperator):
             method_name="execute_complete",
             kwargs={"handle": handle.to_xcom()},
         )
+
+    _gpu_ticket: str | None = None  # the task's place in the GPU queue, once it has waited (deferrable)
+    _gpu_deadline: float | None = None  # its execution_timeout's end, carried across that deferral
+
+    def _defer_for_gpus(self, busy: GpusBusy, config: DoodConfig, body: Mapping[str, Any], spec, deadline) -> None:
+        labels = dict(body.get("Labels") or {})
+        trigger = DoodGpuTrigger.from_config(
+            config,
+            ticket=busy.ticket,
+            wanted=busy.wanted,
+            image=spec.image,
+            user=spec.user,
+            waiter=waiter_of(labels),
+            labels={k: v for k, v in labels.items() if k in ("dood.managed", "dood.stack")},
+            deadline=deadline,
+        )
+        self.defer(
+            trigger=trigger, method_name="execute_after_gpus", kwargs={"ticket": busy.ticket, "deadline": deadline}
+        )
+
+    def execute_after_gpus(
+        self, context: Context, event: dict[str, Any], ticket: str | None = None, deadline: float | None = None
+    ) -> Any:
+        """The GPU trigger fired: it is this task's turn (claim, create and run, as `execute`), or the deadline
+        passed (its ticket is already gone)."""
+        status = event.get("status")
+        if status == "timeout":
+            message = event.get("message")
+            raise AirflowTaskTimeout(f"No GPUs freed before the task's deadline (execution_timeout): {message}")
+        if status != "ready":
+            if ticket:
+                config = load_config(self.config_path)
+                remove_ticket(DoodHook(config).api, ticket)
+            raise DoodError(f"Waiting for GPUs failed: {event.get('message')}")
+        self._gpu_ticket, self._gpu_deadline = ticket, deadline
+        return self.execute(context)
 
     def execute_complete(self, context: Context, event: dict[str, Any], handle: dict[str, str] | None = None) -> Any:
         """Resume after the trigger fired: show the logs (none were shown yet), then conclude."""

@@ -1,0 +1,336 @@
+"""DoodGpuTrigger: wait in the triggerer for a deferred task's turn at the Docker host's GPUs.
+
+The task (`DoodContainerOperator(deferrable=True)` asking for GPUs) found too few free, placed its ticket
+in the queue (`dood.gpu_claims`) and deferred, so the wait holds no worker slot. This trigger keeps that
+ticket alive (renewing it), sleeps on the engine's container events, looks again (two list calls) only
+when the events say it may be the task's turn (`dood.gpus.Wakeup`), and fires `ready` once the task's
+request fits the free GPUs after every older waiter's; the task then claims them on a worker, and its
+ticket, still in place, keeps younger waiters from taking them meanwhile. It fires `timeout` at the
+task's deadline (absolute, carried from the operator: a triggerer restart does not restart the clock),
+removing the ticket. A cancelled trigger (task killed, triggerer restarting) removes its ticket too; a
+resumed one places it again under the same key, so the task keeps its place in the queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+import time
+from collections.abc import AsyncIterator, Sequence
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+import aiodocker
+import aiohttp
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+from dood.gpus import (
+    GPUS_LABEL,
+    TICKET_LABEL,
+    Wakeup,
+    expired,
+    holders,
+    served,
+    ticket_body,
+    tickets,
+)
+from dood.triggers.container import DoodContainerTrigger
+
+if TYPE_CHECKING:
+    from dood.config import DoodConfig
+    from dood.gpus import Asked, Holder, Ticket
+
+CLASSPATH = "dood.triggers.gpus.DoodGpuTrigger"
+WATCHED = ("create", "die", "destroy")
+UNREACHABLE_SECONDS = 120.0
+_STREAM_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_read=None, sock_connect=10)
+
+
+class DoodGpuTrigger(BaseTrigger):
+    """Fires once: ``{"status": "ready", "ticket": key}`` when it is the task's turn, ``timeout`` at the
+    deadline, ``error`` when Docker stayed unreachable for two minutes.
+
+    :param ticket: the task's place in the queue (its ticket's key: the daemon's clock when it first asked).
+    :param wanted: GPUs asked for: a count, or ``all``.
+    :param devices: the inventory (``gpus.devices``).
+    :param image: and ``user``, ``waiter``, ``labels``: what the ticket is created with when renewed.
+    """
+
+    def __init__(
+        self,
+        *,
+        ticket: str,
+        wanted: Asked,
+        devices: Sequence[str],
+        image: str,
+        user: str | None,
+        waiter: str,
+        labels: dict[str, str],
+        docker_url: str,
+        api_version: str = "auto",
+        deadline: float | None = None,
+        lease_seconds: float = 120,
+        recheck_seconds: float = 10,
+        created_hold_seconds: float = 120,
+        tls_ca_cert: str | None = None,
+        tls_client_cert: str | None = None,
+        tls_client_key: str | None = None,
+    ) -> None:
+        super().__init__()
+        if wanted != "all" and (not isinstance(wanted, int) or wanted < 1):
+            raise ValueError(f"wanted: a GPU count >= 1 or 'all', got {wanted!r}")
+        self.ticket = ticket
+        self.wanted = wanted
+        self.devices = tuple(devices)
+        self.image = image
+        self.user = user
+        self.waiter = waiter
+        self.labels = dict(labels)
+        self.docker_url = docker_url
+        self.api_version = api_version
+        self.deadline = float(deadline) if deadline is not None else None
+        self.lease_seconds = float(lease_seconds)
+        self.recheck_seconds = float(recheck_seconds)
+        self.created_hold_seconds = float(created_hold_seconds)
+        self.tls_ca_cert = tls_ca_cert
+        self.tls_client_cert = tls_client_cert
+        self.tls_client_key = tls_client_key
+        self._offset: float | None = None  # daemon clock minus ours, measured once per run
+
+    @classmethod
+    def from_config(
+        cls,
+        config: DoodConfig,
+        *,
+        ticket: str,
+        wanted: Asked,
+        image: str,
+        user: str | None,
+        waiter: str,
+        labels: dict[str, str],
+        deadline: float | None,
+    ) -> DoodGpuTrigger:
+        docker, gpus = config.docker, config.gpus
+        return cls(
+            ticket=ticket,
+            wanted=wanted,
+            devices=gpus.devices,
+            image=image,
+            user=user,
+            waiter=waiter,
+            labels=labels,
+            docker_url=docker.url,
+            api_version=docker.api_version,
+            deadline=deadline,
+            lease_seconds=gpus.ticket_lease_seconds,
+            recheck_seconds=gpus.wait_recheck_seconds,
+            created_hold_seconds=gpus.created_hold_seconds,
+            tls_ca_cert=docker.tls_ca_cert,
+            tls_client_cert=docker.tls_client_cert,
+            tls_client_key=docker.tls_client_key,
+        )
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return CLASSPATH, {
+            "ticket": self.ticket,
+            "wanted": self.wanted,
+            "devices": list(self.devices),
+            "image": self.image,
+            "user": self.user,
+            "waiter": self.waiter,
+            "labels": self.labels,
+            "docker_url": self.docker_url,
+            "api_version": self.api_version,
+            "deadline": self.deadline,
+            "lease_seconds": self.lease_seconds,
+            "recheck_seconds": self.recheck_seconds,
+            "created_hold_seconds": self.created_hold_seconds,
+            "tls_ca_cert": self.tls_ca_cert,
+            "tls_client_cert": self.tls_client_cert,
+            "tls_client_key": self.tls_client_key,
+        }
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        yield TriggerEvent(await self.wait())
+
+    async def wait(self) -> dict[str, Any]:
+        docker = self._docker()
+        leaving = True  # the ticket goes unless the task's turn came (then the task claims with it)
+        try:
+            payload = await self._wait(docker)
+            leaving = payload["status"] != "ready"
+            return payload
+        finally:
+            if leaving:
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self._remove_tickets(docker))
+            await docker.close()
+
+    # -- waiting --------------------------------------------------------------------------------
+
+    async def _wait(self, docker: aiodocker.Docker) -> dict[str, Any]:
+        self.log.info(
+            "Waiting for %s on %s as ticket %s (first come, first served; Docker events)",
+            _count(self.wanted),
+            self.docker_url,
+            self.ticket,
+        )
+        announced: tuple[int, tuple[str, ...]] | None = None
+        failing_since: float | None = None
+        until = 0.0  # the daemon time our ticket lasts until (0: not placed by this run yet)
+        while True:
+            if self.deadline is not None and time.time() >= self.deadline:
+                return self._payload("timeout", f"No GPUs before the task's deadline (ticket {self.ticket}).")
+            try:
+                if self._offset is None:
+                    self._offset = await self._clock_offset(docker)
+                async with self._events(docker) as stream:
+                    holding, queue = await self._look(docker)
+                    failing_since = None
+                    if served(self.devices, holding, queue, key=self.ticket, wanted=self.wanted) is not None:
+                        return self._payload(
+                            "ready", f"Ticket {self.ticket}: the task's turn for {_count(self.wanted)}."
+                        )
+                    until = await self._keep_ticket(docker, queue, until)
+                    ahead = sum(1 for t in queue if t.key < self.ticket)
+                    shown = (ahead, tuple(sorted(h.describe() for h in holding)))
+                    if shown != announced:
+                        announced = shown
+                        self.log.info(
+                            "Waiting for %s on %s; %s waiter(s) before it; held by: %s",
+                            _count(self.wanted),
+                            self.docker_url,
+                            ahead,
+                            "; ".join(shown[1]) or "nobody",
+                        )
+                    wakeup = Wakeup(self.devices, self.ticket, self.wanted)
+                    wakeup.looked(holding, queue)
+                    await self._until_maybe_turn(stream, wakeup, until)
+            except aiodocker.DockerError as exc:
+                if exc.status < 500 and exc.status != 900:  # 900: aiodocker's "cannot connect"
+                    return self._payload("error", f"Docker refused the GPU wait: {exc}")
+                failing_since = await self._pause(failing_since, exc)
+            except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
+                failing_since = await self._pause(failing_since, exc)
+            if failing_since is not None and time.monotonic() - failing_since > UNREACHABLE_SECONDS:
+                return self._payload("error", f"Docker at {self.docker_url} stayed unreachable while waiting for GPUs.")
+
+    async def _until_maybe_turn(self, stream: aiohttp.StreamReader, wakeup: Wakeup, until: float) -> None:
+        """Read events until one says it may be our turn, the re-check interval, the ticket's renewal time
+        or the deadline; returns to look again."""
+        ends = time.time() + min(
+            self.recheck_seconds, max(0.0, until - self._daemon_now() - self.lease_seconds * 2 / 3)
+        )
+        if self.deadline is not None:
+            ends = min(ends, self.deadline)
+        while True:
+            left = ends - time.time()
+            if left <= 0:
+                return
+            try:
+                line = await asyncio.wait_for(stream.readline(), left)
+            except asyncio.TimeoutError:
+                return
+            if not line:
+                return  # the stream ended (the engine going away): look again
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(event, dict) and wakeup.saw(event):
+                return
+
+    async def _pause(self, failing_since: float | None, problem: Exception) -> float:
+        failing_since = failing_since or time.monotonic()
+        delay = min(2.0, 0.2 + (time.monotonic() - failing_since) / 4) * random.uniform(0.5, 1.0)
+        self.log.warning("GPU wait on %s: %s; looking again in %.1fs", self.docker_url, problem, delay)
+        await asyncio.sleep(delay)
+        return failing_since
+
+    async def _look(self, docker: aiodocker.Docker) -> tuple[list[Holder], list[Ticket]]:
+        listed_holders = await self._list(docker, GPUS_LABEL)
+        holding = holders(listed_holders, created_hold_seconds=self.created_hold_seconds)
+        return holding, tickets(await self._list(docker, TICKET_LABEL), daemon_now=self._daemon_now())
+
+    async def _keep_ticket(self, docker: aiodocker.Docker, queue: list[Ticket], until: float) -> float:
+        """Place the ticket (again: a resumed trigger) or renew it once a third of its lease has passed;
+        returns when it lasts until. Expired tickets of dead waiters are removed on the way."""
+        now = self._daemon_now()
+        mine = [t for t in queue if t.key == self.ticket]
+        lasts = max([until, *(t.until for t in mine)])
+        if mine and lasts - now > self.lease_seconds * 2 / 3:
+            return lasts
+        lasts = now + self.lease_seconds
+        body = ticket_body(
+            image=self.image,
+            user=self.user,
+            key=self.ticket,
+            wanted=self.wanted,
+            until=lasts,
+            waiter=self.waiter,
+            labels=self.labels,
+        )
+        name = f"dood-gpu-ticket-{self.ticket}-{random.randrange(16**6):06x}"
+        await docker._query_json("containers/create", method="POST", params={"name": name}, data=body)
+        for ticket in mine:
+            await self._remove(docker, ticket.container_id)
+        for container_id in expired(await self._list(docker, TICKET_LABEL), daemon_now=now):
+            await self._remove(docker, container_id)
+        return lasts
+
+    async def _remove_tickets(self, docker: aiodocker.Docker) -> None:
+        for container in await self._list(docker, f"{TICKET_LABEL}={self.ticket}"):
+            await self._remove(docker, container["Id"])
+
+    async def _remove(self, docker: aiodocker.Docker, container_id: str) -> None:
+        try:
+            await docker._query_json(f"containers/{container_id}", method="DELETE", params={"force": "1"})
+        except aiodocker.DockerError as exc:
+            if exc.status not in (404, 409):
+                raise
+
+    async def _list(self, docker: aiodocker.Docker, label: str) -> list[dict[str, Any]]:
+        params = {"all": "1", "filters": json.dumps({"label": [label]})}
+        return await docker._query_json("containers/json", method="GET", params=params)
+
+    @contextlib.asynccontextmanager
+    async def _events(self, docker: aiodocker.Docker) -> AsyncIterator[aiohttp.StreamReader]:
+        """Every container's create/die/destroy events from now on (opened before looking: none missed)."""
+        params = {"filters": json.dumps({"type": ["container"], "event": list(WATCHED)})}
+        async with docker._query("events", params=params, timeout=_STREAM_TIMEOUT) as response:
+            try:
+                yield response.content
+            finally:
+                response.close()
+
+    async def _clock_offset(self, docker: aiodocker.Docker) -> float:
+        before = time.time()
+        info = await docker._query_json("info")
+        after = time.time()
+        from dood.gpu_claims import _rfc3339
+
+        daemon = _rfc3339(info.get("SystemTime"))
+        return 0.0 if daemon is None else daemon - (before + after) / 2
+
+    def _daemon_now(self) -> float:
+        return time.time() + (self._offset or 0.0)
+
+    def _docker(self) -> aiodocker.Docker:
+        return DoodContainerTrigger(
+            container_id="-",
+            docker_url=self.docker_url,
+            api_version=self.api_version,
+            tls_ca_cert=self.tls_ca_cert,
+            tls_client_cert=self.tls_client_cert,
+            tls_client_key=self.tls_client_key,
+        )._docker()
+
+    def _payload(self, status: str, message: str) -> dict[str, Any]:
+        when = datetime.fromtimestamp(self.deadline, tz=timezone.utc).isoformat() if self.deadline else None
+        return {"status": status, "ticket": self.ticket, "message": message, "deadline": when}
+
+
+def _count(wanted: Asked) -> str:
+    return "all GPUs" if wanted == "all" else f"{wanted} GPU{'s' if wanted != 1 else ''}"
