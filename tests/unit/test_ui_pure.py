@@ -71,6 +71,21 @@ def test_chart_points_threshold_champion_and_escaping():
     assert "No run" in chart.svg([], "accuracy", 0.85)
 
 
+def test_chart_spaces_runs_evenly_in_date_order_with_bounded_ticks():
+    """A January backfill next to a December run: evenly spaced in date order, not crushed in one column."""
+    import re
+
+    runs = [_run("late", 28, 0.9, "scheduled"), *(_run(f"b{d}", d, 0.8 + d / 100) for d in range(1, 20))]
+    svg = chart.svg(runs, "accuracy", None)
+    xs = [float(x) for x in re.findall(r'<rect class="point backfill" x="([\d.]+)"', svg)]
+    gaps = [b - a for a, b in zip(xs, xs[1:])]
+    assert len(xs) == 19 and max(gaps) - min(gaps) < 0.2 and min(gaps) > 10  # evenly, in date order
+    scheduled_x = float(re.search(r'<circle class="point scheduled" cx="([\d.]+)"', svg).group(1))
+    assert scheduled_x > max(xs)  # the latest date last
+    ticks = re.findall(r'<text class="tick" x="[\d.]+" y="[\d.]+" text-anchor="middle">([^<]+)</text>', svg)
+    assert len(ticks) <= chart.MAX_TICKS + 1 and ticks[0] == "2026-01-01" and ticks[-1] == "2026-01-28"
+
+
 def test_numbers_keeps_numeric_metrics_only():
     assert numbers({"accuracy": 0.9, "passed": True, "rows": 10, "name": "x"}) == {"accuracy": 0.9, "rows": 10.0}
     assert numbers([1, 2]) == {}

@@ -1,5 +1,8 @@
-"""The metrics chart as inline SVG (pure): one point per run at its logical date, the quality-gate line,
-champion promotions ringed, run types told apart by shape. Every text is escaped: run ids are user input."""
+"""The metrics chart as inline SVG (pure): one point per run in logical-date order, the quality-gate line,
+champion promotions ringed, run types told apart by shape. Every text is escaped: run ids are user input.
+
+Runs are spaced evenly in date order, not by elapsed time: a backfill of last January next to today's run
+would otherwise sit in one pixel column. The dates are the ticks."""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ from dood.ui.metrics import RunMetrics
 WIDTH, HEIGHT = 760, 300
 LEFT, RIGHT, TOP, BOTTOM = 56, 16, 16, 40
 SHAPES = {"backfill": "square", "manual": "diamond", "scheduled": "circle"}
+MAX_TICKS = 7  # dates under the axis; more would overlap at this width
 
 
 def _shape(kind: str, x: float, y: float, title: str) -> str:
@@ -29,20 +33,20 @@ def _shape(kind: str, x: float, y: float, title: str) -> str:
 
 def svg(runs: Sequence[RunMetrics], metric: str, threshold: float | None) -> str:
     """The chart of `metric` over `runs` (runs without it or without a date are left out)."""
-    points = [(r, r.values[metric]) for r in runs if metric in r.values and r.when is not None]
+    points = sorted(
+        ((r, r.values[metric]) for r in runs if metric in r.values and r.when is not None), key=lambda p: p[0].when
+    )
     if not points:
         return f'<p class="empty">No run has reported {escape(metric)} yet.</p>'
     values = [v for _, v in points] + ([threshold] if threshold is not None else [])
     low, high = min(values), max(values)
     pad = (high - low) * 0.1 or 0.05
     low, high = low - pad, high + pad
-    times = [r.when.timestamp() for r, _ in points]
-    first, last = min(times), max(times)
-    span = (last - first) or 1.0
+    times = list(range(len(points)))  # the run's place in date order
     plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
 
-    def x_of(t: float) -> float:
-        return LEFT + (plot_w / 2 if last == first else (t - first) / span * plot_w)
+    def x_of(i: float) -> float:
+        return LEFT + (plot_w / 2 if len(points) == 1 else 12 + i / (len(points) - 1) * (plot_w - 24))
 
     def y_of(v: float) -> float:
         return TOP + (high - v) / (high - low) * plot_h
@@ -55,9 +59,11 @@ def svg(runs: Sequence[RunMetrics], metric: str, threshold: float | None) -> str
     ]
     for v in (low + pad, high - pad):
         parts.append(f'<text class="tick" x="{LEFT - 6}" y="{y_of(v) + 4:.1f}" text-anchor="end">{v:.3g}</text>')
-    for (run, _), t in ((points[0], times[0]), (points[-1], times[-1])):
-        label = escape(run.when.strftime("%Y-%m-%d"))
-        parts.append(f'<text class="tick" x="{x_of(t):.1f}" y="{HEIGHT - 12}" text-anchor="middle">{label}</text>')
+    every = max(1, -(-len(points) // MAX_TICKS))  # at most MAX_TICKS dates, the last one always
+    ticked = sorted({*range(0, len(points), every), len(points) - 1})
+    for i in ticked:
+        label = escape(points[i][0].when.strftime("%Y-%m-%d"))
+        parts.append(f'<text class="tick" x="{x_of(i):.1f}" y="{HEIGHT - 12}" text-anchor="middle">{label}</text>')
     if threshold is not None:
         y = y_of(threshold)
         parts.append(f'<line class="threshold" x1="{LEFT}" y1="{y:.1f}" x2="{LEFT + plot_w}" y2="{y:.1f}"/>')
