@@ -375,14 +375,16 @@ def parse_config(data: object, source: str = "<dict>", *, section: str | None = 
         raise DoodConfigError(f"Invalid dood config {source}:\n{problems}") from None
 
 
-def load_config(path: str | os.PathLike[str] | None = None, *, section: str | None = None) -> Any:
+def load_config(path: str | os.PathLike[str] | None = None, *, section: str | None = None, view: bool = True) -> Any:
     """Load and validate the config (`path`, else `config_path()`); `${VAR}` references are expanded from the
     environment first. With $DOOD_HOST set, the view of that host (`DoodConfig.on_host`): its proxy, mount map
-    and GPUs. With `section`, only that section, validated alone (dood-proxy reads its `policy:` so)."""
+    and GPUs; `view=False` skips it (DAG parsing reads pipelines and hosts, and talks to no Docker). With
+    `section`, only that section, validated alone (dood-proxy reads its `policy:` so)."""
     data, source = read_config_file(path)
     if section is not None:
         return parse_config(data.get(section), source, section=section)
-    return parse_config(data, source).on_host(os.environ.get(HOST_ENV_VAR) or None)
+    config = parse_config(data, source)
+    return config.on_host(os.environ.get(HOST_ENV_VAR) or None) if view else config
 
 
 def load_policy(path: str | os.PathLike[str]) -> Policy:

@@ -132,6 +132,6 @@ def build_dag(
 
 def build_dags(config: DoodConfig | None = None, config_path: str | None = None) -> dict[str, DAG]:
     """Every configured pipeline's DAG, keyed by dag_id."""
-    config = config or load_config(config_path)
+    config = config or load_config(config_path, view=False)  # parsing needs no host's view
     dags = (build_dag(n, p, config_path, config.hosts) for n, p in config.pipelines.items())
     return {dag.dag_id: dag for dag in dags}

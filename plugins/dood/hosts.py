@@ -5,6 +5,8 @@
 - `pools`: every pool placement uses, as JSON for `airflow pools import` (run once by the stack's init,
   and again after a change of `hosts:`).
 - `check`: the config loads for this host ($DOOD_HOST), and says which proxy it talks to.
+- `ping [NAME...]`: reach each host's proxy the way another host does (`hosts.<name>.docker`, TLS included)
+  and check it is that host's (its `--host`).
 
 Docs: docs/hosts.md.
 """
@@ -19,7 +21,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from dood.config import HOST_ENV_VAR, load_config
-from dood.exceptions import DoodConfigError
+from dood.directories import proxy_info
+from dood.exceptions import DoodConfigError, DoodError
 from dood.placement import Placement, place, pools, worker_queues
 
 if TYPE_CHECKING:
@@ -45,7 +48,7 @@ def task_placement(
     if not asked:
         return None
     try:
-        return place(load_config(config_path).hosts, host=host, names=hosts, labels=host_labels)
+        return place(load_config(config_path, view=False).hosts, host=host, names=hosts, labels=host_labels)
     except ValueError as exc:
         raise DoodConfigError(f"{what}: {exc}") from None
 
@@ -63,6 +66,43 @@ def apply_placement(placement: Placement | None, kwargs: dict[str, Any], what: s
                 f"placement sets it) or the placement"
             )
         kwargs[key] = value
+
+
+def remote_view(config: DoodConfig, name: str) -> DoodConfig:
+    """The view of host `name` as a process on another host has it: its network endpoint (`docker`)."""
+    view = config.on_host(name)
+    return view.model_copy(update={"docker": view.reachable_docker})
+
+
+def check_proxy_host(api, config: DoodConfig, what: str) -> None:
+    """Refuse to launch through a dood-proxy that is another host's (`--host`): a worker whose endpoint
+    points at the wrong machine would create there, under that host's label, out of its own lookups' sight."""
+    if config.host is None:
+        return
+    theirs = (proxy_info(api, config.docker.url) or {}).get("host")
+    if theirs is not None and theirs != config.host:
+        raise DoodConfigError(
+            f"{what}: this worker is on host {config.host!r} ($DOOD_HOST) but {config.docker.url} is the dood-proxy "
+            f"of host {theirs!r}; fix hosts.{config.host}.local_docker / docker in the dood config, or $DOOD_HOST."
+        )
+
+
+def _ping(config: DoodConfig, names: Sequence[str]) -> int:
+    from dood.hooks.dood import DoodHook
+
+    failed = 0
+    for name in names:
+        try:
+            view = remote_view(config, name)
+            api = DoodHook(view).api
+            check_proxy_host(api, view, f"host {name}")
+            info = proxy_info(api, view.docker.url) or {}
+            who = f"dood-proxy of stack {info.get('stack')!r}" if info else "a Docker daemon, not a dood-proxy"
+            print(f"{name}: OK at {view.docker.url} ({who})")
+        except (DoodError, DoodConfigError) as exc:
+            failed += 1
+            print(f"{name}: FAILED at {config.hosts[name].docker.url if name in config.hosts else '?'}: {exc}")
+    return 1 if failed else 0
 
 
 def check_delivered(placement: Placement | None, config: DoodConfig, what: str) -> None:
@@ -86,6 +126,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     queues.add_argument("--host", default=os.environ.get(HOST_ENV_VAR), help="host name (default: $DOOD_HOST)")
     commands.add_parser("pools", help="the pools placement uses, as JSON for `airflow pools import`")
     commands.add_parser("check", help="load the config as this host ($DOOD_HOST) sees it")
+    ping = commands.add_parser("ping", help="reach hosts' proxies over their network endpoints (TLS)")
+    ping.add_argument("names", nargs="*", help="host names (default: every host)")
     args = parser.parse_args(argv)
     try:
         config = load_config(args.config)
@@ -96,6 +138,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(",".join(worker_queues(args.host, config.hosts, config.pipelines)))
         elif args.command == "pools":
             print(json.dumps(pools(config.hosts, config.pipelines), indent=2))
+        elif args.command == "ping":
+            return _ping(config, args.names or sorted(config.hosts))
         else:
             where = f"host {config.host!r}" if config.host else "a single Docker host (no $DOOD_HOST)"
             print(f"dood config OK: {where}, Docker at {config.docker.url}, stack {config.stack!r}")

@@ -20,7 +20,7 @@ from dood.gone import ContainerGone
 from dood.gpu_claims import GpusBusy, claims_for, remove_ticket, task_deadline
 from dood.gpus import waiter_of
 from dood.hooks.dood import DoodHook
-from dood.hosts import apply_placement, check_delivered, task_placement
+from dood.hosts import apply_placement, check_delivered, check_proxy_host, task_placement
 from dood.launcher import ContainerLauncher, ContainerSpec, Outcome
 from dood.logs import task_log_emitter
 from dood.mounts import DoodMount
@@ -205,6 +205,7 @@ class DoodContainerOperator(BaseOperator):
         check_delivered(self.placement, config, self.task_id)  # on the host it is placed on, or nothing happens
         self._grace_seconds = self._grace(config)
         hook = DoodHook(config)
+        check_proxy_host(hook.api, config, self.task_id)  # its own host's proxy, not another's
         identity = self._identity = TaskIdentity.from_context(context, stack=hook.stack, host=config.host)
         launcher = self._launcher = ContainerLauncher(hook.api)
         handle = self._reattach(hook, identity, config) if self.reattach else None

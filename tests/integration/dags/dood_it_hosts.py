@@ -1,0 +1,22 @@
+"""A step placed on host-b (tests/integration/test_hosts.py; its config: tests/integration/hosts.yaml)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+
+from airflow.sdk import DAG
+
+from dood.operators.container import DoodContainerOperator
+
+CONFIG = str(Path(__file__).resolve().parents[1] / "hosts.yaml")
+
+with DAG("dood_it_hosts", schedule=None, start_date=datetime(2026, 1, 1, tzinfo=timezone.utc), catchup=False) as dag:
+    DoodContainerOperator(
+        task_id="on_b",
+        image="dood-test-busybox:latest",
+        command=["sh", "-c", 'echo on-b; echo \'{"host": "b"}\' > "$DOOD_RESULT_FILE"'],
+        host="host-b",
+        auto_remove="never",  # kept, so the test finds it on its engine
+        config_path=CONFIG,
+    )

@@ -1,0 +1,101 @@
+"""Two Docker hosts on this machine: the main engine ("host-a") and a second dockerd ("host-b", the session's
+`gpu_engine`), each behind its own dood-proxy started with `--host`. A step placed on host-b, run by
+`dag.test()` as host-b's worker would run it ($DOOD_HOST=host-b), creates its container on host-b's engine
+and never on the main one; the same step taken by a worker of host-a fails before creating anything.
+(The Celery end-to-end with a worker per host is issue 14's next part.)
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+import yaml
+
+from dood.config import HOST_ENV_VAR
+from dood.exceptions import DoodConfigError
+from dood.naming import HOST_LABEL, STACK_LABEL
+from tests.integration.proxy_process import remove_labelled, running_proxy
+
+DAG_ID = "dood_it_hosts"
+STACK = "dood-it-hosts"
+POLICY = "  allowed_images: ['dood-test-busybox:*']\n"
+CONFIG = str(Path(__file__).resolve().parent / "hosts.yaml")
+
+
+@pytest.fixture(scope="module")
+def two_hosts(tmp_path_factory, docker_api, gpu_engine):
+    """A dood-proxy per engine (--host host-a on the main one, --host host-b on the second); their sockets
+    exported for tests/integration/hosts.yaml, the one config naming both."""
+    with (
+        running_proxy(tmp_path_factory.mktemp("proxy-a"), POLICY, "--stack", STACK, "--host", "host-a") as a,
+        running_proxy(
+            tmp_path_factory.mktemp("proxy-b"),
+            POLICY,
+            "--stack",
+            STACK,
+            "--host",
+            "host-b",
+            "--upstream",
+            gpu_engine.url,
+        ) as b,
+    ):
+        saved = {name: os.environ.get(name) for name in ("DOOD_IT_HOST_A_URL", "DOOD_IT_HOST_B_URL")}
+        os.environ.update(DOOD_IT_HOST_A_URL=a.url, DOOD_IT_HOST_B_URL=b.url)
+        try:
+            yield {"engine_b": gpu_engine.api(), "proxy_a": a, "proxy_b": b}
+        finally:
+            for name, value in saved.items():
+                os.environ.pop(name, None) if value is None else os.environ.__setitem__(name, value)
+    for api in (docker_api, gpu_engine.api()):
+        remove_labelled(api, f"dood.dag_id={DAG_ID}")
+
+
+def _ours(api, task_id: str) -> list[dict]:
+    return api.containers(all=True, filters={"label": [f"dood.dag_id={DAG_ID}", f"dood.task_id={task_id}"]})
+
+
+def test_a_step_placed_on_host_b_runs_on_host_b_s_engine_only(two_hosts, docker_api, airflow_db, monkeypatch):
+    import dood_it_hosts
+
+    monkeypatch.setenv(HOST_ENV_VAR, "host-b")
+    dag = dood_it_hosts.dag
+    assert (dag.get_task("on_b").queue, dag.get_task("on_b").pool) == ("dood-host-b", "dood-host-b")
+    when = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(days=3)
+    run = dag.test(logical_date=when, run_after=when)
+    ti = next(ti for ti in run.get_task_instances() if ti.task_id == "on_b")
+    assert ti.state == "success", f"{ti.task_id} ended {ti.state}"
+    on_b = _ours(two_hosts["engine_b"], "on_b")
+    assert len(on_b) == 1, "exactly one container, on host-b's engine"
+    labels = on_b[0]["Labels"]
+    assert (labels[HOST_LABEL], labels[STACK_LABEL]) == ("host-b", STACK)
+    assert _ours(docker_api, "on_b") == [], "the main engine never saw it"
+
+
+def test_the_same_step_taken_by_host_a_s_worker_fails_before_creating_anything(two_hosts, docker_api, monkeypatch):
+    import dood_it_hosts
+
+    monkeypatch.setenv(HOST_ENV_VAR, "host-a")
+    before = {api: len(_ours(api, "on_b")) for api in (docker_api, two_hosts["engine_b"])}
+    with pytest.raises(DoodConfigError, match="placed on host host-b .* is on host 'host-a' .*nothing was created"):
+        dood_it_hosts.dag.get_task("on_b").execute({})
+    assert {api: len(_ours(api, "on_b")) for api in before} == before
+
+
+def test_a_worker_whose_endpoint_is_another_host_s_proxy_refuses_to_launch(two_hosts, monkeypatch, tmp_path):
+    """host-b's worker configured with host-a's proxy as its endpoint: the proxy's --host gives it away."""
+    swapped = yaml.safe_load(Path(CONFIG).read_text())
+    swapped["hosts"]["host-a"]["docker"]["url"] = two_hosts["proxy_a"].url
+    swapped["hosts"]["host-b"]["docker"]["url"] = two_hosts["proxy_a"].url  # the mistake
+    path = tmp_path / "swapped.yaml"
+    path.write_text(yaml.safe_dump(swapped))
+    monkeypatch.setenv(HOST_ENV_VAR, "host-b")
+    from dood.config import load_config
+    from dood.hooks.dood import DoodHook
+    from dood.hosts import check_proxy_host
+
+    config = load_config(str(path))
+    with pytest.raises(DoodConfigError, match="on host 'host-b' .* is the dood-proxy of host 'host-a'"):
+        check_proxy_host(DoodHook(config).api, config, "t")
