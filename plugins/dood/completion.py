@@ -40,26 +40,32 @@ class ContainerHandle:
     container_id: str
     container_name: str
     run_dir: str
+    host: str | None = None  # the Docker host it runs on, when the deployment has several (`hosts:`)
 
     def to_xcom(self) -> dict[str, str]:
-        return asdict(self)
+        value = asdict(self)
+        if self.host is None:  # one Docker host: the handle as it always was
+            del value["host"]
+        return value
 
     @classmethod
     def from_xcom(cls, value: dict[str, str]) -> ContainerHandle:
-        return cls(**{key: value[key] for key in ("container_id", "container_name", "run_dir")})
+        return cls(**{key: value[key] for key in ("container_id", "container_name", "run_dir")}, host=value.get("host"))
 
     @classmethod
-    def of(cls, container_id: str, container_name: str, runs_root: str) -> ContainerHandle:
-        return cls(container_id, container_name, run_dir_for(runs_root, container_name))
+    def of(cls, container_id: str, container_name: str, runs_root: str, host: str | None = None) -> ContainerHandle:
+        return cls(container_id, container_name, run_dir_for(runs_root, container_name), host)
 
     @classmethod
-    def resumed(cls, handle: dict[str, str] | None, event: dict[str, Any], api, runs_root: str) -> ContainerHandle:
+    def resumed(
+        cls, handle: dict[str, str] | None, event: dict[str, Any], api, runs_root: str, host: str | None = None
+    ) -> ContainerHandle:
         """The handle given to `defer`, or rebuilt from the trigger event where a runner dropped it
-        (`dag.test()` in Airflow 3.3 passes only the event)."""
+        (`dag.test()` in Airflow 3.3 passes only the event; then on `host`, the resuming worker's)."""
         if handle:
             return cls.from_xcom(handle)
         name = api.inspect_container(event["container_id"])["Name"].lstrip("/")
-        return cls.of(event["container_id"], name, runs_root)
+        return cls.of(event["container_id"], name, runs_root, host)
 
 
 def conclude(

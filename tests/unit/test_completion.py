@@ -89,3 +89,12 @@ def test_a_resumed_handle_is_the_one_given_to_defer_else_rebuilt_from_the_event(
     rebuilt = ContainerHandle.resumed(None, {"container_id": "d" * 64}, api, "/runs")
     assert rebuilt == ContainerHandle("d" * 64, "dood-from-engine", "/runs/dood-from-engine")
     assert api.inspected == ["d" * 64]
+
+
+def test_the_handle_records_its_host_when_there_are_several():
+    on_b = ContainerHandle.of("c" * 64, "dood-x", "/runs", host="gpu-b")
+    assert on_b.to_xcom()["host"] == "gpu-b"
+    assert ContainerHandle.from_xcom(json.loads(json.dumps(on_b.to_xcom()))) == on_b
+    assert "host" not in ContainerHandle.of("c" * 64, "dood-x", "/runs").to_xcom()  # one host: as it always was
+    rebuilt = ContainerHandle.resumed(None, {"container_id": "d" * 64}, _Api(), "/runs", host="gpu-b")
+    assert rebuilt.host == "gpu-b"

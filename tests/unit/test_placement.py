@@ -316,3 +316,13 @@ def test_the_trigger_of_a_host_s_task_is_given_the_endpoint_every_host_reaches()
     _, kwargs = trigger.serialize()
     assert kwargs["docker_url"] == "tcp://gpu-b.example.com:2376"  # not the host-local unix socket
     assert kwargs["tls_client_cert"] == "/certs/cert.pem"
+
+
+def test_a_resume_on_another_host_of_the_group_reaches_the_container_s_host(tmp_path, monkeypatch):
+    """hosts: [b, c] share a queue: a deferred step launched on b may resume on c's worker; it must then talk
+    to b's proxy over b's network endpoint (its handle says b), not to its own."""
+    from dood.hosts import remote_view
+
+    view = remote_view(config().on_host("c"), "b")
+    assert view.host == "b" and view.docker.url == "tcp://gpu-b.example.com:2376"
+    assert [e.host_path for e in view.mount_map] == ["/mnt/nfs/dood"]

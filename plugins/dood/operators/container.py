@@ -20,7 +20,7 @@ from dood.gone import ContainerGone
 from dood.gpu_claims import GpusBusy, claims_for, remove_ticket, task_deadline
 from dood.gpus import waiter_of
 from dood.hooks.dood import DoodHook
-from dood.hosts import apply_placement, check_delivered, check_proxy_host, task_placement
+from dood.hosts import apply_placement, check_delivered, check_proxy_host, remote_view, task_placement
 from dood.launcher import ContainerLauncher, ContainerSpec, Outcome
 from dood.logs import task_log_emitter
 from dood.mounts import DoodMount
@@ -242,7 +242,7 @@ class DoodContainerOperator(BaseOperator):
                 container_id = launcher.create(spec, body, gpus=gpus)  # exactly the body the policy passed
             except GpusBusy as busy:  # deferrable: wait for the GPUs in the triggerer, holding no worker slot
                 self._defer_for_gpus(busy, config, body, spec, deadline)
-            handle = ContainerHandle(container_id, spec.name, run_dir)
+            handle = ContainerHandle(container_id, spec.name, run_dir, config.host)
             self._container_id = container_id
             try:
                 if self.wait and not self.deferrable:
@@ -333,7 +333,7 @@ class DoodContainerOperator(BaseOperator):
             TaskIdentity.from_labels(adopted["Labels"]).try_number,
             adopted["Status"],
         )
-        return ContainerHandle.of(adopted["Id"], name, config.runs_root)
+        return ContainerHandle.of(adopted["Id"], name, config.runs_root, config.host)
 
     def _defer(self, handle: ContainerHandle, config: DoodConfig, context: Context) -> None:
         deadline = self._gpu_deadline or task_deadline(context, self.execution_timeout)
@@ -383,13 +383,20 @@ class DoodContainerOperator(BaseOperator):
         return self.execute(context)
 
     def execute_complete(self, context: Context, event: dict[str, Any], handle: dict[str, str] | None = None) -> Any:
-        """Resume after the trigger fired: show the logs (none were shown yet), then conclude."""
+        """Resume after the trigger fired: show the logs (none were shown yet), then conclude. On the container's
+        own host: a placement on several hosts (a shared queue) may resume on another of them."""
         config = load_config(self.config_path)
+        launched_on = (handle or {}).get("host")
+        if launched_on and launched_on != config.host:
+            self.log.info(
+                "Container launched on host %s; this worker is on %s: reaching it there", launched_on, config.host
+            )
+            config = remote_view(config, launched_on)
         self._grace_seconds = self._grace(config)
         hook = DoodHook(config, answered_before=True)  # it ran the container: not reaching it means a restart
         reconnect = Reconnector(config.docker.url, config.docker.unreachable_timeout_seconds)
         api = reconnect.call(lambda: hook.api)
-        container = reconnect.call(lambda: ContainerHandle.resumed(handle, event, api, config.runs_root))
+        container = reconnect.call(lambda: ContainerHandle.resumed(handle, event, api, config.runs_root, config.host))
         self._launcher = ContainerLauncher(api)
         self._identity = TaskIdentity.from_context(context, stack=hook.stack, host=config.host)
         self._container_id = container.container_id

@@ -84,7 +84,7 @@ class DoodContainerSensor(BaseSensorOperator):
                 f"{where}; not touching it"
             )
         name = found["Name"].lstrip("/")
-        return ContainerHandle.of(found["Id"], name, config.runs_root), found["State"]
+        return ContainerHandle.of(found["Id"], name, config.runs_root, config.host), found["State"]
 
     def _finish(self, config: DoodConfig, launcher: ContainerLauncher, handle: ContainerHandle, outcome=None):
         return finish(
