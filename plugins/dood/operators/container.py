@@ -415,6 +415,8 @@ class DoodContainerOperator(BaseOperator):
             exit_code=int(event["exit_code"]),
             oom_killed=bool(event.get("oom_killed")),
             error=event.get("error_message") or "",
+            finished_at=event.get("finished_at"),
+            killed_by_daemon=event.get("killed_by_daemon") or "",
         )
         return self._finish(container, config, follow=False, outcome=outcome)
 
@@ -465,8 +467,6 @@ class DoodContainerOperator(BaseOperator):
             self._grace_seconds,
             ending.pid,
         )
-            finished_at=event.get("finished_at"),
-            killed_by_daemon=event.get("killed_by_daemon") or "",
         self.log.info("%s", ending.wait())
         return True
 
