@@ -8,6 +8,11 @@ runs the container, and the record shows which GPUs it was given (`Count: 1` rec
 The engine has its own data root, exec root, pidfile, unix socket and a bridge of its own made with
 `ip link`; never `--bridge none`, which deletes `docker0`, the main engine's default bridge
 (../shared/ENVIRONMENT.md). It is stopped by the pid in its pidfile, never by name.
+
+Restarts (tests/integration/test_daemon_restart.py): `start(live_restore=True)` passes `--live-restore`, so
+the containers outlive the daemon (under its containerd, which it leaves running); `restart()` stops the
+daemon by its pidfile's pid and starts it again on the same paths and flags. Without live-restore, the
+daemon's shutdown stops every container (SIGTERM, `shutdown_timeout`, SIGKILL).
 """
 
 from __future__ import annotations
@@ -47,12 +52,20 @@ class SecondEngine:
     name: str
     bridge: str
     gateway: str  # the bridge's address, with its prefix length
+    live_restore: bool = False  # containers survive a daemon restart (dockerd --live-restore)
+    shutdown_timeout: int | None = None  # dockerd --shutdown-timeout: SIGTERM -> SIGKILL on the daemon's shutdown
 
     @classmethod
-    def for_session(cls) -> SecondEngine:
-        """Names of this test process's own (so parallel sessions never meet); an interface name has <= 15 chars."""
+    def for_session(cls, role: str = "gpu", subnet: int = 214, **options) -> SecondEngine:
+        """Names of this test process's own (so parallel sessions never meet), one set per `role` (and its
+        own /24 in 10.`subnet`.x); an interface name has <= 15 chars."""
         pid = os.getpid()
-        return cls(name=f"dood-gpu-{pid}", bridge=f"br-dg{pid}"[:15], gateway=f"10.214.{pid % 250 + 1}.1/24")
+        return cls(
+            name=f"dood-{role}-{pid}",
+            bridge=f"br-d{role[0]}{pid}"[:15],
+            gateway=f"10.{subnet}.{pid % 250 + 1}.1/24",
+            **options,
+        )
 
     @property
     def run_dir(self) -> Path:
@@ -99,10 +112,11 @@ class SecondEngine:
         hook = self.hook_dir / HOOK_NAME
         hook.write_text(_HOOK.format(python=os.path.realpath(sys.executable), records=str(self.records)))
         hook.chmod(0o755)
-        self._ip("link", "del", self.bridge, check=False)  # a crashed earlier session of this pid's; never docker0
-        self._ip("link", "add", self.bridge, "type", "bridge")
-        self._ip("addr", "add", self.gateway, "dev", self.bridge)
-        self._ip("link", "set", self.bridge, "up")
+        if not (self.live_restore and Path(f"/sys/class/net/{self.bridge}").exists()):  # live containers use it
+            self._ip("link", "del", self.bridge, check=False)  # a crashed earlier session of this pid's; not docker0
+            self._ip("link", "add", self.bridge, "type", "bridge")
+            self._ip("addr", "add", self.gateway, "dev", self.bridge)
+            self._ip("link", "set", self.bridge, "up")
         env = {**os.environ, "PATH": f"{self.hook_dir}:{os.environ.get('PATH', '/usr/sbin:/usr/bin:/sbin:/bin')}"}
         command = [
             "dockerd",
@@ -112,6 +126,8 @@ class SecondEngine:
             "--pidfile", str(self.pidfile),
             "--bridge", self.bridge,  # its own; never "none" (that deletes docker0)
             "--iptables=false",
+            *(["--live-restore"] if self.live_restore else []),
+            *(["--shutdown-timeout", str(self.shutdown_timeout)] if self.shutdown_timeout is not None else []),
         ]  # fmt: skip
         with self.log.open("wb") as log:
             process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
@@ -127,15 +143,27 @@ class SecondEngine:
                 time.sleep(0.1)
 
     def restart(self, timeout: float = 30) -> None:
-        """Stop the daemon (its containers die with it) and start it again on the same data root."""
+        """Stop the daemon by its pidfile's pid and start it again on the same data root. Without live-restore
+        its containers die with it; with it they keep running, and so do its bridge and exec root."""
         self._stop_daemon()
-        shutil.rmtree(self.run_dir / "exec", ignore_errors=True)
-        self._ip("link", "del", self.bridge, check=False)
+        if not self.live_restore:
+            shutil.rmtree(self.run_dir / "exec", ignore_errors=True)
+            self._ip("link", "del", self.bridge, check=False)
         self.start(timeout)
 
     def stop(self) -> None:
-        """Stop the daemon by its pidfile's pid, then remove its bridge and directories."""
+        """Remove its containers, stop the daemon by its pidfile's pid (and the containerd it leaves running
+        with live-restore), then remove its bridge and directories."""
+        if self.live_restore and self.pidfile.exists():
+            try:
+                api = self.api(timeout=30)
+                for container in api.containers(all=True):
+                    api.remove_container(container["Id"], force=True)
+            except docker.errors.DockerException:
+                pass
         self._stop_daemon()
+        containerd = self.run_dir / "exec" / "containerd"
+        self._stop_pidfile(containerd / "containerd.pid", must_mention=str(containerd))
         self._ip("link", "del", self.bridge, check=False)
         for directory in (self.data_root, self.run_dir):
             if directory.exists():
@@ -162,8 +190,18 @@ class SecondEngine:
     # --- helpers ---
 
     def _stop_daemon(self, timeout: float = 30) -> None:
+        self._stop_pidfile(self.pidfile, timeout)
+        # dockerd reaps the containerd it started itself; give it a moment after dockerd's own exit
+        time.sleep(0.2)
+
+    @staticmethod
+    def _stop_pidfile(pidfile: Path, timeout: float = 30, must_mention: str | None = None) -> None:
+        """SIGTERM (SIGKILL after `timeout`) the pid in `pidfile`; with `must_mention`, only if its command line
+        names that (a stale pidfile's pid may be someone else's by now)."""
         try:
-            pid = int(self.pidfile.read_text().strip())
+            pid = int(pidfile.read_text().strip())
+            if must_mention and must_mention not in Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " "):
+                return
         except (FileNotFoundError, ValueError):
             return
         try:
@@ -176,8 +214,6 @@ class SecondEngine:
                 os.kill(pid, signal.SIGKILL)
                 break
             time.sleep(0.1)
-        # dockerd reaps the containerd it started itself; give it a moment after dockerd's own exit
-        time.sleep(0.2)
 
     def _ip(self, *args: str, check: bool = True) -> None:
         done = subprocess.run(["ip", *args], capture_output=True, text=True, check=False)
