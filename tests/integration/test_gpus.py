@@ -293,3 +293,170 @@ def test_tasks_through_the_proxy_claim_and_wait_like_direct_ones(engine, gpu_pro
     assert [r.exit_code for r in runs] == [0, 0, 0]
     for a, b in _overlapping(runs):
         assert not set(a.gpus) & set(b.gpus), (a, b)
+
+
+# --- first come, first served ---
+
+
+def _claimer(engine, task: str, asked, order: list[str], lines: list[str]):
+    """A task that claims (waiting its turn), then starts a container that holds its GPUs until removed; in a
+    thread. Returns (future, its log lines); `order` gets the task's name when its claim is created."""
+    mine: list[str] = []
+
+    def run():
+        api = engine.api()
+        launcher = ContainerLauncher(api)
+        spec = _spec(task, asked, ["sleep", "600"])
+        body = launcher.create_body(spec)
+        claims = claims_for(api, _config(engine.url), body, image=spec.image, user=spec.user, emit=mine.append)
+        container_id = launcher.create(spec, body, gpus=claims)
+        order.append(task)
+        launcher.start(container_id)
+        return container_id, claims.claimed
+
+    pool = ThreadPoolExecutor(1)
+    future = pool.submit(run)
+    pool.shutdown(wait=False)
+    return future, mine
+
+
+def _wait_until(condition, what: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+def test_a_later_waiter_never_overtakes_an_earlier_one(engine):
+    """Four holders (one GPU each), then six waiters queued one after the other (each once the previous one
+    says it waits): as GPUs free one at a time, the waiters get them in the order they came, although
+    every waiter behind the head could take a freed GPU (all ask for one)."""
+    holders_ = [_holder(engine, ["sleep", "600"], asked=1) for _ in range(4)]
+    order: list[str] = []
+    waiters = []
+    for i in range(6):
+        future, lines = _claimer(engine, f"w{i}", 1, order, [])
+        _wait_until(lambda lines=lines: any(line.startswith("Waiting for 1 GPU") for line in lines), f"w{i} to queue")
+        assert f"{i} waiter" in lines[0] if i else "before it" not in lines[0], lines
+        waiters.append(future)
+    api = engine.api()
+    released = [*holders_]
+    for step in range(6):
+        api.remove_container(released[step], force=True)  # one GPU frees...
+        _wait_until(lambda step=step: len(order) == step + 1, f"a waiter to be served after release {step}")
+        time.sleep(0.3)  # ...and nobody else takes another
+        assert order == [f"w{i}" for i in range(step + 1)], order
+        if step < 2:
+            released.append(waiters[step].result(timeout=30)[0])  # w0, w1 hold theirs until released in turn
+    given = [future.result(timeout=30)[1] for future in waiters]
+    assert all(len(gpus) == 1 for gpus in given)
+
+
+def test_a_big_request_is_not_starved_by_small_ones_behind_it(engine):
+    """Strictly first come, first served: a waiter for all GPUs at the head of the queue gets them before
+    a later one-GPU waiter, even though a single GPU was free long before (no overtaking)."""
+    held = [_holder(engine, ["sleep", "600"], asked=1) for _ in range(2)]  # GPUs 0, 1; 2 and 3 free
+    order: list[str] = []
+    big, big_lines = _claimer(engine, "big", "all", order, [])
+    _wait_until(lambda: any(line.startswith("Waiting for all GPUs") for line in big_lines), "the big one to queue")
+    small, small_lines = _claimer(engine, "small", 1, order, [])
+    _wait_until(lambda: any(line.startswith("Waiting for 1 GPU") for line in small_lines), "the small one to queue")
+    api = engine.api()
+    api.remove_container(held[0], force=True)
+    time.sleep(1)
+    assert order == []  # three free GPUs, and still the head's turn
+    api.remove_container(held[1], force=True)
+    big_id, big_gpus = big.result(timeout=30)
+    assert big_gpus == tuple(INVENTORY) and order == ["big"]
+    api.remove_container(big_id, force=True)
+    assert small.result(timeout=30)[1] == ("0",) and order == ["big", "small"]
+
+
+def test_a_waiter_across_an_engine_restart_gets_the_gpus_within_two_seconds(engine):
+    _holder(engine, ["sleep", "600"])
+    lines: list[str] = []
+    future, _ = _waiter(engine, lines)
+    engine.restart()  # the holder dies with the engine; the waiter's ticket (a created container) survives
+    answered = time.time()
+    run = future.result(timeout=60)
+    assert run.exit_code == 0 and run.gpus == tuple(INVENTORY)
+    assert run.created_at - answered < 2, f"claimed {run.created_at - answered:.2f} s after the engine answered"
+
+
+# --- reattach: a worker dies mid-training, the retry adopts the container and its GPUs ---
+
+REATTACH_DAG = "dood_it_gpu_reattach"
+WORKER = (
+    "import sys; from datetime import datetime; sys.path.insert(0, sys.argv[1]); import dood_it_gpus; "
+    "when = datetime.fromisoformat(sys.argv[2]); dood_it_gpus.reattach_dag.test(logical_date=when, run_after=when)"
+)
+
+
+def _write_operator_config(engine) -> None:
+    import dood_it_gpus
+
+    root = dood_it_gpus.CONFIG.parent
+    root.mkdir(parents=True, exist_ok=True)
+    dood_it_gpus.CONFIG.write_text(
+        f"docker:\n  url: {engine.url}\nruns_root: {root / 'runs'}\nmount_discovery:\n  mode: 'off'\n"
+        f"gpus:\n  devices: {INVENTORY}\npolicy:\n  allow_gpus: true\n  allowed_host_roots: ['{root}']\n"
+    )
+
+
+def test_a_worker_sigkilled_mid_training_and_the_retry_keep_the_same_gpus(engine, airflow_db, next_date, tmp_path):
+    """The worker (a `dag.test()` subprocess, as in test_reattach.py) is SIGKILLed while its training runs
+    on GPU 1; the retry adopts the running container: one claim in all (the engine's create events), the
+    result written by try 1's container on GPU 1. (`dag.test()` recreates the run: its try 1 finds the name
+    taken by the running container and fails; its try 2 reattaches.)"""
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+
+    from tests.integration.conftest import run_id_for
+
+    _write_operator_config(engine)
+    _holder(engine, ["sleep", "600"], asked=1)  # GPU 0 is taken: the training gets GPU 1
+    api = engine.api()
+    since = time.time() - 1
+    log = open(tmp_path / "worker.log", "wb")  # noqa: SIM115 - closed by the OS when the worker dies
+    worker = subprocess.Popen(
+        [sys.executable, "-c", WORKER, str(Path(__file__).parent / "dags"), next_date.isoformat()],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    label = f"dood.dag_id={REATTACH_DAG}"
+    _wait_until(
+        lambda: api.containers(filters={"label": label, "status": "running"}) or worker.poll() is not None,
+        "the training to start",
+        timeout=120,
+    )
+    (training,) = api.containers(filters={"label": label, "status": "running"})
+    os.killpg(worker.pid, signal.SIGKILL)
+    worker.wait(timeout=30)
+    assert api.inspect_container(training["Id"])["State"]["Running"], "the training died with its worker"
+    assert training["Labels"]["dood.gpus"] == "1" and engine.gpus_given(training["Id"]) == ("1",)
+
+    with create_session() as session:  # what the scheduler does for a dead worker
+        ti = session.query(TaskInstance).filter_by(dag_id=REATTACH_DAG, run_id=run_id_for(next_date)).one()
+        ti.state = "up_for_retry"
+    import dood_it_gpus
+
+    dagrun = dood_it_gpus.reattach_dag.test(logical_date=next_date, run_after=next_date)
+
+    assert dagrun.state == "success"
+    assert xcom_value(dagrun, "train")["return_value"] == {"gpus": "1", "try": 1}  # try 1's container, GPU 1
+    claims = list(
+        api.events(
+            since=int(since),
+            until=int(time.time()) + 1,
+            filters={"type": "container", "event": "create", "label": [label]},
+            decode=True,
+        )
+    )
+    assert [e["Actor"]["Attributes"]["dood.gpus"] for e in claims] == ["1"]  # one claim, never a second

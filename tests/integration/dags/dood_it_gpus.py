@@ -4,7 +4,7 @@ the second engine (with the fake NVIDIA hook) and lists its GPUs."""
 from __future__ import annotations
 
 import os
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from airflow.sdk import DAG
@@ -20,4 +20,21 @@ with DAG("dood_it_gpu_operator", schedule=None, start_date=datetime(2026, 1, 1),
         command=["sh", "-c", 'printf \'{"gpus": "%s"}\' "$NVIDIA_VISIBLE_DEVICES" > "$DOOD_RESULT_FILE"'],
         resources={"gpus": 1},
         config_path=str(CONFIG),
+    )
+
+# A training that outlives its worker: tests/integration/test_gpus.py SIGKILLs the worker, the retry reattaches.
+with DAG("dood_it_gpu_reattach", schedule=None, start_date=datetime(2026, 1, 1), catchup=False) as reattach_dag:
+    DoodContainerOperator(
+        task_id="train",
+        image="dood-test-busybox:latest",
+        command=[
+            "sh",
+            "-c",
+            'sleep 60; printf \'{"gpus": "%s", "try": %s}\' "$NVIDIA_VISIBLE_DEVICES" "$DOOD_TRY_NUMBER" '
+            '> "$DOOD_RESULT_FILE"',
+        ],
+        resources={"gpus": 1},
+        config_path=str(CONFIG),
+        retries=1,
+        retry_delay=timedelta(seconds=0),
     )
