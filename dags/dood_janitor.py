@@ -7,6 +7,9 @@ from datetime import datetime, timedelta, timezone
 
 from airflow.sdk import DAG, Param, task
 
+from dood.config import load_config
+from dood.placement import place
+
 with DAG(
     dag_id="dood_janitor",
     description="Remove orphaned dood containers",
@@ -25,12 +28,16 @@ with DAG(
 ) as dag:
 
     @task
-    def sweep_orphans(params=None) -> list[str]:
-        from dood.config import load_config
+    def sweep_orphans(params=None, host: str | None = None) -> list[str]:
+        from dood.exceptions import DoodConfigError
         from dood.hooks.dood import DoodHook
         from dood.janitor import sweep, task_sdk_states
 
         config = load_config()
+        if host is not None and config.host != host:
+            raise DoodConfigError(
+                f"the janitor of host {host!r} ran on host {config.host!r} ($DOOD_HOST): not sweeping"
+            )
         hook = DoodHook(config)
         verdicts = sweep(
             hook.api,
@@ -44,4 +51,11 @@ with DAG(
         )
         return [f"{v.name}: {v.reason}" for v in verdicts]
 
-    sweep_orphans()
+    sweep_orphans()  # the default queue: the top-level docker (or the host of the worker that takes it)
+    # Several Docker hosts (docs/hosts.md): one sweep per host, on its queue, so each host's worker sweeps its own
+    # engine through its own proxy.
+    hosts = load_config(view=False).hosts
+    for name in hosts:
+        sweep_orphans.override(task_id=f"sweep_orphans_{name.replace('.', '_')}", queue=place(hosts, host=name).queue)(
+            host=name
+        )

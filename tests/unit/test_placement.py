@@ -326,3 +326,24 @@ def test_a_resume_on_another_host_of_the_group_reaches_the_container_s_host(tmp_
     view = remote_view(config().on_host("c"), "b")
     assert view.host == "b" and view.docker.url == "tcp://gpu-b.example.com:2376"
     assert [e.host_path for e in view.mount_map] == ["/mnt/nfs/dood"]
+
+
+def test_the_janitor_dag_sweeps_every_host_on_its_own_queue(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    import yaml
+    from airflow.dag_processing.dagbag import DagBag
+
+    path = tmp_path / "dood.yaml"
+    path.write_text(yaml.safe_dump({"hosts": hosts(), "mount_map": SHARED}))
+    monkeypatch.setenv("DOOD_CONFIG", str(path))
+    janitor = Path(__file__).resolve().parents[2] / "dags" / "dood_janitor.py"
+    bag = DagBag(dag_folder=str(janitor))
+    assert bag.import_errors == {}
+    queues = {task.task_id: task.queue for task in bag.dags["dood_janitor"].tasks}
+    assert queues == {
+        "sweep_orphans": "default",
+        "sweep_orphans_a": "dood-a",
+        "sweep_orphans_b": "dood-b",
+        "sweep_orphans_c": "box-c",
+    }
