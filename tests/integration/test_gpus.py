@@ -460,3 +460,20 @@ def test_a_worker_sigkilled_mid_training_and_the_retry_keep_the_same_gpus(engine
         )
     )
     assert [e["Actor"]["Attributes"]["dood.gpus"] for e in claims] == ["1"]  # one claim, never a second
+
+
+def test_a_deferred_wait_for_gpus_ends_at_the_execution_timeout(engine, airflow_db, next_date, capfd):
+    """All GPUs held for good: the deferrable task queues, defers (dag.test runs its trigger inline), and its
+    execution_timeout, carried into the trigger as an absolute deadline, fails it; its ticket is gone."""
+    import dood_it_gpus
+
+    from tests.integration.conftest import task_state
+
+    _write_operator_config(engine)
+    _holder(engine, ["sleep", "600"])
+    dagrun = dood_it_gpus.timeout_dag.test(logical_date=next_date, run_after=next_date)
+    out = capfd.readouterr().out
+    assert task_state(dagrun, "train") == "failed"
+    assert "Waiting for 1 GPU on host" in out and "No GPUs freed before the task's deadline" in out, out[-3000:]
+    assert engine.api().containers(all=True, filters={"label": "dood.gpu_ticket"}) == []
+    assert engine.api().containers(all=True, filters={"label": f"dood.dag_id={dood_it_gpus.timeout_dag.dag_id}"}) == []

@@ -38,3 +38,15 @@ with DAG("dood_it_gpu_reattach", schedule=None, start_date=datetime(2026, 1, 1),
         retries=1,
         retry_delay=timedelta(seconds=0),
     )
+
+# Waits deferred for a GPU that never frees: its execution_timeout ends the wait (tests/integration/test_gpus.py).
+with DAG("dood_it_gpu_deferred_timeout", schedule=None, start_date=datetime(2026, 1, 1), catchup=False) as timeout_dag:
+    DoodContainerOperator(
+        task_id="train",
+        image="dood-test-busybox:latest",
+        command=["true"],
+        resources={"gpus": 1},
+        config_path=str(CONFIG),
+        deferrable=True,
+        execution_timeout=timedelta(seconds=10),
+    )
