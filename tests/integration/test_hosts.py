@@ -1,13 +1,18 @@
 """Two Docker hosts on this machine: the main engine ("host-a") and a second dockerd ("host-b", the session's
-`gpu_engine`), each behind its own dood-proxy started with `--host`. A step placed on host-b, run by
-`dag.test()` as host-b's worker would run it ($DOOD_HOST=host-b), creates its container on host-b's engine
-and never on the main one; the same step taken by a worker of host-a fails before creating anything.
+`gpu_engine`), each behind its own dood-proxy started with `--host`, host-b's reached over TCP with mutual
+TLS as another machine's is. A step placed on host-b, run by `dag.test()` as host-b's worker would run it
+($DOOD_HOST=host-b), creates its container on host-b's engine (create, attach, start, wait, result: all
+through TLS) and never on the main one; the same step taken by a worker of host-a fails before creating
+anything.
 (The Celery end-to-end with a worker per host is issue 14's next part.)
 """
 
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
+import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -17,33 +22,45 @@ import yaml
 from dood.config import HOST_ENV_VAR
 from dood.exceptions import DoodConfigError
 from dood.naming import HOST_LABEL, STACK_LABEL
+from tests.integration.conftest import xcom_value
 from tests.integration.proxy_process import remove_labelled, running_proxy
 
 DAG_ID = "dood_it_hosts"
 STACK = "dood-it-hosts"
 POLICY = "  allowed_images: ['dood-test-busybox:*']\n"
 CONFIG = str(Path(__file__).resolve().parent / "hosts.yaml")
+CERT_SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "make-host-certs.sh"
 
 
 @pytest.fixture(scope="module")
 def two_hosts(tmp_path_factory, docker_api, gpu_engine):
-    """A dood-proxy per engine (--host host-a on the main one, --host host-b on the second); their sockets
-    exported for tests/integration/hosts.yaml, the one config naming both."""
+    """A dood-proxy per engine: --host host-a on the main one (unix socket), --host host-b on the second, which
+    the worker reaches over TCP with mutual TLS (certificates from scripts/make-host-certs.sh); where they
+    listen is exported for tests/integration/hosts.yaml, the one config naming both."""
+    certs = tmp_path_factory.mktemp("certs")
+    subprocess.run(["bash", str(CERT_SCRIPT), str(certs), "host-b"], check=True, capture_output=True)
+    port = _free_port()
+    tls = [
+        "--tls-listen", f"tcp://127.0.0.1:{port}",
+        "--tls-cert", str(certs / "host-b" / "server-cert.pem"),
+        "--tls-key", str(certs / "host-b" / "server-key.pem"),
+        "--tls-ca-cert", str(certs / "ca.pem"),
+    ]  # fmt: skip
     with (
         running_proxy(tmp_path_factory.mktemp("proxy-a"), POLICY, "--stack", STACK, "--host", "host-a") as a,
         running_proxy(
-            tmp_path_factory.mktemp("proxy-b"),
-            POLICY,
-            "--stack",
-            STACK,
-            "--host",
-            "host-b",
-            "--upstream",
-            gpu_engine.url,
+            tmp_path_factory.mktemp("proxy-b"), POLICY, "--stack", STACK, "--host", "host-b",
+            "--upstream", gpu_engine.url, *tls,
         ) as b,
-    ):
-        saved = {name: os.environ.get(name) for name in ("DOOD_IT_HOST_A_URL", "DOOD_IT_HOST_B_URL")}
-        os.environ.update(DOOD_IT_HOST_A_URL=a.url, DOOD_IT_HOST_B_URL=b.url)
+    ):  # fmt: skip
+        _wait_for_port(port, b.log)
+        exported = {
+            "DOOD_IT_HOST_A_URL": a.url,
+            "DOOD_IT_HOST_B_ADDRESS": f"127.0.0.1:{port}",
+            "DOOD_IT_CERTS": str(certs),
+        }
+        saved = {name: os.environ.get(name) for name in exported}
+        os.environ.update(exported)
         try:
             yield {"engine_b": gpu_engine.api(), "proxy_a": a, "proxy_b": b}
         finally:
@@ -51,6 +68,24 @@ def two_hosts(tmp_path_factory, docker_api, gpu_engine):
                 os.environ.pop(name, None) if value is None else os.environ.__setitem__(name, value)
     for api in (docker_api, gpu_engine.api()):
         remove_labelled(api, f"dood.dag_id={DAG_ID}")
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _wait_for_port(port: int, log: Path, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                pytest.fail(f"the TLS listener did not open: {log.read_text()}")
+            time.sleep(0.05)
 
 
 def _ours(api, task_id: str) -> list[dict]:
@@ -67,6 +102,7 @@ def test_a_step_placed_on_host_b_runs_on_host_b_s_engine_only(two_hosts, docker_
     run = dag.test(logical_date=when, run_after=when)
     ti = next(ti for ti in run.get_task_instances() if ti.task_id == "on_b")
     assert ti.state == "success", f"{ti.task_id} ended {ti.state}"
+    assert xcom_value(run, "on_b") == {"return_value": {"host": "b"}}  # its result file
     on_b = _ours(two_hosts["engine_b"], "on_b")
     assert len(on_b) == 1, "exactly one container, on host-b's engine"
     labels = on_b[0]["Labels"]
@@ -88,7 +124,7 @@ def test_a_worker_whose_endpoint_is_another_host_s_proxy_refuses_to_launch(two_h
     """host-b's worker configured with host-a's proxy as its endpoint: the proxy's --host gives it away."""
     swapped = yaml.safe_load(Path(CONFIG).read_text())
     swapped["hosts"]["host-a"]["docker"]["url"] = two_hosts["proxy_a"].url
-    swapped["hosts"]["host-b"]["docker"]["url"] = two_hosts["proxy_a"].url  # the mistake
+    swapped["hosts"]["host-b"]["docker"] = {"url": two_hosts["proxy_a"].url}  # the mistake
     path = tmp_path / "swapped.yaml"
     path.write_text(yaml.safe_dump(swapped))
     monkeypatch.setenv(HOST_ENV_VAR, "host-b")
