@@ -88,8 +88,9 @@ def _wait_for_port(port: int, log: Path, seconds: float = 30) -> None:
             time.sleep(0.05)
 
 
-def _ours(api, task_id: str) -> list[dict]:
-    return api.containers(all=True, filters={"label": [f"dood.dag_id={DAG_ID}", f"dood.task_id={task_id}"]})
+def _ours(api, task_id: str, run_id: str | None = None) -> list[dict]:
+    labels = [f"dood.dag_id={DAG_ID}", f"dood.task_id={task_id}"] + ([f"dood.run_id={run_id}"] if run_id else [])
+    return api.containers(all=True, filters={"label": labels})
 
 
 def test_a_step_placed_on_host_b_runs_on_host_b_s_engine_only(two_hosts, docker_api, airflow_db, monkeypatch):
@@ -103,11 +104,41 @@ def test_a_step_placed_on_host_b_runs_on_host_b_s_engine_only(two_hosts, docker_
     ti = next(ti for ti in run.get_task_instances() if ti.task_id == "on_b")
     assert ti.state == "success", f"{ti.task_id} ended {ti.state}"
     assert xcom_value(run, "on_b") == {"return_value": {"host": "b"}}  # its result file
-    on_b = _ours(two_hosts["engine_b"], "on_b")
+    on_b = _ours(two_hosts["engine_b"], "on_b", run.run_id)
     assert len(on_b) == 1, "exactly one container, on host-b's engine"
     labels = on_b[0]["Labels"]
     assert (labels[HOST_LABEL], labels[STACK_LABEL]) == ("host-b", STACK)
     assert _ours(docker_api, "on_b") == [], "the main engine never saw it"
+
+
+def test_a_deferred_step_on_host_b_is_watched_through_host_b_s_tls_listener(
+    two_hosts, docker_api, airflow_db, monkeypatch
+):
+    """dag.test() runs the trigger inline: its Docker session is the host's network endpoint (mutual TLS)."""
+    import dood_it_hosts
+
+    from dood.triggers.container import DoodContainerTrigger
+
+    monkeypatch.setenv(HOST_ENV_VAR, "host-b")
+    served = []
+    original = DoodContainerTrigger.wait
+
+    async def recording(self):
+        served.append((self.docker_url, self.tls_client_cert))
+        return await original(self)
+
+    monkeypatch.setattr(DoodContainerTrigger, "wait", recording)
+    dag = dood_it_hosts.dag.partial_subset(["deferred_on_b"], include_upstream=False)
+    when = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(days=4)
+    run = dag.test(logical_date=when, run_after=when)
+    ti = next(ti for ti in run.get_task_instances() if ti.task_id == "deferred_on_b")
+    assert ti.state == "success", f"{ti.task_id} ended {ti.state}"
+    assert xcom_value(run, "deferred_on_b") == {"return_value": {"deferred": True}}
+    assert served == [
+        (f"tcp://{os.environ['DOOD_IT_HOST_B_ADDRESS']}", f"{os.environ['DOOD_IT_CERTS']}/client/cert.pem")
+    ]
+    assert len(_ours(two_hosts["engine_b"], "deferred_on_b", run.run_id)) == 1
+    assert _ours(docker_api, "deferred_on_b") == []
 
 
 def test_the_same_step_taken_by_host_a_s_worker_fails_before_creating_anything(two_hosts, docker_api, monkeypatch):

@@ -1,4 +1,4 @@
-"""A step placed on host-b (tests/integration/test_hosts.py; its config: tests/integration/hosts.yaml)."""
+"""Steps placed on host-b, blocking and deferrable (tests/integration/test_hosts.py; config: ../hosts.yaml)."""
 
 from __future__ import annotations
 
@@ -18,5 +18,14 @@ with DAG("dood_it_hosts", schedule=None, start_date=datetime(2026, 1, 1, tzinfo=
         command=["sh", "-c", 'echo on-b; echo \'{"host": "b"}\' > "$DOOD_RESULT_FILE"'],
         host="host-b",
         auto_remove="never",  # kept, so the test finds it on its engine
+        config_path=CONFIG,
+    )
+    DoodContainerOperator(  # waits in the triggerer, which watches host-b's engine through host-b's TLS listener
+        task_id="deferred_on_b",
+        image="dood-test-busybox:latest",
+        command=["sh", "-c", 'sleep 1; echo \'{"deferred": true}\' > "$DOOD_RESULT_FILE"'],
+        host="host-b",
+        deferrable=True,
+        auto_remove="never",
         config_path=CONFIG,
     )
