@@ -230,11 +230,14 @@ class ContainerLauncher:
             stream.close()
 
     def wait(self, container_id: str, *, name: str | None = None) -> Outcome:
-        """Block until the container ended, then read how; one removed meanwhile raises ContainerGone
-        (with its exit code from the daemon's events when known), not a raw 404."""
+        """Block until the container ended, then read how; one removed meanwhile (`docker rm -f`: gone, or
+        still "removing") raises ContainerGone with its exit code, not a raw 404 nor a plain 137."""
         try:
             result = self.api.wait(container_id)
-            return self.outcome(container_id, result)
+            state = self.api.inspect_container(container_id)["State"]
+            if state.get("Status") == "removing":
+                raise ContainerGone(name or container_id[:12], result.get("StatusCode"))
+            return Outcome.from_state(state, result)
         except NotFound:
             raise ContainerGone(name or container_id[:12], last_exit_code(self.api, container_id)) from None
 

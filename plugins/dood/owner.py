@@ -6,14 +6,22 @@ so the engine cannot record the hand-over; Airflow can: every Task SDK call of a
 own supervisor, so an orphan's call fails at once (broken socket). A try therefore asks Airflow before it
 stops or removes: no answer means "superseded, or cut off from Airflow": leave the container to the try
 that adopts it (or to the janitor), which is always recoverable, where a wrong removal loses a training.
+
+The other way round, a container someone has begun to stop (a clear, a mark-failed, a timeout: the
+engine recorded a `kill` event since it started) belongs to nobody any more: a later try never adopts it,
+and runs a fresh one. (A try that starts within the ~0.5 s between a kill path's decision and its SIGTERM
+can still adopt it; it then sees the container end like any failure, and a retry runs a fresh one.)
 """
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+import time
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from docker import APIClient
+
     from dood.naming import TaskIdentity
 
 log = logging.getLogger(__name__)
@@ -41,3 +49,20 @@ def still_owner(identity: TaskIdentity | None) -> bool:
     """Whether this process may still stop or remove its container (no identity: not a task try, e.g. a
     sensor removing what it waited for, or a test)."""
     return identity is None or airflow_state(identity) is not None
+
+
+def being_ended(api: APIClient, container: dict[str, Any]) -> bool:
+    """Whether someone has signalled this running container (`docker stop`, `docker kill`) since it started:
+    it is being ended, so it is not to be adopted. `container` is a `docker ps` entry."""
+    started = int(container.get("Created") or 0)  # no earlier than its start; a restart is still "the same"
+    try:
+        kills = api.events(
+            since=started,
+            until=int(time.time()) + 1,
+            filters={"type": "container", "container": container["Id"], "event": "kill"},
+            decode=True,
+        )
+        return any(True for _ in kills)
+    except Exception as exc:  # noqa: BLE001 - unknown: adopt (the earlier rule), rather than start a second
+        log.warning("Could not read the events of container %s (%s)", container["Id"][:12], exc)
+        return False

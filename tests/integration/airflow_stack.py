@@ -54,14 +54,30 @@ class AirflowStack:
         )
         assert migrate.returncode == 0, f"airflow db migrate failed:\n{migrate.stdout[-2000:]}{migrate.stderr[-3000:]}"
         for service in SERVICES:
-            args = [AIRFLOW, service]
-            if service == "api-server":
-                args += ["--host", "127.0.0.1", "--port", self.api_url.rsplit(":", 1)[1], "--workers", "1"]
-            log = open(self.home / f"{service}.log", "wb")  # noqa: SIM115 - kept open while the service runs
-            self.processes[service] = subprocess.Popen(
-                args, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-            )
+            self._start_service(service)
         self._wait_until(self._healthy, 180, "the Airflow services to become healthy")
+
+    def _start_service(self, service: str) -> None:
+        args = [AIRFLOW, service]
+        if service == "api-server":
+            args += ["--host", "127.0.0.1", "--port", self.api_url.rsplit(":", 1)[1], "--workers", "1"]
+        log = open(self.home / f"{service}.log", "ab")  # noqa: SIM115 - kept open while the service runs
+        self.processes[service] = subprocess.Popen(
+            args, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+    def restart_service(self, service: str) -> None:
+        """Stop one service as an operator would (SIGTERM to its process group, SIGKILL after 30 s), then
+        start it again; returns once all are healthy."""
+        process = self.processes[service]
+        _signal_group(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            _signal_group(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+        self._start_service(service)
+        self._wait_until(self._healthy, 180, f"the Airflow services to be healthy after restarting {service}")
 
     def stop(self) -> None:
         for process in self.processes.values():
@@ -113,6 +129,11 @@ class AirflowStack:
         """What a user does with "Mark failed" (or success) in the UI."""
         self.api("PATCH", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}", json={"new_state": state})
 
+    def clear_task(self, dag_id: str, run_id: str, task_id: str = "run") -> None:
+        """What a user does with "Clear" on a task instance (running or not)."""
+        body = {"dry_run": False, "task_ids": [task_id], "dag_run_id": run_id, "only_failed": False}
+        self.api("POST", f"/dags/{dag_id}/clearTaskInstances", json=body)
+
     def wait_for_task(self, dag_id: str, run_id: str, states: tuple[str, ...], timeout: float = 120) -> dict:
         found: dict[str, Any] = {}
 
@@ -122,6 +143,12 @@ class AirflowStack:
 
         self._wait_until(reached, timeout, f"{dag_id}/{run_id} to reach {states} (last: {found.get('state')})")
         return found
+
+    def task_log(self, dag_id: str, run_id: str, try_number: int, task_id: str = "run") -> str:
+        """The whole task log of one try, as the UI's log view gets it (its records as text)."""
+        path = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}"
+        content = self.api("GET", path, params={"full_content": "true"}, headers={"Accept": "application/json"})
+        return str(content.get("content"))
 
     def run_state(self, dag_id: str, run_id: str) -> str:
         return self.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}")["state"]

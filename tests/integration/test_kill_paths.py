@@ -130,3 +130,83 @@ def test_orphaned_runner_of_a_killed_supervisor_never_ends_the_container_the_nex
             runner.kill()
         except psutil.NoSuchProcess:
             pass
+
+
+@pytest.mark.parametrize("repeat", REPEATS)
+@pytest.mark.parametrize("mode", ["blocking", "deferrable"])
+def test_cleared_running_task_removes_its_container_and_the_new_try_runs_a_fresh_one(
+    airflow_stack, docker_api, mode, repeat
+):
+    dag_id = f"dood_sched_clear_{mode}"
+    run_id, since = start(airflow_stack, docker_api, dag_id)
+    airflow_stack.wait_for_task(dag_id, run_id, ("deferred",) if mode == "deferrable" else ("running",))
+    time.sleep(1)  # the trap is installed by the container's first line
+
+    airflow_stack.clear_task(dag_id, run_id)
+
+    final = airflow_stack.wait_for_task(dag_id, run_id, ("success", "failed"), timeout=120)
+    assert final["state"] == "success", airflow_stack.log_tail("scheduler")
+    assert final["try_number"] == 2
+    assert airflow_stack.xcom(dag_id, run_id) == {"done": True, "try": 2}  # the fresh container's
+    assert sigterm_mark(airflow_stack, dag_id, 1).exists(), "try 1's container was not sent SIGTERM first"
+    assert wait_for_no_container(docker_api, dag_id, timeout=GRACE + 30) == []
+    assert len(created_since(docker_api, dag_id, since)) == 2
+
+
+@pytest.mark.parametrize("repeat", REPEATS)
+def test_triggerer_restarted_mid_wait_the_trigger_resumes_and_the_task_succeeds(airflow_stack, docker_api, repeat):
+    dag_id = "dood_sched_triggerer_restart"
+    run_id, since = start(airflow_stack, docker_api, dag_id)
+    airflow_stack.wait_for_task(dag_id, run_id, ("deferred",))
+    time.sleep(2)  # the triggerer runs the trigger
+
+    airflow_stack.restart_service("triggerer")
+
+    final = airflow_stack.wait_for_task(dag_id, run_id, ("success", "failed"), timeout=150)
+    assert final["state"] == "success", airflow_stack.log_tail("triggerer")
+    assert final["try_number"] == 1
+    assert airflow_stack.xcom(dag_id, run_id) == {"done": True, "try": 1}
+    assert len(created_since(docker_api, dag_id, since)) == 1
+    assert wait_for_no_container(docker_api, dag_id, timeout=20) == []
+
+
+@pytest.mark.parametrize("repeat", REPEATS)
+@pytest.mark.parametrize("killed", ["runner", "worker"])
+def test_worker_sigkilled_mid_training_the_next_try_adopts_the_container(airflow_stack, docker_api, killed, repeat):
+    """`runner`: the task runner alone is SIGKILLed (its supervisor reports the try failed); `worker`: the
+    runner and its supervisor (the scheduler times the heartbeat out)."""
+    dag_id = f"dood_sched_worker_killed_{killed}"
+    run_id, since = start(airflow_stack, docker_api, dag_id)
+    task = airflow_stack.wait_for_task(dag_id, run_id, ("running",))
+    runner = airflow_stack.task_runner(task["id"])
+    supervisor = runner.parent()
+    time.sleep(1)
+
+    if killed == "worker":
+        supervisor.kill()
+    runner.kill()
+
+    final = airflow_stack.wait_for_task(dag_id, run_id, ("success", "failed"), timeout=150)
+    assert final["state"] == "success", airflow_stack.log_tail("scheduler")
+    assert final["try_number"] == 2
+    assert airflow_stack.xcom(dag_id, run_id) == {"done": True, "try": 1}  # written by try 1's container
+    assert len(created_since(docker_api, dag_id, since)) == 1  # adopted, never started twice
+    assert wait_for_no_container(docker_api, dag_id, timeout=20) == []
+
+
+@pytest.mark.parametrize("mode", ["blocking", "deferrable"])
+def test_container_removed_before_its_outcome_was_read_fails_the_task_saying_so(airflow_stack, docker_api, mode):
+    dag_id = f"dood_sched_removed_{mode}"
+    run_id, since = start(airflow_stack, docker_api, dag_id)
+    airflow_stack.wait_for_task(dag_id, run_id, ("deferred",) if mode == "deferrable" else ("running",))
+    time.sleep(1)
+
+    docker_api.remove_container(wait_for_running_container(docker_api, dag_id)["Id"], force=True)
+
+    final = airflow_stack.wait_for_task(dag_id, run_id, ("success", "failed"), timeout=90)
+    assert final["state"] == "failed"
+    log = airflow_stack.task_log(dag_id, run_id, 1)
+    assert "was removed before its outcome could be read (it exited with code 137)" in log, log[-3000:]
+    assert "No such container" not in log
+    assert len(created_since(docker_api, dag_id, since)) == 1
+    assert engine_containers(docker_api, dag_id) == []

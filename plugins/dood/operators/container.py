@@ -25,7 +25,7 @@ from dood.launcher import ContainerLauncher, ContainerSpec, Outcome
 from dood.logs import task_log_emitter
 from dood.mounts import DoodMount
 from dood.naming import TaskIdentity, check_user_labels
-from dood.owner import airflow_state
+from dood.owner import airflow_state, being_ended
 from dood.placement import Placement
 from dood.policy import check as check_policy
 from dood.resources import Resources
@@ -317,7 +317,8 @@ class DoodContainerOperator(BaseOperator):
             for c in hook.find_containers(identity.task_labels())  # this task instance's, on this host
             if TaskIdentity.from_labels(c["Labels"]).try_number != identity.try_number
         ]
-        running = [c for c in earlier if c["State"] == "running"]
+        # one someone began to stop (a clear, a timeout: `kill` events) is being ended, not adoptable
+        running = [c for c in earlier if c["State"] == "running" and not being_ended(hook.api, c)]
         succeeded = [
             c
             for c in earlier

@@ -59,3 +59,26 @@ orphan_chatty = _step(
     retries=1,
     retry_delay=timedelta(0),
 )
+# A user clears the running task: try 1's container is stopped (SIGTERM noted) and removed; the new try
+# runs a fresh container, which finishes at once with its result.
+CLEARED = f'if [ "$DOOD_TRY_NUMBER" -gt 1 ]; then {RESULT}; exit 0; fi; {GRACEFUL}'
+clear_blocking = _step("dood_sched_clear_blocking", CLEARED, stop_grace_period=GRACE)
+clear_deferrable = _step("dood_sched_clear_deferrable", CLEARED, stop_grace_period=GRACE, deferrable=True)
+# The triggerer restarts while the task is deferred: the trigger resumes on the new triggerer.
+triggerer_restart = _step("dood_sched_triggerer_restart", f"echo training-started; sleep 25; {RESULT}", deferrable=True)
+# The worker dies (its task runner, or runner and supervisor, SIGKILLed): try 2 adopts the container.
+worker_killed_runner = _step(
+    "dood_sched_worker_killed_runner",
+    f"echo training-started; sleep 30; {RESULT}",
+    retries=1,
+    retry_delay=timedelta(0),
+)
+worker_killed_worker = _step(
+    "dood_sched_worker_killed_worker",
+    f"echo training-started; sleep 30; {RESULT}",
+    retries=1,
+    retry_delay=timedelta(0),
+)
+# Someone force-removes the running container (`docker rm -f`): the task fails saying so, not with a 404.
+removed_blocking = _step("dood_sched_removed_blocking", "echo training-started; sleep 60")
+removed_deferrable = _step("dood_sched_removed_deferrable", "echo training-started; sleep 60", deferrable=True)
