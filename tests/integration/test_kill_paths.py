@@ -1,7 +1,9 @@
 """Every ending of a task removes its container, under a real scheduler (not `dag.test()`): mark failed
 in blocking and deferrable modes with a grace period longer than the Task SDK's 5 s SIGTERM -> SIGKILL
-escalation, `execution_timeout` (SIGTERM reaches the container before it goes), and a supervisor killed
-while its task runner lives on, orphaned, next to the try that adopted its container.
+escalation, `execution_timeout` (SIGTERM reaches the container before it goes), a supervisor killed
+while its task runner lives on, orphaned, next to the try that adopted its container, a running task
+cleared, the triggerer restarted mid-wait, the worker SIGKILLed, and a container force-removed under a
+running task. (The Docker daemon restarted: test_daemon_restart.py.) docs/lifecycle.md mirrors these.
 
 Counts and states come from the engine. DAG ids start with `dood_sched_`, not `dood_it`: the other
 integration tests remove every `dood_it*` container, even while this module runs.
