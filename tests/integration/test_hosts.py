@@ -166,3 +166,30 @@ def test_a_worker_whose_endpoint_is_another_host_s_proxy_refuses_to_launch(two_h
     config = load_config(str(path))
     with pytest.raises(DoodConfigError, match="on host 'host-b' .* is the dood-proxy of host 'host-a'"):
         check_proxy_host(DoodHook(config).api, config, "t")
+
+
+def test_a_resume_on_another_host_of_the_step_reaches_the_container_on_its_own_host(two_hosts, airflow_db, monkeypatch):
+    """A step on several hosts (a shared queue) may resume on another of them: host-a's worker resumes the
+    deferred step host-b launched (its handle says host-b) and reads its outcome through host-b's proxy."""
+    from types import SimpleNamespace
+
+    import dood_it_hosts
+
+    from dood.results import run_dir_for
+
+    monkeypatch.setenv(HOST_ENV_VAR, "host-b")
+    when = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(days=5)
+    run = dood_it_hosts.dag.partial_subset(["deferred_on_b"], include_upstream=False).test(
+        logical_date=when, run_after=when
+    )
+    (launched,) = _ours(two_hosts["engine_b"], "deferred_on_b", run.run_id)
+    name = launched["Names"][0].lstrip("/")
+    handle = {"container_id": launched["Id"], "container_name": name, "run_dir": run_dir_for("/tmp/dood-runs", name)}
+    ti = SimpleNamespace(dag_id=DAG_ID, task_id="deferred_on_b", run_id=run.run_id, map_index=-1, try_number=1)
+    event = {"status": "success", "container_id": launched["Id"], "exit_code": 0, "oom_killed": False}
+
+    monkeypatch.setenv(HOST_ENV_VAR, "host-a")
+    operator = dood_it_hosts.dag.get_task("deferred_on_b")
+    assert operator.execute_complete({"ti": ti}, event, {**handle, "host": "host-b"}) == {"deferred": True}
+    with pytest.raises(Exception, match="(?i)no such container|404|not found"):  # without its host: looked for on a
+        operator.execute_complete({"ti": ti}, event, handle)

@@ -393,6 +393,7 @@ class DoodContainerOperator(BaseOperator):
                 "Container launched on host %s; this worker is on %s: reaching it there", launched_on, config.host
             )
             config = remote_view(config, launched_on)
+            self._docker = config.docker  # a kill or timeout then stops it there too
         self._grace_seconds = self._grace(config)
         hook = DoodHook(config, answered_before=True)  # it ran the container: not reaching it means a restart
         reconnect = Reconnector(config.docker.url, config.docker.unreachable_timeout_seconds)
@@ -427,6 +428,7 @@ class DoodContainerOperator(BaseOperator):
         return config.defaults.stop_grace_period_seconds
 
     _killed_on_request = False  # set by on_kill once it ends the container (the main thread then ends quietly)
+    _docker = None  # the Docker endpoint of the container's host, when a resume reached it from another host
 
     def on_kill(self) -> None:
         """Mark failed, clear: stop the container (grace period), then remove it.
@@ -458,7 +460,8 @@ class DoodContainerOperator(BaseOperator):
                 container_id[:12],
             )
             return False
-        ending = detach(DockerTarget.of(load_config(self.config_path).docker), container_id, self._grace_seconds)
+        endpoint = self._docker or load_config(self.config_path).docker  # the container's host's
+        ending = detach(DockerTarget.of(endpoint), container_id, self._grace_seconds)
         self.log.info(
             "%s (state %s): stopping container %s (grace %ss), then removing it, in pid %s, which outlives this "
             "task runner.",
