@@ -193,3 +193,27 @@ def test_a_resume_on_another_host_of_the_step_reaches_the_container_on_its_own_h
     assert operator.execute_complete({"ti": ti}, event, {**handle, "host": "host-b"}) == {"deferred": True}
     with pytest.raises(Exception, match="(?i)no such container|404|not found"):  # without its host: looked for on a
         operator.execute_complete({"ti": ti}, event, handle)
+
+
+def test_a_sensor_of_host_b_s_container_is_queued_there_and_reaches_it_from_another_host(
+    two_hosts, airflow_db, monkeypatch
+):
+    from types import SimpleNamespace
+
+    import dood_it_hosts
+
+    sensor = dood_it_hosts.dag.get_task("watch_b")
+    assert sensor.queue == "dood-host-b"
+    monkeypatch.setenv(HOST_ENV_VAR, "host-b")
+    when = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(days=6)
+    run = dood_it_hosts.dag.partial_subset(["started_on_b"], include_upstream=False).test(
+        logical_date=when, run_after=when
+    )
+    assert len(_ours(two_hosts["engine_b"], "started_on_b", run.run_id)) == 1
+    ti = SimpleNamespace(dag_id=DAG_ID, task_id="watch_b", run_id=run.run_id, map_index=-1, try_number=1)
+    monkeypatch.setenv(HOST_ENV_VAR, "host-a")  # a worker of host-a pokes: it must look on host-b, over TLS
+    deadline = time.monotonic() + 60
+    while not (poked := sensor.poke({"ti": ti})).is_done:
+        assert time.monotonic() < deadline, "the container on host-b never ended"
+        time.sleep(0.5)
+    assert poked.xcom_value == {"started": "b"}

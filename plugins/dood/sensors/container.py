@@ -15,6 +15,7 @@ from dood.config import AutoRemove, DoodConfig, load_config
 from dood.exceptions import DoodConfigError, DoodError
 from dood.gone import ContainerGone
 from dood.hooks.dood import DoodHook
+from dood.hosts import remote_view, task_placement
 from dood.launcher import ContainerLauncher, Outcome
 from dood.logs import task_log_emitter
 from dood.naming import TaskIdentity
@@ -33,6 +34,9 @@ class DoodContainerSensor(BaseSensorOperator):
     ``upstream_task_id`` in the same run (and map index). Works in ``poke`` and ``reschedule`` modes, and
     with ``deferrable=True`` waits in the triggerer. A non-zero exit fails the sensor (``skip_on_exit_code``
     skips it); the JSON result becomes its return value.
+
+    With several Docker hosts, ``host`` names the one the container runs on: the sensor is queued to that
+    host's workers, and from any other host it reaches that host's proxy over its network endpoint.
     """
 
     template_fields: Sequence[str] = ("container_id", "upstream_task_id")
@@ -46,9 +50,17 @@ class DoodContainerSensor(BaseSensorOperator):
         auto_remove: AutoRemove | None = None,
         deferrable: bool = False,
         config_path: str | None = None,
+        host: str | None = None,
         **kwargs: Any,
     ) -> None:
+        if host is not None:  # its host's queue (no pool: a sensor launches nothing)
+            what = str(kwargs.get("task_id"))
+            placement = task_placement(
+                host=host, hosts=None, host_labels=None, placement=None, config_path=config_path, what=what
+            )
+            kwargs.setdefault("queue", placement.queue)
         super().__init__(**kwargs)
+        self.host = host
         if bool(container_id) == bool(upstream_task_id):
             raise DoodConfigError(f"{self.task_id}: give exactly one of container_id or upstream_task_id")
         self.container_id = container_id
@@ -57,6 +69,12 @@ class DoodContainerSensor(BaseSensorOperator):
         self.auto_remove = one_of(auto_remove, AutoRemove, "auto_remove", self.task_id)
         self.deferrable = deferrable
         self.config_path = config_path
+
+    def _config(self) -> DoodConfig:
+        """The config as this worker's host sees it, or, for a container on another host, as that host is
+        reached from elsewhere (its network endpoint)."""
+        config = load_config(self.config_path)
+        return remote_view(config, self.host) if self.host and self.host != config.host else config
 
     def _locate(self, hook: DoodHook, config: DoodConfig, context: Context) -> tuple[ContainerHandle, dict]:
         """The container to wait for, and its inspect data; only containers we own qualify."""
@@ -99,7 +117,7 @@ class DoodContainerSensor(BaseSensorOperator):
         )
 
     def poke(self, context: Context) -> PokeReturnValue:
-        config = load_config(self.config_path)
+        config = self._config()
         hook = DoodHook(config)
         handle, state = self._locate(hook, config, context)
         if state["Status"] in _STILL_GOING:
@@ -110,7 +128,7 @@ class DoodContainerSensor(BaseSensorOperator):
     def execute(self, context: Context) -> Any:
         if not self.deferrable:
             return super().execute(context)
-        config = load_config(self.config_path)
+        config = self._config()
         hook = DoodHook(config)
         handle, state = self._locate(hook, config, context)
         if state["Status"] not in _STILL_GOING:
@@ -128,7 +146,7 @@ class DoodContainerSensor(BaseSensorOperator):
         )
 
     def execute_complete(self, context: Context, event: dict[str, Any], handle: dict[str, str] | None = None) -> Any:
-        config = load_config(self.config_path)
+        config = self._config()
         api = DoodHook(config).api
         container = ContainerHandle.resumed(handle, event, api, config.runs_root)
         if event.get("status") == "timeout":

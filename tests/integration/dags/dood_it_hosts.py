@@ -8,6 +8,7 @@ from pathlib import Path
 from airflow.sdk import DAG
 
 from dood.operators.container import DoodContainerOperator
+from dood.sensors.container import DoodContainerSensor
 
 CONFIG = str(Path(__file__).resolve().parents[1] / "hosts.yaml")
 
@@ -29,3 +30,12 @@ with DAG("dood_it_hosts", schedule=None, start_date=datetime(2026, 1, 1, tzinfo=
         auto_remove="never",
         config_path=CONFIG,
     )
+    DoodContainerOperator(  # started, not waited for: the sensor below (or one on another host) waits
+        task_id="started_on_b",
+        image="dood-test-busybox:latest",
+        command=["sh", "-c", 'echo \'{"started": "b"}\' > "$DOOD_RESULT_FILE"'],
+        host="host-b",
+        wait=False,
+        config_path=CONFIG,
+    )
+    DoodContainerSensor(task_id="watch_b", upstream_task_id="started_on_b", host="host-b", config_path=CONFIG)
