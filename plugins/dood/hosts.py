@@ -7,6 +7,8 @@
 - `check`: the config loads for this host ($DOOD_HOST), and says which proxy it talks to.
 - `ping [NAME...]`: reach each host's proxy the way another host does (`hosts.<name>.docker`, TLS included)
   and check it is that host's (its `--host`).
+- `workers`: the queues placement uses that no live Celery worker listens on (their tasks stay queued until
+  `[scheduler] task_queued_timeout`); needs the Celery provider and its broker (a worker or scheduler image).
 
 Docs: docs/hosts.md.
 """
@@ -23,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from dood.config import HOST_ENV_VAR, load_config
 from dood.directories import proxy_info
 from dood.exceptions import DoodConfigError, DoodError
-from dood.placement import Placement, place, pools, worker_queues
+from dood.placement import Placement, place, pools, queues_without_worker, worker_queues
 
 if TYPE_CHECKING:
     from dood.config import DoodConfig
@@ -87,6 +89,21 @@ def check_proxy_host(api, config: DoodConfig, what: str) -> None:
         )
 
 
+def _active_queues() -> dict[str, list[str]]:
+    """Celery's live workers and their queues (`celery inspect active_queues`), through Airflow's Celery app."""
+    try:
+        from airflow.providers.celery.executors.celery_executor import app
+    except ImportError:
+        raise DoodConfigError(
+            "workers: the Celery provider is not installed here (run it in a worker's image)"
+        ) from None
+    try:
+        answer = app.control.inspect(timeout=5).active_queues() or {}
+    except Exception as exc:  # kombu's connection errors vary by transport
+        raise DoodError(f"workers: cannot ask Celery ({app.conf.broker_url}): {exc}") from None
+    return {worker: [queue["name"] for queue in queues] for worker, queues in answer.items()}
+
+
 def _ping(config: DoodConfig, names: Sequence[str]) -> int:
     from dood.hooks.dood import DoodHook
 
@@ -127,6 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands.add_parser("pools", help="the pools placement uses, as JSON for `airflow pools import`")
     commands.add_parser("check", help="load the config as this host ($DOOD_HOST) sees it")
     ping = commands.add_parser("ping", help="reach hosts' proxies over their network endpoints (TLS)")
+    commands.add_parser("workers", help="the hosts' queues no live Celery worker listens on")
     ping.add_argument("names", nargs="*", help="host names (default: every host)")
     args = parser.parse_args(argv)
     try:
@@ -140,10 +158,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(json.dumps(pools(config.hosts, config.pipelines), indent=2))
         elif args.command == "ping":
             return _ping(config, args.names or sorted(config.hosts))
+        elif args.command == "workers":
+            missing = queues_without_worker(config.hosts, config.pipelines, _active_queues())
+            for queue, names in missing.items():
+                print(f"queue {queue}: no live worker; tasks placed on {', '.join(names)} stay queued")
+            if not missing:
+                print("every host's queue has a live worker")
+            return 1 if missing else 0
         else:
             where = f"host {config.host!r}" if config.host else "a single Docker host (no $DOOD_HOST)"
             print(f"dood config OK: {where}, Docker at {config.docker.url}, stack {config.stack!r}")
-    except DoodConfigError as exc:
+    except DoodError as exc:  # a config error, Celery out of reach
         print(f"dood.hosts: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -192,3 +192,18 @@ def pools(hosts: Mapping[str, Host], pipelines: Mapping[str, Pipeline]) -> dict[
                 "include_deferred": True,
             }
     return found
+
+
+def queues_without_worker(
+    hosts: Mapping[str, Host], pipelines: Mapping[str, Pipeline], active: Mapping[str, Iterable[str]]
+) -> dict[str, list[str]]:
+    """The queues placement uses that no live worker listens on (`active`: worker -> its queues, as Celery's
+    `inspect active_queues` reports them), each with the hosts whose steps would wait there. Their tasks stay
+    queued until `[scheduler] task_queued_timeout` (docs/hosts.md)."""
+    listened = {queue for queues in active.values() for queue in queues}
+    missing: dict[str, list[str]] = {}
+    for name in hosts:
+        for queue in worker_queues(name, hosts, pipelines):
+            if queue not in listened:
+                missing.setdefault(queue, []).append(name)
+    return missing

@@ -347,3 +347,17 @@ def test_the_janitor_dag_sweeps_every_host_on_its_own_queue(tmp_path, monkeypatc
         "sweep_orphans_b": "dood-b",
         "sweep_orphans_c": "box-c",
     }
+
+
+def test_queues_without_a_live_worker_are_named_with_their_hosts():
+    from dood.placement import queues_without_worker
+
+    cfg = config(pipelines={"p": pipeline(train={"host_labels": {"gpu": "a100"}})})
+    active = {"celery@a": ["default", "dood-a"], "celery@b": ["dood-b", "dood-b+c"]}
+    assert queues_without_worker(cfg.hosts, cfg.pipelines, active) == {"box-c": ["c"]}
+    assert queues_without_worker(cfg.hosts, cfg.pipelines, {}) == {
+        "dood-a": ["a"],
+        "dood-b": ["b"],
+        "dood-b+c": ["b", "c"],
+        "box-c": ["c"],
+    }
