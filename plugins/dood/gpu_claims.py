@@ -52,6 +52,7 @@ from dood.gpus import (
     never_fits,
     refused_as_held,
     served,
+    still_holding,
     ticket_body,
     ticket_key,
     tickets,
@@ -147,8 +148,15 @@ class EngineLock:
             return False
 
     def release(self, lock_id: str) -> None:
-        with contextlib.suppress(NotFound):
+        self.released(lock_id)
+
+    def released(self, lock_id: str) -> bool:
+        """Remove the lock `lock_id`; False when it was gone already (broken as stale by another)."""
+        try:
             self.api.remove_container(lock_id, force=True)
+        except NotFound:
+            return False
+        return True
 
     def _break_if_stale(self, first_seen: dict[str, float]) -> None:
         """Remove a lock that has been the same container for `stale_seconds` of *our* clock (no clock skew
@@ -195,6 +203,7 @@ class GpuClaims:
         self.ticket = ticket
         self.wait = wait
         self.claimed: tuple[str, ...] = ()
+        self._ended: set[str] = set()  # holders whose die/destroy this waiter saw (`dood.gpus.still_holding`)
 
     @classmethod
     def of(cls, api: APIClient, config: DoodConfig, **kwargs: Any) -> GpuClaims:
@@ -233,30 +242,30 @@ class GpuClaims:
         while True:
             try:
                 with self._events() as events:  # subscribed before looking: no release is missed
-                    holding, queue = self._look(unseen)
-                    key = queued.key or ticket_key(self._daemon_ns())  # a newcomer comes after everyone
-                    if served(self.inventory.devices, holding, queue, key=key, wanted=wanted) is not None:
-                        container_id = self._claim(body, create, wanted, key if queued.key else None, unseen)
-                        if container_id is not None:
-                            return container_id
-                        continue  # taken first by another: look again (then wait)
-                    queued.place(queue)
-                    described = tuple(sorted({h.describe() for h in holding}))
-                    if described != announced:
-                        announced = described
-                        self.emit(self._waiting_line(wanted, holding, ahead_of(queue, queued.key)))
-                    if not self.wait:
-                        raise GpusBusy(
-                            f"{_count(wanted)} not free on host {self.host}: waiting deferred, ticket {queued.key}",
-                            ticket=queued.key,
-                            wanted=wanted,
-                        )
-                    self._check_deadline()
-                    wakeup = Wakeup(self.inventory.devices, queued.key, wanted)
-                    wakeup.looked(holding, queue)
-                    for event in events:  # until it may be our turn, the re-check, or the ticket's renewal
-                        if wakeup.saw(event):
-                            break
+                    while True:  # look, claim or wait for an event that may make it our turn; again
+                        holding, queue = self._look(unseen)
+                        key = queued.key or ticket_key(self._daemon_ns())  # a newcomer comes after everyone
+                        if served(self.inventory.devices, holding, queue, key=key, wanted=wanted) is not None:
+                            container_id = self._claim(body, create, wanted, key if queued.key else None, unseen)
+                            if container_id is not None:
+                                return container_id
+                            continue  # taken first by another: look again (then wait)
+                        queued.place(queue)
+                        described = tuple(sorted({h.describe() for h in holding}))
+                        if described != announced:
+                            announced = described
+                            self.emit(self._waiting_line(wanted, holding, ahead_of(queue, queued.key)))
+                        if not self.wait:
+                            raise GpusBusy(
+                                f"{_count(wanted)} not free on host {self.host}: waiting deferred, ticket {queued.key}",
+                                ticket=queued.key,
+                                wanted=wanted,
+                            )
+                        self._check_deadline()
+                        wakeup = Wakeup(self.inventory.devices, queued.key, wanted, ended=self._ended)
+                        wakeup.looked(holding, queue)
+                        if not any(wakeup.saw(event) for event in events):
+                            break  # the stream's window ended (re-check, renewal, deadline): open another
                 failures, failing_since = 0, None
                 unseen.clear()
             except APIError:
@@ -297,24 +306,31 @@ class GpuClaims:
             return served(devices, holding, queue, key=key, wanted=wanted)
 
         while True:
-            with self.lock.held(self.deadline, give_up=lambda: pick() is None) as lock_id:
-                ids = pick() if lock_id else None
+            lock_id = self.lock.acquire(self.deadline, give_up=lambda: pick() is None)
+            if lock_id is None:
+                return None
+            try:
+                ids = pick()
                 if ids is None:
+                    self.lock.release(lock_id)
                     return None
-                try:
-                    container_id = create(claimed_body(body, ids, ticket=ticket))
-                except APIError as exc:
-                    held = refused_as_held(str(exc.explanation or ""))
-                    if exc.status_code != 403 or held is None:
-                        raise
-                    unseen.update(held or ids)
-                    return None
-                if self.lock.holds(lock_id):
-                    self.claimed = ids
-                    self.emit(f"Claimed GPU(s) {','.join(ids)} on host {self.host} (label {GPUS_LABEL})")
-                    return container_id
-                # Our lock was broken as stale while we created: someone may have picked the same GPUs.
-                self.api.remove_container(container_id, force=True)
+                container_id = create(claimed_body(body, ids, ticket=ticket))
+            except APIError as exc:
+                self.lock.release(lock_id)
+                held = refused_as_held(str(exc.explanation or ""))
+                if exc.status_code != 403 or held is None:
+                    raise
+                unseen.update(held or ids)
+                return None
+            except BaseException:
+                self.lock.release(lock_id)
+                raise
+            if self.lock.released(lock_id):  # one call: unlocks, and says it was still ours
+                self.claimed = ids
+                self.emit(f"Claimed GPU(s) {','.join(ids)} on host {self.host} (label {GPUS_LABEL})")
+                return container_id
+            # Our lock was broken as stale while we created: someone may have picked the same GPUs.
+            self.api.remove_container(container_id, force=True)
 
     # --- the engine's view ---
 
@@ -329,7 +345,7 @@ class GpuClaims:
         return self.api.containers(all=True, filters={"label": [TICKET_LABEL]})
 
     def _look(self, unseen: set[str]) -> tuple[list[Holder], list[Ticket]]:
-        holding = self.holding()
+        holding = still_holding(self.holding(), self._ended)
         if unseen:
             holding.append(Holder("", "(another stack's, hidden by dood-proxy)", "running", tuple(unseen), {}))
         return holding, self.queue()

@@ -352,10 +352,13 @@ class Wakeup:
     50. A release no event shows (a created holder outliving `created_hold_seconds`, a ticket's lease
     running out) waits for the bounded re-check."""
 
-    def __init__(self, devices: Sequence[str], key: str, wanted: Asked) -> None:
+    def __init__(self, devices: Sequence[str], key: str, wanted: Asked, *, ended: set[str] | None = None) -> None:
         self.devices = tuple(devices)
         self.key = key
         self.mine = len(self.devices) if wanted == "all" else int(wanted)
+        # ids of holders seen dying: the engine's list can still show one running right after its die
+        # event, so a look must leave them out (`still_holding`) or it would miss the release
+        self.ended = ended if ended is not None else set()
         self.looked(holding=[], queue=[])
 
     def looked(self, holding: Iterable[Holder], queue: Iterable[Ticket]) -> None:
@@ -369,7 +372,8 @@ class Wakeup:
             if t.key < self.key and t.key not in done
         )
         self._released: set[str] = set()
-        self._taken: set[str] = set()
+        # created before the look (the stream opens first, so their create events may still come): counted
+        self._taken: set[str] = {h.container_id for h in holding}
         self._left: set[str] = set()
 
     def saw(self, event: Mapping[str, Any]) -> bool:
@@ -385,6 +389,7 @@ class Wakeup:
         if gpus:
             if action in ("die", "destroy") and container not in self._released:
                 self._released.add(container)
+                self.ended.add(container)
                 self.free += len(gpus)
             elif action == "create" and container not in self._taken:
                 self._taken.add(container)
@@ -400,6 +405,11 @@ class Wakeup:
         else:
             return False
         return self.free >= self.need
+
+
+def still_holding(holding: Iterable[Holder], ended: set[str]) -> list[Holder]:
+    """The holders, less those whose die or destroy event was seen (the list may lag behind the events)."""
+    return [holder for holder in holding if holder.container_id not in ended]
 
 
 def _count_of(wants: str | None, default: int, devices: Sequence[str]) -> int:

@@ -28,6 +28,7 @@ from dood.gpus import (
     referee,
     refused_as_held,
     served,
+    still_holding,
     ticket_key,
     tickets,
 )
@@ -242,3 +243,27 @@ def test_a_waiter_looks_again_only_when_the_events_say_it_may_be_its_turn():
     assert not second.saw(_event("destroy", "t30", **{TICKET_LABEL: ticket_key(30), TICKET_WANTS_LABEL: "2"}))
     assert not second.saw(_event("die", "x", image="busybox"))  # not a GPU holder
     assert second.saw(_event("die", "b" * 8, **{GPUS_LABEL: "1,2,3"}))
+
+
+def test_a_create_event_of_a_holder_the_look_already_saw_is_not_counted_twice():
+    """The event stream opens before the look, so the create of a holder the look listed may come after it."""
+    devices = ("0", "1")
+    holding = holders([_listed("a", "running", "0"), _listed("b", "running", "1")], created_hold_seconds=0, now=NOW)
+    head = Wakeup(devices, ticket_key(10), 1)
+    head.looked(holding, tickets([_ticket(10, "1")], daemon_now=NOW))
+    assert not head.saw(_event("create", "a" * 8, **{GPUS_LABEL: "0"}))  # already counted as held
+    assert head.saw(_event("die", "a" * 8, **{GPUS_LABEL: "0"}))
+
+
+def test_a_holder_seen_dying_no_longer_holds_even_while_the_list_still_shows_it_running():
+    """Right after a die event the engine's list can still show the container running: a waiter that saw the
+    event leaves it out of its look, or it would go back to sleep with the GPUs free."""
+    devices = ("0", "1")
+    listed = [_listed("a", "running", "0,1")]
+    ended: set[str] = set()
+    waiter = Wakeup(devices, ticket_key(10), "all", ended=ended)
+    waiter.looked(holders(listed, created_hold_seconds=0, now=NOW), [])
+    assert waiter.saw(_event("die", "a" * 8, **{GPUS_LABEL: "0,1"}))
+    assert ended == {"a" * 8}
+    looked_again = still_holding(holders(listed, created_hold_seconds=0, now=NOW), ended)
+    assert looked_again == [] and served(devices, looked_again, [], key=ticket_key(10), wanted="all") == devices

@@ -33,6 +33,7 @@ from dood.gpus import (
     expired,
     holders,
     served,
+    still_holding,
     ticket_body,
     tickets,
 )
@@ -98,6 +99,7 @@ class DoodGpuTrigger(BaseTrigger):
         self.tls_client_cert = tls_client_cert
         self.tls_client_key = tls_client_key
         self._offset: float | None = None  # daemon clock minus ours, measured once per run
+        self._ended: set[str] = set()  # holders whose die/destroy was seen (`dood.gpus.still_holding`)
 
     @classmethod
     def from_config(
@@ -205,7 +207,7 @@ class DoodGpuTrigger(BaseTrigger):
                             ahead,
                             "; ".join(shown[1]) or "nobody",
                         )
-                    wakeup = Wakeup(self.devices, self.ticket, self.wanted)
+                    wakeup = Wakeup(self.devices, self.ticket, self.wanted, ended=self._ended)
                     wakeup.looked(holding, queue)
                     await self._until_maybe_turn(stream, wakeup, until)
             except aiodocker.DockerError as exc:
@@ -251,7 +253,7 @@ class DoodGpuTrigger(BaseTrigger):
 
     async def _look(self, docker: aiodocker.Docker) -> tuple[list[Holder], list[Ticket]]:
         listed_holders = await self._list(docker, GPUS_LABEL)
-        holding = holders(listed_holders, created_hold_seconds=self.created_hold_seconds)
+        holding = still_holding(holders(listed_holders, created_hold_seconds=self.created_hold_seconds), self._ended)
         return holding, tickets(await self._list(docker, TICKET_LABEL), daemon_now=self._daemon_now())
 
     async def _keep_ticket(self, docker: aiodocker.Docker, queue: list[Ticket], until: float) -> float:
