@@ -36,11 +36,7 @@ ensure_compose() {
 [[ -x "$PY" ]] || die "no virtualenv at $ROOT/.venv: run \`make venv\` first"
 step "docker engine" bash "$ROOT/scripts/ensure-docker.sh"
 step "docker-compose" ensure_compose
-step "ML step image" bash "$ROOT/scripts/build-images.sh" ml
-step "compose images" bash "$ROOT/scripts/build-compose-images.sh" all
-if [[ "${DOOD_E2E_EXECUTOR:-local}" == celery ]]; then
-  step "redis image" bash "$ROOT/scripts/build-compose-images.sh" redis
-fi
+# The images and the env file: tests/e2e runs scripts/compose-setup.sh, the quickstart's own step.
 
 # Safety net: whatever happens to pytest (killed, interrupted), leave no stack behind. pytest's own
 # teardown does the same with the env file it wrote; this finds the project by its label.

@@ -4,11 +4,13 @@
 # with everything compose needs: the data root, the socket's group, the image names, an admin password.
 #   scripts/compose-setup.sh            # then: docker-compose up -d   (or: docker compose up -d)
 # An existing .env keeps its values (password, port, root); only the image names are refreshed.
+# DOOD_ENV_FILE=path writes another file instead (then: docker-compose --env-file path up -d); the compose
+# e2e test sets the stack up this way, so the quickstart's one step is what make test runs.
 set -euo pipefail
 
 NAME=compose-setup
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"  # ROOT, say, die
-ENV_FILE="$ROOT/.env"
+ENV_FILE="${DOOD_ENV_FILE:-$ROOT/.env}"
 IMAGES_ENV="$ROOT/var/compose/images.env"
 
 get() { [[ -f "$ENV_FILE" ]] && sed -n "s/^$1=//p" "$ENV_FILE" | tail -n 1 || true; }
@@ -35,6 +37,11 @@ while IFS='=' read -r key value; do
 done <"$IMAGES_ENV"
 
 port=$(get AIRFLOW_API_PORT)
-say "wrote $ENV_FILE (mode 600; it holds the admin password and is git-ignored)"
-say "next: docker-compose up -d     (or: docker compose up -d), then open http://127.0.0.1:${port:-8080}"
-say "login: ${_AIRFLOW_WWW_USER_USERNAME:-airflow} / the _AIRFLOW_WWW_USER_PASSWORD in .env"
+env_arg=""  # .env itself is git-ignored; another file is the user's to keep safe
+[[ "$ENV_FILE" == "$ROOT/.env" ]] || env_arg=" --env-file $ENV_FILE"
+kept="git-ignored"
+[[ -z "$env_arg" ]] || kept="keep it out of version control"
+say "wrote $ENV_FILE (mode 600: it holds the admin password; $kept)"
+say "next: docker-compose${env_arg} up -d     (or: docker compose${env_arg} up -d), then open http://127.0.0.1:${port:-8080}"
+user=$(get _AIRFLOW_WWW_USER_USERNAME)
+say "login: ${user:-airflow} / the _AIRFLOW_WWW_USER_PASSWORD in $ENV_FILE"

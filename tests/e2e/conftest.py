@@ -12,6 +12,7 @@ import secrets
 import shlex
 import shutil
 import socket
+import stat
 import subprocess
 import threading
 import time
@@ -175,6 +176,15 @@ class Stack:
             raise AssertionError(f"{method} /api/v2{path}: {response.status_code} {response.text[:1000]}")
         return response.json()
 
+    def api_raw(self, method: str, path: str, **kwargs: Any) -> Any:
+        """A plugin endpoint (e.g. /dood/api/containers), as a signed-in user: JSON."""
+        response = requests.request(
+            method, f"{self.api_url}{path}", headers={"Authorization": f"Bearer {self.token()}"}, timeout=30, **kwargs
+        )
+        if response.status_code >= 400:
+            raise AssertionError(f"{method} {path}: {response.status_code} {response.text[:1000]}")
+        return response.json()
+
     # --- state of the project's containers ---
 
     def containers(self, **filters: Any) -> list:
@@ -234,6 +244,20 @@ def wait_for(what: str, check, timeout: float, interval: float = 2.0, describe=l
         time.sleep(interval)
 
 
+def run_script(name: str, *args: str, env: dict[str, str] | None = None) -> None:
+    """One of scripts/ as a user runs it; its output shown, its failure the test's."""
+    done = subprocess.run(
+        ["bash", str(REPO / "scripts" / name), *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        env={**os.environ, **(env or {})},
+    )
+    print(done.stdout, end="")
+    assert done.returncode == 0, f"scripts/{name} failed:\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}"
+
+
 @pytest.fixture(scope="session")
 def stack(request):
     """Build the images, bring the stack up (`up -d`), wait until healthy; always `down -v --remove-orphans`."""
@@ -250,40 +274,36 @@ def stack(request):
     compose_cmd = compose_command()
 
     started = time.monotonic()
-    for target in ("all", "redis") if EXECUTOR == "celery" else ("all",):
-        build = subprocess.run(
-            ["bash", str(REPO / "scripts" / "build-compose-images.sh"), target],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            timeout=1800,
-        )
-        print(build.stdout, end="")
-        assert build.returncode == 0, (
-            f"scripts/build-compose-images.sh failed:\n{build.stdout[-2000:]}\n{build.stderr[-3000:]}"
-        )
-    images = read_env_file(STATE / "images.env")
-    log(f"images ready in {time.monotonic() - started:.0f}s: {images}")
-
+    if EXECUTOR == "celery":  # before compose-setup: it copies every image name build-compose-images wrote
+        run_script("build-compose-images.sh", "redis")
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     host_root = Path(os.environ.get("DOOD_E2E_HOST_ROOT") or STATE / f"e2e-{stamp}" / "dood").resolve()
     host_root.mkdir(parents=True, exist_ok=True)
     password = secrets.token_urlsafe(12)
     port = free_port()
-    settings = {
+    # The quickstart's one step, as a user runs it (scripts/compose-setup.sh), into an env file of the test's
+    # own: it keeps what is there (our root, port, stack, login) and adds the socket's group and the images.
+    ours = {
         "DOOD_HOST_ROOT": str(host_root),  # not /opt/dood: host and container paths differ on purpose
-        "DOCKER_GID": str(os.stat("/var/run/docker.sock").st_gid),
         "AIRFLOW_API_PORT": str(port),
-        "AIRFLOW_IMAGE": images["AIRFLOW_IMAGE"],
-        "POSTGRES_IMAGE": images.get("POSTGRES_IMAGE", "postgres:16"),
         "DOOD_STACK": PROJECT,
         "_AIRFLOW_WWW_USER_USERNAME": USERNAME,
         "_AIRFLOW_WWW_USER_PASSWORD": password,
     }
     if EXECUTOR == "celery":
-        settings.update(AIRFLOW_EXECUTOR="CeleryExecutor", REDIS_IMAGE=images.get("REDIS_IMAGE", "redis:7.2-bookworm"))
+        ours["AIRFLOW_EXECUTOR"] = "CeleryExecutor"
     env_file = host_root.parent / "compose.env"
-    env_file.write_text("".join(f"{key}={value}\n" for key, value in settings.items()))
+    env_file.write_text("".join(f"{key}={value}\n" for key, value in ours.items()))
+    run_script("compose-setup.sh", env={"DOOD_ENV_FILE": str(env_file)})
+    settings = read_env_file(env_file)
+    assert {k: settings.get(k) for k in ours} == ours, f"compose-setup.sh changed the values it must keep: {settings}"
+    missing = [k for k in ("DOCKER_GID", "AIRFLOW_IMAGE", "POSTGRES_IMAGE") if not settings.get(k)]
+    assert not missing, f"compose-setup.sh did not write {missing} into {env_file}"
+    assert settings["DOCKER_GID"] == str(os.stat("/var/run/docker.sock").st_gid)
+    assert stat.S_IMODE(env_file.stat().st_mode) == 0o600  # it holds the admin password
+    if EXECUTOR == "celery":
+        assert settings.get("REDIS_IMAGE"), f"no REDIS_IMAGE in {env_file}"
+    log(f"compose-setup.sh ready in {time.monotonic() - started:.0f}s: {settings.get('AIRFLOW_IMAGE')}")
     # The shell's values would win over the env file: leave only ours.
     env = {key: value for key, value in os.environ.items() if key not in settings}
 

@@ -31,6 +31,9 @@ CONTAINER_ROOT = "/opt/dood"  # where docker-compose.yml mounts $DOOD_HOST_ROOT 
 PROXY = "dood-proxy"
 PROXY_URL = "tcp://dood-proxy:2375"  # DOCKER_HOST of the Airflow containers
 PROXY_NETWORK = f"{PROJECT}_docker-api"  # internal: only the proxy and the Docker clients join it
+READ_ONLY_PROXY = "dood-proxy-ro"  # the api-server's only way to Docker: dood.proxy.readonly
+READ_ONLY_URL = "tcp://dood-proxy-ro:2376"
+READ_ONLY_NETWORK = f"{PROJECT}_docker-api-ro"
 
 
 def mounts_of(container) -> dict[str, dict]:
@@ -71,7 +74,22 @@ def test_stack_shape_raw_socket_only_in_the_proxy(stack):
 
     # The raw socket: in the proxy, and in no other container of the project (airflow-init and postgres included).
     holders = sorted(c.labels["com.docker.compose.service"] for c in stack.containers() if holds_socket(c))
-    assert holders == [PROXY], f"the host's Docker socket must be mounted into {PROXY} only, not {holders}"
+    assert holders == [PROXY, READ_ONLY_PROXY], f"the host's Docker socket must be in the proxies only, not {holders}"
+    read_only_proxy = stack.service_container(READ_ONLY_PROXY)
+    assert "--read-only" in read_only_proxy.attrs["Args"], read_only_proxy.attrs["Args"]
+    assert not read_only_proxy.attrs["HostConfig"]["PortBindings"]
+    assert read_only_proxy.attrs["HostConfig"]["ReadonlyRootfs"] and read_only_proxy.attrs["HostConfig"]["CapDrop"] == [
+        "ALL"
+    ]
+    assert set(read_only_proxy.attrs["NetworkSettings"]["Networks"]) == {READ_ONLY_NETWORK}
+    assert stack.client.networks.get(READ_ONLY_NETWORK).attrs["Internal"] is True
+    on_read_only = {
+        c.labels["com.docker.compose.service"]
+        for c in stack.containers()
+        if READ_ONLY_NETWORK in c.attrs["NetworkSettings"]["Networks"]
+    }
+    assert on_read_only == {READ_ONLY_PROXY, "airflow-apiserver"}, on_read_only
+    assert f"DOCKER_HOST={READ_ONLY_URL}" in apiserver.attrs["Config"]["Env"]
     assert mounts_of(proxy)[SOCKET]["Source"] == SOCKET
     assert docker_gid in proxy.attrs["HostConfig"]["GroupAdd"], "the proxy needs the socket's group"
     assert not proxy.attrs["HostConfig"]["PortBindings"], "the proxy must never be published on the host"
@@ -95,11 +113,11 @@ def test_stack_shape_raw_socket_only_in_the_proxy(stack):
         assert container.labels.get("dood.role") == "airflow", "the label --inspectable-label lets discovery work"
         data_root = mounts_of(container)[CONTAINER_ROOT]
         assert data_root["Source"] == str(stack.host_root) != CONTAINER_ROOT  # host path ≠ container path
-    for container in (apiserver, processor):  # no route to Docker at all
+    for container in (apiserver, processor):  # no route to the proxy that creates (the api-server: read-only)
         assert not holds_socket(container), f"{container.name} must not hold the Docker socket"
         assert PROXY_NETWORK not in container.attrs["NetworkSettings"]["Networks"]
         assert CONTAINER_ROOT not in mounts_of(container)
-    for container in (proxy, *launchers, apiserver, processor):
+    for container in (proxy, read_only_proxy, *launchers, apiserver, processor):
         user = container.attrs["Config"]["User"].split(":")[0]
         assert user not in ("", "0", "root"), f"{container.name} must not run as root"
     bindings = apiserver.attrs["HostConfig"]["PortBindings"]["8080/tcp"]
@@ -198,6 +216,89 @@ def test_task_code_through_the_proxy_cannot_create_privileged_or_touch_the_stack
     assert postgres.status == "running" and postgres.attrs["State"]["StartedAt"] == postgres_started_at
     refusals = stack.compose("logs", "--no-color", PROXY, check=False).stdout
     assert "privileged" in refusals and "not managed by dood" in refusals, "every refusal is logged by the proxy"
+
+
+# Run inside the api-server with its own Python: what code there (the UI plugin, any other plugin) can do
+# with the raw docker SDK. It reaches Docker only through $DOCKER_HOST, the read-only proxy.
+API_SERVER_ATTEMPTS = r"""
+import json, os, sys
+import docker
+from docker.errors import APIError
+
+image, target_id, name = sys.argv[1:4]
+client = docker.from_env(timeout=30)
+out = {"socket": os.path.exists("/var/run/docker.sock"), "docker_host": os.environ.get("DOCKER_HOST"),
+       "ping": client.ping(), "listed": [c["Id"] for c in client.api.containers(all=True)]}
+
+def attempt(what, call):
+    try:
+        call()
+        out[what] = {"status": "allowed"}
+    except APIError as exc:
+        out[what] = {"status": exc.status_code, "message": str(exc.explanation)}
+
+attempt("inspect", lambda: client.api.inspect_container(target_id))
+attempt("log tail", lambda: client.api.logs(target_id, tail=5))
+attempt("create", lambda: client.api.create_container(image, "true", name=name, user="50000:0"))
+attempt("start", lambda: client.api.start(target_id))
+attempt("stop", lambda: client.api.stop(target_id, timeout=1))
+attempt("kill", lambda: client.api.kill(target_id))
+attempt("remove", lambda: client.api.remove_container(target_id, force=True))
+attempt("exec", lambda: client.api.exec_create(target_id, "true"))
+made = client.api.post(f"{client.api.base_url}/dood/v1/directories", json={"path": "/tmp/x", "user": "50000:0"})
+out["directories"] = made.status_code
+try:  # the proxy that creates is on a network the api-server has not joined
+    docker.DockerClient(base_url="tcp://dood-proxy:2375", timeout=5).ping()
+    out["creating proxy"] = "reachable"
+except Exception as exc:
+    out["creating proxy"] = type(exc).__name__
+print("RESULT " + json.dumps(out))
+"""
+
+
+def test_api_server_reaches_docker_read_only_and_cannot_create_or_stop_anything(stack):
+    """The UI's way to Docker (issue 15): from inside the api-server, the raw SDK lists and inspects this
+    stack's dood containers and is refused everything else; the DooD page, through it, lists the container."""
+    name = f"{PROJECT}-ro-{os.getpid()}"
+    labels = {"dood.managed": "true", "dood.stack": PROJECT, "dood.dag_id": DAG_ID, "dood.task_id": "train"}
+    target = stack.client.containers.run(  # a dood container of this stack, made on the host's raw socket
+        ML_IMAGE, ["sleep", "300"], name=f"{name}-target", labels=labels, user="50000:0", detach=True
+    )
+    try:
+        result = stack.compose(
+            "exec",
+            "-T",
+            "airflow-apiserver",
+            "python",
+            "-c",
+            API_SERVER_ATTEMPTS,
+            ML_IMAGE,
+            target.id,
+            name,
+            timeout=120,
+        )
+        [line] = [line for line in result.stdout.splitlines() if line.startswith("RESULT ")]
+        out = json.loads(line.removeprefix("RESULT "))
+        log("api-server through the read-only proxy: " + json.dumps(out)[:600])
+        assert out["socket"] is False and out["docker_host"] == READ_ONLY_URL and out["ping"] is True
+        assert target.id in out["listed"] and stack.service_container("postgres").id not in out["listed"]
+        assert out["inspect"]["status"] == "allowed" and out["log tail"]["status"] == "allowed", out
+        for what in ("create", "start", "stop", "kill", "remove", "exec"):
+            assert out[what]["status"] == 403, (what, out[what])
+            assert "read-only" in out[what]["message"], (what, out[what])
+        assert out["directories"] == 403, out
+        assert out["creating proxy"] != "reachable", out
+
+        # The DooD page's data, asked as a signed-in user through the api-server: the container, from Docker.
+        listed = stack.api_raw("GET", "/dood/api/containers")
+        assert target.id[:12] in json.dumps(listed), listed
+
+        target.reload()
+        assert target.status == "running", "nothing the api-server asked stopped it"
+        created = stack.client.containers.list(all=True, filters={"name": f"^/?{name}$"})  # not the -target
+        assert created == [], "nothing was created"
+    finally:
+        target.remove(force=True)
 
 
 def test_socket_without_the_docker_group_fails_with_a_clear_error(stack):
