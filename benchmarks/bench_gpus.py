@@ -8,16 +8,24 @@ root): `sudo .venv/bin/python benchmarks/bench_gpus.py [--waiters 50] [--gpus 4]
 2. freed → started: `--waiters` tasks asking for 1 GPU each at once, on `--gpus` GPUs, each running
    `sleep --seconds`; for every task that got a GPU another had held, from the holder's FinishedAt to this
    container's StartedAt (both the engine's clock), and to its create returning (the claim itself).
+3. Engine calls: every Docker API request of the run, counted by endpoint (event streams count once each).
+
+`--design old` runs (2) with the claims of commit 03572e6 (every release wakes every waiter; no queue), the
+version measured at 8.8 s median, for an A/B on the same machine at the same time.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
+import importlib.util
 import json
 import os
 import platform
+import re
 import statistics
 import sys
+import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +33,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import docker  # noqa: E402
 
 from dood.config import parse_config  # noqa: E402
 from dood.gpu_claims import GpuClaims  # noqa: E402
@@ -34,6 +44,40 @@ from dood.resources import Resources  # noqa: E402
 from tests.integration.second_engine import SecondEngine  # noqa: E402
 
 IMAGE = "dood-test-busybox:latest"
+OLD_COMMIT = "03572e6"  # the claims before the queue: every die/destroy woke every waiter
+CALLS: collections.Counter[str] = collections.Counter()
+_CALLS_LOCK = threading.Lock()
+_ID = re.compile(r"/[0-9a-f]{64}|/dood-[^/?]+")
+
+
+def _count_calls() -> None:
+    """Count every Docker API request (docker-py sends them all through requests.Session.request)."""
+    original = docker.APIClient.request
+
+    def request(self, method, url, *args, **kwargs):
+        path = _ID.sub("/{id}", url.split("/v1.", 1)[-1].split("?", 1)[0])
+        with _CALLS_LOCK:
+            CALLS[f"{method} {path.split('/', 1)[-1]}"] += 1
+        return original(self, method, url, *args, **kwargs)
+
+    docker.APIClient.request = request
+
+
+def _old_claims():
+    """GpuClaims as of OLD_COMMIT, loaded from git into a module of its own."""
+    import subprocess
+
+    source = subprocess.run(
+        ["git", "show", f"{OLD_COMMIT}:plugins/dood/gpu_claims.py"],
+        cwd=Path(__file__).resolve().parents[1],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    spec = importlib.util.spec_from_loader("dood_gpu_claims_old", loader=None)
+    module = importlib.util.module_from_spec(spec)
+    exec(compile(source, "gpu_claims_old.py", "exec"), module.__dict__)  # noqa: S102 - our own history
+    return module.GpuClaims
 
 
 def _epoch(value: str) -> float:
@@ -55,7 +99,7 @@ def _spec(task: str, gpus, command) -> ContainerSpec:
 def claim_latency(engine: SecondEngine, config, samples: int) -> dict[str, dict[str, float]]:
     api = engine.api()
     launcher = ContainerLauncher(api)
-    claimed, plain = [], []
+    claimed, plain, starts = [], [], {0: [], 1: []}
     for i in range(samples):
         for gpus, into in ((1, claimed), (0, plain)):
             spec = _spec(f"c{i}-{gpus}", gpus, ["true"])
@@ -64,16 +108,25 @@ def claim_latency(engine: SecondEngine, config, samples: int) -> dict[str, dict[
             started = time.perf_counter()
             container_id = launcher.create(spec, body, gpus=claims)
             into.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            launcher.start(container_id)  # with GPUs: the (fake) NVIDIA hook runs as a prestart hook
+            starts[gpus].append(time.perf_counter() - started)
+            api.wait(container_id)
             api.remove_container(container_id, force=True)
-    return {"claim_then_create": _stats(claimed), "plain_create": _stats(plain)}
+    return {
+        "claim_then_create": _stats(claimed),
+        "plain_create": _stats(plain),
+        "start_with_gpu_hook": _stats(starts[1]),
+        "start_without_gpu": _stats(starts[0]),
+    }
 
 
-def _task(engine: SecondEngine, config, index: int, seconds: float) -> dict:
+def _task(engine: SecondEngine, config, index: int, seconds: float, claims_class=GpuClaims) -> dict:
     api = engine.api()
     launcher = ContainerLauncher(api)
     spec = _spec(f"w{index}", 1, ["sleep", str(seconds)])
     body = launcher.create_body(spec)
-    claims = GpuClaims.of(api, config, image=IMAGE, user=spec.user, emit=lambda _: None)
+    claims = claims_class.of(api, config, image=IMAGE, user=spec.user, emit=lambda _: None)
     container_id = launcher.create(spec, body, gpus=claims)
     created = time.time()
     launcher.start(container_id)
@@ -88,9 +141,12 @@ def _task(engine: SecondEngine, config, index: int, seconds: float) -> dict:
     }
 
 
-def freed_to_started(engine: SecondEngine, config, waiters: int, seconds: float) -> dict[str, dict[str, float]]:
+def freed_to_started(
+    engine: SecondEngine, config, waiters: int, seconds: float, claims_class=GpuClaims
+) -> dict[str, dict[str, float]]:
+    CALLS.clear()
     with ThreadPoolExecutor(waiters) as pool:
-        runs = list(pool.map(lambda i: _task(engine, config, i, seconds), range(waiters)))
+        runs = list(pool.map(lambda i: _task(engine, config, i, seconds, claims_class), range(waiters)))
     to_started, to_claimed = [], []
     for gpu in {run["gpu"] for run in runs}:
         on_gpu = sorted((run for run in runs if run["gpu"] == gpu), key=lambda run: run["started"])
@@ -103,6 +159,8 @@ def freed_to_started(engine: SecondEngine, config, waiters: int, seconds: float)
         "freed_to_claimed": _stats(to_claimed),
         "freed_to_started": _stats(to_started),
         "wall_seconds": {"n": waiters, "span": round(span, 1), "ideal": waiters * seconds / len(config.gpus.devices)},
+        "engine_calls": dict(CALLS.most_common()),
+        "engine_calls_total": sum(CALLS.values()),
     }
 
 
@@ -112,6 +170,7 @@ def main() -> int:
     parser.add_argument("--gpus", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=1.0)
     parser.add_argument("--samples", type=int, default=30)
+    parser.add_argument("--design", choices=["new", "old", "both"], default="new")
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("bench_gpus: starts a second dockerd (needs root)", file=sys.stderr)
@@ -126,9 +185,14 @@ def main() -> int:
             "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}",
             "engine": engine.api().version()["Version"],
             "claim": claim_latency(engine, config, args.samples),
-            "waiters": freed_to_started(engine, config, args.waiters, args.seconds),
-            "load_after": round(os.getloadavg()[0], 1),
         }
+        _count_calls()
+        if args.design in ("new", "both"):
+            result["waiters"] = freed_to_started(engine, config, args.waiters, args.seconds)
+            result["load_after_new"] = round(os.getloadavg()[0], 1)
+        if args.design in ("old", "both"):
+            result["waiters_old"] = freed_to_started(engine, config, args.waiters, args.seconds, _old_claims())
+            result["load_after_old"] = round(os.getloadavg()[0], 1)
     finally:
         engine.stop()
     print(json.dumps(result, indent=2))

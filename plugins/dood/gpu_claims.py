@@ -70,6 +70,7 @@ log = logging.getLogger(__name__)
 LOCK_NAME = "dood-gpu-lock"
 LOCK_LABEL = "dood.gpu_lock"  # value: who holds it, host:pid
 WATCHED = ("create", "die", "destroy")
+GIVE_UP_EVERY_SECONDS = 0.1  # how often a task waiting for the claim lock looks whether it is still its turn
 UNREACHABLE_SECONDS = 120  # how long the engine may stay out of reach (a restart) before a claim gives up
 _CLOCK_OFFSETS: dict[str, float] = {}  # Docker URL -> daemon clock minus ours, measured once per process
 
@@ -123,7 +124,7 @@ class EngineLock:
         None as soon as `give_up()` says it is no longer worth having (what we wanted was taken meanwhile)."""
         delay = 0.002
         first_seen: dict[str, float] = {}
-        looked_stale = time.monotonic()
+        looked_stale = looked_give_up = time.monotonic()
         while True:
             try:
                 return self.api.create_container_from_config(self._body, name=self.name)["Id"]
@@ -135,8 +136,10 @@ class EngineLock:
                 self._break_if_stale(first_seen)
             if deadline is not None and time.time() > deadline:
                 raise GpusUnavailable(f"the GPU claim lock {self.name} stayed held until the task's deadline")
-            if give_up is not None and give_up():
-                return None
+            if give_up is not None and time.monotonic() - looked_give_up >= GIVE_UP_EVERY_SECONDS:
+                looked_give_up = time.monotonic()
+                if give_up():  # two list calls: not after every 409 of a herd of newcomers
+                    return None
             time.sleep(delay * (0.5 + random.random()))
             delay = min(delay * 2, 0.1)
 
