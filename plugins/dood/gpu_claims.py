@@ -234,7 +234,8 @@ class GpuClaims:
             raise
         finally:
             if not busy:
-                queued.leave()
+                # a deferrable task's process ends soon (it defers again, for the container): leave at once
+                queued.leave(in_thread=self.wait)
 
     def _create_in_turn(
         self, body: Mapping[str, Any], create: Callable[[dict[str, Any]], str], wanted: Asked, queued: _Queued
@@ -440,9 +441,9 @@ class _Queued:
         for container_id in expired(self.claims._tickets_listed(), daemon_now=now):
             _remove(api, container_id)  # tickets of waiters that died
 
-    def leave(self) -> None:
-        """Remove this waiter's ticket(s), in a thread: a served waiter need not wait for it (its holder's
-        `dood.gpu_served` label already tells everyone it was served)."""
+    def leave(self, *, in_thread: bool = True) -> None:
+        """Remove this waiter's ticket(s), in a thread by default: a served waiter need not wait for it (its
+        holder's `dood.gpu_served` label already tells everyone it was served)."""
         if self.key is None:
             return
         api, key = self.claims.api, self.key
@@ -454,7 +455,10 @@ class _Queued:
             except (DockerException, requests.RequestException, OSError) as exc:
                 log.warning("Could not remove GPU ticket %s (its lease ends it): %s", key, exc)
 
-        threading.Thread(target=remove, name=f"dood-gpu-ticket-{key}", daemon=True).start()
+        if in_thread:
+            threading.Thread(target=remove, name=f"dood-gpu-ticket-{key}", daemon=True).start()
+        else:
+            remove()
 
 
 def _remove(api: APIClient, container_id: str) -> None:
