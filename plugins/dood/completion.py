@@ -12,9 +12,11 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+from docker.errors import NotFound
 
 from dood.exceptions import ContainerFailed
 from dood.following import follow_to_end
+from dood.gone import ContainerGone
 from dood.owner import still_owner
 from dood.reconnect import Reconnector
 from dood.results import NO_RETRY_EXIT_CODE, read_result, run_dir_for
@@ -64,7 +66,11 @@ class ContainerHandle:
         (`dag.test()` in Airflow 3.3 passes only the event; then on `host`, the resuming worker's)."""
         if handle:
             return cls.from_xcom(handle)
-        name = api.inspect_container(event["container_id"])["Name"].lstrip("/")
+        try:
+            name = api.inspect_container(event["container_id"])["Name"].lstrip("/")
+        except NotFound:  # removed meanwhile (a kill path of an earlier try): say so, not a raw 404
+            exit_code = event.get("exit_code")
+            raise ContainerGone(event["container_id"][:12], int(exit_code) if exit_code is not None else None) from None
         return cls.of(event["container_id"], name, runs_root, host)
 
 

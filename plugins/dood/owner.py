@@ -9,8 +9,9 @@ that adopts it (or to the janitor), which is always recoverable, where a wrong r
 
 The other way round, a container someone has begun to stop (a clear, a mark-failed, a timeout: the
 engine recorded a `kill` event since it started) belongs to nobody any more: a later try never adopts it,
-and runs a fresh one. (A try that starts within the ~0.5 s between a kill path's decision and its SIGTERM
-can still adopt it; it then sees the container end like any failure, and a retry runs a fresh one.)
+and runs a fresh one. A deferred task cleared can start its new try before the triggerer cancels the old
+trigger, so the operator lets a few seconds pass before it looks (`ADOPTION_SETTLE_SECONDS`); a kill path
+slower than that can still lose the race: the adopting try then sees the container end like any failure.
 """
 
 from __future__ import annotations

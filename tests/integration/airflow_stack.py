@@ -15,11 +15,13 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import docker
 import psutil
 import pytest
 import requests
@@ -30,6 +32,7 @@ SCHEDULED_DAGS = Path(__file__).parent / "scheduled_dags"
 AIRFLOW = str(Path(sys.executable).with_name("airflow"))
 SERVICES = ("scheduler", "dag-processor", "triggerer", "api-server")
 SCHEDULED_DAG_PREFIX = "dood_sched_"  # not "dood_it": the other integration tests remove every dood_it* container
+MAIN_ENGINE_URL = "unix:///var/run/docker.sock"
 HEARTBEAT_TIMEOUT_SECONDS = 12  # how soon the scheduler gives up on a task whose supervisor died
 
 
@@ -265,3 +268,44 @@ def created_since(docker_api, dag_id: str, since: float) -> list[dict[str, Any]]
             decode=True,
         )
     )
+
+
+class EngineEvents:
+    """The engine's container events of one DAG, recorded as they happen, from a stream re-opened after every
+    break (a daemon restart). The daemon keeps only its last 256 events, in memory: on an engine other
+    sessions share, a query afterwards can miss a create of a minute ago."""
+
+    def __init__(self, url: str, dag_id: str) -> None:
+        self.url = url
+        self.dag_id = dag_id
+        self.events: list[dict[str, Any]] = []
+        self._seen: set[tuple] = set()
+        self._stopping = threading.Event()
+        self._stream = None
+        self._since = int(time.time()) - 1
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        filters = {"type": "container", "label": f"dood.dag_id={self.dag_id}"}
+        while not self._stopping.is_set():
+            try:
+                api = docker.APIClient(base_url=self.url, timeout=30)
+                self._stream = api.events(since=self._since, filters=filters, decode=True)
+                for event in self._stream:
+                    key = (event.get("id"), event.get("Action"), event.get("timeNano"))
+                    if key not in self._seen:
+                        self._seen.add(key)
+                        self.events.append(event)
+                        self._since = max(self._since, int(event.get("time", 0)))
+            except Exception:  # noqa: BLE001 - the daemon is restarting, or the read timed out: re-open
+                time.sleep(0.2)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._stream is not None:
+            self._stream.close()
+        self._thread.join(timeout=40)
+
+    def of(self, action: str) -> list[dict[str, Any]]:
+        return [event for event in self.events if event.get("Action") == action]

@@ -16,14 +16,11 @@ Containers are counted from the engine's events, recorded by a stream that recon
 from __future__ import annotations
 
 import os
-import threading
 import time
-from typing import Any
 
-import docker
 import pytest
 
-from tests.integration.airflow_stack import engine_containers
+from tests.integration.airflow_stack import EngineEvents, engine_containers
 from tests.integration.second_engine import SecondEngine
 
 IMAGE = "dood-test-busybox:latest"
@@ -63,45 +60,6 @@ def engines(docker_api):
         yield holder
     finally:
         holder.stop()
-
-
-class EventLog:
-    """The engine's container events of one DAG, from a stream re-opened after every break (a restart)."""
-
-    def __init__(self, url: str, dag_id: str) -> None:
-        self.url = url
-        self.dag_id = dag_id
-        self.events: list[dict[str, Any]] = []
-        self._seen: set[tuple] = set()
-        self._stopping = threading.Event()
-        self._stream = None
-        self._since = int(time.time()) - 1
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        filters = {"type": "container", "label": f"dood.dag_id={self.dag_id}"}
-        while not self._stopping.is_set():
-            try:
-                api = docker.APIClient(base_url=self.url, timeout=30)
-                self._stream = api.events(since=self._since, filters=filters, decode=True)
-                for event in self._stream:
-                    key = (event.get("id"), event.get("Action"), event.get("timeNano"))
-                    if key not in self._seen:
-                        self._seen.add(key)
-                        self.events.append(event)
-                        self._since = max(self._since, int(event.get("time", 0)))
-            except Exception:  # noqa: BLE001 - the daemon is restarting, or the read timed out: re-open
-                time.sleep(0.2)
-
-    def stop(self) -> None:
-        self._stopping.set()
-        if self._stream is not None:
-            self._stream.close()
-        self._thread.join(timeout=40)
-
-    def of(self, action: str) -> list[dict[str, Any]]:
-        return [event for event in self.events if event.get("Action") == action]
 
 
 def write_config(stack, engine: SecondEngine) -> None:
@@ -147,7 +105,7 @@ def test_daemon_restarted_mid_run(airflow_stack, engines, mode, live_restore):
     write_config(airflow_stack, engine)
     dag_id = f"dood_sched_restart_{mode}"
     api = engine.api()
-    events = EventLog(engine.url, dag_id)
+    events = EngineEvents(engine.url, dag_id)
     try:
         run_id = airflow_stack.trigger(dag_id)
         wait_for_running(api, dag_id)

@@ -18,7 +18,7 @@ import time
 import psutil
 import pytest
 
-from tests.integration.airflow_stack import created_since, engine_containers
+from tests.integration.airflow_stack import MAIN_ENGINE_URL, EngineEvents, engine_containers
 
 GRACE = 6  # as in scheduled_dags/dood_sched_dags.py
 REPEATS = range(int(os.environ.get("DOOD_KILL_REPEATS", "1")))
@@ -49,19 +49,33 @@ def sigterm_mark(stack, dag_id: str, try_number: int = 1):
     return stack.home / "marks" / f"{dag_id}-{try_number}.term"
 
 
-def start(stack, docker_api, dag_id: str) -> tuple[str, float]:
+@pytest.fixture
+def recorded():
+    """Starts recording a DAG's container events (the engine's, as they happen); stops after the test."""
+    recorders = []
+
+    def record(dag_id: str) -> EngineEvents:
+        recorders.append(EngineEvents(MAIN_ENGINE_URL, dag_id))
+        return recorders[-1]
+
+    yield record
+    for recorder in recorders:
+        recorder.stop()
+
+
+def start(stack, docker_api, dag_id: str, recorded) -> tuple[str, EngineEvents]:
     for old in (stack.home / "marks").glob(f"{dag_id}-*"):
         old.unlink()
-    since = time.time() - 1
+    events = recorded(dag_id)
     run_id = stack.trigger(dag_id)
     wait_for_running_container(docker_api, dag_id)
-    return run_id, since
+    return run_id, events
 
 
 @pytest.mark.parametrize("repeat", REPEATS)
-def test_marked_failed_blocking_with_grace_over_5s_removes_the_container(airflow_stack, docker_api, repeat):
+def test_marked_failed_blocking_with_grace_over_5s_removes_the_container(airflow_stack, docker_api, recorded, repeat):
     dag_id = "dood_sched_kill_blocking"
-    run_id, since = start(airflow_stack, docker_api, dag_id)
+    run_id, events = start(airflow_stack, docker_api, dag_id, recorded)
     airflow_stack.wait_for_task(dag_id, run_id, ("running",))
     time.sleep(1)  # the trap is installed by the container's first line
 
@@ -70,14 +84,14 @@ def test_marked_failed_blocking_with_grace_over_5s_removes_the_container(airflow
     left = wait_for_no_container(docker_api, dag_id, timeout=GRACE + 30)
     assert left == [], f"left behind after mark failed: {left}"
     assert sigterm_mark(airflow_stack, dag_id).exists(), "the container was not sent SIGTERM first"
-    assert len(created_since(docker_api, dag_id, since)) == 1
+    assert len(events.of("create")) == 1
     assert airflow_stack.task(dag_id, run_id)["state"] == "failed"
 
 
 @pytest.mark.parametrize("repeat", REPEATS)
-def test_marked_failed_deferred_with_grace_over_5s_removes_the_container(airflow_stack, docker_api, repeat):
+def test_marked_failed_deferred_with_grace_over_5s_removes_the_container(airflow_stack, docker_api, recorded, repeat):
     dag_id = "dood_sched_kill_deferrable"
-    run_id, since = start(airflow_stack, docker_api, dag_id)
+    run_id, events = start(airflow_stack, docker_api, dag_id, recorded)
     airflow_stack.wait_for_task(dag_id, run_id, ("deferred",))
     time.sleep(1)  # the triggerer picks the trigger up
 
@@ -86,13 +100,13 @@ def test_marked_failed_deferred_with_grace_over_5s_removes_the_container(airflow
     left = wait_for_no_container(docker_api, dag_id, timeout=GRACE + 30)
     assert left == [], f"left behind after mark failed while deferred: {left}"
     assert sigterm_mark(airflow_stack, dag_id).exists(), "the container was not sent SIGTERM first"
-    assert len(created_since(docker_api, dag_id, since)) == 1
+    assert len(events.of("create")) == 1
 
 
 @pytest.mark.parametrize("mode", ["blocking", "deferrable"])
-def test_execution_timeout_sends_sigterm_before_removing_the_container(airflow_stack, docker_api, mode):
+def test_execution_timeout_sends_sigterm_before_removing_the_container(airflow_stack, docker_api, recorded, mode):
     dag_id = f"dood_sched_timeout_{mode}"
-    run_id, since = start(airflow_stack, docker_api, dag_id)
+    run_id, events = start(airflow_stack, docker_api, dag_id, recorded)
 
     task = airflow_stack.wait_for_task(dag_id, run_id, ("failed", "up_for_retry", "success"), timeout=60)
 
@@ -100,16 +114,16 @@ def test_execution_timeout_sends_sigterm_before_removing_the_container(airflow_s
     left = wait_for_no_container(docker_api, dag_id, timeout=GRACE + 30)
     assert left == [], f"left behind after execution_timeout: {left}"
     assert sigterm_mark(airflow_stack, dag_id).exists(), "the container was killed without SIGTERM first"
-    assert len(created_since(docker_api, dag_id, since)) == 1
+    assert len(events.of("create")) == 1
 
 
 @pytest.mark.parametrize("repeat", REPEATS)
 @pytest.mark.parametrize("output", ["quiet", "chatty"])
 def test_orphaned_runner_of_a_killed_supervisor_never_ends_the_container_the_next_try_adopted(
-    airflow_stack, docker_api, output, repeat
+    airflow_stack, docker_api, recorded, output, repeat
 ):
     dag_id = f"dood_sched_orphan_{output}"
-    run_id, since = start(airflow_stack, docker_api, dag_id)
+    run_id, events = start(airflow_stack, docker_api, dag_id, recorded)
     task = airflow_stack.wait_for_task(dag_id, run_id, ("running",))
     runner = airflow_stack.task_runner(task["id"])
     supervisor = runner.parent()
@@ -125,7 +139,7 @@ def test_orphaned_runner_of_a_killed_supervisor_never_ends_the_container_the_nex
         assert final["state"] == "success", airflow_stack.log_tail("scheduler")
         assert final["try_number"] == 2
         assert airflow_stack.xcom(dag_id, run_id) == {"done": True, "try": 1}  # written by try 1's container
-        assert len(created_since(docker_api, dag_id, since)) == 1  # adopted, never started twice
+        assert len(events.of("create")) == 1  # adopted, never started twice
         assert wait_for_no_container(docker_api, dag_id, timeout=20) == []
     finally:
         try:
@@ -137,10 +151,10 @@ def test_orphaned_runner_of_a_killed_supervisor_never_ends_the_container_the_nex
 @pytest.mark.parametrize("repeat", REPEATS)
 @pytest.mark.parametrize("mode", ["blocking", "deferrable"])
 def test_cleared_running_task_removes_its_container_and_the_new_try_runs_a_fresh_one(
-    airflow_stack, docker_api, mode, repeat
+    airflow_stack, docker_api, recorded, mode, repeat
 ):
     dag_id = f"dood_sched_clear_{mode}"
-    run_id, since = start(airflow_stack, docker_api, dag_id)
+    run_id, events = start(airflow_stack, docker_api, dag_id, recorded)
     airflow_stack.wait_for_task(dag_id, run_id, ("deferred",) if mode == "deferrable" else ("running",))
     time.sleep(1)  # the trap is installed by the container's first line
 
@@ -152,13 +166,15 @@ def test_cleared_running_task_removes_its_container_and_the_new_try_runs_a_fresh
     assert airflow_stack.xcom(dag_id, run_id) == {"done": True, "try": 2}  # the fresh container's
     assert sigterm_mark(airflow_stack, dag_id, 1).exists(), "try 1's container was not sent SIGTERM first"
     assert wait_for_no_container(docker_api, dag_id, timeout=GRACE + 30) == []
-    assert len(created_since(docker_api, dag_id, since)) == 2
+    assert len(events.of("create")) == 2
 
 
 @pytest.mark.parametrize("repeat", REPEATS)
-def test_triggerer_restarted_mid_wait_the_trigger_resumes_and_the_task_succeeds(airflow_stack, docker_api, repeat):
+def test_triggerer_restarted_mid_wait_the_trigger_resumes_and_the_task_succeeds(
+    airflow_stack, docker_api, recorded, repeat
+):
     dag_id = "dood_sched_triggerer_restart"
-    run_id, since = start(airflow_stack, docker_api, dag_id)
+    run_id, events = start(airflow_stack, docker_api, dag_id, recorded)
     airflow_stack.wait_for_task(dag_id, run_id, ("deferred",))
     time.sleep(2)  # the triggerer runs the trigger
 
@@ -168,17 +184,19 @@ def test_triggerer_restarted_mid_wait_the_trigger_resumes_and_the_task_succeeds(
     assert final["state"] == "success", airflow_stack.log_tail("triggerer")
     assert final["try_number"] == 1
     assert airflow_stack.xcom(dag_id, run_id) == {"done": True, "try": 1}
-    assert len(created_since(docker_api, dag_id, since)) == 1
+    assert len(events.of("create")) == 1
     assert wait_for_no_container(docker_api, dag_id, timeout=20) == []
 
 
 @pytest.mark.parametrize("repeat", REPEATS)
 @pytest.mark.parametrize("killed", ["runner", "worker"])
-def test_worker_sigkilled_mid_training_the_next_try_adopts_the_container(airflow_stack, docker_api, killed, repeat):
+def test_worker_sigkilled_mid_training_the_next_try_adopts_the_container(
+    airflow_stack, docker_api, recorded, killed, repeat
+):
     """`runner`: the task runner alone is SIGKILLed (its supervisor reports the try failed); `worker`: the
     runner and its supervisor (the scheduler times the heartbeat out)."""
     dag_id = f"dood_sched_worker_killed_{killed}"
-    run_id, since = start(airflow_stack, docker_api, dag_id)
+    run_id, events = start(airflow_stack, docker_api, dag_id, recorded)
     task = airflow_stack.wait_for_task(dag_id, run_id, ("running",))
     runner = airflow_stack.task_runner(task["id"])
     supervisor = runner.parent()
@@ -192,14 +210,16 @@ def test_worker_sigkilled_mid_training_the_next_try_adopts_the_container(airflow
     assert final["state"] == "success", airflow_stack.log_tail("scheduler")
     assert final["try_number"] == 2
     assert airflow_stack.xcom(dag_id, run_id) == {"done": True, "try": 1}  # written by try 1's container
-    assert len(created_since(docker_api, dag_id, since)) == 1  # adopted, never started twice
+    assert len(events.of("create")) == 1  # adopted, never started twice
     assert wait_for_no_container(docker_api, dag_id, timeout=20) == []
 
 
 @pytest.mark.parametrize("mode", ["blocking", "deferrable"])
-def test_container_removed_before_its_outcome_was_read_fails_the_task_saying_so(airflow_stack, docker_api, mode):
+def test_container_removed_before_its_outcome_was_read_fails_the_task_saying_so(
+    airflow_stack, docker_api, recorded, mode
+):
     dag_id = f"dood_sched_removed_{mode}"
-    run_id, since = start(airflow_stack, docker_api, dag_id)
+    run_id, events = start(airflow_stack, docker_api, dag_id, recorded)
     airflow_stack.wait_for_task(dag_id, run_id, ("deferred",) if mode == "deferrable" else ("running",))
     time.sleep(1)
 
@@ -210,5 +230,5 @@ def test_container_removed_before_its_outcome_was_read_fails_the_task_saying_so(
     log = airflow_stack.task_log(dag_id, run_id, 1)
     assert "was removed before its outcome could be read (it exited with code 137)" in log, log[-3000:]
     assert "No such container" not in log
-    assert len(created_since(docker_api, dag_id, since)) == 1
+    assert len(events.of("create")) == 1
     assert engine_containers(docker_api, dag_id) == []

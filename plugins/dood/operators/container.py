@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -38,6 +39,8 @@ from dood.ui.extra_link import DoodContainerLink
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
+
+ADOPTION_SETTLE_SECONDS = 6  # > the triggerer's default 5 s heartbeat, in which it passes a user's kill on
 
 
 class DoodContainerOperator(BaseOperator):
@@ -317,6 +320,11 @@ class DoodContainerOperator(BaseOperator):
             for c in hook.find_containers(identity.task_labels())  # this task instance's, on this host
             if TaskIdentity.from_labels(c["Labels"]).try_number != identity.try_number
         ]
+        if any(c["State"] == "running" for c in earlier):
+            # a kill path of the earlier try (a clear: the triggerer cancels its trigger on its next sync) may
+            # not have signalled it yet: give it that long before deciding (only retries ever wait here)
+            time.sleep(ADOPTION_SETTLE_SECONDS)
+            earlier = [c for c in hook.find_containers(identity.task_labels()) if c["Id"] in {e["Id"] for e in earlier}]
         # one someone began to stop (a clear, a timeout: `kill` events) is being ended, not adoptable
         running = [c for c in earlier if c["State"] == "running" and not being_ended(hook.api, c)]
         succeeded = [
