@@ -1,9 +1,10 @@
 """The DooD page with 200 dood containers: how long one request takes, end to end.
 
-    .venv/bin/python benchmarks/bench_ui.py [--containers 200] [--requests 20] [--via-proxy]
+    .venv/bin/python benchmarks/bench_ui.py [--containers 200] [--requests 20] [--via-proxy] [--running]
                                             [--append docs/benchmarks.md]
 
-Creates N containers with `docker create` (never started) from the test image, labelled as dood's
+Creates N containers with `docker create` (never started; with `--running`, started running `sleep`, so
+each row costs an inspect and a stats sample too) from the test image, labelled as dood's
 (`dood.managed=true`, `dood.stack=dood` and task identity labels), then asks the plugin's FastAPI app for
 `/dood/containers` N times through Starlette's TestClient (routing, dependencies, the engine calls and
 the Jinja rendering: everything but the socket to the browser). Airflow's login is stubbed (a user who
@@ -32,7 +33,7 @@ import docker
 IMAGE = os.environ.get("DOOD_BENCH_IMAGE", "dood-test-busybox:latest")
 
 
-def create_containers(api, count: int, tag: str) -> list[str]:
+def create_containers(api, count: int, tag: str, running: bool = False) -> list[str]:
     ids = []
     for i in range(count):
         labels = {
@@ -45,7 +46,10 @@ def create_containers(api, count: int, tag: str) -> list[str]:
             "dood.try_number": "1",
             "bench": tag,
         }
-        ids.append(api.create_container(IMAGE, ["true"], labels=labels, name=f"bench-ui-{tag}-{i}")["Id"])
+        command = ["sleep", "3600"] if running else ["true"]
+        ids.append(api.create_container(IMAGE, command, labels=labels, name=f"bench-ui-{tag}-{i}")["Id"])
+        if running:
+            api.start(ids[-1])
     return ids
 
 
@@ -107,12 +111,13 @@ def main() -> int:
     parser.add_argument("--containers", type=int, default=200)
     parser.add_argument("--requests", type=int, default=20)
     parser.add_argument("--via-proxy", action="store_true")
+    parser.add_argument("--running", action="store_true", help="start the containers (inspect + stats per row)")
     parser.add_argument("--append", type=Path)
     args = parser.parse_args()
     api = docker.APIClient(base_url="unix:///var/run/docker.sock", version="auto")
     tag = uuid.uuid4().hex[:8]
     started = time.perf_counter()
-    ids = create_containers(api, args.containers, tag)
+    ids = create_containers(api, args.containers, tag, running=args.running)
     created_in = time.perf_counter() - started
     try:
         results = {"direct socket": measure("unix:///var/run/docker.sock", args.requests, args.containers)}
@@ -128,7 +133,8 @@ def main() -> int:
         "",
         f"Machine: {platform.node()}, {os.cpu_count()} CPUs, {platform.platform()}, "
         f"Python {platform.python_version()}, Docker {api.version().get('Version')}, "
-        f"load average {os.getloadavg()[0]:.1f} at the end. {args.containers} containers created (not started) in "
+        f"load average {os.getloadavg()[0]:.1f} at the end. {args.containers} containers "
+        f"{'started (running sleep)' if args.running else 'created (not started)'} in "
         f"{created_in:.1f} s; {args.requests} requests of `/dood/containers` each (TestClient: routing, "
         "dependencies, engine calls, Jinja rendering; Airflow's login and the task-state query stubbed).",
         "",

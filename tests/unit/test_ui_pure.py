@@ -43,6 +43,14 @@ def test_gpus_held():
     assert samples.gpus_held({}) is None
 
 
+def test_a_live_rows_gpus_come_from_its_claim_label_without_an_inspect():
+    entry = {"Id": "c1", "State": "running", "Labels": {"dood.dag_id": "d", "dood.gpus": "2,5"}}
+    assert build_row(entry).gpus == 2
+    assert build_row({**entry, "Labels": {"dood.dag_id": "d"}}).gpus is None
+    ended = {**entry, "State": "exited"}
+    assert build_row(ended, {"State": {"ExitCode": 3, "OOMKilled": True}}).exit_code == 3
+
+
 def test_rows_orphans_and_filters():
     created = int(datetime(2026, 1, 1, tzinfo=timezone.utc).timestamp())
     running = {"Id": "a" * 64, "Names": ["/n1"], "Labels": LABELS, "State": "running", "Created": created}

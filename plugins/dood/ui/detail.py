@@ -61,7 +61,8 @@ def detail(reader: EngineReader, task: TaskKey, try_number: int | None, *, may_r
         return view
     view.gpus = gpus_held(inspected.get("HostConfig"))
     if (inspected.get("State") or {}).get("Running"):
-        view.usage = reader.usage(inspected["Id"])
+        # One container: worth waiting for the daemon's next stats tick (shared with the DooD page's samples).
+        view.usage = reader.usage_many([inspected["Id"]], budget=1.5).get(inspected["Id"])
     if may_read_logs:
         try:
             view.log_lines = tuple(reader.log_tail(inspected["Id"]))

@@ -5,16 +5,20 @@ create rights. Which endpoint: `$DOOD_UI_DOCKER_URL`, else the dood config's `do
 
 A page of many containers stays fast: one list call; inspect only for containers that are running or have
 ended (created ones show nothing an inspect would add), cached by (id, state) since a container's
-configuration never changes and an ended one's outcome neither; stats only for running ones, in parallel.
+configuration never changes and an ended one's outcome neither; stats only for running ones, sampled in the
+background. A stats sample waits for the daemon's next collection tick (about 1 s on dockerd 20.10, even
+with `one_shot`), so a page never waits for all of them: it waits at most `STATS_BUDGET_SECONDS` and shows
+the latest sample of each container (a row without one yet shows none; the page refreshes every few seconds).
 """
 
 from __future__ import annotations
 
 import os
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any
 
 from dood.naming import MANAGED_LABEL
@@ -23,8 +27,14 @@ from dood.ui.samples import CpuReading, Usage, cpu_reading, usage
 URL_ENV = "DOOD_UI_DOCKER_URL"
 LOG_TAIL_LINES = 200
 LOG_LINE_CHARS = 2000
-_WORKERS = 8
+_WORKERS = 32  # inspects and image lookups: short I/O waits, many at once
 _CACHE = 2048
+#: How long a page waits for stats samples it asked for; later ones show on its next refresh.
+STATS_BUDGET_SECONDS = 0.4
+#: A sample younger than this is shown as it is, not asked again.
+STATS_FRESH_SECONDS = 3.0
+#: Samples asked at once: each mostly waits for the daemon's tick, so many share one tick.
+_STATS_WORKERS = 64
 
 
 class _Lru:
@@ -56,6 +66,10 @@ class EngineReader:
         self._images = _Lru()
         self._cpu: _Lru = _Lru()
         self._pool = ThreadPoolExecutor(_WORKERS, thread_name_prefix="dood-ui")
+        self._samples = _Lru()  # container id -> (monotonic time, Usage)
+        self._sampling: dict[str, Future] = {}
+        self._sampling_lock = threading.Lock()
+        self._stats_pool = ThreadPoolExecutor(_STATS_WORKERS, thread_name_prefix="dood-ui-stats")
 
     @classmethod
     def from_config(cls) -> EngineReader:
@@ -91,14 +105,40 @@ class EngineReader:
         return found
 
     def inspect_many(self, entries: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-        """Inspect of the running and ended containers among these list entries, in parallel."""
-        wanted = [e for e in entries if e.get("State") not in ("created",)]
+        """Inspect of the ended containers among these list entries (exit code, OOM), in parallel: what a
+        live one shows comes from the list entry, its labels (GPUs) and its stats."""
+        wanted = [e for e in entries if e.get("State") in ("exited", "dead")]
         results = self._pool.map(lambda e: (e["Id"], self.inspect(e["Id"], e.get("State", ""))), wanted)
         return {cid: found for cid, found in results if found is not None}
 
-    def usage_many(self, container_ids: Iterable[str]) -> dict[str, Usage]:
-        """CPU % (against this process' previous sample) and memory of running containers, in parallel."""
-        return dict(self._pool.map(lambda cid: (cid, self.usage(cid)), list(container_ids)))
+    def usage_many(self, container_ids: Iterable[str], budget: float = STATS_BUDGET_SECONDS) -> dict[str, Usage]:
+        """CPU % (against this process' previous sample) and memory of running containers: the latest sample
+        of each. Stale samples are renewed in the background; only for a container without any sample yet
+        does the page wait, at most `budget` seconds."""
+        ids = list(container_ids)
+        now = time.monotonic()
+        first: list[Future] = []
+        with self._sampling_lock:
+            for cid in ids:
+                cached = self._samples.get(cid)
+                if cached is not None and now - cached[0] < STATS_FRESH_SECONDS:
+                    continue
+                future = self._sampling.get(cid)
+                if future is None:
+                    future = self._sampling[cid] = self._stats_pool.submit(self._sample, cid)
+                if cached is None:
+                    first.append(future)
+        if first:
+            wait(first, timeout=budget)
+        found = {cid: self._samples.get(cid) for cid in ids}
+        return {cid: sample[1] for cid, sample in found.items() if sample is not None}
+
+    def _sample(self, container_id: str) -> None:
+        try:
+            self._samples.put(container_id, (time.monotonic(), self.usage(container_id)))
+        finally:
+            with self._sampling_lock:
+                self._sampling.pop(container_id, None)
 
     def usage(self, container_id: str) -> Usage:
         import docker.errors

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
+from dood.gpus import GPUS_LABEL
 from dood.janitor import ENDED_TASK_STATES, MISSING, _parse_time
 from dood.ui.samples import Usage, gpus_held
 
@@ -118,7 +119,7 @@ def build_row(
         cpu_percent=used.cpu_percent if used else None,
         memory_bytes=used.memory_bytes if used else None,
         memory_limit=used.memory_limit if used else None,
-        gpus=gpus_held((inspected or {}).get("HostConfig")) if state in ALIVE else None,
+        gpus=_gpus(labels, inspected) if state in ALIVE else None,
         exit_code=outcome.get("ExitCode") if ended else None,
         oom_killed=bool(outcome.get("OOMKilled")) if ended else False,
         ti_state=ti_state,
@@ -136,6 +137,15 @@ def select(rows: Iterable[ContainerRow], *, dag_id: str | None, state: str | Non
     ]
     oldest = datetime.min.replace(tzinfo=timezone.utc)
     return sorted(kept, key=lambda row: (row.created or oldest, row.name), reverse=True)
+
+
+def _gpus(labels: Mapping[str, str], inspected: Mapping[str, Any] | None) -> int | str | None:
+    """GPUs a live container holds: its `dood.gpus` label (set by dood's claims, forced by dood-proxy to
+    the devices the create named), else its device requests when it was inspected."""
+    named = [gpu for gpu in (labels.get(GPUS_LABEL) or "").split(",") if gpu.strip()]
+    if named:
+        return len(named)
+    return gpus_held((inspected or {}).get("HostConfig"))
 
 
 def _int(value: Any, default: int) -> int:
