@@ -29,8 +29,8 @@ from dood.naming import TaskIdentity, check_user_labels
 from dood.owner import airflow_state, being_ended
 from dood.placement import Placement
 from dood.policy import check as check_policy
-from dood.resources import Resources
 from dood.reconnect import Reconnector
+from dood.resources import Resources
 from dood.results import RESULT_FILE_NAME, RUN_DIR_IN_CONTAINER, result_env, run_dir_for
 from dood.teardown import DockerTarget, detach
 from dood.triggers.container import DoodContainerTrigger
