@@ -64,7 +64,7 @@ class DockerEndpoint(_Strict):
         description=(
             "How long a wait for a running container (blocking, deferred, sensor) tolerates a daemon that does "
             "not answer, as during a dockerd restart: it reconnects with backoff (0.5 s doubling up to 10 s), "
-            "then fails with \"Docker daemon unreachable since <time>\". A restart with live-restore is then "
+            'then fails with "Docker daemon unreachable since <time>". A restart with live-restore is then '
             "invisible to the task; without it, the container is reported killed by the daemon's shutdown."
         ),
         examples=[120, 600],

@@ -65,7 +65,10 @@ def test_trigger_form_params_are_typed_with_limits():
     }
     assert dag.params.get_param("n_estimators").description == "n_estimators, 10–500; default 100."
     # Fields with defaults are nullable too (no required-star in the form).
-    assert all("null" in schema[name]["type"] for name in ("image_tag", "gpus", "min_accuracy", "dataset_date", "force_promote"))
+    assert all(
+        "null" in schema[name]["type"]
+        for name in ("image_tag", "gpus", "min_accuracy", "dataset_date", "force_promote")
+    )
     assert schema["max_depth"]["title"] == "Maximum depth of each tree"
     assert schema["gpus"]["maximum"] == 2
     cpu_only = build_dags(parse_config({"pipelines": {"p": pipeline()}}))["dood_p"]

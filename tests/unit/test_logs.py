@@ -95,7 +95,9 @@ def test_other_lines_stay_at_info_level(line):
 def test_a_record_of_lines_is_split_around_the_failure_line_in_order():
     log = _Recorder()
     emit = task_log_emitter(log)
-    LineForwarder(emit, lines_per_record=10).feed(b"[evaluate] a\n[evaluate] b\n[evaluate] FAILED: gate\n[evaluate] c\n")
+    LineForwarder(emit, lines_per_record=10).feed(
+        b"[evaluate] a\n[evaluate] b\n[evaluate] FAILED: gate\n[evaluate] c\n"
+    )
     assert log.records == [
         ("info", "[evaluate] a\n[evaluate] b"),
         ("error", "[evaluate] FAILED: gate"),

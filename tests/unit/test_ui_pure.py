@@ -86,7 +86,7 @@ def test_chart_spaces_runs_evenly_in_date_order_with_bounded_ticks():
     runs = [_run("late", 28, 0.9, "scheduled"), *(_run(f"b{d}", d, 0.8 + d / 100) for d in range(1, 20))]
     svg = chart.svg(runs, "accuracy", None)
     xs = [float(x) for x in re.findall(r'<rect class="point backfill" x="([\d.]+)"', svg)]
-    gaps = [b - a for a, b in zip(xs, xs[1:])]
+    gaps = [b - a for a, b in zip(xs, xs[1:], strict=False)]
     assert len(xs) == 19 and max(gaps) - min(gaps) < 0.2 and min(gaps) > 10  # evenly, in date order
     scheduled_x = float(re.search(r'<circle class="point scheduled" cx="([\d.]+)"', svg).group(1))
     assert scheduled_x > max(xs)  # the latest date last
