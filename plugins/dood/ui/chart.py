@@ -63,7 +63,9 @@ def svg(runs: Sequence[RunMetrics], metric: str, threshold: float | None) -> str
     ticked = sorted({*range(0, len(points), every), len(points) - 1})
     for i in ticked:
         label = escape(points[i][0].when.strftime("%Y-%m-%d"))
-        parts.append(f'<text class="tick" x="{x_of(i):.1f}" y="{HEIGHT - 12}" text-anchor="middle">{label}</text>')
+        # The last date ends at the plot's edge rather than past it (the svg would cut it).
+        x, anchor = (x_of(i) + 12, "end") if i == len(points) - 1 and i else (x_of(i), "middle")
+        parts.append(f'<text class="tick" x="{x:.1f}" y="{HEIGHT - 12}" text-anchor="{anchor}">{label}</text>')
     if threshold is not None:
         y = y_of(threshold)
         parts.append(f'<line class="threshold" x1="{LEFT}" y1="{y:.1f}" x2="{LEFT + plot_w}" y2="{y:.1f}"/>')
