@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import ssl
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -28,6 +27,7 @@ import aiohttp
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from dood.gone import gone_message
+from dood.hooks.async_docker import async_docker
 from dood.launcher import Outcome, epoch_ns
 from dood.reconnect import KILL_EXIT_CODES, Backoff, Outages, shutdown_note, unreachable_message
 from dood.teardown import DockerTarget, detach
@@ -42,7 +42,7 @@ ENDED_STATES = ("exited", "dead")
 SIGKILL_EXIT_CODE = 137  # killed: by the kernel (OOM), `docker kill`, `docker rm -f`, or the daemon's shutdown
 REPLAY_MARGIN_SECONDS = 60  # `since=` reaches this far before the wait began: tolerates daemon clock skew
 REPLAY_GRACE_SECONDS = 1.0  # how long replayed events are read once the container is found gone
-_CALL_TIMEOUT = aiohttp.ClientTimeout(total=30, sock_connect=10)
+
 _STREAM_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_read=None, sock_connect=10)
 _API_VERSION = re.compile(r"^(auto|v?\d+\.\d+)$")
 
@@ -353,18 +353,13 @@ class DoodContainerTrigger(BaseTrigger):
 
     def _docker(self) -> aiodocker.Docker:
         """A session of this trigger's own, created inside the event loop (never stored between runs)."""
-        context = self._ssl_context()
-        url = re.sub(r"^tcp://", "https://" if context else "http://", self.docker_url)
-        version = self.api_version if self.api_version == "auto" else "v" + self.api_version.lstrip("v")
-        return aiodocker.Docker(url=url, ssl_context=context, api_version=version, timeout=_CALL_TIMEOUT)
-
-    def _ssl_context(self) -> ssl.SSLContext | None:
-        if not (self.tls_ca_cert or self.tls_client_cert):
-            return None
-        context = ssl.create_default_context(cafile=self.tls_ca_cert)
-        if self.tls_client_cert:
-            context.load_cert_chain(self.tls_client_cert, self.tls_client_key)
-        return context
+        return async_docker(
+            self.docker_url,
+            self.api_version,
+            tls_ca_cert=self.tls_ca_cert,
+            tls_client_cert=self.tls_client_cert,
+            tls_client_key=self.tls_client_key,
+        )
 
     # -- payloads -------------------------------------------------------------------------------
 

@@ -37,7 +37,7 @@ from dood.gpus import (
     ticket_body,
     tickets,
 )
-from dood.triggers.container import DoodContainerTrigger
+from dood.hooks.async_docker import async_docker
 
 if TYPE_CHECKING:
     from dood.config import DoodConfig
@@ -320,14 +320,13 @@ class DoodGpuTrigger(BaseTrigger):
         return time.time() + (self._offset or 0.0)
 
     def _docker(self) -> aiodocker.Docker:
-        return DoodContainerTrigger(
-            container_id="-",
-            docker_url=self.docker_url,
-            api_version=self.api_version,
+        return async_docker(
+            self.docker_url,
+            self.api_version,
             tls_ca_cert=self.tls_ca_cert,
             tls_client_cert=self.tls_client_cert,
             tls_client_key=self.tls_client_key,
-        )._docker()
+        )
 
     def _payload(self, status: str, message: str) -> dict[str, Any]:
         when = datetime.fromtimestamp(self.deadline, tz=timezone.utc).isoformat() if self.deadline else None

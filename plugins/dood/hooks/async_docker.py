@@ -1,0 +1,40 @@
+"""An aiodocker session for the triggers, built from what a trigger serializes (URL, API version, TLS files).
+
+One place for the URL rewrite (tcp:// -> http(s)://), the API version form aiodocker wants and the TLS
+context, so every trigger reaches an endpoint the way the sync hook does.
+"""
+
+from __future__ import annotations
+
+import re
+import ssl
+
+import aiodocker
+import aiohttp
+
+CALL_TIMEOUT = aiohttp.ClientTimeout(total=30, sock_connect=10)
+
+
+def ssl_context(ca_cert: str | None, client_cert: str | None, client_key: str | None) -> ssl.SSLContext | None:
+    """The TLS context for these files; None for a plain (unix or http) endpoint."""
+    if not (ca_cert or client_cert):
+        return None
+    context = ssl.create_default_context(cafile=ca_cert)
+    if client_cert:
+        context.load_cert_chain(client_cert, client_key)
+    return context
+
+
+def async_docker(
+    url: str,
+    api_version: str,
+    *,
+    tls_ca_cert: str | None = None,
+    tls_client_cert: str | None = None,
+    tls_client_key: str | None = None,
+) -> aiodocker.Docker:
+    """A new session: create it inside the event loop that uses it, and close it there."""
+    context = ssl_context(tls_ca_cert, tls_client_cert, tls_client_key)
+    url = re.sub(r"^tcp://", "https://" if context else "http://", url)
+    version = api_version if api_version == "auto" else "v" + api_version.lstrip("v")
+    return aiodocker.Docker(url=url, ssl_context=context, api_version=version, timeout=CALL_TIMEOUT)
