@@ -33,11 +33,14 @@ IMAGE = "dood-test-busybox:latest"
 
 def dood_config(home: Path) -> str:
     evaluate = (
-        "d=${DOOD_DATA_INTERVAL_START:8:2}; case $d in 01) a=0.88;; 02) a=0.93;; 03) a=0.83;; *) a=0.9;; esac; "
+        # The whole date, not the day: the scheduled run's date is today's, and on the 2nd of a month it would
+        # promote too (CI failed on 2026-12-02 with two champions).
+        "d=${DOOD_DATA_INTERVAL_START:0:10}; "
+        "case $d in 2026-01-01) a=0.88;; 2026-01-02) a=0.93;; 2026-01-03) a=0.83;; *) a=0.9;; esac; "
         'printf "{\\"accuracy\\": %s, \\"f1\\": 0.8}" "$a" > "$DOOD_RESULT_FILE"'
     )
     promote = (
-        'case "${DOOD_DATA_INTERVAL_START:8:2}" in 02) printf "{\\"promoted\\": true}" > "$DOOD_RESULT_FILE";; '
+        'case "${DOOD_DATA_INTERVAL_START:0:10}" in 2026-01-02) printf "{\\"promoted\\": true}" > "$DOOD_RESULT_FILE";; '
         "*) exit 99;; esac"
     )
     step = "{{image: dood-test-busybox, command: [sh, -c, '{}']}}"
