@@ -23,7 +23,7 @@ from pydantic import (
 
 from dood.config_file import CONFIG_ENV_VAR, DEFAULT_CONFIG_PATH, config_path, read_config_file
 from dood.exceptions import DoodConfigError
-from dood.gpus import GpuInventory
+from dood.gpu_inventory import GpuInventory
 from dood.naming import DEFAULT_STACK, HOST_PATTERN, STACK_PATTERN
 from dood.pipeline_config import Pipeline
 from dood.placement import QUEUE_PATTERN, pipeline_problems

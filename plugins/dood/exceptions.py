@@ -74,3 +74,17 @@ class ContainerFailed(DoodError):
             f"Container {container} exited with code {exit_code}{reason}.{detail}\n"
             f"Last {len(self.log_tail)} log lines:\n{tail}"
         )
+
+
+class GpusUnavailable(DoodError):
+    """The GPUs did not free up before the task's deadline (its execution_timeout)."""
+
+
+class GpusBusy(DoodError):
+    """Too few free GPUs now (or older waiters first) and the task waits elsewhere (deferrable): its ticket
+    stays in the queue, `ticket` names it."""
+
+    def __init__(self, message: str, *, ticket: str, wanted: int | str) -> None:
+        super().__init__(message)
+        self.ticket = ticket
+        self.wanted = wanted

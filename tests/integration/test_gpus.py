@@ -19,7 +19,8 @@ import docker
 import pytest
 
 from dood.config import parse_config
-from dood.gpu_claims import LOCK_NAME, EngineLock, GpuClaims, claims_for
+from dood.gpu_claims import GpuClaims, claims_for
+from dood.gpu_lock import LOCK_NAME, EngineLock
 from dood.gpus_cli import main as dood_gpus
 from dood.launcher import ContainerLauncher, ContainerSpec
 from dood.naming import TaskIdentity

@@ -3,7 +3,7 @@
 The task (`DoodContainerOperator(deferrable=True)` asking for GPUs) found too few free, placed its ticket
 in the queue (`dood.gpu_claims`) and deferred, so the wait holds no worker slot. This trigger keeps that
 ticket alive (renewing it), sleeps on the engine's container events, looks again (two list calls) only
-when the events say it may be the task's turn (`dood.gpus.Wakeup`), and fires `ready` once the task's
+when the events say it may be the task's turn (`dood.gpu_wakeup.Wakeup`), and fires `ready` once the task's
 request fits the free GPUs after every older waiter's; the task then claims them on a worker, and its
 ticket, still in place, keeps younger waiters from taking them meanwhile. It fires `timeout` at the
 task's deadline (absolute, carried from the operator: a triggerer restart does not restart the clock),
@@ -26,22 +26,16 @@ import aiodocker
 import aiohttp
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from dood.gpus import (
-    GPUS_LABEL,
-    TICKET_LABEL,
-    Wakeup,
-    expired,
-    holders,
-    served,
-    still_holding,
-    ticket_body,
-    tickets,
-)
+from dood.engine_clock import offset_of
+from dood.gpu_queue import TICKET_LABEL, expired, served, ticket_body, tickets
+from dood.gpu_wakeup import Wakeup, still_holding
+from dood.gpus import GPUS_LABEL, holders
 from dood.hooks.async_docker import async_docker
 
 if TYPE_CHECKING:
     from dood.config import DoodConfig
-    from dood.gpus import Asked, Holder, Ticket
+    from dood.gpu_queue import Ticket
+    from dood.gpus import Asked, Holder
 
 CLASSPATH = "dood.triggers.gpus.DoodGpuTrigger"
 WATCHED = ("create", "die", "destroy")
@@ -99,7 +93,7 @@ class DoodGpuTrigger(BaseTrigger):
         self.tls_client_cert = tls_client_cert
         self.tls_client_key = tls_client_key
         self._offset: float | None = None  # daemon clock minus ours, measured once per run
-        self._ended: set[str] = set()  # holders whose die/destroy was seen (`dood.gpus.still_holding`)
+        self._ended: set[str] = set()  # holders whose die/destroy was seen (`dood.gpu_wakeup.still_holding`)
 
     @classmethod
     def from_config(
@@ -310,11 +304,7 @@ class DoodGpuTrigger(BaseTrigger):
     async def _clock_offset(self, docker: aiodocker.Docker) -> float:
         before = time.time()
         info = await docker._query_json("info")
-        after = time.time()
-        from dood.gpu_claims import _rfc3339
-
-        daemon = _rfc3339(info.get("SystemTime"))
-        return 0.0 if daemon is None else daemon - (before + after) / 2
+        return offset_of(info.get("SystemTime"), before, time.time())
 
     def _daemon_now(self) -> float:
         return time.time() + (self._offset or 0.0)
