@@ -36,6 +36,7 @@ from docker.errors import APIError, DockerException
 
 from dood.engine_clock import clock_offset, daemon_ns
 from dood.exceptions import DoodConfigError, DoodError, GpusBusy, GpusUnavailable
+from dood.gpu_discovery import inventory_of
 from dood.gpu_lock import LOCK_NAME, EngineLock
 from dood.gpu_queue import TICKET_FOR_LABEL, TICKET_LABEL, ahead_of, served, ticket_key, tickets
 from dood.gpu_ticket import QueuePlace, remove_ticket
@@ -110,6 +111,7 @@ class GpuClaims:
         wanted = asked(body)
         if wanted is None:
             return create(dict(body))
+        self.inventory, _ = inventory_of(self.api, self.host, self.inventory)  # the config's, or discovered
         why = never_fits(self.inventory.devices, wanted)
         if why:
             raise DoodConfigError(f"resources.gpus: {why}")

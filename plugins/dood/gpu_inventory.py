@@ -1,6 +1,7 @@
 """The GPUs of a Docker host: listed in the dood config (`gpus.devices`) or discovered through the engine.
 
-The config model lives here; so does discovery (`dood.gpu_discovery`) once it is built.
+The config model lives here; discovery by a probe container, used when `devices` is empty, is
+`dood.gpu_discovery`.
 """
 
 from __future__ import annotations
@@ -19,9 +20,23 @@ class GpuInventory(BaseModel):
         default=(),
         description=(
             "The host's GPUs as the nvidia driver names them: indexes ('0', '1') or UUIDs ('GPU-…'), one naming "
-            "for all. Containers asking for GPUs get DeviceIDs from this list; empty: GPU requests are refused."
+            "for all. Containers asking for GPUs get DeviceIDs from this list. Empty: discovered through the "
+            "engine by a probe container (probe_image); given, it wins and no probe runs."
         ),
         examples=[["0", "1", "2", "3"]],
+    )
+    probe_image: str = Field(
+        default="nvidia/cuda:12.4.1-base-ubuntu22.04",
+        min_length=1,
+        description=(
+            "Image of the discovery probe (run once per engine when devices is empty, with every GPU, as "
+            "`nvidia-smi --query-gpu=index,uuid --format=csv,noheader`; the NVIDIA Container Toolkit mounts "
+            "nvidia-smi into it). Pulled if the engine lacks it."
+        ),
+        examples=["nvidia/cuda:12.4.1-base-ubuntu22.04", "ubuntu:22.04"],
+    )
+    probe_timeout_seconds: float = Field(
+        default=60, gt=0, description="How long discovery may take (the probe's pull, start and nvidia-smi)."
     )
     wait_recheck_seconds: float = Field(
         default=10,

@@ -141,11 +141,30 @@ def never_fits(devices: Sequence[str], wanted: Asked) -> str | None:
     return None
 
 
+#: Discovery's probe (`dood.gpu_discovery`) is given every GPU, only to run the driver's own query: with the
+#: `utility` capability the NVIDIA toolkit mounts the host's nvidia-smi over this path, whatever the image has.
+PROBE_ENTRYPOINT = ["/usr/bin/nvidia-smi"]
+PROBE_QUERY = ["--query-gpu=index,uuid", "--format=csv,noheader"]
+
+
+def is_probe(body: Mapping[str, Any]) -> bool:
+    """Whether a create body is exactly discovery's probe (every GPU, the driver's nvidia-smi query)."""
+    requests = _gpu_requests(body)
+    return (
+        body.get("Entrypoint") == PROBE_ENTRYPOINT
+        and body.get("Cmd") == PROBE_QUERY
+        and len(requests) == 1
+        and requests[0].get("Count") == -1
+        and not requests[0].get("DeviceIDs")
+        and any("utility" in capabilities for capabilities in requests[0].get("Capabilities") or [])
+    )
+
+
 def referee(body: Mapping[str, Any], holding: Iterable[Holder]) -> list[str]:
     """Why a create must be refused so that no two containers share a GPU (dood-proxy's check): a count the
-    engine would turn into GPUs 0…N-1 whoever holds them, or GPUs another container holds."""
+    engine would turn into GPUs 0…N-1 whoever holds them (but discovery's probe), or GPUs another holds."""
     problems = []
-    if asked(body) is not None:
+    if asked(body) is not None and not is_probe(body):
         problems.append(
             "DeviceRequests: a GPU Count without DeviceIDs gets GPUs 0…N-1 whoever holds them; name free GPUs "
             "in DeviceIDs (dood's launcher claims them for you)"

@@ -1,7 +1,8 @@
 """`dood-gpus`: the Docker host's GPUs, each free or held by which container (dag/task/run/try).
 
-Reads the inventory from the dood config and the holdings from the engine (labels and state); changes
-nothing. `--json` prints the same as one JSON object.
+Reads the inventory from the dood config (`gpus.devices`), or, when that is empty, as discovered through the
+engine (`dood.gpu_discovery`), and says which; the holdings come from the engine (labels and state).
+Changes nothing, except `--rediscover` (probes the engine again). `--json` prints the same as one object.
 """
 
 from __future__ import annotations
@@ -12,7 +13,10 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from dood.gpu_discovery import Discovered
 from dood.gpus import Holder, held_by
+
+CONFIG = Discovered((), "config")
 
 
 def table(devices: Sequence[str], holding: Sequence[Holder]) -> list[dict[str, Any]]:
@@ -34,16 +38,16 @@ def table(devices: Sequence[str], holding: Sequence[Holder]) -> list[dict[str, A
     return rows
 
 
-def render(host: str, devices: Sequence[str], holding: Sequence[Holder]) -> str:
+def render(host: str, devices: Sequence[str], holding: Sequence[Holder], found: Discovered = CONFIG) -> str:
     rows = table(devices, holding)
     free = sum(1 for row in rows if row["state"] == "free")
-    lines = [f"GPUs of {host}: {len(devices)} in gpus.devices, {free} free, {len(rows) - free} held"]
-    if not devices:
-        lines.append("  (gpus.devices is empty: GPU requests are refused until it lists the host's GPUs)")
+    where = "in gpus.devices" if found.source == "config" else "discovered"
+    lines = [f"GPUs of {host}: {len(devices)} {where}, {free} free, {len(rows) - free} held"]
+    lines.append(f"  inventory: {found.describe()}")
     width = max([3, *(len(row["gpu"]) for row in rows)])
     for row in rows:
         holder = row.get("holder")
-        note = "" if row["listed"] else "  (not in gpus.devices)"
+        note = "" if row["listed"] else f"  (not in {'gpus.devices' if found.source == 'config' else 'the inventory'})"
         shown = f"held by {holder['description']}" if holder else "free"
         lines.append(f"  GPU {row['gpu']:<{width}}  {shown}{note}")
     return "\n".join(lines)
@@ -53,6 +57,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="dood-gpus", description=__doc__.splitlines()[0])
     parser.add_argument("--config", help="dood config (default: $DOOD_CONFIG, else config/dood.yaml)")
     parser.add_argument("--json", action="store_true", help="print JSON")
+    parser.add_argument(
+        "--rediscover", action="store_true", help="probe the engine's GPUs again (when gpus.devices is empty)"
+    )
     args = parser.parse_args(argv)
 
     from docker.errors import DockerException
@@ -60,19 +67,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     from dood.config import load_config
     from dood.exceptions import DoodError
     from dood.gpu_claims import GpuClaims
+    from dood.gpu_discovery import discover
     from dood.hooks.dood import DoodHook
 
     try:
         config = load_config(args.config)
-        holding = GpuClaims.of(DoodHook(config).api, config, image="").holding()
+        api, host, gpus = DoodHook(config).api, config.docker.url, config.gpus
+        found = CONFIG if gpus.devices else discover(api, host, image=gpus.probe_image, again=args.rediscover)
+        holding = GpuClaims.of(api, config, image="").holding()
     except (DoodError, DockerException) as exc:
         print(f"dood-gpus: {exc}", file=sys.stderr)
         return 1
-    host, devices = config.docker.url, config.gpus.devices
+    devices = gpus.devices or found.devices
+    inventory = {"source": found.source, "described": found.describe(), "uuids": list(found.uuids)}
     print(
-        json.dumps({"host": host, "gpus": table(devices, holding)}, indent=2)
+        json.dumps({"host": host, "inventory": inventory, "gpus": table(devices, holding)}, indent=2)
         if args.json
-        else render(host, devices, holding)
+        else render(host, devices, holding, found)
     )
     return 0
 

@@ -27,6 +27,8 @@ import aiohttp
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from dood.engine_clock import offset_of
+from dood.exceptions import DoodConfigError
+from dood.gpu_discovery import known_devices
 from dood.gpu_queue import TICKET_LABEL, expired, served, ticket_body, tickets
 from dood.gpu_wakeup import Wakeup, still_holding
 from dood.gpus import GPUS_LABEL, holders
@@ -49,7 +51,7 @@ class DoodGpuTrigger(BaseTrigger):
 
     :param ticket: the task's place in the queue (its ticket's key: the daemon's clock when it first asked).
     :param wanted: GPUs asked for: a count, or ``all``.
-    :param devices: the inventory (``gpus.devices``).
+    :param devices: the inventory (``gpus.devices``, or as discovered through the engine).
     :param image: and ``user``, ``waiter``, ``labels``: what the ticket is created with when renewed.
     """
 
@@ -109,10 +111,13 @@ class DoodGpuTrigger(BaseTrigger):
         deadline: float | None,
     ) -> DoodGpuTrigger:
         docker, gpus = config.docker, config.gpus
+        devices = gpus.devices or known_devices(docker.url)  # discovered by this process's claim just before
+        if not devices:
+            raise DoodConfigError("DoodGpuTrigger: no GPU inventory (gpus.devices empty and none discovered)")
         return cls(
             ticket=ticket,
             wanted=wanted,
-            devices=gpus.devices,
+            devices=devices,
             image=image,
             user=user,
             waiter=waiter,
