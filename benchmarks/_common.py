@@ -72,7 +72,7 @@ def configure_task_logging(log_path: Path):
 
 
 def stub_context(run_id: str, task_id: str) -> dict[str, Any]:
-    """The few context keys the operators read (TaskIdentity.from_context and _identity_env)."""
+    """The few context keys the operators read (TaskIdentity.from_context and naming.run_env)."""
     ti = SimpleNamespace(dag_id="bench", task_id=task_id, run_id=run_id, map_index=-1, try_number=1)
     return {
         "ti": ti,

@@ -1,29 +1,33 @@
-"""How a launched container's end becomes the task's end: logs, outcome, result, removal.
+"""How a launched container's end becomes the task's end: deadline, resume, logs, outcome, result, removal.
 
-Written once and called by the blocking operator, the deferrable operator's resume, and the sensor,
-so "wait for a container and read its outcome" behaves the same on every path.
+What `pod_manager` is to the Kubernetes provider: written once and called by the blocking operator, the
+deferrable operator's resume, and the sensor, so "wait for a container and read its outcome" behaves the
+same on every path. The shapes it reads live beside it: the trigger's event and Docker's states in
+`dood.outcome`, stopping and removing in `dood.teardown`, "is this try still Airflow's" in `dood.owner`.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from docker.errors import NotFound
 
-from dood.exceptions import ContainerFailed
+from dood.exceptions import ContainerFailed, DoodError
 from dood.following import follow_to_end
 from dood.gone import ContainerGone
+from dood.outcome import Outcome
 from dood.owner import still_owner
 from dood.reconnect import Reconnector
 from dood.results import NO_RETRY_EXIT_CODE, read_result, run_dir_for
 
 if TYPE_CHECKING:
     from dood.config import AutoRemove, DoodConfig
-    from dood.launcher import ContainerLauncher, Outcome
+    from dood.launcher import ContainerLauncher
     from dood.naming import TaskIdentity
 
 log = logging.getLogger(__name__)
@@ -72,6 +76,30 @@ class ContainerHandle:
             exit_code = event.get("exit_code")
             raise ContainerGone(event["container_id"][:12], int(exit_code) if exit_code is not None else None) from None
         return cls.of(event["container_id"], name, runs_root, host)
+
+
+def task_deadline(context: Mapping[str, Any], timeout: timedelta | float | None) -> float | None:
+    """When a task's time runs out (epoch seconds): its start plus `timeout` (execution_timeout, or a
+    sensor's timeout in seconds); None without one. Absolute, so a deferral or a triggerer restart does
+    not restart the clock. A task instance without a start date counts from now, never from 1970."""
+    if not timeout:
+        return None
+    if not isinstance(timeout, timedelta):
+        timeout = timedelta(seconds=float(timeout))
+    started = context["ti"].start_date or datetime.now(timezone.utc)
+    return (started + timeout).timestamp()
+
+
+def resume(event: Mapping[str, Any], container_name: str) -> Outcome:
+    """The outcome a `DoodContainerTrigger` event carries (`dood.outcome`). A container removed before its
+    outcome was read raises ContainerGone, a wait that failed (Docker unreachable) DoodError; a `timeout`
+    is the caller's to handle first (the operator ends the container, the sensor only reports)."""
+    gone = ContainerGone.from_event(container_name, dict(event))
+    if gone is not None:
+        raise gone
+    if event.get("status") not in ("success", "failed"):
+        raise DoodError(f"Waiting for container {container_name} failed: {event.get('message')}")
+    return Outcome.from_event(event)
 
 
 def conclude(

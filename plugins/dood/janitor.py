@@ -16,9 +16,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from dood.docker_time import utc_datetime
 from dood.naming import DEFAULT_STACK, HOST_LABEL, MANAGED_LABEL, STACK_LABEL, TaskIdentity
+from dood.outcome import RUNNING
+from dood.owner import NO_TASK_INSTANCE
+from dood.owner import task_state as airflow_task_state
+from dood.teardown import discard
 
-MISSING = "<missing>"
+MISSING = NO_TASK_INSTANCE
 ENDED_TASK_STATES = frozenset({"success", "failed", "skipped", "upstream_failed", "removed"})
 
 TaskStateLookup = Callable[[Mapping[str, str]], "str | None"]
@@ -52,14 +57,14 @@ def plan(
             continue
         name = container["Name"].lstrip("/")
         state = container["State"]
-        if state["Status"] in ("running", "restarting", "paused"):
+        if state["Status"] in RUNNING:
             ti_state = task_state(labels)
             if ti_state == MISSING:
                 verdicts.append(Verdict(container["Id"], name, "its task instance no longer exists"))
             elif ti_state in ENDED_TASK_STATES:
                 verdicts.append(Verdict(container["Id"], name, f"its task instance has ended ({ti_state})"))
             continue
-        ended = _parse_time(state.get("FinishedAt")) or _parse_time(container.get("Created"))
+        ended = utc_datetime(state.get("FinishedAt")) or utc_datetime(container.get("Created"))
         if ended and now - ended >= ttl:
             verdicts.append(
                 Verdict(container["Id"], name, f"{state['Status']} for {_age(now - ended)} (ttl {_age(ttl)})")
@@ -90,11 +95,7 @@ def sweep(
     for verdict in verdicts:
         log(f"{'would remove' if dry_run else 'removing'} {verdict.name}: {verdict.reason}")
         if not dry_run:
-            from dood.launcher import ContainerLauncher
-
-            launcher = ContainerLauncher(api)
-            launcher.stop(verdict.container_id, grace_seconds)
-            launcher.remove(verdict.container_id)
+            discard(api, verdict.container_id, grace_seconds)
     where = f" on host {host!r}" if host is not None else ""
     log(
         f"janitor: {len(listed)} containers of stack {stack!r}{where}, "
@@ -105,17 +106,7 @@ def sweep(
 
 def task_sdk_states(labels: Mapping[str, str]) -> str | None:
     """Task state through the Task SDK (inside an Airflow task, e.g. the maintenance DAG)."""
-    from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
-
-    identity = TaskIdentity.from_labels(labels)
-    states = RuntimeTaskInstance.get_task_states(
-        dag_id=identity.dag_id,
-        task_ids=[identity.task_id],
-        run_ids=[identity.run_id],
-        map_index=identity.map_index,
-    )
-    run_states = states.get(identity.run_id, {})
-    return run_states.get(identity.task_id, MISSING) if run_states else MISSING
+    return airflow_task_state(TaskIdentity.from_labels(labels))
 
 
 class RestApiStates:
@@ -181,16 +172,6 @@ def main(argv: list[str] | None = None) -> int:
         host=config.host,
     )
     return 0
-
-
-def _parse_time(value: Any) -> datetime | None:
-    if isinstance(value, (int, float)):
-        return datetime.fromtimestamp(value, timezone.utc)
-    if not value or str(value).startswith("0001-"):
-        return None
-    text = str(value).rstrip("Z")
-    head, _, fraction = text.partition(".")
-    return datetime.fromisoformat(f"{head}.{fraction[:6]}" if fraction else head).replace(tzinfo=timezone.utc)
 
 
 def _age(delta: timedelta) -> str:

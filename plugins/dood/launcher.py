@@ -8,11 +8,9 @@ written once. Everything takes container ids or names, never in-memory state, so
 from __future__ import annotations
 
 import logging
-import re
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from docker.errors import APIError, ImageNotFound, NotFound
@@ -24,6 +22,7 @@ from dood.gone import ContainerGone, last_exit_code
 from dood.gpus import asked as asked_gpus
 from dood.logs import LineForwarder
 from dood.naming import MANAGED_LABEL, TaskIdentity
+from dood.outcome import NOT_RUNNING, Outcome
 from dood.teardown import remove_container, stop_container
 
 if TYPE_CHECKING:
@@ -34,18 +33,6 @@ if TYPE_CHECKING:
     from dood.resources import Resources
 
 log = logging.getLogger(__name__)
-_LEFTOVER_STATES = ("created", "exited", "dead")
-_RFC3339 = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)$")
-
-
-def epoch_ns(text: str | None) -> int:
-    """Docker's RFC 3339 time (nanosecond digits) as epoch nanoseconds; Docker's zero time gives 0."""
-    match = _RFC3339.match(text or "")
-    if not match or match[1].startswith("0001-"):
-        return 0
-    offset = "+00:00" if match[3] == "Z" else match[3]
-    seconds = int(datetime.fromisoformat(match[1] + offset).timestamp())
-    return seconds * 1_000_000_000 + int((match[2] or "").ljust(9, "0")[:9])
 
 
 @dataclass(frozen=True)
@@ -70,26 +57,6 @@ class ContainerSpec:
 
     def all_labels(self) -> dict[str, str]:
         return {**self.labels, **self.identity.labels()}
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """How a container ended. `killed_by_daemon`: the Docker daemon's shutdown killed it (a restart without
-    live-restore, `dood.reconnect`), with what the waiter saw of the outage."""
-
-    exit_code: int
-    oom_killed: bool = False
-    error: str = ""
-    finished_at: float | None = None  # epoch seconds, from Docker's FinishedAt
-    killed_by_daemon: str = ""
-
-    @classmethod
-    def from_state(cls, state: Mapping[str, Any], wait_result: Mapping[str, Any] | None = None) -> Outcome:
-        """From `docker inspect`'s State; a wait result's code and error win when given."""
-        exit_code = wait_result["StatusCode"] if wait_result else state["ExitCode"]
-        error = ((wait_result or {}).get("Error") or {}).get("Message") or state.get("Error") or ""
-        finished_at = epoch_ns(state.get("FinishedAt")) / 1e9 or None
-        return cls(exit_code=exit_code, oom_killed=bool(state.get("OOMKilled")), error=error, finished_at=finished_at)
 
 
 class ContainerLauncher:
@@ -175,7 +142,7 @@ class ContainerLauncher:
         if mismatched:
             raise ForeignContainerError(spec.name, existing["Id"], f"belongs to another task ({mismatched})")
         status = existing["State"]["Status"]
-        if status not in _LEFTOVER_STATES:
+        if status not in NOT_RUNNING:
             raise DoodError(
                 f"Container {spec.name} of this very task try is already {status}; refusing to start a second "
                 "one. Stop it (or wait for it) and clear the task again."

@@ -8,9 +8,10 @@ Airflow side. Named volumes are host-independent and pass untouched.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Literal
 
+from docker.types import Mount
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from dood.config import MountMapEntry
@@ -113,3 +114,40 @@ def reconcile(configured: Sequence[MountMapEntry], discovered: Sequence[MountMap
             "set mount_discovery.mode: off to trust the config alone."
         )
     return [*discovered, *configured]
+
+
+def mount_map_in_force(
+    configured: Sequence[MountMapEntry],
+    mode: str,
+    own_container: Callable[[], Mapping | None],
+    tried: Callable[[], object],
+) -> MountMap:
+    """The mount map in force under `mount_discovery.mode`: the config alone (`off`), or checked against
+    and extended by what our own container really mounts (`own_container()`: its inspect, None when the
+    daemon runs no container of ours). Without one, Airflow shares the daemon's filesystem (Airflow on the
+    host) and uncovered paths map to themselves; `required` refuses that, naming what was `tried`."""
+    if mode == "off":
+        return MountMap(configured, identity=not configured)
+    own = own_container()
+    if own is None:
+        if mode == "required":
+            raise DoodConfigError(
+                "mount_discovery.mode is 'required' but the Docker daemon runs no container of ours "
+                f"(tried {tried()}). Set it to 'auto' when Airflow runs on the host."
+            )
+        return MountMap(configured, identity=True)
+    return MountMap(reconcile(configured, discovered_entries(own)), identity=False)
+
+
+def host_mounts(raw: Sequence[DoodMount | Mapping | str], mount_map: MountMap, what: str, reserved: str) -> list[Mount]:
+    """A task's mounts as the Docker host must see them: each parsed, bind sources through the mount map;
+    `reserved` (the run directory's target) is the task's own and refused as a target."""
+    mounts = []
+    for index, spec in enumerate(raw):
+        field = f"{what}: mounts[{index}]"
+        mount = DoodMount.parse(spec, field)
+        if mount.target == reserved:
+            raise DoodConfigError(f"{field}: {reserved} is reserved")
+        source = mount_map.to_host(mount.source, field) if mount.type == "bind" else mount.source
+        mounts.append(Mount(target=mount.target, source=source, type=mount.type, read_only=mount.read_only))
+    return mounts

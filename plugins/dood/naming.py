@@ -11,6 +11,7 @@ import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from dood.exceptions import DoodConfigError
 
@@ -128,3 +129,23 @@ def check_user_labels(labels: dict[str, str], field: str = "labels") -> dict[str
             f"{field}: keys {reserved} use the reserved '{LABEL_PREFIX}' prefix; choose another prefix."
         )
     return {str(k): str(v) for k, v in labels.items()}
+
+
+def run_env(identity: TaskIdentity, context: Mapping[str, Any]) -> dict[str, str]:
+    """Run identity and data interval for the container's environment, so it can key its outputs
+    (documented names; `context`: the task's Airflow context)."""
+
+    def iso(key: str) -> str:
+        value = context.get(key)
+        return value.isoformat() if value is not None else ""
+
+    return {
+        "DOOD_DAG_ID": identity.dag_id,
+        "DOOD_TASK_ID": identity.task_id,
+        "DOOD_RUN_ID": identity.run_id,
+        "DOOD_MAP_INDEX": str(identity.map_index),
+        "DOOD_TRY_NUMBER": str(identity.try_number),
+        "DOOD_LOGICAL_DATE": iso("logical_date"),
+        "DOOD_DATA_INTERVAL_START": iso("data_interval_start"),
+        "DOOD_DATA_INTERVAL_END": iso("data_interval_end"),
+    }

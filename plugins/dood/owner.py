@@ -27,23 +27,33 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+NO_TASK_INSTANCE = "<missing>"  # Airflow has no such task instance (deleted run, unknown task)
 
-def airflow_state(identity: TaskIdentity) -> str | None:
-    """The task instance's state as Airflow's API records it; None when this runner cannot reach Airflow
-    (an orphaned runner: its supervisor is gone)."""
+
+def task_state(identity: TaskIdentity) -> str | None:
+    """The task instance's state through the Task SDK, from inside a task runner (None: it has none yet);
+    NO_TASK_INSTANCE when Airflow has no such task instance. The one spelling of the question: ownership
+    (`airflow_state`) and the janitor's maintenance task ask it."""
     from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
 
+    states = RuntimeTaskInstance.get_task_states(
+        dag_id=identity.dag_id,
+        task_ids=[identity.task_id],
+        run_ids=[identity.run_id],
+        map_index=identity.map_index,
+    )
+    return states.get(identity.run_id, {}).get(identity.task_id, NO_TASK_INSTANCE)
+
+
+def airflow_state(identity: TaskIdentity) -> str | None:
+    """The task instance's state as Airflow's API records it ("none" when it has none); None when this
+    runner cannot reach Airflow (an orphaned runner: its supervisor is gone)."""
     try:
-        states = RuntimeTaskInstance.get_task_states(
-            dag_id=identity.dag_id,
-            task_ids=[identity.task_id],
-            run_ids=[identity.run_id],
-            map_index=identity.map_index,
-        )
+        state = task_state(identity)
+        return "none" if state in (None, NO_TASK_INSTANCE) else state
     except Exception as exc:  # noqa: BLE001 - any failure means the same: Airflow did not answer us
         log.warning("Airflow's API cannot be reached from this task runner (%s: %s)", type(exc).__name__, exc)
         return None
-    return states.get(identity.run_id, {}).get(identity.task_id) or "none"
 
 
 def still_owner(identity: TaskIdentity | None) -> bool:

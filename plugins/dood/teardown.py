@@ -63,6 +63,13 @@ def remove_container(api: APIClient, container: str) -> None:
             raise
 
 
+def discard(api: APIClient, container: str, grace_seconds: int) -> None:
+    """End a container for good: stop (SIGTERM, the grace period, SIGKILL), then remove. The one spelling of
+    it, here in this process (the janitor) or in one that outlives a task runner (`detach`, below)."""
+    stop_container(api, container, grace_seconds)
+    remove_container(api, container)
+
+
 @dataclass(frozen=True)
 class DockerTarget:
     """The Docker endpoint, as plain strings a command line can carry."""
@@ -186,8 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.docker_url, args.api_version, args.tls_ca_cert, args.tls_client_cert, args.tls_client_key
     )
     api = target.client(timeout_seconds=SLACK_SECONDS)
-    stop_container(api, args.container, args.grace)
-    remove_container(api, args.container)
+    discard(api, args.container, args.grace)
     if args.log:
         os.unlink(args.log)
     return 0

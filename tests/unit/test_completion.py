@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import json
 import os
+import time
+from datetime import datetime, timedelta, timezone
+from types import SimpleNamespace
 
 import pytest
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-from dood.completion import ContainerFailedNoRetry, ContainerHandle, conclude
+from dood.completion import ContainerFailedNoRetry, ContainerHandle, conclude, task_deadline
 from dood.exceptions import ContainerFailed
-from dood.launcher import Outcome
+from dood.outcome import Outcome
 from dood.results import NO_RETRY_EXIT_CODE, RESULT_FILE_NAME
 
 
@@ -98,3 +101,13 @@ def test_the_handle_records_its_host_when_there_are_several():
     assert "host" not in ContainerHandle.of("c" * 64, "dood-x", "/runs").to_xcom()  # one host: as it always was
     rebuilt = ContainerHandle.resumed(None, {"container_id": "d" * 64}, _Api(), "/runs", host="gpu-b")
     assert rebuilt.host == "gpu-b"
+
+
+def test_the_deadline_counts_from_the_task_start_and_never_from_1970():
+    started = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    context = {"ti": SimpleNamespace(start_date=started)}
+    assert task_deadline(context, None) is None
+    assert task_deadline(context, timedelta(minutes=1)) == started.timestamp() + 60
+    assert task_deadline(context, 90) == started.timestamp() + 90  # a sensor's timeout, in seconds
+    unstarted = task_deadline({"ti": SimpleNamespace(start_date=None)}, 90)
+    assert time.time() + 80 < unstarted <= time.time() + 90

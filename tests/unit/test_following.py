@@ -7,7 +7,7 @@ import time
 import requests
 
 from dood.following import follow_to_end
-from dood.launcher import Outcome
+from dood.outcome import Outcome
 from dood.reconnect import Reconnector
 
 

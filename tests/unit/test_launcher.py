@@ -11,8 +11,9 @@ import pytest
 from docker.errors import APIError, ImageNotFound, NotFound
 
 from dood.exceptions import DoodConfigError, DoodError, ForeignContainerError
-from dood.launcher import ContainerLauncher, ContainerSpec, Outcome, epoch_ns
+from dood.launcher import ContainerLauncher, ContainerSpec
 from dood.naming import MANAGED_LABEL, TaskIdentity
+from dood.outcome import Outcome
 from dood.resources import Resources
 
 SDK = docker.APIClient(version="1.41")
@@ -191,11 +192,3 @@ def test_the_outcome_comes_from_the_state_and_a_wait_result_wins():
     assert Outcome.from_state({"ExitCode": 0, "Error": "from state"}, {"StatusCode": 0, "Error": None}).error == (
         "from state"
     )
-
-
-def test_docker_times_parse_to_epoch_nanoseconds():
-    assert epoch_ns("2026-11-27T20:03:37.097271035Z") == 1_795_809_817_097_271_035
-    assert epoch_ns("2026-11-27T20:03:37Z") == 1_795_809_817_000_000_000
-    assert epoch_ns("2026-11-27T21:03:37.5+01:00") == 1_795_809_817_500_000_000
-    assert epoch_ns("0001-01-01T00:00:00Z") == 0
-    assert epoch_ns(None) == 0

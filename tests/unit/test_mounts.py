@@ -6,7 +6,7 @@ import pytest
 
 from dood.config import MountMapEntry
 from dood.exceptions import DoodConfigError, MountMapConflict, MountNotMapped
-from dood.mounts import DoodMount, MountMap, discovered_entries, reconcile
+from dood.mounts import DoodMount, MountMap, discovered_entries, host_mounts, mount_map_in_force, reconcile
 
 
 def entry(a, h):
@@ -112,3 +112,34 @@ def test_mount_forms(spec, expected):
 def test_bad_mount_names_the_field(spec):
     with pytest.raises(DoodConfigError, match=r"mounts\[0\]"):
         DoodMount.parse(spec, "mounts[0]")
+
+
+def _never_asked():
+    raise AssertionError("mode off never inspects our own container")
+
+
+def test_mount_discovery_modes_decide_the_map_in_force():
+    configured = [MountMapEntry(airflow_path="/opt/dood", host_path="/srv/dood")]
+    own = {"Mounts": [{"Type": "bind", "Source": "/srv/dood", "Destination": "/opt/dood"}]}
+    assert mount_map_in_force([], "off", _never_asked, list).identity is True
+    off = mount_map_in_force(configured, "off", _never_asked, list)
+    assert off.identity is False and off.to_host("/opt/dood/x") == "/srv/dood/x"
+    on_host = mount_map_in_force(configured, "auto", lambda: None, list)
+    assert on_host.identity is True and on_host.to_host("/elsewhere") == "/elsewhere"
+    found = mount_map_in_force(configured, "required", lambda: own, list)
+    assert found.identity is False
+    with pytest.raises(DoodConfigError, match=r"'required' but .* \(tried \['abc'\]\).*'auto'"):
+        mount_map_in_force(configured, "required", lambda: None, lambda: ["abc"])
+
+
+def test_host_mounts_translate_binds_keep_volumes_and_refuse_the_run_dir():
+    mount_map = MountMap([MountMapEntry(airflow_path="/opt/dood", host_path="/srv/dood")], identity=False)
+    mounts = host_mounts(["/opt/dood/data:/data:ro", "cache:/cache"], mount_map, "train", reserved="/dood/run")
+    assert [(m["Source"], m["Target"], m["Type"], m["ReadOnly"]) for m in mounts] == [
+        ("/srv/dood/data", "/data", "bind", True),
+        ("cache", "/cache", "volume", False),
+    ]
+    with pytest.raises(DoodConfigError, match=r"train: mounts\[1\]: /dood/run is reserved"):
+        host_mounts(["cache:/cache", "/opt/dood/x:/dood/run"], mount_map, "train", reserved="/dood/run")
+    with pytest.raises(MountNotMapped, match=r"train: mounts\[0\]"):
+        host_mounts(["/etc:/etc"], mount_map, "train", reserved="/dood/run")

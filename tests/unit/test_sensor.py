@@ -118,7 +118,7 @@ def test_a_poke_after_the_end_finishes_it_and_returns_its_result(monkeypatch):
     ("event", "error", "message"),
     [
         ({"status": "timeout", "container_id": "c"}, AirflowSensorTimeout, "still running at the timeout"),
-        ({"status": "error", "container_id": "c", "message": "boom"}, DoodError, "ended: boom"),
+        ({"status": "error", "container_id": "c", "message": "boom"}, DoodError, "failed: boom"),
     ],
 )
 def test_a_trigger_event_that_is_not_an_end_ends_the_sensor(monkeypatch, event, error, message):

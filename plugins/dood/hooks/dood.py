@@ -14,7 +14,7 @@ from docker.errors import APIError, NotFound
 
 from dood.directories import HostDirectories, proxy_info
 from dood.exceptions import DockerUnreachable, DoodConfigError
-from dood.mounts import MountMap, discovered_entries, reconcile
+from dood.mounts import MountMap, mount_map_in_force
 from dood.naming import HOST_LABEL, MANAGED_LABEL, STACK_LABEL
 from dood.reconnect import explain_unreachable
 from dood.tls import EndpointTLS
@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from dood.config import DoodConfig
 
 _HOST_CPUS: dict[str, int | None] = {}  # Docker endpoint -> its CPU count
+_OWN_CONTAINER: dict[str, dict[str, Any] | None] = {}  # Docker endpoint -> inspect of our container, or None
 _CONTAINER_ID_IN_MOUNTINFO = re.compile(r"/containers/([0-9a-f]{64})/")
 
 
@@ -99,24 +100,21 @@ class DoodHook(DockerHook):
 
     @cached_property
     def mount_map(self) -> MountMap:
-        """The mount map in force, checked against (and extended by) what our own container really mounts.
+        """The mount map in force (`dood.mounts.mount_map_in_force`): the config, checked against what our
+        own container really mounts when `mount_discovery` says so."""
+        return mount_map_in_force(
+            self.config.mount_map,
+            self.config.mount_discovery.mode,
+            self._own_container,
+            own_container_candidates,
+        )
 
-        When the daemon runs no container of ours, Airflow shares the daemon's filesystem (Airflow on the
-        host): uncovered paths map to themselves.
-        """
-        configured = self.config.mount_map
-        mode = self.config.mount_discovery.mode
-        if mode == "off":
-            return MountMap(configured, identity=not configured)
-        own = self.inspect_own_container()
-        if own is None:
-            if mode == "required":
-                raise DoodConfigError(
-                    "mount_discovery.mode is 'required' but the Docker daemon runs no container of ours "
-                    f"(tried {own_container_candidates()}). Set it to 'auto' when Airflow runs on the host."
-                )
-            return MountMap(configured, identity=True)
-        return MountMap(reconcile(configured, discovered_entries(own)), identity=False)
+    def _own_container(self) -> dict[str, Any] | None:
+        """Our own container's inspect, asked once per endpoint and process: it does not change while we run."""
+        url = self.config.docker.url
+        if url not in _OWN_CONTAINER:
+            _OWN_CONTAINER[url] = self.inspect_own_container()
+        return _OWN_CONTAINER[url]
 
     @cached_property
     def directories(self) -> HostDirectories:

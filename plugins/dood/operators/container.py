@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -12,21 +11,22 @@ from airflow.sdk.exceptions import AirflowSkipException, AirflowTaskTimeout
 from docker.errors import APIError
 from docker.types import Mount
 
+from dood.adoption import adoptable
 from dood.arguments import exit_codes, one_of, validated_resources
-from dood.completion import ContainerHandle, finish
+from dood.completion import ContainerHandle, finish, resume, task_deadline
 from dood.config import AutoRemove, DoodConfig, PullPolicy, load_config
 from dood.directories import HostDirectories, default_user
 from dood.exceptions import ContainerFailed, DoodConfigError, DoodError, ResultFileError
 from dood.gone import ContainerGone
-from dood.gpu_claims import GpusBusy, claims_for, remove_ticket, task_deadline
+from dood.gpu_claims import GpusBusy, claims_for, remove_ticket
 from dood.gpus import waiter_of
 from dood.hooks.dood import DoodHook
 from dood.hosts import apply_placement, check_delivered, check_proxy_host, remote_view, task_placement
-from dood.launcher import ContainerLauncher, ContainerSpec, Outcome
+from dood.launcher import ContainerLauncher, ContainerSpec
 from dood.logs import task_log_emitter
-from dood.mounts import DoodMount
-from dood.naming import TaskIdentity, check_user_labels
-from dood.owner import airflow_state, being_ended
+from dood.mounts import DoodMount, host_mounts
+from dood.naming import MANAGED_LABEL, STACK_LABEL, TaskIdentity, check_user_labels, run_env
+from dood.owner import airflow_state
 from dood.placement import Placement
 from dood.policy import check as check_policy
 from dood.reconnect import Reconnector
@@ -40,7 +40,7 @@ from dood.ui.extra_link import DoodContainerLink
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-ADOPTION_SETTLE_SECONDS = 6  # > the triggerer's default 5 s heartbeat, in which it passes a user's kill on
+    from dood.outcome import Outcome
 
 
 class DoodContainerOperator(BaseOperator):
@@ -164,21 +164,13 @@ class DoodContainerOperator(BaseOperator):
     def build_spec(self, config: DoodConfig, hook: DoodHook, identity: TaskIdentity, context: Context):
         """Validate and translate everything; returns (spec, run_dir). Creates nothing on the host."""
         mount_map = hook.mount_map
-        mounts = []
-        for index, raw in enumerate(self.mounts):
-            mount = DoodMount.parse(raw, f"{self.task_id}: mounts[{index}]")
-            if mount.target == RUN_DIR_IN_CONTAINER:
-                raise DoodConfigError(f"{self.task_id}: mounts[{index}]: {RUN_DIR_IN_CONTAINER} is reserved")
-            source = mount.source
-            if mount.type == "bind":
-                source = mount_map.to_host(mount.source, f"{self.task_id}: mounts[{index}]")
-            mounts.append(Mount(target=mount.target, source=source, type=mount.type, read_only=mount.read_only))
+        mounts = host_mounts(self.mounts, mount_map, self.task_id, reserved=RUN_DIR_IN_CONTAINER)
         run_dir = run_dir_for(config.runs_root, identity.container_name())
         run_dir_host = mount_map.to_host(run_dir, "runs_root (dood config)")
         mounts.append(Mount(target=RUN_DIR_IN_CONTAINER, source=run_dir_host, type="bind"))
         environment = {str(k): str(v) for k, v in self.environment.items()}
         environment.update({str(k): str(v) for k, v in self.private_environment.items()})
-        environment.update(_identity_env(identity, context))
+        environment.update(run_env(identity, context))
         environment.update(result_env())
         spec = ContainerSpec(
             identity=identity,
@@ -211,7 +203,7 @@ class DoodContainerOperator(BaseOperator):
         check_proxy_host(hook.api, config, self.task_id)  # its own host's proxy, not another's
         identity = self._identity = TaskIdentity.from_context(context, stack=hook.stack, host=config.host)
         launcher = self._launcher = ContainerLauncher(hook.api)
-        handle = self._reattach(hook, identity, config) if self.reattach else None
+        handle = adoptable(hook, identity, config, self.log) if self.reattach else None
         output = None  # the live output stream, attached before start so nothing is missed
         if handle is not None and self.wait and not self.deferrable:
             output = self._attach_running(launcher, handle)
@@ -308,42 +300,6 @@ class DoodContainerOperator(BaseOperator):
         finally:
             self._container_id = None
 
-    def _reattach(self, hook: DoodHook, identity: TaskIdentity, config: DoodConfig) -> ContainerHandle | None:
-        """Adopt the container of an earlier try of this task instance instead of starting a second one:
-        one still running, or one that succeeded while no worker was watching (its result is kept).
-
-        Ownership passes with it: the earlier try's runner, if it still lives, was orphaned (its supervisor
-        is gone, or Airflow would not have started this try), so it can no longer reach Airflow and
-        therefore never stops or removes the container (`dood.owner`)."""
-        earlier = [
-            c
-            for c in hook.find_containers(identity.task_labels())  # this task instance's, on this host
-            if TaskIdentity.from_labels(c["Labels"]).try_number != identity.try_number
-        ]
-        if any(c["State"] == "running" for c in earlier):
-            # a kill path of the earlier try (a clear: the triggerer cancels its trigger on its next sync) may
-            # not have signalled it yet: give it that long before deciding (only retries ever wait here)
-            time.sleep(ADOPTION_SETTLE_SECONDS)
-            earlier = [c for c in hook.find_containers(identity.task_labels()) if c["Id"] in {e["Id"] for e in earlier}]
-        # one someone began to stop (a clear, a timeout: `kill` events) is being ended, not adoptable
-        running = [c for c in earlier if c["State"] == "running" and not being_ended(hook.api, c)]
-        succeeded = [
-            c
-            for c in earlier
-            if c["State"] == "exited" and hook.api.inspect_container(c["Id"])["State"]["ExitCode"] == 0
-        ]
-        if not (running or succeeded):
-            return None
-        adopted = max(running or succeeded, key=lambda c: c["Created"])
-        name = adopted["Names"][0].lstrip("/")
-        self.log.info(
-            "Reattaching to container %s of try %s (%s) instead of starting another (reattach=True).",
-            name,
-            TaskIdentity.from_labels(adopted["Labels"]).try_number,
-            adopted["Status"],
-        )
-        return ContainerHandle.of(adopted["Id"], name, config.runs_root, config.host)
-
     def _defer(self, handle: ContainerHandle, config: DoodConfig, context: Context) -> None:
         deadline = self._gpu_deadline or task_deadline(context, self.execution_timeout)
         self._container_id = None  # the trigger owns it now; its on_kill stops it on a user kill
@@ -367,7 +323,7 @@ class DoodContainerOperator(BaseOperator):
             image=spec.image,
             user=spec.user,
             waiter=waiter_of(labels),
-            labels={k: v for k, v in labels.items() if k in ("dood.managed", "dood.stack")},
+            labels={k: v for k, v in labels.items() if k in (MANAGED_LABEL, STACK_LABEL)},
             deadline=deadline,
         )
         self.defer(
@@ -410,25 +366,12 @@ class DoodContainerOperator(BaseOperator):
         self._launcher = ContainerLauncher(api)
         self._identity = TaskIdentity.from_context(context, stack=hook.stack, host=config.host)
         self._container_id = container.container_id
-        status = event.get("status")
-        if status == "timeout":
+        if event.get("status") == "timeout":
             self.log.error("execution_timeout passed while deferred: stopping %s", container.container_name)
             self._container_id = None
             self._end_container(container.container_id, "execution_timeout", leave_if_running=False)
             raise AirflowTaskTimeout(f"Container {container.container_name} outlived execution_timeout")
-        gone = ContainerGone.from_event(container.container_name, event)
-        if gone is not None:
-            raise gone
-        if status == "error":
-            raise DoodError(f"Waiting for container {container.container_name} failed: {event.get('message')}")
-        outcome = Outcome(
-            exit_code=int(event["exit_code"]),
-            oom_killed=bool(event.get("oom_killed")),
-            error=event.get("error_message") or "",
-            finished_at=event.get("finished_at"),
-            killed_by_daemon=event.get("killed_by_daemon") or "",
-        )
-        return self._finish(container, config, follow=False, outcome=outcome)
+        return self._finish(container, config, follow=False, outcome=resume(event, container.container_name))
 
     def _grace(self, config: DoodConfig) -> int:
         if self.stop_grace_period is not None:
@@ -481,22 +424,3 @@ class DoodContainerOperator(BaseOperator):
         )
         self.log.info("%s", ending.wait())
         return True
-
-
-def _identity_env(identity: TaskIdentity, context: Context) -> dict[str, str]:
-    """Run identity and data interval, so the container can key its outputs (documented names)."""
-
-    def iso(key: str) -> str:
-        value = context.get(key)
-        return value.isoformat() if value is not None else ""
-
-    return {
-        "DOOD_DAG_ID": identity.dag_id,
-        "DOOD_TASK_ID": identity.task_id,
-        "DOOD_RUN_ID": identity.run_id,
-        "DOOD_MAP_INDEX": str(identity.map_index),
-        "DOOD_TRY_NUMBER": str(identity.try_number),
-        "DOOD_LOGICAL_DATE": iso("logical_date"),
-        "DOOD_DATA_INTERVAL_START": iso("data_interval_start"),
-        "DOOD_DATA_INTERVAL_END": iso("data_interval_end"),
-    }

@@ -10,21 +10,19 @@ from airflow.sdk.exceptions import AirflowSensorTimeout
 from docker.errors import NotFound
 
 from dood.arguments import exit_codes, one_of
-from dood.completion import ContainerHandle, finish
+from dood.completion import ContainerHandle, finish, resume, task_deadline
 from dood.config import AutoRemove, DoodConfig, load_config
 from dood.exceptions import DoodConfigError, DoodError
-from dood.gone import ContainerGone
 from dood.hooks.dood import DoodHook
 from dood.hosts import remote_view, task_placement
-from dood.launcher import ContainerLauncher, Outcome
+from dood.launcher import ContainerLauncher
 from dood.logs import task_log_emitter
 from dood.naming import TaskIdentity
+from dood.outcome import STILL_GOING
 from dood.triggers.container import DoodContainerTrigger
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
-
-_STILL_GOING = ("created", "running", "restarting", "paused")
 
 
 class DoodContainerSensor(BaseSensorOperator):
@@ -120,7 +118,7 @@ class DoodContainerSensor(BaseSensorOperator):
         config = self._config()
         hook = DoodHook(config)
         handle, state = self._locate(hook, config, context)
-        if state["Status"] in _STILL_GOING:
+        if state["Status"] in STILL_GOING:
             self.log.info("Container %s is %s", handle.container_name, state["Status"])
             return PokeReturnValue(is_done=False)
         return PokeReturnValue(is_done=True, xcom_value=self._finish(config, ContainerLauncher(hook.api), handle))
@@ -131,15 +129,15 @@ class DoodContainerSensor(BaseSensorOperator):
         config = self._config()
         hook = DoodHook(config)
         handle, state = self._locate(hook, config, context)
-        if state["Status"] not in _STILL_GOING:
+        if state["Status"] not in STILL_GOING:
             return self._finish(config, ContainerLauncher(hook.api), handle)
-        deadline = None
-        if self.timeout:
-            deadline = (context["ti"].start_date.timestamp() if context["ti"].start_date else 0) + self.timeout
         self.defer(
             # The sensor only watches: killing it leaves the container to its owner (and the janitor).
             trigger=DoodContainerTrigger.from_config(
-                config, handle.container_id, deadline=deadline or None, stop_grace_seconds=None
+                config,
+                handle.container_id,
+                deadline=task_deadline(context, self.timeout),
+                stop_grace_seconds=None,
             ),
             method_name="execute_complete",
             kwargs={"handle": handle.to_xcom()},
@@ -148,13 +146,7 @@ class DoodContainerSensor(BaseSensorOperator):
     def execute_complete(self, context: Context, event: dict[str, Any], handle: dict[str, str] | None = None) -> Any:
         config = self._config()
         api = DoodHook(config).api
-        container = ContainerHandle.resumed(handle, event, api, config.runs_root)
+        container = ContainerHandle.resumed(handle, event, api, config.runs_root, config.host)
         if event.get("status") == "timeout":
             raise AirflowSensorTimeout(f"{self.task_id}: {container.container_name} still running at the timeout")
-        gone = ContainerGone.from_event(container.container_name, event)
-        if gone is not None:
-            raise gone
-        if event.get("status") == "error":
-            raise DoodError(f"{self.task_id}: waiting for {container.container_name} ended: {event.get('message')}")
-        outcome = Outcome(int(event["exit_code"]), bool(event.get("oom_killed")), event.get("error_message") or "")
-        return self._finish(config, ContainerLauncher(api), container, outcome)
+        return self._finish(config, ContainerLauncher(api), container, resume(event, container.container_name))

@@ -18,7 +18,7 @@ import re
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -26,9 +26,9 @@ import aiodocker
 import aiohttp
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from dood.gone import gone_message
+from dood.docker_time import epoch_ns
 from dood.hooks.async_docker import async_docker
-from dood.launcher import Outcome, epoch_ns
+from dood.outcome import ENDED, Outcome, gone_event, wait_event
 from dood.reconnect import KILL_EXIT_CODES, Backoff, Outages, shutdown_note, unreachable_message
 from dood.teardown import DockerTarget, detach
 
@@ -38,7 +38,6 @@ if TYPE_CHECKING:
 CLASSPATH = "dood.triggers.container.DoodContainerTrigger"
 DEFAULT_DOCKER_URL = "unix:///var/run/docker.sock"
 WATCHED_ACTIONS = ("die", "oom", "destroy")
-ENDED_STATES = ("exited", "dead")
 SIGKILL_EXIT_CODE = 137  # killed: by the kernel (OOM), `docker kill`, `docker rm -f`, or the daemon's shutdown
 REPLAY_MARGIN_SECONDS = 60  # `since=` reaches this far before the wait began: tolerates daemon clock skew
 REPLAY_GRACE_SECONDS = 1.0  # how long replayed events are read once the container is found gone
@@ -247,9 +246,7 @@ class DoodContainerTrigger(BaseTrigger):
             payload.get("exit_code"), bool(payload.get("oom_killed")), payload.get("finished_at")
         ):
             return payload
-        note = shutdown_note(outages)
-        message = f"Container {self.container_id[:12]} exited with code {payload['exit_code']}, {note}."
-        return {**payload, "killed_by_daemon": note, "message": message}
+        return replace(Outcome.from_event(payload), killed_by_daemon=shutdown_note(outages)).to_event(self.container_id)
 
     @asynccontextmanager
     async def _events(self, docker: aiodocker.Docker, since: int) -> AsyncIterator[aiohttp.StreamReader]:
@@ -335,7 +332,7 @@ class DoodContainerTrigger(BaseTrigger):
         finished_ns = epoch_ns(state.get("FinishedAt"))
         finished_at = finished_ns / 1e9 if finished_ns else None
         outcome = Outcome.from_state(state)
-        if status in ENDED_STATES or (status == "removing" and watch.auto_remove and finished_ns):
+        if status in ENDED or (status == "removing" and watch.auto_remove and finished_ns):
             return self._ended(outcome, finished_at)
         if status == "removing":
             exit_code = outcome.exit_code if finished_ns else None
@@ -361,47 +358,20 @@ class DoodContainerTrigger(BaseTrigger):
             tls_client_key=self.tls_client_key,
         )
 
-    # -- payloads -------------------------------------------------------------------------------
-
-    def _payload(self, status: str, message: str, **fields: Any) -> dict[str, Any]:
-        return {
-            "status": status,
-            "container_id": self.container_id,
-            "exit_code": fields.get("exit_code"),
-            "oom_killed": bool(fields.get("oom_killed")),
-            "error_message": fields.get("error_message", ""),
-            "finished_at": fields.get("finished_at"),
-            "message": message,
-        }
+    # -- payloads (their shape: dood.outcome) ---------------------------------------------------
 
     def _ended(self, outcome: Outcome, finished_at: float | None) -> dict[str, Any]:
-        oom = " (killed by the kernel: out of memory)" if outcome.oom_killed else ""
-        return self._payload(
-            "success" if outcome.exit_code == 0 else "failed",
-            f"Container {self.container_id[:12]} exited with code {outcome.exit_code}{oom}.",
-            exit_code=outcome.exit_code,
-            oom_killed=outcome.oom_killed,
-            error_message=outcome.error,
-            finished_at=finished_at,
-        )
+        return replace(outcome, finished_at=finished_at).to_event(self.container_id)
 
     def _gone(
         self, *, exit_code: int | None = None, finished_at: float | None = None, oom_killed: bool = False
     ) -> dict[str, Any]:
-        message = gone_message(self.container_id[:12], exit_code)
-        payload = self._payload(
-            "error",
-            message,
-            exit_code=exit_code,
-            oom_killed=oom_killed,
-            error_message=message,
-            finished_at=finished_at,
-        )
-        return {**payload, "gone": True}
+        return gone_event(self.container_id, exit_code=exit_code, finished_at=finished_at, oom_killed=oom_killed)
 
     def _timed_out(self) -> dict[str, Any]:
         when = datetime.fromtimestamp(self.deadline or 0, tz=timezone.utc).isoformat()
-        return self._payload("timeout", f"Container {self.container_id[:12]} was still running at the deadline {when}.")
+        message = f"Container {self.container_id[:12]} was still running at the deadline {when}."
+        return wait_event("timeout", self.container_id, message)
 
     def _unreachable(self, problem: str, since: float | None) -> dict[str, Any]:
         message = unreachable_message(
@@ -410,7 +380,7 @@ class DoodContainerTrigger(BaseTrigger):
             self.retry_budget_seconds,
             f"{problem} (while waiting for container {self.container_id[:12]})",
         )
-        return self._payload("error", message, error_message=message)
+        return wait_event("error", self.container_id, message, error_message=message)
 
 
 def _validate(

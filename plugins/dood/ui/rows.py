@@ -11,11 +11,13 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
+from dood.docker_time import utc_datetime
 from dood.gpus import GPUS_LABEL
-from dood.janitor import ENDED_TASK_STATES, MISSING, _parse_time
+from dood.janitor import ENDED_TASK_STATES, MISSING
+from dood.outcome import RUNNING
 from dood.ui.samples import Usage, gpus_held
 
-ALIVE = frozenset({"running", "restarting", "paused"})
+ALIVE = frozenset(RUNNING)
 ENDED = frozenset({"exited", "dead"})
 STATES = ("running", "created", "restarting", "paused", "exited", "dead", "removing")
 
@@ -115,7 +117,7 @@ def build_row(
         image=str(entry.get("Image") or ""),
         state=state,
         status=str(entry.get("Status") or ""),
-        created=_parse_time(entry.get("Created")),
+        created=utc_datetime(entry.get("Created")),
         cpu_percent=used.cpu_percent if used else None,
         memory_bytes=used.memory_bytes if used else None,
         memory_limit=used.memory_limit if used else None,
