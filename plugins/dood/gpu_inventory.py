@@ -29,9 +29,9 @@ class GpuInventory(BaseModel):
         default="nvidia/cuda:12.4.1-base-ubuntu22.04",
         min_length=1,
         description=(
-            "Image of the discovery probe (run once per engine when devices is empty, with every GPU, as "
-            "`nvidia-smi --query-gpu=index,uuid --format=csv,noheader`; the NVIDIA Container Toolkit mounts "
-            "nvidia-smi into it). Pulled if the engine lacks it."
+            "Image of the discovery probe, run once per engine when devices is empty: every GPU, "
+            "`/usr/bin/nvidia-smi --query-gpu=index,uuid --format=csv,noheader`, where the NVIDIA Container "
+            "Toolkit mounts the driver's nvidia-smi into any image. Pulled if the engine lacks it."
         ),
         examples=["nvidia/cuda:12.4.1-base-ubuntu22.04", "ubuntu:22.04"],
     )
