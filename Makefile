@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test unit integration e2e venv docker chromium images images-test bench clean
+.PHONY: demo test unit integration e2e venv docker chromium redis images images-test bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,9 @@ docker:
 chromium:
 	@bash scripts/ensure-chromium.sh
 
+redis:
+	@bash scripts/ensure-redis.sh
+
 images-test: docker
 	@bash scripts/build-images.sh test
 
@@ -30,14 +33,14 @@ images: docker
 
 ## make test: unit tests, integration tests on the real Docker engine and a real Airflow, then the
 ## docker-compose stack end to end (Airflow in containers launching the steps through the host socket).
-test: venv images chromium
+test: venv images chromium redis
 	$(BIN)/python -m pytest tests --ignore=tests/e2e
 	@bash scripts/compose-e2e.sh
 
 unit: venv
 	$(BIN)/python -m pytest tests/unit
 
-integration: venv images
+integration: venv images redis
 	$(BIN)/python -m pytest tests/integration
 
 ## make e2e: docker-compose.yml brought up, a REST-triggered run, a backfill, torn down (DOOD_E2E_EXECUTOR=celery).

@@ -191,9 +191,10 @@ def _signal_group(pid: int, sig: signal.Signals) -> None:
         pass
 
 
-def stack_env(home: Path, port: int) -> dict[str, str]:
-    """The environment of every service: isolated home and DB, LocalExecutor, everyone admin (no login),
-    the API on loopback only, and a dood config whose bind mounts may only lie under `home`."""
+def stack_env(home: Path, port: int, executor: str = "LocalExecutor") -> dict[str, str]:
+    """The environment of every service: isolated home and DB, LocalExecutor (or `executor`: the Celery stack
+    of celery_stack.py), everyone admin (no login), the API on loopback only, and a dood config whose bind
+    mounts may only lie under `home`."""
     dood_config = home / "dood.yaml"
     dood_config.write_text(
         f"runs_root: {home / 'runs'}\nmount_discovery: {{mode: 'off'}}\npolicy:\n  allowed_host_roots: ['{home}']\n"
@@ -203,7 +204,7 @@ def stack_env(home: Path, port: int) -> dict[str, str]:
     return {
         **keep,
         "AIRFLOW_HOME": str(home),
-        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__CORE__EXECUTOR": executor,
         "AIRFLOW__CORE__PARALLELISM": "8",
         "AIRFLOW__CORE__DAGS_FOLDER": str(home / "dags"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",

@@ -1,0 +1,155 @@
+"""Airflow under the CeleryExecutor, all host processes of the test's own: a Redis broker on a free loopback
+port, the services of airflow_stack.py (SQLite metadata DB; Celery's results in a SQLite file of their own),
+and Celery workers started, stopped and SIGKILLed one by one.
+
+Airflow 3.3.2 and the Celery provider 3.26 accept CeleryExecutor on SQLite (nothing checks the pairing; only
+LocalExecutor is "local"); workers never open the metadata DB (they use the Execution API), so SQLite's
+single writer is the scheduler's and the api-server's, as with LocalExecutor.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+import pytest
+import redis
+
+from tests.integration.airflow_stack import AIRFLOW, AirflowStack, _free_port, _signal_group
+
+REDIS_SERVER = "/usr/bin/redis-server"
+
+
+@dataclass
+class RedisBroker:
+    """`redis-server` on 127.0.0.1:`port`, no persistence, in `home`."""
+
+    home: Path
+    port: int = field(default_factory=_free_port)
+    process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        if not os.access(REDIS_SERVER, os.X_OK):
+            pytest.fail(f"{REDIS_SERVER} is missing: bash scripts/ensure-redis.sh (Debian's redis-server)")
+        command = [REDIS_SERVER, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "", "--appendonly", "no"]
+        command += ["--dir", str(self.home), "--protected-mode", "yes"]
+        with (self.home / "redis.log").open("wb") as log:
+            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                redis.Redis(port=self.port, socket_timeout=1).ping()
+                return
+            except redis.RedisError:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"redis-server did not start: {(self.home / 'redis.log').read_text()[-2000:]}")
+                time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+
+
+def celery_env(env: dict[str, str], home: Path, broker: RedisBroker) -> dict[str, str]:
+    """The stack's environment for CeleryExecutor with this broker; task results in their own SQLite file."""
+    return {
+        **env,
+        "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+        "AIRFLOW__CELERY__BROKER_URL": broker.url,
+        "AIRFLOW__CELERY__RESULT_BACKEND": f"db+sqlite:///{home / 'celery-results.db'}",
+        "AIRFLOW__CELERY__WORKER_CONCURRENCY": "4",
+        # one Execution API call may wait on SQLite's single writer while tasks start at once on 2 cores
+        "AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT": "60",
+    }
+
+
+@dataclass
+class CeleryWorker:
+    """`airflow celery worker` for `queues`, as the Docker host `dood_host` ($DOOD_HOST) runs it."""
+
+    stack: AirflowStack
+    name: str
+    queues: str
+    dood_host: str
+    process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        env = {**self.stack.env, "DOOD_HOST": self.dood_host}
+        args = [AIRFLOW, "celery", "worker", "--queues", self.queues, "--celery-hostname", f"{self.name}@%h"]
+        args += ["--skip-serve-logs", "--without-gossip", "--without-mingle"]  # task logs are files on this host
+        log = open(self.stack.home / f"worker-{self.name}.log", "ab")  # noqa: SIM115 - open while it runs
+        self.process = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.stack._wait_until(self.ready, 120, f"Celery worker {self.name} to listen on {self.queues}")
+
+    def ready(self) -> bool:
+        if self.process.poll() is not None:
+            pytest.fail(f"Celery worker {self.name} exited ({self.process.returncode}):\n{self.log_tail()}")
+        return " ready." in self.log_tail(20000)
+
+    def stop(self) -> None:
+        """Celery's warm shutdown (SIGTERM to the group): running tasks finish, nothing new is taken."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        _signal_group(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def kill(self) -> None:
+        """SIGKILL the worker and everything it started (task supervisors and their runners, which sit in
+        process groups of their own): the host's worker is gone at once, as in a crash."""
+        kill_tree(self.process)
+
+    def log_tail(self, size: int = 4000) -> str:
+        path = self.stack.home / f"worker-{self.name}.log"
+        return path.read_text(errors="replace")[-size:] if path.exists() else "(no log)"
+
+
+def import_pools(stack: AirflowStack) -> None:
+    """The pools placement uses (`python -m dood.hosts pools`), imported as an operator does."""
+    pools = stack.home / "pools.json"
+    made = subprocess.run(
+        [str(Path(AIRFLOW).with_name("python")), "-m", "dood.hosts", "pools"],
+        env=stack.env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert made.returncode == 0, made.stderr
+    pools.write_text(made.stdout)
+    imported = subprocess.run(
+        [AIRFLOW, "pools", "import", str(pools)], env=stack.env, capture_output=True, text=True, check=False
+    )
+    assert imported.returncode == 0, imported.stdout + imported.stderr
+
+
+def kill_service(stack: AirflowStack, service: str) -> None:
+    """SIGKILL one Airflow service's process group (no graceful exit), then start it again."""
+    kill_tree(stack.processes[service])
+    stack._start_service(service)
+    stack._wait_until(stack._healthy, 180, f"the Airflow services to be healthy after killing {service}")
+
+
+def kill_tree(process: subprocess.Popen) -> None:
+    """SIGKILL a process and all its descendants, whatever process group they put themselves in."""
+    try:
+        tree = [process.pid, *(child.pid for child in psutil.Process(process.pid).children(recursive=True))]
+    except psutil.NoSuchProcess:
+        tree = [process.pid]
+    for pid in tree:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    process.wait(timeout=10)

@@ -1,0 +1,302 @@
+"""Two Docker hosts behind Airflow's CeleryExecutor, on this machine (issue 14): the main engine is host-a, a
+second dockerd of the test's own is host-b, each behind its own dood-proxy (`--host`), with a Celery worker
+per host (worker a on queue `default` with DOOD_HOST=host-a, worker b on `host-b` with DOOD_HOST=host-b), a
+Redis broker, and a real scheduler, dag-processor, triggerer and api-server (celery_stack.py). One config
+(hosts_celery.yaml) names both hosts; both engines see one directory, the shared storage of the pipeline.
+
+Where a container ran, how many there were and what they carry is read from the engines (their containers,
+labels and events), never from what dood or Airflow logs; task states come from the REST API.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import docker
+import pytest
+
+from dood.naming import HOST_LABEL, MANAGED_LABEL, STACK_LABEL
+from tests.integration.airflow_stack import MAIN_ENGINE_URL, AirflowStack, EngineEvents, _free_port, stack_env
+from tests.integration.celery_stack import CeleryWorker, RedisBroker, celery_env, import_pools, kill_service
+from tests.integration.proxy_process import remove_labelled, running_proxy
+from tests.integration.second_engine import SecondEngine
+
+HERE = Path(__file__).resolve().parent
+STACK = "dood-hc"
+IMAGE = "dood-test-busybox:latest"
+PREFIX = "dood_hc_"  # not "dood_it": other sessions' integration tests remove every dood_it* container
+STACK_FILTER = f"{STACK_LABEL}={STACK}"
+SLEEPER = "trap 'exit 0' TERM; while :; do sleep 1; done"  # a planted container a SIGTERM ends at once
+
+
+@pytest.fixture(scope="module")
+def hosts(tmp_path_factory, docker_api):
+    """host-b's engine, both proxies, Redis, Airflow under CeleryExecutor and a worker per host."""
+    if os.geteuid() != 0:
+        pytest.skip("a second dockerd (own bridge, data root, socket) needs root")
+    home = tmp_path_factory.mktemp("celery-hosts")
+    os.chmod(home, 0o755)
+    (home / "dags").mkdir()
+    shutil.copy(HERE / "celery_dags" / "dood_hc_dags.py", home / "dags")
+    engine_b = SecondEngine.for_session(role="hosts", subnet=217)
+    policy = f"  allowed_images: ['dood-test-busybox:*']\n  allowed_host_roots: ['{home}']\n"
+    broker = RedisBroker(home)
+    port = _free_port()
+    stack = AirflowStack(home, f"http://127.0.0.1:{port}", {})
+    with contextlib.ExitStack() as cleanup:
+        engine_b.start()
+        cleanup.callback(engine_b.stop)
+        engine_b.load_image(IMAGE)
+        proxy_a = cleanup.enter_context(
+            running_proxy(tmp_path_factory.mktemp("hc-proxy-a"), policy, "--stack", STACK, "--host", "host-a")
+        )
+        proxy_b = cleanup.enter_context(
+            running_proxy(
+                tmp_path_factory.mktemp("hc-proxy-b"), policy, "--stack", STACK, "--host", "host-b",
+                "--upstream", engine_b.url,
+            )
+        )  # fmt: skip
+        broker.start()
+        cleanup.callback(broker.stop)
+        env = celery_env(stack_env(home, port, executor="CeleryExecutor"), home, broker)
+        env.update(
+            DOOD_CONFIG=str(HERE / "hosts_celery.yaml"),
+            DOOD_HC_ROOT=str(home),
+            DOOD_HC_PROXY_A=proxy_a.url,
+            DOOD_HC_PROXY_B=proxy_b.url,
+            # a killed triggerer's triggers go to the next one once it is this many seconds silent (default 30)
+            AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD="10",
+        )
+        stack.env = env
+        _remove_ours(docker_api, engine_b.api())
+        cleanup.callback(_remove_ours, docker_api, engine_b.api())
+        cleanup.callback(stack.stop)
+        stack.start()
+        import_pools(stack)
+        workers = {
+            "a": CeleryWorker(stack, "a", "default", "host-a"),
+            "b": CeleryWorker(stack, "b", "host-b", "host-b"),
+        }
+        for worker in workers.values():
+            cleanup.callback(worker.stop)
+            worker.start()
+        events = {"a": _Recorder(MAIN_ENGINE_URL), "b": _Recorder(engine_b.url)}
+        for recorder in events.values():
+            cleanup.callback(recorder.stop)
+        yield _Hosts(stack, workers, engine_b, docker_api, events, proxy_b.url)
+
+
+class _Recorder(EngineEvents):
+    """Every container event of the test's stack on one engine, from the fixture's start on."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url, dag_id="")
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                api = docker.APIClient(base_url=self.url, timeout=30)
+                filters = {"type": "container", "label": STACK_FILTER}
+                self._stream = api.events(since=self._since, filters=filters, decode=True)
+                for event in self._stream:
+                    key = (event.get("id"), event.get("Action"), event.get("timeNano"))
+                    if key not in self._seen:
+                        self._seen.add(key)
+                        self.events.append(event)
+            except Exception:  # noqa: BLE001 - the stream broke: re-open
+                time.sleep(0.2)
+
+    def created(self, dag_id: str, run_id: str | None = None) -> list[dict]:
+        found = []
+        for event in self.of("create"):
+            labels = event["Actor"]["Attributes"]
+            if labels.get("dood.dag_id") == dag_id and run_id in (None, labels.get("dood.run_id")):
+                found.append(event)
+        return found
+
+
+class _Hosts:
+    def __init__(self, stack, workers, engine_b, api_a, events, proxy_b_url) -> None:
+        self.stack: AirflowStack = stack
+        self.workers: dict[str, CeleryWorker] = workers
+        self.engine_b = engine_b
+        self.api = {"a": api_a, "b": engine_b.api()}
+        self.events: dict[str, _Recorder] = events
+        self.proxy_b_url = proxy_b_url
+
+    def containers(self, host: str, dag_id: str, run_id: str | None = None) -> list[dict]:
+        labels = [f"{MANAGED_LABEL}=true", STACK_FILTER, f"dood.dag_id={dag_id}"]
+        labels += [f"dood.run_id={run_id}"] if run_id else []
+        return self.api[host].containers(all=True, filters={"label": labels})
+
+    def wait_for_run(self, dag_id: str, run_id: str, timeout: float = 180) -> str:
+        self.stack._wait_until(
+            lambda: self.stack.run_state(dag_id, run_id) in ("success", "failed"), timeout, f"{dag_id} {run_id}"
+        )
+        return self.stack.run_state(dag_id, run_id)
+
+    def why(self, *workers: str) -> str:
+        return "\n".join(
+            [self.stack.log_tail("scheduler", 3000)] + [self.workers[w].log_tail(3000) for w in workers or "ab"]
+        )
+
+
+def _remove_ours(*apis) -> None:
+    for api in apis:
+        with contextlib.suppress(docker.errors.DockerException):
+            remove_labelled(api, STACK_FILTER)
+
+
+def test_prepare_on_a_train_on_b_each_on_its_engine_through_the_shared_root(hosts):
+    dag_id = f"{PREFIX}pipeline"
+    run_id = hosts.stack.trigger(dag_id)
+    assert hosts.wait_for_run(dag_id, run_id) == "success", hosts.why()
+    on_a = {c["Labels"]["dood.task_id"]: c for c in hosts.containers("a", dag_id, run_id)}
+    on_b = {c["Labels"]["dood.task_id"]: c for c in hosts.containers("b", dag_id, run_id)}
+    assert sorted(on_a) == ["evaluate", "prepare"]
+    assert sorted(on_b) == ["train"]
+    assert {c["Labels"][HOST_LABEL] for c in on_a.values()} == {"host-a"}
+    assert on_b["train"]["Labels"][HOST_LABEL] == "host-b"
+    # the engines' own records agree (and show both event recorders work): a create per step, on its engine
+    created = {
+        h: sorted(e["Actor"]["Attributes"]["dood.task_id"] for e in hosts.events[h].created(dag_id, run_id))
+        for h in "ab"
+    }
+    assert created == {"a": ["evaluate", "prepare"], "b": ["train"]}
+    assert all(c["State"] == "exited" and "Exited (0)" in c["Status"] for c in [*on_a.values(), *on_b.values()])
+    # train, on B, read what prepare wrote on A; evaluate, on A, read what train wrote on B
+    assert hosts.stack.xcom(dag_id, run_id, "train") == {"read": f"rows of {run_id}"}
+    assert hosts.stack.xcom(dag_id, run_id, "evaluate") == {"model": f"rows of {run_id}"}
+    work_dirs = {
+        m["Source"] for c in (on_a["prepare"], on_b["train"]) for m in c["Mounts"] if m["Destination"] == "/dood/work"
+    }
+    assert len(work_dirs) == 1, f"prepare and train mounted different directories: {work_dirs}"
+    assert (Path(work_dirs.pop()) / "model.txt").read_text().strip() == f"rows of {run_id}"
+
+
+def test_steps_pinned_to_host_b_never_touch_engine_a(hosts):
+    dag_id = f"{PREFIX}pinned"
+    runs = [hosts.stack.trigger(dag_id) for _ in range(6)]
+    states = {run_id: hosts.wait_for_run(dag_id, run_id) for run_id in runs}
+    assert set(states.values()) == {"success"}, (states, hosts.why("b"))
+    for run_id in runs:
+        (container,) = hosts.containers("b", dag_id, run_id)
+        assert container["Labels"][HOST_LABEL] == "host-b"
+        assert len(hosts.events["b"].created(dag_id, run_id)) == 1
+    assert hosts.containers("a", dag_id) == []
+    assert hosts.events["a"].created(dag_id) == [], "engine A saw a create of a step pinned to host-b"
+
+
+def test_worker_b_sigkilled_mid_training_the_retry_on_b_adopts_the_container(hosts):
+    dag_id = f"{PREFIX}killed"
+    run_id = hosts.stack.trigger(dag_id)
+    hosts.stack._wait_until(
+        lambda: any(c["State"] == "running" for c in hosts.containers("b", dag_id, run_id)), 120, "training on B"
+    )
+    hosts.workers["b"].kill()
+    hosts.workers["b"].start()
+    assert hosts.wait_for_run(dag_id, run_id) == "success", hosts.why("b")
+    ti = hosts.stack.task(dag_id, run_id)
+    assert ti["try_number"] == 2, "the retry ran"
+    assert hosts.stack.xcom(dag_id, run_id) == {"try": 1}, "the result of try 1's container, adopted"
+    assert len(hosts.events["b"].created(dag_id, run_id)) == 1, "one container ever on B"
+    assert len(hosts.containers("b", dag_id, run_id)) == 1
+    assert hosts.containers("a", dag_id) == [] and hosts.events["a"].created(dag_id) == []
+
+
+def test_a_deferred_task_on_b_resumes_after_the_triggerer_is_killed_and_started_again(hosts):
+    dag_id = f"{PREFIX}deferred"
+    run_id = hosts.stack.trigger(dag_id)
+    hosts.stack.wait_for_task(dag_id, run_id, ("deferred",), timeout=120)
+    time.sleep(2)  # the triggerer runs the trigger
+    kill_service(hosts.stack, "triggerer")
+    assert hosts.wait_for_run(dag_id, run_id) == "success", hosts.stack.log_tail("triggerer")
+    assert hosts.stack.task(dag_id, run_id)["try_number"] == 1
+    assert hosts.stack.xcom(dag_id, run_id) == {"try": 1}
+    assert len(hosts.events["b"].created(dag_id, run_id)) == 1
+    assert hosts.containers("a", dag_id) == []
+
+
+def test_the_janitor_of_host_b_removes_an_orphan_on_b_and_nothing_else_and_b_s_proxy_hides_a(hosts):
+    def plant(api, name: str, **labels: str) -> str:
+        container = api.create_container(IMAGE, ["sh", "-c", SLEEPER], name=name, labels=labels)
+        api.start(container["Id"])
+        return container["Id"]
+
+    ours = {MANAGED_LABEL: "true", STACK_LABEL: STACK, "dood.task_id": "gone", "dood.run_id": "gone"}
+    suffix = os.getpid()
+    orphan_b = plant(
+        hosts.api["b"], f"hc-orphan-b-{suffix}", **ours, **{HOST_LABEL: "host-b", "dood.dag_id": f"{PREFIX}orphan"}
+    )
+    kept = {
+        "orphan of host-a, on engine A": (
+            "a",
+            plant(
+                hosts.api["a"],
+                f"hc-orphan-a-{suffix}",
+                **ours,
+                **{HOST_LABEL: "host-a", "dood.dag_id": f"{PREFIX}orphan"},
+            ),
+        ),
+        "labelled host-a, on engine B": (
+            "b",
+            plant(
+                hosts.api["b"],
+                f"hc-a-on-b-{suffix}",
+                **ours,
+                **{HOST_LABEL: "host-a", "dood.dag_id": f"{PREFIX}orphan"},
+            ),
+        ),
+        "not dood's, on engine B": ("b", plant(hosts.api["b"], f"hc-foreign-{suffix}", **{STACK_LABEL: STACK})),
+    }
+    through_b = docker.APIClient(base_url=hosts.proxy_b_url, version="auto", timeout=30)
+    listed = {c["Id"] for c in through_b.containers(all=True)}
+    assert orphan_b in listed
+    assert not listed & {cid for _, cid in kept.values()}, "B's proxy lists a container that is not host-b's"
+    for _, cid in kept.values():
+        with pytest.raises(docker.errors.APIError):
+            through_b.inspect_container(cid)
+    janitor = subprocess.run(
+        [str(Path(sys.executable).with_name("dood-janitor")), "--api-url", hosts.stack.api_url, "--ttl-hours", "1"],
+        env={**hosts.stack.env, "DOOD_HOST": "host-b"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert janitor.returncode == 0, janitor.stdout + janitor.stderr
+    assert hosts.api["b"].containers(all=True, filters={"id": orphan_b}) == [], janitor.stdout
+    for label, (engine, cid) in kept.items():
+        (left,) = hosts.api[engine].containers(all=True, filters={"id": cid})
+        assert left["State"] == "running", f"{label}: {left['State']}"
+        hosts.api[engine].remove_container(cid, force=True)
+
+
+def test_with_worker_b_stopped_its_tasks_stay_queued_and_run_when_it_comes_back(hosts):
+    dag_id = f"{PREFIX}pinned"
+    hosts.workers["b"].stop()
+    run_id = hosts.stack.trigger(dag_id)
+    hosts.stack.wait_for_task(dag_id, run_id, ("queued",), timeout=60)
+    missing = subprocess.run(
+        [sys.executable, "-m", "dood.hosts", "workers"],
+        env=hosts.stack.env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert missing.returncode == 1, missing.stdout + missing.stderr
+    assert "queue host-b: no live worker; tasks placed on host-b stay queued" in missing.stdout
+    time.sleep(10)  # what a user sees meanwhile
+    assert hosts.stack.task(dag_id, run_id)["state"] == "queued"
+    assert hosts.containers("b", dag_id, run_id) == [] and hosts.events["b"].created(dag_id, run_id) == []
+    hosts.workers["b"].start()
+    assert hosts.wait_for_run(dag_id, run_id) == "success", hosts.why("b")
+    (container,) = hosts.containers("b", dag_id, run_id)
+    assert container["Labels"][HOST_LABEL] == "host-b"
+    assert hosts.containers("a", dag_id) == []
