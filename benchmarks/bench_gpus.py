@@ -9,7 +9,12 @@ root): `sudo .venv/bin/python benchmarks/bench_gpus.py [--waiters 50] [--gpus 4]
    `sleep --seconds`; for every task that got a GPU another had held, from the holder's FinishedAt to this
    container's StartedAt (both the engine's clock), and to its create returning (the claim itself).
 3. Engine calls: every Docker API request of the run, counted by endpoint (event streams count once each).
+4. Where the time goes (`--phases`): for every task of (2) that got a GPU another had held, from the holder's
+   FinishedAt to each step of its claim in its own thread: the event that woke it, the lock taken, its
+   create sent and returned, the lock removed, its start called, StartedAt (engine), start returned.
 
+`--design ideal` runs (2) with an allocator inside this process (a condition variable, first come first
+served, no engine call): the floor that the engine's own create and start under this load leave.
 `--design old` runs (2) with the claims of commit 03572e6 (every release wakes every waiter; no queue), the
 version measured at 8.8 s median, for an A/B on the same machine at the same time.
 """
@@ -48,6 +53,8 @@ OLD_COMMIT = "03572e6"  # the claims before the queue: every die/destroy woke ev
 CALLS: collections.Counter[str] = collections.Counter()
 _CALLS_LOCK = threading.Lock()
 _ID = re.compile(r"/[0-9a-f]{64}|/dood-[^/?]+")
+_PHASES = threading.local()  # this task's timeline: (step, time.time()), when --phases
+STEPS = ("woken", "locked", "create_sent", "created", "unlocked", "start_called", "StartedAt", "start_returned")
 
 
 def _count_calls() -> None:
@@ -61,6 +68,89 @@ def _count_calls() -> None:
         return original(self, method, url, *args, **kwargs)
 
     docker.APIClient.request = request
+
+
+def _mark(step: str) -> None:
+    timeline = getattr(_PHASES, "timeline", None)
+    if timeline is not None:
+        timeline.append((step, time.time()))
+
+
+def _trace_phases() -> None:
+    """Mark each step of a claim in the calling thread's timeline (wrapping the methods that do them)."""
+    from dood.gpu_lock import EngineLock
+    from dood.gpu_wakeup import Wakeup
+
+    def wrap(owner, name, before=None, after=None):
+        original = getattr(owner, name)
+
+        def traced(*args, **kwargs):
+            if before:
+                before(args)
+            result = original(*args, **kwargs)
+            if after:
+                after(args, result)
+            return result
+
+        setattr(owner, name, traced)
+
+    wrap(Wakeup, "saw", after=lambda args, woke: woke and _mark("woken"))
+    wrap(EngineLock, "acquire", after=lambda args, lock: lock and _mark("locked"))
+    wrap(EngineLock, "released", after=lambda args, _: _mark("unlocked"))
+    wrap(
+        ContainerLauncher, "start", before=lambda args: _mark("start_called"), after=lambda *_: _mark("start_returned")
+    )
+
+    def gpu_create(args) -> bool:
+        return "dood.gpus" in ((args[1] if len(args) > 1 else {}).get("Labels") or {})
+
+    wrap(
+        docker.APIClient,
+        "create_container_from_config",
+        before=lambda args: gpu_create(args) and _mark("create_sent"),
+        after=lambda args, _: gpu_create(args) and _mark("created"),
+    )
+
+
+def _phases(before: dict, after: dict) -> dict[str, float]:
+    """Seconds from the holder's end to each step of the successor's claim (the last of each after it)."""
+    freed = before["finished"]
+    marks = {step: at for step, at in after.get("timeline", []) if at >= freed}
+    marks["StartedAt"] = after["started"]
+    return {step: marks[step] - freed for step in STEPS if step in marks}
+
+
+class _IdealClaims:
+    """The floor: GPUs handed out inside this process, first come first served, freed when `wait` returns."""
+
+    _cond = threading.Condition()
+    _free: list[str] = []
+    _queue: collections.deque = collections.deque()
+
+    @classmethod
+    def reset(cls, devices) -> None:
+        cls._free, cls._queue = list(devices), collections.deque()
+
+    @classmethod
+    def of(cls, api, config, **kwargs) -> _IdealClaims:
+        return cls()
+
+    def create(self, body, create):
+        from dood.gpus import claimed_body
+
+        me = object()
+        with self._cond:
+            self._queue.append(me)
+            self._cond.wait_for(lambda: self._queue[0] is me and self._free)
+            self._queue.popleft()
+            self.claimed = (self._free.pop(0),)
+            self._cond.notify_all()
+        return create(claimed_body(body, self.claimed))
+
+    def release(self) -> None:
+        with self._cond:
+            self._free.append(self.claimed[0])
+            self._cond.notify_all()
 
 
 def _old_claims():
@@ -122,6 +212,7 @@ def claim_latency(engine: SecondEngine, config, samples: int) -> dict[str, dict[
 
 
 def _task(engine: SecondEngine, config, index: int, seconds: float, claims_class=GpuClaims) -> dict:
+    _PHASES.timeline = []
     api = engine.api()
     launcher = ContainerLauncher(api)
     spec = _spec(f"w{index}", 1, ["sleep", str(seconds)])
@@ -131,6 +222,8 @@ def _task(engine: SecondEngine, config, index: int, seconds: float, claims_class
     created = time.time()
     launcher.start(container_id)
     launcher.wait(container_id)
+    if hasattr(claims, "release"):
+        claims.release()
     state = api.inspect_container(container_id)["State"]
     api.remove_container(container_id, force=True)
     return {
@@ -138,6 +231,7 @@ def _task(engine: SecondEngine, config, index: int, seconds: float, claims_class
         "created": created,
         "started": _epoch(state["StartedAt"]),
         "finished": _epoch(state["FinishedAt"]),
+        "timeline": _PHASES.timeline,
     }
 
 
@@ -148,12 +242,15 @@ def freed_to_started(
     with ThreadPoolExecutor(waiters) as pool:
         runs = list(pool.map(lambda i: _task(engine, config, i, seconds, claims_class), range(waiters)))
     to_started, to_claimed = [], []
+    steps: dict[str, list[float]] = collections.defaultdict(list)
     for gpu in {run["gpu"] for run in runs}:
         on_gpu = sorted((run for run in runs if run["gpu"] == gpu), key=lambda run: run["started"])
         for before, after in zip(on_gpu, on_gpu[1:], strict=False):
             assert after["started"] >= before["finished"], f"GPU {gpu} shared"
             to_started.append(after["started"] - before["finished"])
             to_claimed.append(after["created"] - before["finished"])
+            for step, seconds_after in _phases(before, after).items():
+                steps[step].append(seconds_after)
     span = max(run["finished"] for run in runs) - min(run["started"] for run in runs)
     return {
         "freed_to_claimed": _stats(to_claimed),
@@ -161,6 +258,7 @@ def freed_to_started(
         "wall_seconds": {"n": waiters, "span": round(span, 1), "ideal": waiters * seconds / len(config.gpus.devices)},
         "engine_calls": dict(CALLS.most_common()),
         "engine_calls_total": sum(CALLS.values()),
+        "phases_from_freed": {step: _stats(steps[step]) for step in STEPS if steps.get(step)},
     }
 
 
@@ -170,8 +268,15 @@ def main() -> int:
     parser.add_argument("--gpus", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=1.0)
     parser.add_argument("--samples", type=int, default=30)
-    parser.add_argument("--design", choices=["new", "old", "both"], default="new")
+    parser.add_argument(
+        "--design", default="new", help="new, old, ideal, comma-separated (e.g. new,ideal); both: new,old"
+    )
+    parser.add_argument("--phases", action="store_true", help="time each step of a claim (section 4)")
+    parser.add_argument("--skip-claim", action="store_true", help="skip (1), the one-at-a-time claim latency")
     args = parser.parse_args()
+    designs = {"new", "old"} if args.design == "both" else set(args.design.split(","))
+    if not designs <= {"new", "old", "ideal"}:
+        parser.error(f"--design: new, old, ideal or both, not {args.design}")
     if os.geteuid() != 0:
         print("bench_gpus: starts a second dockerd (needs root)", file=sys.stderr)
         return 2
@@ -184,13 +289,20 @@ def main() -> int:
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}",
             "engine": engine.api().version()["Version"],
-            "claim": claim_latency(engine, config, args.samples),
         }
+        if not args.skip_claim:
+            result["claim"] = claim_latency(engine, config, args.samples)
         _count_calls()
-        if args.design in ("new", "both"):
+        if args.phases:
+            _trace_phases()
+        if "new" in designs:
             result["waiters"] = freed_to_started(engine, config, args.waiters, args.seconds)
             result["load_after_new"] = round(os.getloadavg()[0], 1)
-        if args.design in ("old", "both"):
+        if "ideal" in designs:
+            _IdealClaims.reset(config.gpus.devices)
+            result["waiters_ideal"] = freed_to_started(engine, config, args.waiters, args.seconds, _IdealClaims)
+            result["load_after_ideal"] = round(os.getloadavg()[0], 1)
+        if "old" in designs:
             result["waiters_old"] = freed_to_started(engine, config, args.waiters, args.seconds, _old_claims())
             result["load_after_old"] = round(os.getloadavg()[0], 1)
     finally:
