@@ -57,3 +57,19 @@ def test_the_payload_names_the_ticket_and_the_deadline():
         "message": "No GPUs",
         "deadline": "2030-03-17T17:46:40.500000+00:00",
     }
+
+
+def test_without_gpus_devices_the_trigger_takes_what_this_process_discovered():
+    from dood.exceptions import DoodConfigError
+    from dood.gpu_discovery import _FOUND, Discovered
+
+    url = "tcp://dood-proxy-discovering:2375"
+    config = parse_config({"docker": {"url": url}})
+    kwargs = {"ticket": "1", "wanted": 1, "image": "t:1", "user": None, "waiter": "", "labels": {}, "deadline": None}
+    with pytest.raises(DoodConfigError, match="no GPU inventory"):
+        DoodGpuTrigger.from_config(config, **kwargs)
+    _FOUND[url] = Discovered(("0", "1", "2"), "probe")
+    try:
+        assert DoodGpuTrigger.from_config(config, **kwargs).devices == ("0", "1", "2")
+    finally:
+        del _FOUND[url]
