@@ -83,13 +83,18 @@ class CeleryWorker:
     dood_host: str
     process: subprocess.Popen | None = None
 
-    def start(self) -> None:
+    def start(self, wait: bool = True) -> None:
+        """Start it; with `wait`, return once Celery says it is ready (else call `wait_ready`)."""
         env = {**self.stack.env, "DOOD_HOST": self.dood_host}
         args = [AIRFLOW, "celery", "worker", "--queues", self.queues, "--celery-hostname", f"{self.name}@%h"]
         args += ["--skip-serve-logs", "--without-gossip", "--without-mingle"]  # task logs are files on this host
         log = open(self.stack.home / f"worker-{self.name}.log", "ab")  # noqa: SIM115 - open while it runs
         self.process = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        self.stack._wait_until(self.ready, 120, f"Celery worker {self.name} to listen on {self.queues}")
+        if wait:
+            self.wait_ready()
+
+    def wait_ready(self) -> None:
+        self.stack._wait_until(self.ready, 180, f"Celery worker {self.name} to listen on {self.queues}")
 
     def ready(self) -> bool:
         if self.process.poll() is not None:

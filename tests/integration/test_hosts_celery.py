@@ -20,6 +20,7 @@ from pathlib import Path
 
 import docker
 import pytest
+import requests
 
 from dood.naming import HOST_LABEL, MANAGED_LABEL, STACK_LABEL
 from tests.integration.airflow_stack import MAIN_ENGINE_URL, AirflowStack, EngineEvents, _free_port, stack_env
@@ -85,7 +86,9 @@ def hosts(tmp_path_factory, docker_api):
         }
         for worker in workers.values():
             cleanup.callback(worker.stop)
-            worker.start()
+            worker.start(wait=False)
+        for worker in workers.values():
+            worker.wait_ready()
         events = {"a": _Recorder(MAIN_ENGINE_URL), "b": _Recorder(engine_b.url)}
         for recorder in events.values():
             cleanup.callback(recorder.stop)
@@ -135,11 +138,36 @@ class _Hosts:
         labels += [f"dood.run_id={run_id}"] if run_id else []
         return self.api[host].containers(all=True, filters={"label": labels})
 
-    def wait_for_run(self, dag_id: str, run_id: str, timeout: float = 180) -> str:
-        self.stack._wait_until(
-            lambda: self.stack.run_state(dag_id, run_id) in ("success", "failed"), timeout, f"{dag_id} {run_id}"
-        )
-        return self.stack.run_state(dag_id, run_id)
+    def ask(self, read, *args, patience: float = 120):
+        """A REST read, asked again while the api-server is too busy to answer (its one worker also serves
+        every task's Execution API calls, on SQLite; other sessions may load this machine)."""
+        deadline = time.monotonic() + patience
+        while True:
+            try:
+                return read(*args)
+            except (requests.RequestException, AssertionError) as exc:
+                if time.monotonic() > deadline or " 404 " in str(exc):
+                    raise
+                time.sleep(1)
+
+    def task(self, dag_id: str, run_id: str) -> dict:
+        return self.ask(self.stack.task, dag_id, run_id)
+
+    def xcom(self, dag_id: str, run_id: str, task_id: str = "run"):
+        return self.ask(self.stack.xcom, dag_id, run_id, task_id)
+
+    def wait_for_run(self, dag_id: str, run_id: str, timeout: float = 240) -> str:
+        def ended() -> bool:
+            return self.ask(self.stack.run_state, dag_id, run_id) in ("success", "failed")
+
+        self.stack._wait_until(ended, timeout, f"{dag_id} {run_id} to end", every=1)
+        return self.ask(self.stack.run_state, dag_id, run_id)
+
+    def wait_for_task(self, dag_id: str, run_id: str, state: str, timeout: float = 180) -> None:
+        def reached() -> bool:
+            return self.task(dag_id, run_id)["state"] == state
+
+        self.stack._wait_until(reached, timeout, f"{dag_id} {run_id} to be {state}", every=1)
 
     def why(self, *workers: str) -> str:
         return "\n".join(
@@ -155,7 +183,7 @@ def _remove_ours(*apis) -> None:
 
 def test_prepare_on_a_train_on_b_each_on_its_engine_through_the_shared_root(hosts):
     dag_id = f"{PREFIX}pipeline"
-    run_id = hosts.stack.trigger(dag_id)
+    run_id = hosts.ask(hosts.stack.trigger, dag_id)
     assert hosts.wait_for_run(dag_id, run_id) == "success", hosts.why()
     on_a = {c["Labels"]["dood.task_id"]: c for c in hosts.containers("a", dag_id, run_id)}
     on_b = {c["Labels"]["dood.task_id"]: c for c in hosts.containers("b", dag_id, run_id)}
@@ -171,8 +199,8 @@ def test_prepare_on_a_train_on_b_each_on_its_engine_through_the_shared_root(host
     assert created == {"a": ["evaluate", "prepare"], "b": ["train"]}
     assert all(c["State"] == "exited" and "Exited (0)" in c["Status"] for c in [*on_a.values(), *on_b.values()])
     # train, on B, read what prepare wrote on A; evaluate, on A, read what train wrote on B
-    assert hosts.stack.xcom(dag_id, run_id, "train") == {"read": f"rows of {run_id}"}
-    assert hosts.stack.xcom(dag_id, run_id, "evaluate") == {"model": f"rows of {run_id}"}
+    assert hosts.xcom(dag_id, run_id, "train") == {"read": f"rows of {run_id}"}
+    assert hosts.xcom(dag_id, run_id, "evaluate") == {"model": f"rows of {run_id}"}
     work_dirs = {
         m["Source"] for c in (on_a["prepare"], on_b["train"]) for m in c["Mounts"] if m["Destination"] == "/dood/work"
     }
@@ -182,7 +210,7 @@ def test_prepare_on_a_train_on_b_each_on_its_engine_through_the_shared_root(host
 
 def test_steps_pinned_to_host_b_never_touch_engine_a(hosts):
     dag_id = f"{PREFIX}pinned"
-    runs = [hosts.stack.trigger(dag_id) for _ in range(6)]
+    runs = [hosts.ask(hosts.stack.trigger, dag_id) for _ in range(6)]
     states = {run_id: hosts.wait_for_run(dag_id, run_id) for run_id in runs}
     assert set(states.values()) == {"success"}, (states, hosts.why("b"))
     for run_id in runs:
@@ -195,16 +223,16 @@ def test_steps_pinned_to_host_b_never_touch_engine_a(hosts):
 
 def test_worker_b_sigkilled_mid_training_the_retry_on_b_adopts_the_container(hosts):
     dag_id = f"{PREFIX}killed"
-    run_id = hosts.stack.trigger(dag_id)
+    run_id = hosts.ask(hosts.stack.trigger, dag_id)
     hosts.stack._wait_until(
-        lambda: any(c["State"] == "running" for c in hosts.containers("b", dag_id, run_id)), 120, "training on B"
+        lambda: any(c["State"] == "running" for c in hosts.containers("b", dag_id, run_id)), 180, "training on B"
     )
     hosts.workers["b"].kill()
     hosts.workers["b"].start()
     assert hosts.wait_for_run(dag_id, run_id) == "success", hosts.why("b")
-    ti = hosts.stack.task(dag_id, run_id)
+    ti = hosts.task(dag_id, run_id)
     assert ti["try_number"] == 2, "the retry ran"
-    assert hosts.stack.xcom(dag_id, run_id) == {"try": 1}, "the result of try 1's container, adopted"
+    assert hosts.xcom(dag_id, run_id) == {"try": 1}, "the result of try 1's container, adopted"
     assert len(hosts.events["b"].created(dag_id, run_id)) == 1, "one container ever on B"
     assert len(hosts.containers("b", dag_id, run_id)) == 1
     assert hosts.containers("a", dag_id) == [] and hosts.events["a"].created(dag_id) == []
@@ -212,13 +240,13 @@ def test_worker_b_sigkilled_mid_training_the_retry_on_b_adopts_the_container(hos
 
 def test_a_deferred_task_on_b_resumes_after_the_triggerer_is_killed_and_started_again(hosts):
     dag_id = f"{PREFIX}deferred"
-    run_id = hosts.stack.trigger(dag_id)
-    hosts.stack.wait_for_task(dag_id, run_id, ("deferred",), timeout=120)
+    run_id = hosts.ask(hosts.stack.trigger, dag_id)
+    hosts.wait_for_task(dag_id, run_id, "deferred")
     time.sleep(2)  # the triggerer runs the trigger
     kill_service(hosts.stack, "triggerer")
     assert hosts.wait_for_run(dag_id, run_id) == "success", hosts.stack.log_tail("triggerer")
-    assert hosts.stack.task(dag_id, run_id)["try_number"] == 1
-    assert hosts.stack.xcom(dag_id, run_id) == {"try": 1}
+    assert hosts.task(dag_id, run_id)["try_number"] == 1
+    assert hosts.xcom(dag_id, run_id) == {"try": 1}
     assert len(hosts.events["b"].created(dag_id, run_id)) == 1
     assert hosts.containers("a", dag_id) == []
 
@@ -281,8 +309,8 @@ def test_the_janitor_of_host_b_removes_an_orphan_on_b_and_nothing_else_and_b_s_p
 def test_with_worker_b_stopped_its_tasks_stay_queued_and_run_when_it_comes_back(hosts):
     dag_id = f"{PREFIX}pinned"
     hosts.workers["b"].stop()
-    run_id = hosts.stack.trigger(dag_id)
-    hosts.stack.wait_for_task(dag_id, run_id, ("queued",), timeout=60)
+    run_id = hosts.ask(hosts.stack.trigger, dag_id)
+    hosts.wait_for_task(dag_id, run_id, "queued")
     missing = subprocess.run(
         [sys.executable, "-m", "dood.hosts", "workers"],
         env=hosts.stack.env,
@@ -293,7 +321,7 @@ def test_with_worker_b_stopped_its_tasks_stay_queued_and_run_when_it_comes_back(
     assert missing.returncode == 1, missing.stdout + missing.stderr
     assert "queue host-b: no live worker; tasks placed on host-b stay queued" in missing.stdout
     time.sleep(10)  # what a user sees meanwhile
-    assert hosts.stack.task(dag_id, run_id)["state"] == "queued"
+    assert hosts.task(dag_id, run_id)["state"] == "queued"
     assert hosts.containers("b", dag_id, run_id) == [] and hosts.events["b"].created(dag_id, run_id) == []
     hosts.workers["b"].start()
     assert hosts.wait_for_run(dag_id, run_id) == "success", hosts.why("b")
