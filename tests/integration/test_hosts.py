@@ -4,7 +4,7 @@ TLS as another machine's is. A step placed on host-b, run by `dag.test()` as hos
 ($DOOD_HOST=host-b), creates its container on host-b's engine (create, attach, start, wait, result: all
 through TLS) and never on the main one; the same step taken by a worker of host-a fails before creating
 anything.
-(The Celery end-to-end with a worker per host is issue 14's next part.)
+(The Celery end-to-end with a worker per host: test_hosts_celery.py.)
 """
 
 from __future__ import annotations
