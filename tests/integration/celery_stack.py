@@ -1,6 +1,7 @@
 """Airflow under the CeleryExecutor, all host processes of the test's own: a Redis broker on a free loopback
 port, the services of airflow_stack.py (SQLite metadata DB; Celery's results in a SQLite file of their own),
-and Celery workers started, stopped and SIGKILLed one by one.
+and Celery workers started, stopped and SIGKILLed one by one. `two_hosts()` arranges them with two Docker
+engines (test_hosts_celery.py, benchmarks/bench_hosts.py).
 
 Airflow 3.3.2 and the Celery provider 3.26 accept CeleryExecutor on SQLite (nothing checks the pairing; only
 LocalExecutor is "local"); workers never open the metadata DB (they use the Execution API), so SQLite's
@@ -9,20 +10,38 @@ single writer is the scheduler's and the api-server's, as with LocalExecutor.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import docker
 import psutil
 import pytest
 import redis
 
-from tests.integration.airflow_stack import AIRFLOW, AirflowStack, _free_port, _signal_group
+from tests.integration.airflow_stack import (
+    AIRFLOW,
+    MAIN_ENGINE_URL,
+    AirflowStack,
+    _free_port,
+    _signal_group,
+    stack_env,
+)
+from tests.integration.proxy_process import remove_labelled, running_proxy
+from tests.integration.second_engine import SecondEngine
 
 REDIS_SERVER = "/usr/bin/redis-server"
+HERE = Path(__file__).resolve().parent
+CONFIG = HERE / "hosts_celery.yaml"
+DAGS = HERE / "celery_dags" / "dood_hc_dags.py"
+STACK = "dood-hc"  # the config's stack, forced by both proxies
+IMAGE = "dood-test-busybox:latest"
 
 
 @dataclass
@@ -158,3 +177,82 @@ def kill_tree(process: subprocess.Popen) -> None:
         except ProcessLookupError:
             pass
     process.wait(timeout=10)
+
+
+@dataclass
+class TwoHosts:
+    """What `two_hosts()` runs: host-b's engine, the stack, the workers (none under LocalExecutor)."""
+
+    stack: AirflowStack
+    engine_b: SecondEngine
+    workers: dict[str, CeleryWorker]
+    proxy_a_url: str
+    proxy_b_url: str
+
+
+@contextlib.contextmanager
+def two_hosts(home: Path, executor: str = "CeleryExecutor", **env: str) -> Iterator[TwoHosts]:
+    """host-a (the main engine) and host-b (a second dockerd of our own), a dood-proxy each (`--host`), the
+    config hosts_celery.yaml naming both, and Airflow's services with the DAGs of celery_dags/. Under
+    CeleryExecutor: Redis, and worker a (queue `default`, DOOD_HOST=host-a) and worker b (`host-b`,
+    DOOD_HOST=host-b). Under LocalExecutor every service has DOOD_HOST=host-a (the scheduler runs the tasks).
+    Every container of the stack is removed from both engines before and after."""
+    os.chmod(home, 0o755)
+    (home / "dags").mkdir()
+    shutil.copy(DAGS, home / "dags")
+    engine_b = SecondEngine.for_session(role="hosts", subnet=217)
+    policy = f"  allowed_images: ['dood-test-busybox:*']\n  allowed_host_roots: ['{home}']\n"
+    port = _free_port()
+    stack = AirflowStack(home, f"http://127.0.0.1:{port}", {})
+    with contextlib.ExitStack() as cleanup:
+        engine_b.start()
+        cleanup.callback(engine_b.stop)
+        engine_b.load_image(IMAGE)
+        proxies = {}
+        for name, upstream in (("a", MAIN_ENGINE_URL), ("b", engine_b.url)):
+            (home / f"proxy-{name}").mkdir()
+            proxies[name] = cleanup.enter_context(
+                running_proxy(
+                    home / f"proxy-{name}", policy, "--stack", STACK, "--host", f"host-{name}", "--upstream", upstream
+                )
+            )
+        stack.env = stack_env(home, port, executor=executor)
+        if executor == "CeleryExecutor":
+            broker = RedisBroker(home)
+            broker.start()
+            cleanup.callback(broker.stop)
+            stack.env = celery_env(stack.env, home, broker)
+        else:
+            stack.env["DOOD_HOST"] = "host-a"
+        stack.env.update(
+            DOOD_CONFIG=str(CONFIG),
+            DOOD_HC_ROOT=str(home),
+            DOOD_HC_PROXY_A=proxies["a"].url,
+            DOOD_HC_PROXY_B=proxies["b"].url,
+            **env,
+        )
+        apis = (docker.APIClient(base_url=MAIN_ENGINE_URL), engine_b.api())
+        remove_stack_containers(*apis)
+        cleanup.callback(remove_stack_containers, *apis)
+        cleanup.callback(stack.stop)
+        stack.start()
+        import_pools(stack)
+        workers = {}
+        if executor == "CeleryExecutor":
+            workers = {
+                "a": CeleryWorker(stack, "a", "default", "host-a"),
+                "b": CeleryWorker(stack, "b", "host-b", "host-b"),
+            }
+            for worker in workers.values():
+                cleanup.callback(worker.stop)
+                worker.start(wait=False)
+            for worker in workers.values():
+                worker.wait_ready()
+        yield TwoHosts(stack, engine_b, workers, proxies["a"].url, proxies["b"].url)
+
+
+def remove_stack_containers(*apis) -> None:
+    """Every container of the stack `dood-hc` (our label), on each engine."""
+    for api in apis:
+        with contextlib.suppress(docker.errors.DockerException):
+            remove_labelled(api, f"dood.stack={STACK}")

@@ -10,9 +10,7 @@ labels and events), never from what dood or Airflow logs; task states come from 
 
 from __future__ import annotations
 
-import contextlib
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -23,14 +21,9 @@ import pytest
 import requests
 
 from dood.naming import HOST_LABEL, MANAGED_LABEL, STACK_LABEL
-from tests.integration.airflow_stack import MAIN_ENGINE_URL, AirflowStack, EngineEvents, _free_port, stack_env
-from tests.integration.celery_stack import CeleryWorker, RedisBroker, celery_env, import_pools, kill_service
-from tests.integration.proxy_process import remove_labelled, running_proxy
-from tests.integration.second_engine import SecondEngine
+from tests.integration.airflow_stack import MAIN_ENGINE_URL, AirflowStack, EngineEvents
+from tests.integration.celery_stack import IMAGE, STACK, CeleryWorker, kill_service, two_hosts
 
-HERE = Path(__file__).resolve().parent
-STACK = "dood-hc"
-IMAGE = "dood-test-busybox:latest"
 PREFIX = "dood_hc_"  # not "dood_it": other sessions' integration tests remove every dood_it* container
 STACK_FILTER = f"{STACK_LABEL}={STACK}"
 SLEEPER = "trap 'exit 0' TERM; while :; do sleep 1; done"  # a planted container a SIGTERM ends at once
@@ -42,57 +35,14 @@ def hosts(tmp_path_factory, docker_api):
     if os.geteuid() != 0:
         pytest.skip("a second dockerd (own bridge, data root, socket) needs root")
     home = tmp_path_factory.mktemp("celery-hosts")
-    os.chmod(home, 0o755)
-    (home / "dags").mkdir()
-    shutil.copy(HERE / "celery_dags" / "dood_hc_dags.py", home / "dags")
-    engine_b = SecondEngine.for_session(role="hosts", subnet=217)
-    policy = f"  allowed_images: ['dood-test-busybox:*']\n  allowed_host_roots: ['{home}']\n"
-    broker = RedisBroker(home)
-    port = _free_port()
-    stack = AirflowStack(home, f"http://127.0.0.1:{port}", {})
-    with contextlib.ExitStack() as cleanup:
-        engine_b.start()
-        cleanup.callback(engine_b.stop)
-        engine_b.load_image(IMAGE)
-        proxy_a = cleanup.enter_context(
-            running_proxy(tmp_path_factory.mktemp("hc-proxy-a"), policy, "--stack", STACK, "--host", "host-a")
-        )
-        proxy_b = cleanup.enter_context(
-            running_proxy(
-                tmp_path_factory.mktemp("hc-proxy-b"), policy, "--stack", STACK, "--host", "host-b",
-                "--upstream", engine_b.url,
-            )
-        )  # fmt: skip
-        broker.start()
-        cleanup.callback(broker.stop)
-        env = celery_env(stack_env(home, port, executor="CeleryExecutor"), home, broker)
-        env.update(
-            DOOD_CONFIG=str(HERE / "hosts_celery.yaml"),
-            DOOD_HC_ROOT=str(home),
-            DOOD_HC_PROXY_A=proxy_a.url,
-            DOOD_HC_PROXY_B=proxy_b.url,
-            # a killed triggerer's triggers go to the next one once it is this many seconds silent (default 30)
-            AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD="10",
-        )
-        stack.env = env
-        _remove_ours(docker_api, engine_b.api())
-        cleanup.callback(_remove_ours, docker_api, engine_b.api())
-        cleanup.callback(stack.stop)
-        stack.start()
-        import_pools(stack)
-        workers = {
-            "a": CeleryWorker(stack, "a", "default", "host-a"),
-            "b": CeleryWorker(stack, "b", "host-b", "host-b"),
-        }
-        for worker in workers.values():
-            cleanup.callback(worker.stop)
-            worker.start(wait=False)
-        for worker in workers.values():
-            worker.wait_ready()
-        events = {"a": _Recorder(MAIN_ENGINE_URL), "b": _Recorder(engine_b.url)}
-        for recorder in events.values():
-            cleanup.callback(recorder.stop)
-        yield _Hosts(stack, workers, engine_b, docker_api, events, proxy_b.url)
+    # a killed triggerer's triggers go to the next one once it is this many seconds silent (default 30)
+    with two_hosts(home, AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD="10") as arranged:
+        events = {"a": _Recorder(MAIN_ENGINE_URL), "b": _Recorder(arranged.engine_b.url)}
+        try:
+            yield _Hosts(arranged.stack, arranged.workers, arranged.engine_b, docker_api, events, arranged.proxy_b_url)
+        finally:
+            for recorder in events.values():
+                recorder.stop()
 
 
 class _Recorder(EngineEvents):
@@ -173,12 +123,6 @@ class _Hosts:
         return "\n".join(
             [self.stack.log_tail("scheduler", 3000)] + [self.workers[w].log_tail(3000) for w in workers or "ab"]
         )
-
-
-def _remove_ours(*apis) -> None:
-    for api in apis:
-        with contextlib.suppress(docker.errors.DockerException):
-            remove_labelled(api, STACK_FILTER)
 
 
 def test_prepare_on_a_train_on_b_each_on_its_engine_through_the_shared_root(hosts):

@@ -1,5 +1,6 @@
 """An Airflow DAG file for tests/integration/test_hosts_celery.py (config: ../hosts_celery.yaml): the
-pipeline dood_hc_pipeline, and steps pinned to host-b, run by the Celery worker of host-b's queue."""
+pipeline dood_hc_pipeline, and steps pinned to host-b, run by the Celery worker of host-b's queue (and one
+pinned to host-a, for benchmarks/bench_hosts.py)."""
 
 from __future__ import annotations
 
@@ -16,14 +17,15 @@ RESULT = 'printf \'{"try": %s}\' "$DOOD_TRY_NUMBER" > "$DOOD_RESULT_FILE"'
 globals().update(build_dags())  # dood_hc_pipeline, from $DOOD_CONFIG
 
 
-def _on_b(dag_id: str, script: str, **kwargs) -> DAG:
+def _on_b(dag_id: str, script: str, host: str = "host-b", **kwargs) -> DAG:
     start = datetime(2026, 1, 1, tzinfo=timezone.utc)
     with DAG(dag_id, schedule=None, start_date=start, catchup=False, tags=["dood-integration-test"]) as dag:
-        DoodContainerOperator(task_id="run", image=IMAGE, command=["sh", "-c", script], host="host-b", **kwargs)
+        DoodContainerOperator(task_id="run", image=IMAGE, command=["sh", "-c", script], host=host, **kwargs)
     return dag
 
 
 dood_hc_pinned = _on_b("dood_hc_pinned", RESULT)
+dood_hc_pinned_a = _on_b("dood_hc_pinned_a", RESULT, host="host-a")
 # SIGKILLed with its worker mid-training: try 2, on the restarted worker, adopts the container
 dood_hc_killed = _on_b("dood_hc_killed", f"echo training; sleep 25; {RESULT}", retries=1, retry_delay=timedelta(0))
 # deferred while the triggerer is killed and started again
