@@ -243,15 +243,19 @@ def freed_to_started(
         runs = list(pool.map(lambda i: _task(engine, config, i, seconds, claims_class), range(waiters)))
     to_started, to_claimed = [], []
     steps: dict[str, list[float]] = collections.defaultdict(list)
+    slowest: list[tuple[float, float, dict[str, float]]] = []
     for gpu in {run["gpu"] for run in runs}:
         on_gpu = sorted((run for run in runs if run["gpu"] == gpu), key=lambda run: run["started"])
         for before, after in zip(on_gpu, on_gpu[1:], strict=False):
             assert after["started"] >= before["finished"], f"GPU {gpu} shared"
             to_started.append(after["started"] - before["finished"])
             to_claimed.append(after["created"] - before["finished"])
-            for step, seconds_after in _phases(before, after).items():
+            phases = _phases(before, after)
+            for step, seconds_after in phases.items():
                 steps[step].append(seconds_after)
-    span = max(run["finished"] for run in runs) - min(run["started"] for run in runs)
+            slowest.append((phases["StartedAt"], before["finished"], phases))
+    first = min(run["started"] for run in runs)
+    span = max(run["finished"] for run in runs) - first
     return {
         "freed_to_claimed": _stats(to_claimed),
         "freed_to_started": _stats(to_started),
@@ -259,6 +263,10 @@ def freed_to_started(
         "engine_calls": dict(CALLS.most_common()),
         "engine_calls_total": sum(CALLS.values()),
         "phases_from_freed": {step: _stats(steps[step]) for step in STEPS if steps.get(step)},
+        "slowest_five": [
+            {"freed_after_first_start_s": round(freed - first, 2), **{k: round(v, 3) for k, v in phases.items()}}
+            for _, freed, phases in sorted(slowest, key=lambda item: item[0])[-5:]
+        ],
     }
 
 
