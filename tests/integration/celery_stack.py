@@ -236,7 +236,6 @@ def two_hosts(home: Path, executor: str = "CeleryExecutor", **env: str) -> Itera
         cleanup.callback(remove_stack_containers, *apis)
         cleanup.callback(stack.stop)
         stack.start()
-        import_pools(stack)
         workers = {}
         if executor == "CeleryExecutor":
             workers = {
@@ -246,8 +245,9 @@ def two_hosts(home: Path, executor: str = "CeleryExecutor", **env: str) -> Itera
             for worker in workers.values():
                 cleanup.callback(worker.stop)
                 worker.start(wait=False)
-            for worker in workers.values():
-                worker.wait_ready()
+        import_pools(stack)  # while the workers start
+        for worker in workers.values():
+            worker.wait_ready()
         yield TwoHosts(stack, engine_b, workers, proxies["a"].url, proxies["b"].url)
 
 
