@@ -29,7 +29,10 @@ def adoptable(
     hook: DoodHook, identity: TaskIdentity, config: DoodConfig, logger: logging.Logger = log
 ) -> ContainerHandle | None:
     """The earlier try's container this try takes over, on this host, or None (start a new one); said in
-    `logger` (the task's log)."""
+    `logger` (the task's log). A first try has no earlier try (Airflow numbers a cleared task's next run
+    as a new try), so it asks the engine nothing."""
+    if identity.try_number <= 1:
+        return None
     earlier = [
         c
         for c in hook.find_containers(identity.task_labels())  # this task instance's, on this host

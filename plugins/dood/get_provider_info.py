@@ -12,7 +12,7 @@ def get_provider_info() -> dict:
         "description": "Run pipeline steps as sibling containers through the host's Docker socket.",
         "versions": [__version__],
         "operators": [
-            {"integration-name": "dood", "python-modules": ["dood.operators.container"]},
+            {"integration-name": "dood", "python-modules": ["dood.operators.container", "dood.operators.pipeline_step"]},
         ],
         "hooks": [
             {"integration-name": "dood", "python-modules": ["dood.hooks.dood"]},
@@ -21,7 +21,7 @@ def get_provider_info() -> dict:
             {"integration-name": "dood", "python-modules": ["dood.sensors.container"]},
         ],
         "triggers": [
-            {"integration-name": "dood", "python-modules": ["dood.triggers.container"]},
+            {"integration-name": "dood", "python-modules": ["dood.triggers.container", "dood.triggers.gpus"]},
         ],
         # Registered, so the api-server (which never imports operators) can show the link (dood.ui).
         "extra-links": ["dood.ui.extra_link.DoodContainerLink"],

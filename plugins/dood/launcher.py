@@ -153,15 +153,15 @@ class ContainerLauncher:
     def start(self, container_id: str) -> None:
         self.api.start(container_id)
 
-    def attach_output(self, container_id: str, *, history: bool = False) -> Iterator[tuple[bytes | None, bytes | None]]:
-        """The container's live stdout/stderr. Open it *before* start() (or with `history` for one already
-        running, which replays its output so far first): then not a byte is missed.
+    def attach_output(self, container_id: str) -> Iterator[tuple[bytes | None, bytes | None]]:
+        """The container's live stdout/stderr. Open it *before* start(): then not a byte is missed. Never for
+        one already running: an attach that dockerd 20.10 registers as the container exits never ends.
 
         Its frames carry the container's writes as they come (up to 32 KiB each), where logs(follow=True)
         sends one frame per line (~10x slower to read) and, on Docker 20.10, can end early, silently, when
         the container exits while the reader is behind. Docker still keeps its own log (`docker logs`).
         """
-        return self.api.attach(container_id, stdout=True, stderr=True, stream=True, logs=history, demux=True)
+        return self.api.attach(container_id, stdout=True, stderr=True, stream=True, logs=False, demux=True)
 
     def forward_output(
         self,

@@ -21,8 +21,11 @@ import time
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from docker import APIClient
 
+    from dood.config import DockerEndpoint
     from dood.naming import TaskIdentity
 
 log = logging.getLogger(__name__)
@@ -77,3 +80,43 @@ def being_ended(api: APIClient, container: dict[str, Any]) -> bool:
     except Exception as exc:  # noqa: BLE001 - unknown: adopt (the earlier rule), rather than start a second
         log.warning("Could not read the events of container %s (%s)", container["Id"][:12], exc)
         return False
+
+
+def end_if_owner(
+    identity: TaskIdentity | None,
+    endpoint: Callable[[], DockerEndpoint],
+    container_id: str,
+    grace_seconds: int,
+    reason: str,
+    *,
+    leave_if_running: bool,
+    log: logging.Logger = log,
+) -> bool:
+    """Stop (SIGTERM, the grace period, SIGKILL), then remove, in a process that outlives this one
+    (`dood.teardown`: the supervisor SIGKILLs a task runner 5 s after its SIGTERM). Left alone, and False
+    returned, when this try may no longer own it: Airflow is out of reach (an orphaned runner: a later try
+    adopts it), or, with `leave_if_running`, Airflow still records the try as running (a worker's warm
+    shutdown: the next try reattaches). `endpoint`: the container's host's Docker, asked only when needed."""
+    from dood.teardown import DockerTarget, detach
+
+    state = airflow_state(identity) if identity else "unknown"
+    if state is None or (leave_if_running and state == "running"):
+        why = "Worker is shutting down while the task is still running"
+        if state is None:
+            why = "This runner cannot reach Airflow (its supervisor is gone; a later try may own it)"
+        log.warning(
+            "%s: leaving container %s running for the next try to reattach (reattach=True).", why, container_id[:12]
+        )
+        return False
+    ending = detach(DockerTarget.of(endpoint()), container_id, grace_seconds)
+    log.info(
+        "%s (state %s): stopping container %s (grace %ss), then removing it, in pid %s, which outlives this "
+        "task runner.",
+        reason,
+        state,
+        container_id[:12],
+        grace_seconds,
+        ending.pid,
+    )
+    log.info("%s", ending.wait())
+    return True

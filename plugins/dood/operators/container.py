@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowSkipException, AirflowTaskTimeout
-from docker.errors import APIError
 from docker.types import Mount
 
 from dood.adoption import adoptable
@@ -26,13 +25,12 @@ from dood.launcher import ContainerLauncher, ContainerSpec
 from dood.logs import task_log_emitter
 from dood.mounts import DoodMount, host_mounts
 from dood.naming import MANAGED_LABEL, STACK_LABEL, TaskIdentity, check_user_labels, run_env
-from dood.owner import airflow_state
+from dood.owner import end_if_owner
 from dood.placement import Placement
 from dood.policy import check as check_policy
 from dood.reconnect import Reconnector
 from dood.resources import Resources
 from dood.results import RESULT_FILE_NAME, RUN_DIR_IN_CONTAINER, result_env, run_dir_for
-from dood.teardown import DockerTarget, detach
 from dood.triggers.container import DoodContainerTrigger
 from dood.triggers.gpus import DoodGpuTrigger
 from dood.ui.extra_link import DoodContainerLink
@@ -204,9 +202,9 @@ class DoodContainerOperator(BaseOperator):
         identity = self._identity = TaskIdentity.from_context(context, stack=hook.stack, host=config.host)
         launcher = self._launcher = ContainerLauncher(hook.api)
         handle = adoptable(hook, identity, config, self.log) if self.reattach else None
-        output = None  # the live output stream, attached before start so nothing is missed
-        if handle is not None and self.wait and not self.deferrable:
-            output = self._attach_running(launcher, handle)
+        output = None  # a new container's live output stream, attached before its start so nothing is missed
+        # An adopted container's output comes from its followed logs (history first), never from an attach:
+        # dockerd 20.10 can leave an attach opened while the container exits hanging forever (seen here).
         if handle is None:
             spec, run_dir = self.build_spec(config, hook, identity, context)
             body = launcher.create_body(spec)
@@ -254,14 +252,6 @@ class DoodContainerOperator(BaseOperator):
         if self.deferrable:
             self._defer(handle, config, context)
         return self._finish(handle, config, follow=output is None, output=output)
-
-    def _attach_running(self, launcher: ContainerLauncher, handle: ContainerHandle):
-        """Attach to an adopted container with its output so far; None if it has ended meanwhile."""
-        try:
-            return launcher.attach_output(handle.container_id, history=True)
-        except APIError as exc:
-            self.log.info("Adopted container %s is no longer running (%s)", handle.container_name, exc.explanation)
-            return None
 
     def _finish(
         self,
@@ -396,31 +386,14 @@ class DoodContainerOperator(BaseOperator):
             self._killed_on_request = True
 
     def _end_container(self, container_id: str, reason: str, *, leave_if_running: bool) -> bool:
-        """Stop (SIGTERM, the grace period, SIGKILL), then remove, in a process that outlives this one
-        (`dood.teardown`: the supervisor SIGKILLs this runner 5 s after its SIGTERM). Left alone, and
-        False returned, when this try may no longer own it: Airflow is out of reach (an orphaned runner: a
-        later try adopts it), or, with `leave_if_running`, Airflow still records the try as running."""
-        state = airflow_state(self._identity) if self._identity else "unknown"
-        if state is None or (leave_if_running and state == "running"):
-            why = "Worker is shutting down while the task is still running"
-            if state is None:
-                why = "This runner cannot reach Airflow (its supervisor is gone; a later try may own it)"
-            self.log.warning(
-                "%s: leaving container %s running for the next try to reattach (reattach=True).",
-                why,
-                container_id[:12],
-            )
-            return False
-        endpoint = self._docker or load_config(self.config_path).docker  # the container's host's
-        ending = detach(DockerTarget.of(endpoint), container_id, self._grace_seconds)
-        self.log.info(
-            "%s (state %s): stopping container %s (grace %ss), then removing it, in pid %s, which outlives this "
-            "task runner.",
-            reason,
-            state,
-            container_id[:12],
+        """Stop, then remove, in a process that outlives this runner, unless this try may no longer own it
+        (`dood.owner.end_if_owner`); True when it was ended."""
+        return end_if_owner(
+            self._identity,
+            lambda: self._docker or load_config(self.config_path).docker,  # the container's host's
+            container_id,
             self._grace_seconds,
-            ending.pid,
+            reason,
+            leave_if_running=leave_if_running,
+            log=self.log,
         )
-        self.log.info("%s", ending.wait())
-        return True

@@ -22,6 +22,7 @@ from dood.proxy import directories, rules, wire
 from dood.proxy.daemon import Daemon, Endpoint
 from dood.proxy.gpus import GpuReferee
 from dood.proxy.ownership import Owned, Ownership
+from dood.proxy.relay import complete, linger, relay_response
 from dood.proxy.rules import Refused, Route, Target
 
 log = logging.getLogger("dood.proxy")
@@ -135,7 +136,7 @@ class ProxyServer:
             writer.write(wire.error_response(status, message, close=close))
             await writer.drain()
             if close:
-                await _linger(reader)
+                await linger(reader)
             return not close
 
     async def _dispatch(
@@ -240,7 +241,7 @@ class ProxyServer:
         if response.status == 201:
             with contextlib.suppress(ValueError, KeyError, TypeError, AttributeError):
                 self.ownership.remember(json.loads(answer)["Id"])
-        writer.write(_complete(response, answer))
+        writer.write(complete(response, answer))
         await writer.drain()
         return True
 
@@ -302,104 +303,9 @@ class ProxyServer:
             request.method, uri, request.headers, body, upgrade=asked
         )
         try:
-            hijacked = response.status == 101 or (response.status == 200 and response.body_length() == -1)
-            if upgrade and hijacked:  # attach: raw bytes both ways from here on
-                headers = response.headers if response.status == 101 else _end_to_end(response.headers)
-                writer.write(wire.encode_head(response.start, headers))
-                await writer.drain()
-                await _tunnel(reader, writer, up_reader, up_writer)
-                return False
-            if not wire.response_has_body(request.method, response.status):
-                writer.write(wire.encode_head(response.start, _end_to_end(response.headers)))
-                await writer.drain()
-                return True
-            length = response.body_length()
-            if length is not None and length >= 0:
-                writer.write(wire.encode_head(response.start, _end_to_end(response.headers, length=length)))
-                await wire.pipe(up_reader, writer, length)
-                return True
-            # Chunked or until-close: relayed verbatim (chunk framing included) until the daemon closes.
-            headers = _end_to_end(response.headers, keep_chunked=True) + [("Connection", "close")]
-            writer.write(wire.encode_head(response.start, headers))
-            await _relay_until_close(reader, writer, up_reader)
-            return False
+            return await relay_response(request, response, reader, writer, up_reader, up_writer, upgrade=upgrade)
         finally:
             up_writer.close()
-
-
-def _end_to_end(
-    headers: list[tuple[str, str]], *, length: int | None = None, keep_chunked: bool = False
-) -> list[tuple[str, str]]:
-    kept = [
-        (k, v)
-        for k, v in headers
-        if k.lower() not in wire.NOT_FORWARDED or (keep_chunked and k.lower() == "transfer-encoding")
-    ]
-    if length is not None:
-        kept.append(("Content-Length", str(length)))
-    return kept
-
-
-def _complete(response: wire.Response, body: bytes) -> bytes:
-    """A response re-framed with a Content-Length (for bodies the proxy has read whole)."""
-    return wire.encode_head(response.start, _end_to_end(response.headers, length=len(body))) + body
-
-
-async def _relay_until_close(
-    client_reader: asyncio.StreamReader, writer: asyncio.StreamWriter, up_reader: asyncio.StreamReader
-) -> None:
-    """Relay a streamed body; stop as soon as the client goes away (as the daemon itself would)."""
-    pump = asyncio.ensure_future(wire.pipe(up_reader, writer))
-    gone = asyncio.ensure_future(_client_closed(client_reader))
-    try:
-        await asyncio.wait({pump, gone}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in (pump, gone):
-            task.cancel()
-        for task in (pump, gone):
-            with contextlib.suppress(BaseException):
-                await task
-
-
-async def _linger(reader: asyncio.StreamReader, seconds: float = 2.0, most: int = 64 * 1024 * 1024) -> None:
-    """Read and drop what the client still sends (a refused body), so it gets to read our answer."""
-
-    async def drain() -> None:
-        remaining = most
-        while remaining > 0 and (data := await reader.read(wire.CHUNK)):
-            remaining -= len(data)
-
-    with contextlib.suppress(asyncio.TimeoutError, ConnectionError):
-        await asyncio.wait_for(drain(), seconds)
-
-
-async def _client_closed(reader: asyncio.StreamReader) -> None:
-    while await reader.read(wire.CHUNK):
-        pass  # a pipelined request during a stream is dropped: the connection closes after it
-
-
-async def _tunnel(
-    client_reader: asyncio.StreamReader,
-    client_writer: asyncio.StreamWriter,
-    up_reader: asyncio.StreamReader,
-    up_writer: asyncio.StreamWriter,
-) -> None:
-    """A hijacked connection (attach): bytes both ways until the daemon's side ends."""
-
-    async def upstream() -> None:
-        with contextlib.suppress(ConnectionError):
-            await wire.pipe(client_reader, up_writer)
-            if up_writer.can_write_eof():
-                up_writer.write_eof()  # stdin closed: tell the daemon, keep reading its output
-
-    sending = asyncio.ensure_future(upstream())
-    try:
-        with contextlib.suppress(ConnectionError):
-            await wire.pipe(up_reader, client_writer)
-    finally:
-        sending.cancel()
-        with contextlib.suppress(BaseException):
-            await sending
 
 
 def _clear_stale_socket(path: str) -> None:

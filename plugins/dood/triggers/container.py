@@ -13,11 +13,9 @@ an exit that Docker's replay buffer has already forgotten is still seen.
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Literal
@@ -31,18 +29,16 @@ from dood.hooks.async_docker import async_docker
 from dood.outcome import ENDED, Outcome, gone_event, wait_event
 from dood.reconnect import KILL_EXIT_CODES, Backoff, Outages, shutdown_note, unreachable_message
 from dood.teardown import DockerTarget, detach
+from dood.triggers.events import REPLAY_MARGIN_SECONDS, container_events, parse_event
 
 if TYPE_CHECKING:
     from dood.config import DoodConfig
 
 CLASSPATH = "dood.triggers.container.DoodContainerTrigger"
 DEFAULT_DOCKER_URL = "unix:///var/run/docker.sock"
-WATCHED_ACTIONS = ("die", "oom", "destroy")
 SIGKILL_EXIT_CODE = 137  # killed: by the kernel (OOM), `docker kill`, `docker rm -f`, or the daemon's shutdown
-REPLAY_MARGIN_SECONDS = 60  # `since=` reaches this far before the wait began: tolerates daemon clock skew
 REPLAY_GRACE_SECONDS = 1.0  # how long replayed events are read once the container is found gone
 
-_STREAM_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_read=None, sock_connect=10)
 _API_VERSION = re.compile(r"^(auto|v?\d+\.\d+)$")
 
 
@@ -202,7 +198,7 @@ class DoodContainerTrigger(BaseTrigger):
         backoff = Backoff(self.retry_budget_seconds)
         while True:
             try:
-                async with self._events(docker, since) as stream:
+                async with container_events(docker, self.container_id, since) as stream:
                     backoff.reset()
                     if watch.outages.down_since is not None:
                         watch.outages.back()
@@ -248,21 +244,6 @@ class DoodContainerTrigger(BaseTrigger):
             return payload
         return replace(Outcome.from_event(payload), killed_by_daemon=shutdown_note(outages)).to_event(self.container_id)
 
-    @asynccontextmanager
-    async def _events(self, docker: aiodocker.Docker, since: int) -> AsyncIterator[aiohttp.StreamReader]:
-        """The raw stream of this container's die/oom/destroy events, replayed from `since` on.
-
-        aiodocker's public ``events.subscribe()`` hides when the daemon has answered and swallows a broken
-        stream; this wait needs both, hence the lower-level ``_query``.
-        """
-        filters = {"type": ["container"], "container": [self.container_id], "event": list(WATCHED_ACTIONS)}
-        params = {"since": str(since), "filters": json.dumps(filters)}
-        async with docker._query("events", params=params, timeout=_STREAM_TIMEOUT) as response:
-            try:
-                yield response.content
-            finally:
-                response.close()  # release() would wait for the end of an endless stream
-
     async def _wait_on(
         self, docker: aiodocker.Docker, stream: aiohttp.StreamReader, watch: _Watch
     ) -> dict[str, Any] | None:
@@ -291,7 +272,7 @@ class DoodContainerTrigger(BaseTrigger):
     ) -> dict[str, Any] | None:
         """Read events until one decides the outcome; None when the stream ends."""
         async for line in stream:
-            event = _parse(line)
+            event = parse_event(line)
             if event is None or event.get("timeNano", 0) < watch.started_ns:
                 continue  # noise, or a replayed event of an earlier run of this container
             action = event.get("Action") or event.get("status")
@@ -405,11 +386,3 @@ def _validate(
         raise ValueError(
             f"stop_grace_seconds: must be >= 0 (or None to leave the container), got {stop_grace_seconds!r}"
         )
-
-
-def _parse(line: bytes) -> dict[str, Any] | None:
-    try:
-        event = json.loads(line)
-    except ValueError:
-        return None
-    return event if isinstance(event, dict) else None
