@@ -7,8 +7,9 @@ the engine must agree on "now" without trusting their own clocks.
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
 from typing import TYPE_CHECKING
+
+from dood.docker_time import epoch_seconds
 
 if TYPE_CHECKING:
     from docker import APIClient
@@ -18,7 +19,7 @@ _OFFSETS: dict[str, float] = {}  # Docker URL -> daemon clock minus ours
 
 def offset_of(system_time: object, before: float, after: float) -> float:
     """Daemon clock minus ours, from `GET /info`'s `SystemTime` read between `before` and `after`."""
-    daemon = _rfc3339(system_time)
+    daemon = epoch_seconds(system_time)
     return 0.0 if daemon is None else daemon - (before + after) / 2
 
 
@@ -34,19 +35,3 @@ def clock_offset(api: APIClient, url: str) -> float:
 def daemon_ns(api: APIClient, url: str) -> int:
     """Now on the daemon's clock, in nanoseconds."""
     return time.time_ns() + int(clock_offset(api, url) * 1e9)
-
-
-def _rfc3339(value: object) -> float | None:
-    """Seconds since the epoch of Docker's `2026-01-02T03:04:05.123456789Z` (nanoseconds cut to micro)."""
-    if not isinstance(value, str) or not value:
-        return None
-    head, _, rest = value.partition(".")
-    digits = len(rest) - len(rest.lstrip("0123456789"))  # the fraction's digits, then the zone
-    fraction, zone = (rest[:digits][:6], rest[digits:]) if rest else ("", head[19:])
-    head = head[:19]
-    zone = "+00:00" if zone in ("", "Z") else zone
-    try:
-        parsed = datetime.fromisoformat(f"{head}.{fraction or '0'}{zone}")
-    except ValueError:
-        return None
-    return parsed.astimezone(timezone.utc).timestamp()

@@ -12,7 +12,10 @@ def get_provider_info() -> dict:
         "description": "Run pipeline steps as sibling containers through the host's Docker socket.",
         "versions": [__version__],
         "operators": [
-            {"integration-name": "dood", "python-modules": ["dood.operators.container", "dood.operators.pipeline_step"]},
+            {
+                "integration-name": "dood",
+                "python-modules": ["dood.operators.container", "dood.operators.pipeline_step"],
+            },
         ],
         "hooks": [
             {"integration-name": "dood", "python-modules": ["dood.hooks.dood"]},

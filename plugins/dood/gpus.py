@@ -18,12 +18,22 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from dood.naming import (
+    DAG_ID_LABEL,
+    MAP_INDEX_LABEL,
+    RUN_ID_LABEL,
+    STACK_LABEL,
+    TASK_ID_LABEL,
+    TRY_NUMBER_LABEL,
+)
+from dood.outcome import RUNNING
+
 #: The GPUs a container was created with (comma-separated DeviceIDs); forced by dood-proxy.
 GPUS_LABEL = "dood.gpus"
 #: On a claim holder: the ticket it was claimed with (that ticket is served, even before it is removed).
 SERVED_LABEL = "dood.gpu_served"
 #: States in which a container holds its GPUs ("created" only for `created_hold_seconds`).
-RUNNING_STATES = frozenset({"running", "restarting", "paused"})
+RUNNING_STATES = frozenset(RUNNING)
 
 Asked = int | Literal["all"]
 #: How dood-proxy's refusal of a colliding GPU request begins; each held GPU then reads "GPU <id> is held by".
@@ -45,11 +55,11 @@ class Holder:
         """`dag/task/run try N (container, state)`, or the container alone when it is no task's."""
         labels = self.labels
         where = f"{self.name}, {self.state}"
-        if labels.get("dood.dag_id"):
-            task = "/".join(labels.get(k, "?") for k in ("dood.dag_id", "dood.task_id", "dood.run_id"))
-            index = labels.get("dood.map_index", "-1")
+        if labels.get(DAG_ID_LABEL):
+            task = "/".join(labels.get(k, "?") for k in (DAG_ID_LABEL, TASK_ID_LABEL, RUN_ID_LABEL))
+            index = labels.get(MAP_INDEX_LABEL, "-1")
             mapped = f"[{index}]" if index not in ("", "-1") else ""
-            return f"{task}{mapped} try {labels.get('dood.try_number', '?')} ({where})"
+            return f"{task}{mapped} try {labels.get(TRY_NUMBER_LABEL, '?')} ({where})"
         return where
 
 
@@ -189,7 +199,7 @@ def refused_as_held(message: str) -> tuple[str, ...] | None:
 
 def waiter_of(labels: Mapping[str, str]) -> str:
     """Who waits, from a create body's labels: the task instance (every try alike), or '' for no task's."""
-    if not labels.get("dood.dag_id"):
+    if not labels.get(DAG_ID_LABEL):
         return ""
-    keys = ("dood.stack", "dood.dag_id", "dood.task_id", "dood.run_id", "dood.map_index")
+    keys = (STACK_LABEL, DAG_ID_LABEL, TASK_ID_LABEL, RUN_ID_LABEL, MAP_INDEX_LABEL)
     return "/".join(labels.get(key, "") for key in keys)

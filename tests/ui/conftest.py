@@ -40,7 +40,8 @@ def dood_config(home: Path) -> str:
         'printf "{\\"accuracy\\": %s, \\"f1\\": 0.8}" "$a" > "$DOOD_RESULT_FILE"'
     )
     promote = (
-        'case "${DOOD_DATA_INTERVAL_START:0:10}" in 2026-01-02) printf "{\\"promoted\\": true}" > "$DOOD_RESULT_FILE";; '
+        'case "${DOOD_DATA_INTERVAL_START:0:10}" in '
+        '2026-01-02) printf "{\\"promoted\\": true}" > "$DOOD_RESULT_FILE";; '
         "*) exit 99;; esac"
     )
     step = "{{image: dood-test-busybox, command: [sh, -c, '{}']}}"
