@@ -157,12 +157,20 @@ PROBE_ENTRYPOINT = ["/usr/bin/nvidia-smi"]
 PROBE_QUERY = ["--query-gpu=index,uuid", "--format=csv,noheader"]
 
 
-def is_probe(body: Mapping[str, Any]) -> bool:
-    """Whether a create body is exactly discovery's probe (every GPU, the driver's nvidia-smi query)."""
+def is_probe(body: Mapping[str, Any], images: Iterable[str]) -> bool:
+    """Whether a create body is exactly discovery's probe (every GPU, the driver's nvidia-smi query) of one of
+    these `images` (the policy's `gpu_probe_images`). The probe runs the image's own loader and libraries with
+    every GPU, so neither the image nor anything that could bring code in (Env such as LD_PRELOAD, mounts) is
+    the caller's choice."""
     requests = _gpu_requests(body)
+    host_config = body.get("HostConfig") or {}
     return (
-        body.get("Entrypoint") == PROBE_ENTRYPOINT
+        body.get("Image") in set(images)
+        and body.get("Entrypoint") == PROBE_ENTRYPOINT
         and body.get("Cmd") == PROBE_QUERY
+        and not body.get("Env")
+        and not body.get("Volumes")
+        and not any(host_config.get(key) for key in ("Binds", "Mounts", "VolumesFrom", "Devices"))
         and len(requests) == 1
         and requests[0].get("Count") == -1
         and not requests[0].get("DeviceIDs")
@@ -170,11 +178,16 @@ def is_probe(body: Mapping[str, Any]) -> bool:
     )
 
 
-def referee(body: Mapping[str, Any], holding: Iterable[Holder]) -> list[str]:
+def referee(body: Mapping[str, Any], holding: Iterable[Holder], probe_images: Iterable[str] = ()) -> list[str]:
     """Why a create must be refused so that no two containers share a GPU (dood-proxy's check): a count the
     engine would turn into GPUs 0…N-1 whoever holds them (but discovery's probe), or GPUs another holds."""
     problems = []
-    if asked(body) is not None and not is_probe(body):
+    if asked(body) is not None and body.get("Entrypoint") == PROBE_ENTRYPOINT and not is_probe(body, probe_images):
+        problems.append(
+            f"GPU discovery's probe may run only as dood asks it and with an image of policy.gpu_probe_images "
+            f"({list(probe_images)}), not {body.get('Image')!r}: list that image there, or the GPUs in gpus.devices"
+        )
+    elif asked(body) is not None and not is_probe(body, probe_images):
         problems.append(
             "DeviceRequests: a GPU Count without DeviceIDs gets GPUs 0…N-1 whoever holds them; name free GPUs "
             "in DeviceIDs (dood's launcher claims them for you)"

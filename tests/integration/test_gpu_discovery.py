@@ -18,7 +18,7 @@ import pytest
 
 from dood.config import parse_config
 from dood.gpu_claims import GpuClaims
-from dood.gpu_discovery import _FOUND, PROBE_NAME, DiscoveryFailed, discover
+from dood.gpu_discovery import _FOUND, PROBE_NAME, DiscoveryFailed, discover, probe_body
 from dood.gpus_cli import main as dood_gpus
 from tests.integration.gpu_fixtures import GPU_TEST_IMAGE
 from tests.integration.proxy_process import running_proxy
@@ -163,7 +163,10 @@ def test_a_probe_image_without_nvidia_smi_fails_naming_gpus_devices(engine):
 
 def test_discovery_through_dood_proxy_passes_its_gpu_referee(engine, tmp_path):
     """The proxy refuses every other GPU Count; the probe's exact body (the driver's nvidia-smi) it lets by."""
-    policy = "  allowed_images: ['dood-test-busybox:*', 'dood-test-nvidia-smi:*']\n  allow_gpus: true\n"
+    policy = (
+        "  allowed_images: ['dood-test-busybox:*', 'dood-test-nvidia-smi:*']\n  allow_gpus: true\n"
+        f"  gpu_probe_images: ['{PROBE_IMAGE}']\n"
+    )
     with running_proxy(tmp_path, policy, "--upstream", engine.url) as proxy:
         api = docker.APIClient(base_url=proxy.url, version="auto", timeout=60)
         found = discover(api, proxy.url, image=PROBE_IMAGE)
@@ -172,3 +175,6 @@ def test_discovery_through_dood_proxy_passes_its_gpu_referee(engine, tmp_path):
         body["HostConfig"] = {"DeviceRequests": [{"Driver": "nvidia", "Count": -1, "Capabilities": [["gpu"]]}]}
         with pytest.raises(docker.errors.APIError, match="Count without DeviceIDs"):
             api.create_container_from_config(body)
+        untrusted = probe_body(GPU_TEST_IMAGE)  # the probe's body with an image the policy does not list
+        with pytest.raises(docker.errors.APIError, match=r"not in policy\.gpu_probe_images|image of policy\.gpu_probe"):
+            api.create_container_from_config(untrusted)

@@ -44,12 +44,23 @@ def test_the_probe_asks_for_every_gpu_and_runs_the_query():
 
 
 def test_dood_proxy_lets_the_probe_through_and_no_other_count():
-    body = probe_body("nvidia/cuda:12.4.1-base-ubuntu22.04")
-    assert is_probe(body) and referee(body, []) == []
-    for changed in ({"Entrypoint": ["/bin/sh"]}, {"Cmd": ["-c", "train.py"]}, {"Entrypoint": None}):
-        assert referee({**body, **changed}, []) != [], changed
+    trusted = ("nvidia/cuda:12.4.1-base-ubuntu22.04",)
+    body = probe_body(trusted[0])
+    assert is_probe(body, trusted) and referee(body, [], trusted) == []
+    assert referee(body, []) != []  # no trusted probe image: no probe passes
+    changes = (
+        {"Entrypoint": ["/bin/sh"]},
+        {"Cmd": ["-c", "train.py"]},
+        {"Entrypoint": None},
+        {"Image": "attacker/any:latest"},  # its own libc would run with every GPU
+        {"Env": ["LD_PRELOAD=/data/evil.so"]},
+        {"HostConfig": {**body["HostConfig"], "Binds": ["/srv/data:/data"]}},
+        {"HostConfig": {**body["HostConfig"], "Mounts": [{"Type": "bind", "Source": "/srv", "Target": "/x"}]}},
+    )
+    for changed in changes:
+        assert referee({**body, **changed}, [], trusted) != [], changed
     without_utility = {**body, "HostConfig": {"DeviceRequests": [{"Count": -1, "Capabilities": [["gpu"]]}]}}
-    assert referee(without_utility, []) != []
+    assert referee(without_utility, [], trusted) != []
 
 
 def test_the_config_wins_and_no_probe_runs():

@@ -118,6 +118,16 @@ class Policy(BaseModel):
             "nvidia runtime, never NVIDIA_* variables in Env)."
         ),
     )
+    gpu_probe_images: tuple[str, ...] = Field(
+        default=("nvidia/cuda:12.4.1-base-ubuntu22.04",),
+        description=(
+            "Images GPU discovery's probe (`gpus.probe_image`) may run with every GPU through dood-proxy, exactly "
+            "as the probe asks (the driver's nvidia-smi query; no Env, no mounts). Exact references, no patterns: "
+            "the probe runs the image's own libraries with all GPUs, so only images you trust belong here. Empty: "
+            "no probe passes (list gpus.devices instead)."
+        ),
+        examples=[["nvidia/cuda:12.4.1-base-ubuntu22.04"]],
+    )
     max_gpus: int | None = Field(
         default=None,
         ge=0,

@@ -24,8 +24,11 @@ if TYPE_CHECKING:
 
 
 class GpuReferee:
-    def __init__(self, daemon: Daemon, *, created_hold_seconds: float = 120) -> None:
+    def __init__(
+        self, daemon: Daemon, *, created_hold_seconds: float = 120, probe_images: tuple[str, ...] = ()
+    ) -> None:
         self.daemon = daemon
+        self.probe_images = probe_images  # the policy's gpu_probe_images: discovery's probe may run these
         self.created_hold_seconds = created_hold_seconds
         self._lock: asyncio.Lock | None = None  # made on first use, inside the proxy's event loop
 
@@ -37,7 +40,7 @@ class GpuReferee:
             return
         self._lock = self._lock or asyncio.Lock()
         async with self._lock:
-            problems = referee(canonical, await self._holding(prefix))
+            problems = referee(canonical, await self._holding(prefix), self.probe_images)
             if problems:
                 raise Refused(403, f"{COLLISION}: " + "; ".join(problems))
             canonical["Labels"] = {**(canonical.get("Labels") or {}), GPUS_LABEL: ",".join(named(canonical))}

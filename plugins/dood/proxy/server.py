@@ -47,7 +47,7 @@ class ProxyServer:
     ) -> None:
         self.policy = policy
         self.daemon = Daemon(upstream)
-        self.gpus = GpuReferee(self.daemon)
+        self.gpus = GpuReferee(self.daemon, probe_images=policy.gpu_probe_images)
         self.stack = stack
         self.host = host  # this Docker host's name when the deployment has several: label dood.host, forced
         self.ownership = Ownership(self.daemon, inspectable=inspectable_labels, stack=stack, host=host)
