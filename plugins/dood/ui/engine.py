@@ -22,6 +22,7 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any
 
 from dood.naming import MANAGED_LABEL
+from dood.outcome import ENDED
 from dood.ui.samples import CpuReading, Usage, cpu_reading, usage
 
 URL_ENV = "DOOD_UI_DOCKER_URL"
@@ -107,7 +108,7 @@ class EngineReader:
     def inspect_many(self, entries: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
         """Inspect of the ended containers among these list entries (exit code, OOM), in parallel: what a
         live one shows comes from the list entry, its labels (GPUs) and its stats."""
-        wanted = [e for e in entries if e.get("State") in ("exited", "dead")]
+        wanted = [e for e in entries if e.get("State") in ENDED]
         results = self._pool.map(lambda e: (e["Id"], self.inspect(e["Id"], e.get("State", ""))), wanted)
         return {cid: found for cid, found in results if found is not None}
 

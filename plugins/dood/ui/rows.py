@@ -14,12 +14,13 @@ from typing import Any
 from dood.docker_time import utc_datetime
 from dood.gpus import GPUS_LABEL
 from dood.janitor import ENDED_TASK_STATES, MISSING
-from dood.outcome import RUNNING
+from dood.outcome import ENDED as ENDED_STATES
+from dood.outcome import RUNNING, STILL_GOING
 from dood.ui.samples import Usage, gpus_held
 
 ALIVE = frozenset(RUNNING)
-ENDED = frozenset({"exited", "dead"})
-STATES = ("running", "created", "restarting", "paused", "exited", "dead", "removing")
+ENDED = frozenset(ENDED_STATES)
+STATES = (*STILL_GOING, *ENDED_STATES, "removing")  # the page's state filter
 
 
 @dataclass(frozen=True)
