@@ -81,13 +81,14 @@ def measure(url: str, requests: int, expected: int) -> tuple[float, float, int]:
     from dood.ui import access, overview, routes
     from dood.ui.app import create_app
     from dood.ui.engine import EngineReader
+    from dood.ui.engines import Engines
 
     class Everyone:
         def is_authorized_dag(self, **kwargs):
             return True
 
     reader = EngineReader(docker.APIClient(base_url=url, version="auto", timeout=15))
-    routes.engine = lambda: reader
+    routes.engines = lambda: Engines({"": reader})
     access._auth_manager = lambda: Everyone()
     # Task states come from one SQL query on Airflow's database, which this benchmark has not got; created
     # containers never need one (only running ones can be orphans). Other sessions' running containers may.

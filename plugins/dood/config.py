@@ -188,6 +188,15 @@ class Host(_Strict):
             "tcp://dood-proxy:2375 on its compose network or a unix socket; none: `docker`."
         ),
     )
+    ui_docker: HostEndpoint | None = Field(
+        default=None,
+        description=(
+            "That host's read-only dood-proxy (`--read-only`, with --tls-listen across machines) as the api-server "
+            "reaches it: the DooD page and the Container tab read the host through it, never with create rights. "
+            "None: the page names the host as not readable from the UI."
+        ),
+        examples=[{"url": "tcp://gpu-1.example.com:2377"}],
+    )
     queue: str | None = Field(
         default=None,
         pattern=QUEUE_PATTERN,

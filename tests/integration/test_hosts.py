@@ -17,6 +17,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+import requests
 import yaml
 
 from dood.config import HOST_ENV_VAR
@@ -217,3 +218,73 @@ def test_a_sensor_of_host_b_s_container_is_queued_there_and_reaches_it_from_anot
         assert time.monotonic() < deadline, "the container on host-b never ended"
         time.sleep(0.5)
     assert poked.xcom_value == {"started": "b"}
+
+
+def test_the_dood_page_reads_every_host_and_host_b_only_through_its_read_only_listener(
+    two_hosts, docker_api, gpu_engine, tmp_path_factory, monkeypatch
+):
+    """The api-server's view (dood.ui.engines): the main engine, and host-b through a read-only dood-proxy over
+    mutual TLS (`hosts.host-b.ui_docker`): both hosts' containers on one page, each row with its host, the log
+    tail read from the right engine, and nothing can be created through the UI's route to host-b."""
+    import docker
+
+    from dood.ui.engines import Engines
+
+    certs = tmp_path_factory.mktemp("ui-certs")  # a CA of the UI's own: its certificate opens no creating proxy
+    subprocess.run(["bash", str(CERT_SCRIPT), str(certs), "host-b"], check=True, capture_output=True)
+    port = _free_port()
+    read_only = [
+        "--read-only", "--stack", STACK, "--host", "host-b", "--upstream", gpu_engine.url,
+        "--tls-listen", f"tcp://127.0.0.1:{port}",
+        "--tls-cert", str(certs / "host-b" / "server-cert.pem"),
+        "--tls-key", str(certs / "host-b" / "server-key.pem"),
+        "--tls-ca-cert", str(certs / "ca.pem"),
+    ]  # fmt: skip
+    labels = {"dood.managed": "true", "dood.stack": STACK, "dood.dag_id": DAG_ID, "dood.task_id": "ui"}
+    labels |= {"dood.run_id": "ui-run", "dood.map_index": "-1", "dood.try_number": "1"}
+    for api, host in ((docker_api, "host-a"), (two_hosts["engine_b"], "host-b")):
+        made = api.create_container(
+            "dood-test-busybox:latest", ["sh", "-c", f"echo on-{host}"], labels=labels | {"dood.host": host}
+        )
+        api.start(made["Id"])
+        api.wait(made["Id"])
+    client = {k: f"{certs}/client/{f}.pem" for k, f in (("ca", "ca"), ("cert", "cert"), ("key", "key"))}
+    config = tmp_path_factory.mktemp("ui") / "dood.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "docker": {"url": "unix:///var/run/docker.sock"},
+                "hosts": {
+                    "host-b": {
+                        "docker": {"url": f"tcp://{os.environ['DOOD_IT_HOST_B_ADDRESS']}"},
+                        "ui_docker": {
+                            "url": f"tcp://127.0.0.1:{port}",
+                            "tls_ca_cert": client["ca"],
+                            "tls_client_cert": client["cert"],
+                            "tls_client_key": client["key"],
+                        },
+                    }
+                },
+            }
+        )
+    )
+    monkeypatch.setenv("DOOD_CONFIG", str(config))
+    monkeypatch.delenv(HOST_ENV_VAR, raising=False)
+    monkeypatch.delenv("DOOD_UI_DOCKER_URL", raising=False)
+    with running_proxy(tmp_path_factory.mktemp("proxy-b-ro"), POLICY, *read_only) as proxy:
+        _wait_for_port(port, proxy.log)
+        engines = Engines.from_config()
+        mine = [e for e in engines.containers() if e["Labels"].get("dood.task_id") == "ui"]
+        assert sorted((e["DoodHost"], e["Labels"]["dood.host"]) for e in mine) == [("", "host-a"), ("host-b", "host-b")]
+        on_b = next(e for e in mine if e["DoodHost"] == "host-b")
+        assert engines.log_tail(on_b["Id"]) == ["on-host-b"]  # from host-b's engine, through its listener
+        assert engines.errors == []
+        with pytest.raises(docker.errors.APIError, match="read-only"):
+            engines.readers["host-b"].api.create_container("dood-test-busybox:latest", ["true"], labels=labels)
+    from dood.teardown import DockerTarget
+
+    # host-b's creating listener, trusted by the client, refuses the UI's certificate at the handshake
+    b_address = f"tcp://{os.environ['DOOD_IT_HOST_B_ADDRESS']}"
+    b_ca = f"{os.environ['DOOD_IT_CERTS']}/client/ca.pem"
+    with pytest.raises(requests.exceptions.ConnectionError, match="alert|EOF|reset|closed connection"):
+        DockerTarget(b_address, "1.41", b_ca, client["cert"], client["key"]).client(5).containers()

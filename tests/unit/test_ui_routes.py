@@ -10,6 +10,7 @@ from fastapi.testclient import TestClient
 from dood.ui import access, overview, routes
 from dood.ui.app import create_app, external_views
 from dood.ui.engine import EngineReader
+from dood.ui.engines import Engines
 
 EVIL = "<script>window.pwned=1</script>"
 EVIL_TASK = "<img src=x onerror=alert(1)>"
@@ -71,7 +72,7 @@ class AuthManager:
 @pytest.fixture
 def client(monkeypatch):
     reader = EngineReader(FakeApi([_entry("a", "public", "exited"), _entry("b", "secret_dag")]))
-    monkeypatch.setattr(routes, "engine", lambda: reader)
+    monkeypatch.setattr(routes, "engines", lambda: Engines({"": reader}))
     monkeypatch.setattr(access, "_auth_manager", lambda: AuthManager())
     monkeypatch.setattr(overview, "task_states", lambda keys: {})
     monkeypatch.setattr(routes, "attach_result", lambda view, may_read_xcom: None)

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from dood.naming import MANAGED_LABEL
-from dood.ui.engine import LOG_TAIL_LINES, EngineReader
+from dood.ui.engine import LOG_TAIL_LINES
+from dood.ui.engines import Engines
 from dood.ui.rows import TaskKey
 from dood.ui.samples import Usage, gpus_held
 
@@ -32,7 +33,7 @@ class Detail:
     log_limit: int = LOG_TAIL_LINES
 
 
-def tries_of(reader: EngineReader, task: TaskKey) -> dict[int, dict[str, Any]]:
+def tries_of(reader: Engines, task: TaskKey) -> dict[int, dict[str, Any]]:
     """The containers of every try of this task instance still on the host, by try number."""
     labels = {
         MANAGED_LABEL: "true",
@@ -41,7 +42,7 @@ def tries_of(reader: EngineReader, task: TaskKey) -> dict[int, dict[str, Any]]:
         "dood.task_id": task.task_id,
         "dood.map_index": str(task.map_index),
     }
-    listed = reader.api.containers(all=True, filters={"label": [f"{k}={v}" for k, v in labels.items()]})
+    listed = reader.find({"label": [f"{k}={v}" for k, v in labels.items()]})
     found = {}
     for entry in listed:
         try:
@@ -51,7 +52,7 @@ def tries_of(reader: EngineReader, task: TaskKey) -> dict[int, dict[str, Any]]:
     return found
 
 
-def detail(reader: EngineReader, task: TaskKey, try_number: int | None, *, may_read_logs: bool) -> Detail:
+def detail(reader: Engines, task: TaskKey, try_number: int | None, *, may_read_logs: bool) -> Detail:
     found = tries_of(reader, task)
     chosen = try_number if try_number is not None else (max(found) if found else None)
     entry = found.get(chosen) if chosen is not None else None

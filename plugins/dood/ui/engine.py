@@ -1,7 +1,7 @@
 """Read-only Docker calls for the UI: list dood's containers, inspect, one stats sample, a bounded log tail.
 
 Meant for `dood-proxy --read-only` (docs/ui.md): only these calls are made, so the api-server never holds
-create rights. Which endpoint: `$DOOD_UI_DOCKER_URL`, else the dood config's `docker.url`.
+create rights. Which endpoints: `dood.ui.engines` (the main host's, and each host's `ui_docker`).
 
 A page of many containers stays fast: one list call; inspect only for containers that are running or have
 ended (created ones show nothing an inspect would add), cached by (id, state) since a container's
@@ -13,19 +13,18 @@ the latest sample of each container (a row without one yet shows none; the page 
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import astuple
 from typing import Any
 
 from dood.naming import MANAGED_LABEL
 from dood.outcome import ENDED
 from dood.ui.samples import CpuReading, Usage, cpu_reading, usage
 
-URL_ENV = "DOOD_UI_DOCKER_URL"
 LOG_TAIL_LINES = 200
 LOG_LINE_CHARS = 2000
 _WORKERS = 32  # inspects and image lookups: short I/O waits, many at once
@@ -73,20 +72,19 @@ class EngineReader:
         self._stats_pool = ThreadPoolExecutor(_STATS_WORKERS, thread_name_prefix="dood-ui-stats")
 
     @classmethod
-    def from_config(cls) -> EngineReader:
-        import docker
+    def from_endpoint(cls, endpoint, url: str | None = None) -> EngineReader:
+        """A reader of the engine behind this config endpoint (`url` in place of its own, when given), with
+        the same client and TLS as every other dood process (`dood.teardown.DockerTarget`)."""
+        from dood.teardown import DockerTarget
 
-        from dood.config import load_config
+        target = DockerTarget.of(endpoint)
+        if url:
+            target = DockerTarget(url, *astuple(target)[1:])
+        return cls(target.client(timeout_seconds=15))
 
-        endpoint = load_config().docker
-        tls = None
-        if endpoint.tls_ca_cert or endpoint.tls_client_cert:
-            from docker.tls import TLSConfig
-
-            client_cert = (endpoint.tls_client_cert, endpoint.tls_client_key) if endpoint.tls_client_cert else None
-            tls = TLSConfig(ca_cert=endpoint.tls_ca_cert, client_cert=client_cert, verify=bool(endpoint.tls_ca_cert))
-        url = os.environ.get(URL_ENV) or endpoint.url
-        return cls(docker.APIClient(base_url=url, version=endpoint.api_version, timeout=15, tls=tls or False))
+    def find(self, filters: dict[str, Any]) -> list[dict[str, Any]]:
+        """`docker ps -a` with these filters (the list call's entries)."""
+        return self.api.containers(all=True, filters=filters)
 
     def containers(self) -> list[dict[str, Any]]:
         """Every container carrying `dood.managed=true`, any state (the list call's entries)."""
@@ -181,16 +179,3 @@ class EngineReader:
         info = self.api.info()
         keep = ("Name", "ServerVersion", "NCPU", "MemTotal", "OperatingSystem")
         return {key: info.get(key) for key in keep}
-
-
-_reader: EngineReader | None = None
-_reader_lock = threading.Lock()
-
-
-def engine() -> EngineReader:
-    """This process' reader (its caches and the previous CPU samples live as long as the api-server)."""
-    global _reader
-    with _reader_lock:
-        if _reader is None:
-            _reader = EngineReader.from_config()
-        return _reader

@@ -11,7 +11,7 @@ from time import perf_counter
 from typing import Any
 
 from dood.ui import access
-from dood.ui.engine import EngineReader
+from dood.ui.engines import Engines
 from dood.ui.rows import ALIVE, ContainerRow, TaskKey, build_row, select
 from dood.ui.task_states import task_states
 
@@ -26,6 +26,7 @@ class Summary:
     gpus_held: int | str = 0
     image_disk: int | None = None
     host: dict[str, Any] = field(default_factory=dict)
+    hosts: list[str] = field(default_factory=list)  # with several Docker hosts: their names (a host column)
     error: str | None = None
 
 
@@ -43,7 +44,7 @@ def _gpus(rows: Iterable[ContainerRow]) -> int | str:
     return "all" if "all" in held else sum(int(g) for g in held)
 
 
-def overview(reader: EngineReader, user, *, dag_id: str | None, state: str | None) -> Overview:
+def overview(reader: Engines, user, *, dag_id: str | None, state: str | None) -> Overview:
     started = perf_counter()
     now = datetime.now(timezone.utc)
     summary = Summary()
@@ -68,6 +69,9 @@ def overview(reader: EngineReader, user, *, dag_id: str | None, state: str | Non
     summary.orphans = sum(row.orphan for row in rows)
     summary.gpus_held = _gpus(rows)
     summary.image_disk = reader.image_disk(row.image for row in rows if row.image)
+    summary.hosts = reader.host_names() if reader.several else []
+    if reader.errors:
+        summary.error = "; ".join(reader.errors)
     shown = select(rows, dag_id=dag_id, state=state)
     dag_ids = sorted({row.task.dag_id for row in rows})
     return Overview(shown, dag_ids, summary, now, (perf_counter() - started) * 1000)

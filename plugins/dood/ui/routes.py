@@ -13,7 +13,7 @@ from dood.ui import access
 from dood.ui.access import SignedIn
 from dood.ui.chart import svg
 from dood.ui.detail import attach_result, detail
-from dood.ui.engine import engine
+from dood.ui.engines import engines
 from dood.ui.metrics import quality_gate, run_metrics
 from dood.ui.overview import overview
 from dood.ui.render import page
@@ -42,7 +42,7 @@ def containers_page(
     fragment: bool = False,
 ) -> HTMLResponse:
     """The DooD page (nav): every dood container of the DAGs the user may read."""
-    found = overview(engine(), user, dag_id=dag_id or None, state=state or None)
+    found = overview(engines(), user, dag_id=dag_id or None, state=state or None)
     context = dict(
         rows=found.rows,
         summary=found.summary,
@@ -65,7 +65,7 @@ def containers_json(
     state: Annotated[str | None, Query(max_length=20)] = None,
 ) -> JSONResponse:
     """The same list as JSON."""
-    found = overview(engine(), user, dag_id=dag_id or None, state=state or None)
+    found = overview(engines(), user, dag_id=dag_id or None, state=state or None)
     summary = {k: v for k, v in vars(found.summary).items()}
     body = {"containers": [row.as_json() for row in found.rows], "summary": summary, "elapsed_ms": found.elapsed_ms}
     return JSONResponse(body, headers=NO_STORE)
@@ -94,7 +94,7 @@ def container_page(
 ) -> HTMLResponse:
     """The Container tab (task instance): that try's container, output tail and result."""
     task = TaskKey(dag_id, run_id, task_id, _map_index(map_index))
-    view = detail(engine(), task, try_number, may_read_logs=access.may_read(user, dag_id, "TASK_LOGS"))
+    view = detail(engines(), task, try_number, may_read_logs=access.may_read(user, dag_id, "TASK_LOGS"))
     attach_result(view, may_read_xcom=access.may_read(user, dag_id, "XCOM"))
     return HTMLResponse(page("container.html", **vars(view)), headers=NO_STORE)
 

@@ -14,11 +14,13 @@ from typing import Any
 from dood.docker_time import utc_datetime
 from dood.gpus import GPUS_LABEL
 from dood.janitor import ENDED_TASK_STATES, MISSING
+from dood.naming import HOST_LABEL
 from dood.outcome import ENDED as ENDED_STATES
 from dood.outcome import RUNNING, STILL_GOING
 from dood.ui.samples import Usage, gpus_held
 
 ALIVE = frozenset(RUNNING)
+HOST_KEY = "DoodHost"  # added to a list entry by dood.ui.engines: the host whose engine listed it
 ENDED = frozenset(ENDED_STATES)
 STATES = (*STILL_GOING, *ENDED_STATES, "removing")  # the page's state filter
 
@@ -58,6 +60,7 @@ class ContainerRow:
     oom_killed: bool = False
     ti_state: str | None = None
     orphan: bool = False
+    host: str = ""  # the Docker host it runs on, when the deployment has several (`hosts:`)
 
     @property
     def short_id(self) -> str:
@@ -127,6 +130,7 @@ def build_row(
         oom_killed=bool(outcome.get("OOMKilled")) if ended else False,
         ti_state=ti_state,
         orphan=is_orphan(state, ti_state),
+        host=str(labels.get(HOST_LABEL) or entry.get(HOST_KEY) or ""),
     )
 
 
