@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from dood.completion import ContainerHandle
@@ -19,6 +20,7 @@ from dood.owner import being_ended
 if TYPE_CHECKING:
     from dood.config import DoodConfig
     from dood.hooks.dood import DoodHook
+    from dood.placement import Placement
 
 log = logging.getLogger(__name__)
 
@@ -59,3 +61,25 @@ def adoptable(
         adopted["Status"],
     )
     return ContainerHandle.of(adopted["Id"], name, config.runs_root, config.host)
+
+
+def adoptable_elsewhere(
+    config: DoodConfig, identity: TaskIdentity, placement: Placement | None, logger: logging.Logger = log
+) -> tuple[ContainerHandle, DoodConfig] | None:
+    """With a placement on several hosts (a shared queue), a retry may land on another host than the try it
+    follows: the earlier try's container, on any other host of the placement, with the view of that host as
+    this process reaches it (its network endpoint), or None. One host, or none: nothing to look at."""
+    from dood.hooks.dood import DoodHook
+    from dood.hosts import remote_view
+
+    if placement is None or identity.try_number <= 1:
+        return None
+    for name in placement.hosts:
+        if name == config.host:
+            continue
+        view = remote_view(config, name)
+        handle = adoptable(DoodHook(view), replace(identity, host=name), view, logger)
+        if handle is not None:
+            logger.info("The earlier try's container runs on host %s: following it there.", name)
+            return handle, view
+    return None

@@ -288,3 +288,40 @@ def test_the_dood_page_reads_every_host_and_host_b_only_through_its_read_only_li
     b_ca = f"{os.environ['DOOD_IT_CERTS']}/client/ca.pem"
     with pytest.raises(requests.exceptions.ConnectionError, match="alert|EOF|reset|closed connection"):
         DockerTarget(b_address, "1.41", b_ca, client["cert"], client["key"]).client(5).containers()
+
+
+def test_a_retry_on_another_host_of_a_shared_queue_finds_the_earlier_try_s_container(two_hosts, monkeypatch):
+    """hosts: [host-a, host-b] share a queue: try 1 ran on host-b and still runs; try 2 lands on host-a's
+    worker. It must follow try 1's container on host-b (through host-b's TLS listener), not start a second."""
+    from dood.adoption import adoptable_elsewhere
+    from dood.config import load_config
+    from dood.naming import TaskIdentity
+    from dood.placement import Placement
+    from dood.teardown import DockerTarget
+
+    certs = os.environ["DOOD_IT_CERTS"]
+    through_b = DockerTarget(
+        f"tcp://{os.environ['DOOD_IT_HOST_B_ADDRESS']}",
+        "1.41",
+        f"{certs}/client/ca.pem",
+        f"{certs}/client/cert.pem",
+        f"{certs}/client/key.pem",
+    ).client(30)
+    try_1 = TaskIdentity(DAG_ID, "shared", "shared-run", try_number=1, stack=STACK, host="host-b")
+    made = through_b.create_container(
+        "dood-test-busybox:latest", ["sleep", "60"], labels=try_1.labels(), name=try_1.container_name(),
+        user="1000:1000",
+    )  # fmt: skip
+    through_b.start(made["Id"])
+    monkeypatch.setenv(HOST_ENV_VAR, "host-a")
+    on_a = load_config(CONFIG)
+    shared = Placement(hosts=("host-a", "host-b"), queue="dood-shared", pool="dood-shared", pool_slots=1)
+    try_2 = TaskIdentity(DAG_ID, "shared", "shared-run", try_number=2, stack=STACK, host="host-a")
+    found = adoptable_elsewhere(on_a, try_2, shared)
+    assert found is not None, "try 2 on host-a did not find try 1's container on host-b"
+    handle, view = found
+    assert (handle.container_id, handle.host, view.host) == (made["Id"], "host-b", "host-b")
+    assert view.docker.url == f"tcp://{os.environ['DOOD_IT_HOST_B_ADDRESS']}"  # host-b's network endpoint
+    one_host = Placement(hosts=("host-a",), queue="dood-host-a", pool="dood-host-a", pool_slots=1)
+    assert adoptable_elsewhere(on_a, try_2, one_host) is None  # not placed on host-b: not looked at
+    through_b.remove_container(made["Id"], force=True)

@@ -10,7 +10,7 @@ from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowSkipException, AirflowTaskTimeout
 from docker.types import Mount
 
-from dood.adoption import adoptable
+from dood.adoption import adoptable, adoptable_elsewhere
 from dood.arguments import exit_codes, one_of, validated_resources
 from dood.completion import ContainerHandle, finish, resume, task_deadline
 from dood.config import AutoRemove, DoodConfig, PullPolicy, load_config
@@ -202,6 +202,13 @@ class DoodContainerOperator(BaseOperator):
         identity = self._identity = TaskIdentity.from_context(context, stack=hook.stack, host=config.host)
         launcher = self._launcher = ContainerLauncher(hook.api)
         handle = adoptable(hook, identity, config, self.log) if self.reattach else None
+        elsewhere = None
+        if self.reattach and handle is None:  # a shared queue's retry may follow a container on another host
+            elsewhere = adoptable_elsewhere(config, identity, self.placement, self.log)
+        if elsewhere is not None:
+            handle, config = elsewhere
+            self._docker = config.docker  # a kill or timeout reaches it there too
+            launcher = self._launcher = ContainerLauncher(DoodHook(config, answered_before=True).api)
         output = None  # a new container's live output stream, attached before its start so nothing is missed
         # An adopted container's output comes from its followed logs (history first), never from an attach:
         # dockerd 20.10 can leave an attach opened while the container exits hanging forever (seen here).
