@@ -276,9 +276,10 @@ class EngineEvents:
     break (a daemon restart). The daemon keeps only its last 256 events, in memory: on an engine other
     sessions share, a query afterwards can miss a create of a minute ago."""
 
-    def __init__(self, url: str, dag_id: str) -> None:
+    def __init__(self, url: str, dag_id: str, label: str | None = None) -> None:
         self.url = url
         self.dag_id = dag_id
+        self.label = label or f"dood.dag_id={dag_id}"  # or another label: every DAG of a stack
         self.events: list[dict[str, Any]] = []
         self._seen: set[tuple] = set()
         self._stopping = threading.Event()
@@ -288,7 +289,7 @@ class EngineEvents:
         self._thread.start()
 
     def _run(self) -> None:
-        filters = {"type": "container", "label": f"dood.dag_id={self.dag_id}"}
+        filters = {"type": "container", "label": self.label}
         while not self._stopping.is_set():
             try:
                 api = docker.APIClient(base_url=self.url, timeout=30)

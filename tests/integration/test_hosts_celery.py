@@ -49,21 +49,7 @@ class _Recorder(EngineEvents):
     """Every container event of the test's stack on one engine, from the fixture's start on."""
 
     def __init__(self, url: str) -> None:
-        super().__init__(url, dag_id="")
-
-    def _run(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                api = docker.APIClient(base_url=self.url, timeout=30)
-                filters = {"type": "container", "label": STACK_FILTER}
-                self._stream = api.events(since=self._since, filters=filters, decode=True)
-                for event in self._stream:
-                    key = (event.get("id"), event.get("Action"), event.get("timeNano"))
-                    if key not in self._seen:
-                        self._seen.add(key)
-                        self.events.append(event)
-            except Exception:  # noqa: BLE001 - the stream broke: re-open
-                time.sleep(0.2)
+        super().__init__(url, dag_id="", label=STACK_FILTER)
 
     def created(self, dag_id: str, run_id: str | None = None) -> list[dict]:
         found = []
@@ -75,6 +61,9 @@ class _Recorder(EngineEvents):
 
 
 class _Hosts:
+    """The arrangement as the tests use it: both engines' APIs and events, REST reads that wait out a busy
+    api-server."""
+
     def __init__(self, stack, workers, engine_b, api_a, events, proxy_b_url) -> None:
         self.stack: AirflowStack = stack
         self.workers: dict[str, CeleryWorker] = workers
@@ -163,6 +152,17 @@ def test_steps_pinned_to_host_b_never_touch_engine_a(hosts):
         assert len(hosts.events["b"].created(dag_id, run_id)) == 1
     assert hosts.containers("a", dag_id) == []
     assert hosts.events["a"].created(dag_id) == [], "engine A saw a create of a step pinned to host-b"
+
+
+def test_a_mapped_step_placed_on_b_runs_every_index_on_b(hosts):
+    """Mapped tasks are routed by the partial's queue: each index on worker b, each container on engine B."""
+    dag_id = f"{PREFIX}mapped"
+    run_id = hosts.ask(hosts.stack.trigger, dag_id)
+    assert hosts.wait_for_run(dag_id, run_id) == "success", hosts.why()
+    on_b = hosts.containers("b", dag_id, run_id)
+    assert sorted(c["Labels"]["dood.map_index"] for c in on_b) == ["0", "1"]
+    assert {c["Labels"][HOST_LABEL] for c in on_b} == {"host-b"}
+    assert hosts.containers("a", dag_id) == [] and hosts.events["a"].created(dag_id) == []
 
 
 def test_worker_b_sigkilled_mid_training_the_retry_on_b_adopts_the_container(hosts):

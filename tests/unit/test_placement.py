@@ -289,6 +289,22 @@ def test_an_operator_placed_by_name_gets_queue_and_pool_and_refuses_others(tmp_p
         DoodContainerOperator(task_id="t", image="img", host="z", config_path=path)
 
 
+def test_a_mapped_step_placed_by_name_gets_queue_and_pool_at_parse_time(tmp_path):
+    """The scheduler routes a mapped task by its partial arguments; no __init__ runs before that."""
+    from airflow.sdk import DAG
+
+    from dood.operators.container import DoodContainerOperator
+
+    path = _config_file(tmp_path)
+    with DAG("mapped", schedule=None):
+        mapped = DoodContainerOperator.partial(task_id="t", image="img", host="b", config_path=path).expand(
+            command=[["true"], ["false"]]
+        )
+    assert (mapped.queue, mapped.pool) == ("dood-b", "dood-b")
+    with pytest.raises(DoodConfigError, match=r"t: queue='gpu' contradicts its placement on host b"):
+        DoodContainerOperator.partial(task_id="t", image="img", host="b", queue="gpu", config_path=path)
+
+
 @pytest.mark.parametrize(
     ("dood_host", "where"),
     [("a", "on host 'a' \\(\\$DOOD_HOST\\)"), (None, "on no host \\(\\$DOOD_HOST is unset\\)")],

@@ -90,6 +90,22 @@ class DoodContainerOperator(BaseOperator):
     ui_color = "#d6eaf8"
     operator_extra_links = (DoodContainerLink(),)  # the task instance's "Container" tab (dood.ui)
 
+    @classmethod
+    def partial(cls, **kwargs: Any) -> Any:
+        """A mapped step (`.partial(host=...).expand(...)`) is routed by its partial arguments, before any
+        `__init__` runs: give them the placement's queue and pool too."""
+        what = str(kwargs.get("task_id"))
+        placement = task_placement(
+            host=kwargs.get("host"),
+            hosts=kwargs.get("hosts"),
+            host_labels=kwargs.get("host_labels"),
+            placement=kwargs.get("placement"),
+            config_path=kwargs.get("config_path"),
+            what=what,
+        )
+        apply_placement(placement, kwargs, what)
+        return super().partial(**kwargs)
+
     def __init__(
         self,
         *,

@@ -26,6 +26,11 @@ def _on_b(dag_id: str, script: str, host: str = "host-b", **kwargs) -> DAG:
 
 dood_hc_pinned = _on_b("dood_hc_pinned", RESULT)
 dood_hc_pinned_a = _on_b("dood_hc_pinned_a", RESULT, host="host-a")
+# mapped: routed to host-b's queue by its partial arguments
+with DAG("dood_hc_mapped", schedule=None, start_date=datetime(2026, 1, 1, tzinfo=timezone.utc), catchup=False):
+    DoodContainerOperator.partial(task_id="run", image=IMAGE, host="host-b").expand(
+        command=[["sh", "-c", RESULT], ["sh", "-c", RESULT]]
+    )
 # SIGKILLed with its worker mid-training: try 2, on the restarted worker, adopts the container
 dood_hc_killed = _on_b("dood_hc_killed", f"echo training; sleep 25; {RESULT}", retries=1, retry_delay=timedelta(0))
 # deferred while the triggerer is killed and started again
