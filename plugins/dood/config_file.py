@@ -6,9 +6,11 @@ runs on the defaults. Validation is `dood.config`'s (`load_config`, the whole co
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 from collections.abc import Mapping
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +58,7 @@ def read_config_file(path: str | os.PathLike[str] | None = None) -> tuple[Mappin
     except OSError as exc:
         raise DoodConfigError(f"Cannot read the dood config {resolved}: {exc}") from None
     try:
-        data = yaml.safe_load(os.path.expandvars(text))
+        data = copy.deepcopy(_parsed_yaml(os.path.expandvars(text)))  # a copy: no caller can change the cache
     except yaml.YAMLError as exc:
         raise DoodConfigError(f"Invalid dood config {resolved}: not valid YAML: {exc}") from None
     if data is None:
@@ -65,6 +67,14 @@ def read_config_file(path: str | os.PathLike[str] | None = None) -> tuple[Mappin
         raise DoodConfigError(f"Invalid dood config {resolved}: expected a mapping at the top")
     _announce(str(resolved.resolve()), logging.INFO, "dood config file: %s", resolved.resolve())
     return data, str(resolved)
+
+
+@lru_cache(maxsize=8)
+def _parsed_yaml(text: str) -> Any:
+    """The YAML of a config text, parsed once per process: every task launch reads the config, and parsing
+    (pure-Python YAML, several ms) costs more than reading. Keyed by the text itself, `${VAR}` already
+    expanded, so an edited file or a changed variable is parsed anew, never served stale."""
+    return yaml.safe_load(text)
 
 
 def _announce(key: str, level: int, message: str, *args: object) -> None:

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from dood.config import DoodConfig
 
 _HOST_CPUS: dict[str, int | None] = {}  # Docker endpoint -> its CPU count
+_API_VERSION: dict[str, str] = {}  # Docker endpoint -> the API version `api_version: auto` negotiated there
 _OWN_CONTAINER: dict[str, dict[str, Any] | None] = {}  # Docker endpoint -> inspect of our container, or None
 _CONTAINER_ID_IN_MOUNTINFO = re.compile(r"/containers/([0-9a-f]{64})/")
 
@@ -59,10 +60,13 @@ class DoodHook(DockerHook):
                     client_key=endpoint.tls_client_key,
                 )
             )
+        version = endpoint.api_version
+        if version == "auto":  # negotiated once per endpoint and process (`api`), not on every launch
+            version = _API_VERSION.get(endpoint.url, version)
         super().__init__(
             docker_conn_id=endpoint.conn_id,
             base_url=endpoint.url,
-            version=endpoint.api_version,
+            version=version,
             tls=tls,
             timeout=endpoint.timeout_seconds,
         )
@@ -72,11 +76,31 @@ class DoodHook(DockerHook):
     @property
     def api(self) -> APIClient:
         """The Docker API client; when no daemon answers, a DockerUnreachable saying why and how to fix it."""
-        try:
+        if "api_client" in self.__dict__:  # made (and pinged) already
             return self.api_client
+        try:
+            client = self.api_client
         except AirflowException as exc:  # DockerHook's "no daemon answers"
             url = self.config.docker.url
             raise DockerUnreachable(explain_unreachable(url, answered_before=self.answered_before)) from exc
+        self._settle(client)
+        return client
+
+    def _settle(self, client: APIClient) -> None:
+        """What need not be redone on every launch (each builds a hook), once per client:
+
+        - `api_version: auto` costs a `GET /version` per client; the version it found is kept per endpoint and
+          process, so later hooks skip it (a daemon's API version changes only when it is replaced; an upgraded
+          one still speaks the older version, a downgraded one would need this process restarted; every hook
+          still pings it).
+        - On a unix socket, requests would read proxies and .netrc from the environment on every request
+          (~1 ms each); none of them applies to a socket (docker-py ignores proxies there), so it does not.
+        """
+        url = self.config.docker.url
+        if self.config.docker.api_version == "auto":
+            _API_VERSION.setdefault(url, client.api_version)
+        if url.startswith("unix://"):
+            client.trust_env = False
 
     def inspect_own_container(self) -> dict[str, Any] | None:
         """`docker inspect` of the container this process runs in, if the daemon we talk to runs it."""
