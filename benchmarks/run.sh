@@ -11,17 +11,20 @@
 #   proxy      dood-proxy vs the direct socket (starts its own proxy process)               engine, test image
 #   trigger    200 DoodContainerTriggers in one event loop                                  engine, test image
 #   ui         the DooD page with 200 containers                                            engine, test image
+#   chain      20 sequential tasks through dag.test(): DoodContainerOperator vs DockerOperator, a fresh
+#              process per run (issue 12; about 10 minutes)                                 engine, test image
 #   gpus       GPU claims (only with --with-gpus: starts a second dockerd of its own with the fake NVIDIA
 #              hook, tests/integration/second_engine.py; needs root and no other user of that engine)
 # --quick runs each with tiny sizes, to check that it runs (no report is written; results are not numbers
 # to quote).
 #
-# Knobs (environment) of (a) and (b):
+# Knobs (environment) of (a), (b) and chain:
 #   BENCH_OVERHEAD_RUNS  measured runs per variant in (a)                         (default 30)
 #   BENCH_LINES          log sizes of (b), comma-separated                         (default 300000,3000000)
 #   BENCH_REPEAT         repetitions of (b) for sizes < 1,000,000 lines            (default 3)
 #   BENCH_REPEAT_LARGE   repetitions of (b) for sizes >= 1,000,000 lines           (default 2: ~3 min each)
 #   BENCH_LOG_VARIANTS   variants of (b), comma-separated       (default raw,dood,dood_lpr1,docker,raw_attach)
+#   BENCH_CHAIN_REPEAT   dag.test() runs per variant in chain                      (default 5)
 #   BENCH_SKIP_REPORT=1  do not rewrite docs/benchmarks.md
 set -euo pipefail
 
@@ -35,16 +38,17 @@ LINES="${BENCH_LINES:-300000,3000000}"
 REPEAT="${BENCH_REPEAT:-3}"
 REPEAT_LARGE="${BENCH_REPEAT_LARGE:-2}"
 VARIANTS="${BENCH_LOG_VARIANTS:-raw,dood,dood_lpr1,docker,raw_attach}"
-ALL="overhead,logs,dag_parse,proxy,trigger,ui,gpus"
+CHAIN_REPEAT="${BENCH_CHAIN_REPEAT:-5}"
+ALL="overhead,logs,dag_parse,proxy,trigger,ui,chain,gpus"
 
-only="overhead,logs,dag_parse,proxy,trigger,ui" skip="" quick=0
+only="overhead,logs,dag_parse,proxy,trigger,ui,chain" skip="" quick=0
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --only) only="$2"; shift 2 ;;
     --skip) skip="$2"; shift 2 ;;
     --with-gpus) only="$only,gpus"; shift ;;
     --quick) quick=1; shift ;;
-    -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
     *) die "unknown argument $1 (see: bash benchmarks/run.sh --help)" ;;
   esac
 done
@@ -53,7 +57,7 @@ for name in ${only//,/ } ${skip//,/ }; do
 done
 wanted() { [[ ",$only," == *",$1,"* && ",$skip," != *",$1,"* ]]; }
 
-if wanted overhead || wanted logs || wanted proxy || wanted trigger || wanted ui; then
+if wanted overhead || wanted logs || wanted proxy || wanted trigger || wanted ui || wanted chain; then
   docker info --format '{{.ServerVersion}}' >/dev/null 2>&1 || bash "$ROOT/scripts/ensure-docker.sh"
   have_image "$IMAGE" || die "image $IMAGE is missing; build it with: bash scripts/build-images.sh test"
 fi
@@ -98,6 +102,12 @@ if wanted ui; then
   section "the DooD page"
   if [[ $quick == 1 ]]; then set -- --containers 5 --requests 3; else set --; fi
   "$PY" benchmarks/bench_ui.py "$@" | tee "$RESULTS/ui.txt"
+fi
+
+if wanted chain; then
+  section "a 20-task chain through dag.test(): $CHAIN_REPEAT runs per variant"
+  if [[ $quick == 1 ]]; then set -- --repeat 1 --warmup 0 --tasks 3; else set -- --repeat "$CHAIN_REPEAT"; fi
+  "$PY" benchmarks/bench_chain.py "$@" --out "$RESULTS/chain.json" | tee "$RESULTS/chain.txt"
 fi
 
 if wanted gpus; then
