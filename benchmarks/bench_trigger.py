@@ -98,12 +98,13 @@ def remove_all(api: docker.APIClient) -> int:
     return len(found)
 
 
-async def start_with_cli(ids: list[str], processes: int = 4) -> None:
+async def start_with_cli(ids: list[str], processes: int = 4, host: str = DOCKER_URL) -> None:
     """`docker start` in child processes: their CPU is not ours."""
     chunks = [ids[i::processes] for i in range(processes)]
     procs = [
-        await asyncio.create_subprocess_exec("docker", "start", *chunk, stdout=asyncio.subprocess.DEVNULL)
+        await asyncio.create_subprocess_exec("docker", "-H", host, "start", *chunk, stdout=asyncio.subprocess.DEVNULL)
         for chunk in chunks
+        if chunk
     ]
     codes = [await proc.wait() for proc in procs]
     if any(codes):
@@ -124,8 +125,11 @@ async def sample_rss(stop: asyncio.Event, peak: list[int]) -> None:
         await asyncio.sleep(0.05)
 
 
-async def measure(api: docker.APIClient, ids: list[str]) -> dict:
-    await warm_up(api)
+async def measure(api: docker.APIClient, ids: list[str], trigger_for=None, start=None, warm=None) -> dict:
+    """Wait for every container in `ids` with one trigger each, in this one loop. `trigger_for(cid)`: the
+    trigger's arguments (default: the main engine's socket); `start(ids)`: starts them once all wait."""
+    trigger_for = trigger_for or (lambda cid: {"container_id": cid, "docker_url": DOCKER_URL})
+    await (warm() if warm else warm_up(api))
     gc.collect()
     idle_kib = rss_kib()
     hwm_reset = reset_peak_rss()
@@ -135,7 +139,7 @@ async def measure(api: docker.APIClient, ids: list[str]) -> dict:
     sampler = asyncio.create_task(sample_rss(stop, sampled_peak))
 
     async def wait_one(cid: str) -> tuple[dict, float]:
-        async for event in CountedTrigger(container_id=cid, docker_url=DOCKER_URL).run():
+        async for event in CountedTrigger(**trigger_for(cid)).run():
             return event.payload, time.time()
         raise AssertionError("no event")
 
@@ -144,7 +148,7 @@ async def measure(api: docker.APIClient, ids: list[str]) -> dict:
         await asyncio.sleep(0.05)
     subscribed_seconds = time.monotonic() - phase_started
     waiting_kib = rss_kib()
-    await start_with_cli(ids)
+    await (start(ids) if start else start_with_cli(ids))
     results = await waits
     stop.set()
     await sampler

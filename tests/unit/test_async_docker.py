@@ -40,5 +40,7 @@ async def _https_session(tmp_path):
     )
     try:
         assert docker.docker_host == "https://127.0.0.1:1"
+        assert docker.connector.force_close  # no idle TLS connection (and its 256 KiB buffer) kept per trigger
     finally:
         await docker.close()
+    assert docker.connector.closed

@@ -46,8 +46,23 @@ def async_docker(
     tls_client_cert: str | None = None,
     tls_client_key: str | None = None,
 ) -> aiodocker.Docker:
-    """A new session: create it inside the event loop that uses it, and close it there."""
+    """A new session: create it inside the event loop that uses it, and close it there.
+
+    Over TCP a request's connection is closed once it is answered (`force_close`), not kept for the next: a
+    trigger makes one short request (an inspect) beside its one long event stream, and over TLS every idle
+    kept connection would hold asyncio's 256 KiB read buffer for as long as the trigger waits."""
     context = ssl_context(tls_ca_cert, tls_client_cert, tls_client_key)
     url = re.sub(r"^tcp://", "https://" if context else "http://", url)
     version = api_version if api_version == "auto" else "v" + api_version.lstrip("v")
-    return aiodocker.Docker(url=url, ssl_context=context, api_version=version, timeout=CALL_TIMEOUT)
+    if not url.startswith(("http://", "https://")):
+        return aiodocker.Docker(url=url, ssl_context=context, api_version=version, timeout=CALL_TIMEOUT)
+    connector = aiohttp.TCPConnector(ssl=context if context else False, force_close=True)
+    return _ClosingItsConnector(url=url, connector=connector, api_version=version, timeout=CALL_TIMEOUT)
+
+
+class _ClosingItsConnector(aiodocker.Docker):
+    """aiodocker leaves a connector it was given open on close(); this session's connector is its own."""
+
+    async def close(self) -> None:
+        await super().close()
+        await self.connector.close()
