@@ -40,6 +40,7 @@ REDIS_SERVER = "/usr/bin/redis-server"
 HERE = Path(__file__).resolve().parent
 CONFIG = HERE / "hosts_celery.yaml"
 DAGS = HERE / "celery_dags" / "dood_hc_dags.py"
+BENCH_DAGS = HERE / "celery_dags" / "dood_hc_bench_dags.py"
 STACK = "dood-hc"  # the config's stack, forced by both proxies
 IMAGE = "dood-test-busybox:latest"
 
@@ -191,7 +192,9 @@ class TwoHosts:
 
 
 @contextlib.contextmanager
-def two_hosts(home: Path, executor: str = "CeleryExecutor", **env: str) -> Iterator[TwoHosts]:
+def two_hosts(
+    home: Path, executor: str = "CeleryExecutor", dag_files: tuple[Path, ...] = (DAGS,), **env: str
+) -> Iterator[TwoHosts]:
     """host-a (the main engine) and host-b (a second dockerd of our own), a dood-proxy each (`--host`), the
     config hosts_celery.yaml naming both, and Airflow's services with the DAGs of celery_dags/. Under
     CeleryExecutor: Redis, and worker a (queue `default`, DOOD_HOST=host-a) and worker b (`host-b`,
@@ -199,7 +202,8 @@ def two_hosts(home: Path, executor: str = "CeleryExecutor", **env: str) -> Itera
     Every container of the stack is removed from both engines before and after."""
     os.chmod(home, 0o755)
     (home / "dags").mkdir()
-    shutil.copy(DAGS, home / "dags")
+    for dag_file in dag_files:
+        shutil.copy(dag_file, home / "dags")
     engine_b = SecondEngine.for_session(role="hosts", subnet=217)
     policy = f"  allowed_images: ['dood-test-busybox:*']\n  allowed_host_roots: ['{home}']\n"
     port = _free_port()
