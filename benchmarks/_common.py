@@ -163,7 +163,7 @@ def run_variant(variant: str, command: list[str], tag: str) -> None:
 
 
 def code_state() -> str:
-    """The commit of the repository and whether plugins/dood differs from it (recorded with results)."""
+    """The commit of the repository and whether src/dood differs from it (recorded with results)."""
     import subprocess
 
     root = Path(__file__).resolve().parents[1]
@@ -172,14 +172,14 @@ def code_state() -> str:
             ["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "--", "plugins/dood"],
+            ["git", "-C", str(root), "status", "--porcelain", "--", "src/dood"],
             capture_output=True,
             text=True,
             check=False,
         ).stdout.strip()
     except OSError:
         return "unknown"
-    return f"commit {head}" + (" plus uncommitted changes in plugins/dood" if dirty else "")
+    return f"commit {head}" + (" plus uncommitted changes in src/dood" if dirty else "")
 
 
 def code_span(before: str) -> str:

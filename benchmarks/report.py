@@ -92,9 +92,9 @@ def machine(code: str | None = None) -> list[tuple[str, str]]:
     )
     repo = Path(__file__).resolve().parents[1]
     head = sh("git", "-C", str(repo), "rev-parse", "--short", "HEAD")
-    dirty = sh("git", "-C", str(repo), "status", "--porcelain", "--", "plugins/dood")
+    dirty = sh("git", "-C", str(repo), "status", "--porcelain", "--", "src/dood")
     recorded = code or (
-        "`plugins/dood` at commit "
+        "`src/dood` at commit "
         + head
         + (" plus uncommitted changes" if dirty else "")
         + " (state when the report was written)"

@@ -40,7 +40,7 @@ trap 'rm -rf "$WORK"' EXIT
 mkdir -p "$STATE"
 
 source_hash() {  # everything that ends up in the Airflow image
-  (cd "$ROOT" && find plugins/dood pyproject.toml images/airflow -type f \
+  (cd "$ROOT" && find src/dood pyproject.toml images/airflow -type f \
     ! -path '*/__pycache__/*' ! -name '*.pyc' -print0 | sort -z | xargs -0 sha256sum) | sha256sum | cut -c1-16
 }
 
