@@ -15,16 +15,16 @@ from dood.arguments import exit_codes, one_of, validated_resources
 from dood.completion import ContainerHandle, finish, resume, task_deadline
 from dood.config import AutoRemove, DoodConfig, PullPolicy, load_config
 from dood.directories import HostDirectories, default_user
-from dood.exceptions import ContainerFailed, DoodConfigError, DoodError, ResultFileError
+from dood.exceptions import ContainerFailed, DoodConfigError, ResultFileError
 from dood.gone import ContainerGone
-from dood.gpu_claims import GpusBusy, claims_for, remove_ticket
-from dood.gpus import waiter_of
+from dood.gpu_claims import GpusBusy, claims_for
 from dood.hooks.dood import DoodHook
 from dood.hosts import apply_placement, check_delivered, check_proxy_host, remote_view, task_placement
 from dood.launcher import ContainerLauncher, ContainerSpec
 from dood.logs import task_log_emitter
 from dood.mounts import DoodMount, host_mounts
-from dood.naming import MANAGED_LABEL, STACK_LABEL, TaskIdentity, check_user_labels, run_env
+from dood.naming import TaskIdentity, check_user_labels, run_env
+from dood.operators.gpu_waiting import WaitsForGpus
 from dood.owner import end_if_owner
 from dood.placement import Placement
 from dood.policy import check as check_policy
@@ -32,7 +32,6 @@ from dood.reconnect import Reconnector
 from dood.resources import Resources
 from dood.results import RESULT_FILE_NAME, RUN_DIR_IN_CONTAINER, result_env, run_dir_for
 from dood.triggers.container import DoodContainerTrigger
-from dood.triggers.gpus import DoodGpuTrigger
 from dood.ui.extra_link import DoodContainerLink
 
 if TYPE_CHECKING:
@@ -41,7 +40,7 @@ if TYPE_CHECKING:
     from dood.outcome import Outcome
 
 
-class DoodContainerOperator(BaseOperator):
+class DoodContainerOperator(WaitsForGpus, BaseOperator):
     """Launch a container next to Airflow's through the host socket, stream its logs, return its result.
 
     Mount sources are given as Airflow sees them and translated through the shared mount map. The
@@ -323,42 +322,6 @@ class DoodContainerOperator(BaseOperator):
             method_name="execute_complete",
             kwargs={"handle": handle.to_xcom()},
         )
-
-    _gpu_ticket: str | None = None  # the task's place in the GPU queue, once it has waited (deferrable)
-    _gpu_deadline: float | None = None  # its execution_timeout's end, carried across that deferral
-
-    def _defer_for_gpus(self, busy: GpusBusy, config: DoodConfig, body: Mapping[str, Any], spec, deadline) -> None:
-        labels = dict(body.get("Labels") or {})
-        trigger = DoodGpuTrigger.from_config(
-            config,
-            ticket=busy.ticket,
-            wanted=busy.wanted,
-            image=spec.image,
-            user=spec.user,
-            waiter=waiter_of(labels),
-            labels={k: v for k, v in labels.items() if k in (MANAGED_LABEL, STACK_LABEL)},
-            deadline=deadline,
-        )
-        self.defer(
-            trigger=trigger, method_name="execute_after_gpus", kwargs={"ticket": busy.ticket, "deadline": deadline}
-        )
-
-    def execute_after_gpus(
-        self, context: Context, event: dict[str, Any], ticket: str | None = None, deadline: float | None = None
-    ) -> Any:
-        """The GPU trigger fired: it is this task's turn (claim, create and run, as `execute`), or the deadline
-        passed (its ticket is already gone)."""
-        status = event.get("status")
-        if status == "timeout":
-            message = event.get("message")
-            raise AirflowTaskTimeout(f"No GPUs freed before the task's deadline (execution_timeout): {message}")
-        if status != "ready":
-            if ticket:
-                config = load_config(self.config_path)
-                remove_ticket(DoodHook(config).api, ticket)
-            raise DoodError(f"Waiting for GPUs failed: {event.get('message')}")
-        self._gpu_ticket, self._gpu_deadline = ticket, deadline
-        return self.execute(context)
 
     def execute_complete(self, context: Context, event: dict[str, Any], handle: dict[str, str] | None = None) -> Any:
         """Resume after the trigger fired: show the logs (none were shown yet), then conclude. On the container's
