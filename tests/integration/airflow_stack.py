@@ -170,14 +170,28 @@ class AirflowStack:
                 return process
         raise AssertionError(f"no task runner process for task instance {ti_id}")
 
-    @staticmethod
-    def _wait_until(condition, timeout: float, what: str, every: float = 0.5) -> None:
+    def _wait_until(self, condition, timeout: float, what: str, every: float = 0.5) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            self._revive_scheduler()
             if condition():
                 return
             time.sleep(every)
         pytest.fail(f"timed out after {timeout:g}s waiting for {what}")
+
+    revived: int = 0  # scheduler crashes restarted (see _revive_scheduler)
+
+    def _revive_scheduler(self) -> None:
+        """Start a crashed scheduler again, as a deployment's restart policy does (compose: `unless-stopped`).
+        Airflow 3.3's scheduler on SQLite can die of a StaleDataError when the api-server creates backfill
+        runs while it creates a scheduled one (seen in CI, 2026-12-02); the runs then go on, as in production."""
+        process = self.processes.get("scheduler")
+        if process is None or process.poll() is None:
+            return
+        self.revived += 1
+        tail = self.log_tail("scheduler", 1500)
+        print(f"airflow scheduler exited ({process.returncode}); starting it again:\n{tail}")
+        self._start_service("scheduler")
 
 
 def _ok(response: requests.Response) -> bool:
