@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from datetime import datetime, timedelta, timezone
 from itertools import count
@@ -108,3 +109,23 @@ def ours(docker_api):
     remove_test_containers()  # leftovers of an interrupted earlier session must not count
     yield find
     remove_test_containers()
+
+
+@pytest.fixture
+def container(docker_api):
+    """Create (and by default start) a labelled busybox container; every one is removed after the test."""
+    created = []
+
+    def make(command, *, start=True, mem_limit=None):
+        host_config = docker_api.create_host_config(mem_limit=mem_limit, memswap_limit=mem_limit)
+        labels = {MANAGED_LABEL: "true", "dood.dag_id": "dood_it_trigger"}
+        cid = docker_api.create_container(TEST_IMAGE, command, labels=labels, host_config=host_config)["Id"]
+        created.append(cid)
+        if start:
+            docker_api.start(cid)
+        return cid
+
+    yield make
+    for cid in created:
+        with contextlib.suppress(Exception):
+            docker_api.remove_container(cid, force=True, v=True)

@@ -3,39 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
-from dood.naming import MANAGED_LABEL
 from dood.triggers.container import DoodContainerTrigger
-from tests.integration.conftest import TEST_IMAGE
 
 DAG_ID = "dood_it_trigger"
 DOCKER_SOCKET = "/var/run/docker.sock"
-
-
-@pytest.fixture
-def container(docker_api):
-    """Create (and by default start) a labelled busybox container; every one is removed after the test."""
-    created = []
-
-    def make(command, *, start=True, mem_limit=None):
-        host_config = docker_api.create_host_config(mem_limit=mem_limit, memswap_limit=mem_limit)
-        labels = {MANAGED_LABEL: "true", "dood.dag_id": DAG_ID}
-        cid = docker_api.create_container(TEST_IMAGE, command, labels=labels, host_config=host_config)["Id"]
-        created.append(cid)
-        if start:
-            docker_api.start(cid)
-        return cid
-
-    yield make
-    for cid in created:
-        with contextlib.suppress(Exception):
-            docker_api.remove_container(cid, force=True, v=True)
 
 
 def wait_for(trigger, *, during=None, timeout=60):

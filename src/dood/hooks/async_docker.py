@@ -15,6 +15,7 @@ import aiodocker
 import aiohttp
 
 CALL_TIMEOUT = aiohttp.ClientTimeout(total=30, sock_connect=10)
+CONNECTIONS_AT_A_TIME = 20  # per session over TCP: a burst of waits queues its inspects, not its TLS handshakes
 
 
 def ssl_context(ca_cert: str | None, client_cert: str | None, client_key: str | None) -> ssl.SSLContext | None:
@@ -50,13 +51,14 @@ def async_docker(
 
     Over TCP a request's connection is closed once it is answered (`force_close`), not kept for the next: a
     trigger makes one short request (an inspect) beside its one long event stream, and over TLS every idle
-    kept connection would hold asyncio's 256 KiB read buffer for as long as the trigger waits."""
+    kept connection would hold asyncio's 256 KiB read buffer for as long as the trigger waits. At most
+    CONNECTIONS_AT_A_TIME are open at once: the waits of a triggerer share one session per endpoint."""
     context = ssl_context(tls_ca_cert, tls_client_cert, tls_client_key)
     url = re.sub(r"^tcp://", "https://" if context else "http://", url)
     version = api_version if api_version == "auto" else "v" + api_version.lstrip("v")
     if not url.startswith(("http://", "https://")):
         return aiodocker.Docker(url=url, ssl_context=context, api_version=version, timeout=CALL_TIMEOUT)
-    connector = aiohttp.TCPConnector(ssl=context if context else False, force_close=True)
+    connector = aiohttp.TCPConnector(ssl=context if context else False, force_close=True, limit=CONNECTIONS_AT_A_TIME)
     return _ClosingItsConnector(url=url, connector=connector, api_version=version, timeout=CALL_TIMEOUT)
 
 

@@ -4,10 +4,11 @@ Events, not polling: hundreds of deferred tasks would otherwise each hit the dae
 while a subscription costs one idle connection and reports the exit within milliseconds.
 
 No exit may be missed, so the order is: subscribe, then inspect once (the container may already have
-ended, or be gone), then read the stream. Each subscription asks Docker to replay this container's recent
-events (`since=`): that covers any gap between Docker answering the subscription and registering it,
-and exits that happened while a broken stream was being re-opened. Every (re)connect inspects again, so
-an exit that Docker's replay buffer has already forgotten is still seen.
+ended, or be gone), then read the stream. The waits of a process share one stream and session per endpoint
+(`dood.triggers.event_hub`); a wait's feed starts with its container's recent events, as Docker's replay
+(`since=`) would give a stream of its own: that covers any gap between Docker answering the subscription
+and registering it, and exits that happened while a broken stream was being re-opened. Every (re)connect
+inspects again, so an exit that Docker's replay buffer has already forgotten is still seen.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from dood.hooks.async_docker import async_docker
 from dood.outcome import ENDED, Outcome, gone_event, wait_event
 from dood.reconnect import KILL_EXIT_CODES, Backoff, Outages, shutdown_note, unreachable_message
 from dood.teardown import DockerTarget, detach
-from dood.triggers.events import REPLAY_MARGIN_SECONDS, container_events, parse_event
+from dood.triggers.event_hub import EventHub, Feed, shared_hub
 
 if TYPE_CHECKING:
     from dood.config import DoodConfig
@@ -77,6 +78,9 @@ class DoodContainerTrigger(BaseTrigger):
     :param stop_grace_seconds: when a user kills the deferred task (mark failed, clear...), stop the
         container with this grace, then remove it, as the operator's ``on_kill`` does; None leaves it alone.
     :param tls_ca_cert: CA file for a TLS endpoint; with ``tls_client_cert``/``tls_client_key``.
+    :param host: the Docker host (the config's ``hosts:``) the container runs on. The triggerer then reaches
+        it the way its own dood config says (`dood.hosts.endpoint_from_here`), and uses the endpoint above
+        only when its config does not know the host.
     """
 
     def __init__(
@@ -92,6 +96,7 @@ class DoodContainerTrigger(BaseTrigger):
         tls_ca_cert: str | None = None,
         tls_client_cert: str | None = None,
         tls_client_key: str | None = None,
+        host: str | None = None,
     ) -> None:
         super().__init__()
         _validate(container_id, api_version, deadline, timeout_seconds, retry_budget_seconds, stop_grace_seconds)
@@ -106,6 +111,7 @@ class DoodContainerTrigger(BaseTrigger):
         self.tls_ca_cert = tls_ca_cert
         self.tls_client_cert = tls_client_cert
         self.tls_client_key = tls_client_key
+        self.host = host
 
     @classmethod
     def from_config(
@@ -134,6 +140,7 @@ class DoodContainerTrigger(BaseTrigger):
             tls_ca_cert=docker.tls_ca_cert,
             tls_client_cert=docker.tls_client_cert,
             tls_client_key=docker.tls_client_key,
+            host=config.host,
         )
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
@@ -147,6 +154,7 @@ class DoodContainerTrigger(BaseTrigger):
             "tls_ca_cert": self.tls_ca_cert,
             "tls_client_cert": self.tls_client_cert,
             "tls_client_key": self.tls_client_key,
+            "host": self.host,
         }
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
@@ -158,14 +166,14 @@ class DoodContainerTrigger(BaseTrigger):
         remaining = None if self.deadline is None else self.deadline - time.time()
         if remaining is not None and remaining <= 0:
             return self._timed_out()
+        await self._reach_host()
         self.log.info("Waiting for container %s to end (Docker events at %s)", self.container_id[:12], self.docker_url)
-        docker = self._docker()
-        try:
-            return await asyncio.wait_for(self._watch(docker), timeout=remaining)
-        except asyncio.TimeoutError:
-            return self._timed_out()
-        finally:
-            await docker.close()
+        endpoint = (self.docker_url, self.api_version, self.tls_ca_cert, self.tls_client_cert, self.tls_client_key)
+        async with shared_hub(endpoint, self._docker) as hub:
+            try:
+                return await asyncio.wait_for(self._watch(hub), timeout=remaining)
+            except asyncio.TimeoutError:
+                return self._timed_out()
 
     async def on_kill(self) -> None:
         """A user killed the deferred task: no worker runs the operator's on_kill, so end the container here.
@@ -177,6 +185,7 @@ class DoodContainerTrigger(BaseTrigger):
         """
         if self.stop_grace_seconds is None:
             return
+        await self._reach_host()
         target = DockerTarget(
             self.docker_url, self.api_version, self.tls_ca_cert, self.tls_client_cert, self.tls_client_key
         )
@@ -189,21 +198,42 @@ class DoodContainerTrigger(BaseTrigger):
         )
         self.log.info("%s", await ending.wait_async())
 
+    async def _reach_host(self) -> None:
+        """Take this triggerer's way to the container's host, when its config knows the host; else keep the
+        endpoint the task handed over (a config that cannot be read is logged, and changes nothing)."""
+        if self.host is None:
+            return
+        from dood.hosts import endpoint_from_here  # placement's imports only where hosts are used
+
+        try:
+            endpoint = await asyncio.to_thread(endpoint_from_here, self.host)
+        except Exception as exc:  # the wait goes on the way the task saw it
+            self.log.warning("Host %s: this dood config cannot be read (%s); using %s", self.host, exc, self.docker_url)
+            return
+        if endpoint is None:
+            self.log.info("Host %s is not in this triggerer's dood config; using %s", self.host, self.docker_url)
+            return
+        self.docker_url, self.api_version = endpoint.url, endpoint.api_version
+        self.tls_ca_cert, self.tls_client_cert, self.tls_client_key = (
+            endpoint.tls_ca_cert,
+            endpoint.tls_client_cert,
+            endpoint.tls_client_key,
+        )
+
     # -- waiting --------------------------------------------------------------------------------
 
-    async def _watch(self, docker: aiodocker.Docker) -> dict[str, Any]:
+    async def _watch(self, hub: EventHub) -> dict[str, Any]:
         """Subscribe, inspect, read events; on a broken stream reconnect with backoff and inspect again."""
-        since = int(time.time()) - REPLAY_MARGIN_SECONDS
         watch = _Watch()
         backoff = Backoff(self.retry_budget_seconds)
         while True:
             try:
-                async with container_events(docker, self.container_id, since) as stream:
+                async with hub.feed(self.container_id) as stream:
                     backoff.reset()
                     if watch.outages.down_since is not None:
                         watch.outages.back()
                         self.log.warning("Docker answers again (%s)", watch.outages.describe())
-                    payload = await self._wait_on(docker, stream, watch)
+                    payload = await self._wait_on(hub.docker, stream, watch)
                     if payload is not None and not await self._daemon_going(payload, watch):
                         return self._with_cause(payload, watch.outages)
                     problem = "the daemon stopped answering as the container was killed"
@@ -244,9 +274,7 @@ class DoodContainerTrigger(BaseTrigger):
             return payload
         return replace(Outcome.from_event(payload), killed_by_daemon=shutdown_note(outages)).to_event(self.container_id)
 
-    async def _wait_on(
-        self, docker: aiodocker.Docker, stream: aiohttp.StreamReader, watch: _Watch
-    ) -> dict[str, Any] | None:
+    async def _wait_on(self, docker: aiodocker.Docker, stream: Feed, watch: _Watch) -> dict[str, Any] | None:
         """One connection's worth of waiting; None when the stream ended first."""
         info = await self._inspect(docker)
         if info is None:
@@ -257,9 +285,7 @@ class DoodContainerTrigger(BaseTrigger):
             return payload
         return await self._next_outcome(docker, stream, watch)
 
-    async def _from_replay(
-        self, docker: aiodocker.Docker, stream: aiohttp.StreamReader, watch: _Watch
-    ) -> dict[str, Any]:
+    async def _from_replay(self, docker: aiodocker.Docker, stream: Feed, watch: _Watch) -> dict[str, Any]:
         """The container is gone: its exit may still be among the replayed events, else it vanished unseen."""
         try:
             payload = await asyncio.wait_for(self._next_outcome(docker, stream, watch), REPLAY_GRACE_SECONDS)
@@ -267,13 +293,10 @@ class DoodContainerTrigger(BaseTrigger):
             payload = None
         return payload or self._gone(oom_killed=watch.oom_seen)
 
-    async def _next_outcome(
-        self, docker: aiodocker.Docker, stream: aiohttp.StreamReader, watch: _Watch
-    ) -> dict[str, Any] | None:
+    async def _next_outcome(self, docker: aiodocker.Docker, stream: Feed, watch: _Watch) -> dict[str, Any] | None:
         """Read events until one decides the outcome; None when the stream ends."""
-        async for line in stream:
-            event = parse_event(line)
-            if event is None or event.get("timeNano", 0) < watch.started_ns:
+        async for event in stream:
+            if event.get("timeNano", 0) < watch.started_ns:
                 continue  # noise, or a replayed event of an earlier run of this container
             action = event.get("Action") or event.get("status")
             if action == "oom":
@@ -330,7 +353,8 @@ class DoodContainerTrigger(BaseTrigger):
             raise
 
     def _docker(self) -> aiodocker.Docker:
-        """A session of this trigger's own, created inside the event loop (never stored between runs)."""
+        """A new session, created inside the event loop (never stored between runs): the endpoint's shared
+        one when this wait is the first on it, or the probe of `_daemon_going`."""
         return async_docker(
             self.docker_url,
             self.api_version,

@@ -1,4 +1,4 @@
-"""One container's Docker events as a raw stream: die, oom and destroy, replayed from `since` on.
+"""An endpoint's container events as a raw stream: die, oom and destroy, replayed from `since` on.
 
 aiodocker's public ``events.subscribe()`` hides when the daemon has answered and swallows a broken stream;
 a wait that must never miss an exit needs both, hence the lower-level ``_query``. The replay (`since=`)
@@ -23,11 +23,9 @@ _STREAM_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_read=None, sock_connect
 
 
 @asynccontextmanager
-async def container_events(
-    docker: aiodocker.Docker, container_id: str, since: int
-) -> AsyncIterator[aiohttp.StreamReader]:
-    """The stream of this container's die/oom/destroy events, one JSON object per line (`parse_event`)."""
-    filters = {"type": ["container"], "container": [container_id], "event": list(WATCHED_ACTIONS)}
+async def ending_events(docker: aiodocker.Docker, since: int) -> AsyncIterator[aiohttp.StreamReader]:
+    """The stream of every container's die/oom/destroy events, one JSON object per line (`parse_event`)."""
+    filters = {"type": ["container"], "event": list(WATCHED_ACTIONS)}
     params = {"since": str(since), "filters": json.dumps(filters)}
     async with docker._query("events", params=params, timeout=_STREAM_TIMEOUT) as response:
         try:
@@ -43,3 +41,10 @@ def parse_event(line: bytes) -> dict[str, Any] | None:
     except ValueError:
         return None
     return event if isinstance(event, dict) else None
+
+
+def event_names(event: dict[str, Any]) -> tuple[str, str]:
+    """The container's full id and its name (without Docker's leading slash), as a wait may name it."""
+    actor = event.get("Actor") or {}
+    name = str((actor.get("Attributes") or {}).get("name") or "")
+    return str(actor.get("ID") or event.get("id") or ""), name.lstrip("/")

@@ -1,0 +1,182 @@
+"""One event stream and one session per Docker endpoint, shared by every container wait of a process.
+
+Why: a triggerer carries hundreds of waits, most on the same one or two endpoints. With a stream each, a wait
+cost its connection: over TLS asyncio keeps a 256 KiB read buffer per stream (0.29 MiB per wait measured),
+and 1,000 waits starting together opened 1,000 TLS connections at once (47-160 s to subscribe them all).
+Shared, a wait costs a queue, and the session's connector bounds the connections opened at a time.
+
+The guarantees of a stream of one's own are kept: a wait's feed starts with the events of its container
+that the stream has carried in the last REPLAY_MARGIN_SECONDS (as `since=` replayed them to a new stream),
+and every feed ends when the stream breaks, so each wait inspects again after the reconnect, which the
+first wait to come back makes for all (`since=` from before the break).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import string
+import time
+import weakref
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager, suppress
+from typing import Any
+
+import aiodocker
+
+from dood.triggers.events import REPLAY_MARGIN_SECONDS, ending_events, event_names, parse_event
+
+_END = object()  # put in a feed when the stream it came from broke
+_HEX = frozenset(string.hexdigits.lower())
+_PRUNE_EVERY_SECONDS = 5.0
+
+EndpointKey = tuple[str | None, ...]  # URL, API version, TLS files: what makes two sessions equivalent
+
+
+class Feed:
+    """One wait's share of the stream: its container's events in order, until the stream breaks."""
+
+    def __init__(self, container: str) -> None:
+        self.container = container.lstrip("/")
+        self._queue: asyncio.Queue[Any] = asyncio.Queue()
+
+    def put(self, event: dict[str, Any]) -> None:
+        self._queue.put_nowait(event)
+
+    def end(self) -> None:
+        self._queue.put_nowait(_END)
+
+    def matches(self, container_id: str, name: str) -> bool:
+        """Whether an event of this container is for this wait, named by id, short id or name."""
+        key = self.container
+        return key in (container_id, name) or (_is_short_id(key) and container_id.startswith(key))
+
+    def __aiter__(self) -> Feed:
+        return self
+
+    async def __anext__(self) -> dict[str, Any]:
+        item = await self._queue.get()
+        if item is _END:
+            self._queue.put_nowait(_END)  # stays ended for a second reader
+            raise StopAsyncIteration
+        return item
+
+
+class EventHub:
+    """The shared stream and session of one endpoint in one event loop (`shared_hub` hands them out)."""
+
+    def __init__(self, make_session: Callable[[], aiodocker.Docker]) -> None:
+        self.docker = make_session()  # for the waits' inspects too: its connector bounds the connections
+        self._feeds: set[Feed] = set()
+        self._recent: list[tuple[float, dict[str, Any]]] = []  # (arrival, event): a new feed's replay
+        self._seen: set[tuple[str, str, int]] = set()  # a reconnect's replay repeats events already carried
+        self._pruned = time.monotonic()
+        self._reader: asyncio.Task[None] | None = None
+        self._connecting: asyncio.Future[None] | None = None
+        self._broke_at: float | None = None
+        self.users = 0
+
+    @asynccontextmanager
+    async def feed(self, container: str) -> AsyncIterator[Feed]:
+        """A feed of this container's events on an open stream; raises what connecting raised."""
+        await self._connected()
+        feed = Feed(container)
+        for _, event in self._recent:  # no await from here to the add: nothing is missed or doubled
+            if feed.matches(*event_names(event)):
+                feed.put(event)
+        self._feeds.add(feed)
+        if self._reader is None or self._reader.done():
+            feed.end()  # broke in the meantime
+        try:
+            yield feed
+        finally:
+            self._feeds.discard(feed)
+
+    async def close(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            with suppress(asyncio.CancelledError, Exception):
+                await self._reader
+        await self.docker.close()
+
+    async def _connected(self) -> None:
+        """Open the stream unless it is open, once for every wait asking at the same time."""
+        if self._reader is not None and not self._reader.done():
+            return
+        if self._connecting is None or self._connecting.done():
+            self._connecting = asyncio.get_running_loop().create_future()
+            self._reader = asyncio.create_task(self._read(self._connecting))
+        await asyncio.shield(self._connecting)
+
+    async def _read(self, connected: asyncio.Future[None]) -> None:
+        since = int((self._broke_at or time.time()) - REPLAY_MARGIN_SECONDS)
+        opened = False
+        try:
+            async with ending_events(self.docker, since) as stream:
+                connected.set_result(None)
+                opened = True
+                async for line in stream:
+                    event = parse_event(line)
+                    if event is not None:
+                        self._carry(event)
+        except asyncio.CancelledError:
+            connected.cancel()  # closing: nobody waits any more
+            raise
+        except Exception as exc:
+            if not connected.done():
+                connected.set_exception(exc)
+                connected.exception()  # marked as read: every wait that asked raises its own copy
+        finally:
+            if opened:
+                self._broke_at = time.time()
+            for feed in self._feeds:
+                feed.end()
+
+    def _carry(self, event: dict[str, Any]) -> None:
+        container_id, name = event_names(event)
+        key = _event_key(event)
+        if key in self._seen:
+            return
+        self._seen.add(key)
+        self._recent.append((time.monotonic(), event))
+        for feed in self._feeds:
+            if feed.matches(container_id, name):
+                feed.put(event)
+        self._prune()
+
+    def _prune(self) -> None:
+        now = time.monotonic()
+        if now - self._pruned < _PRUNE_EVERY_SECONDS:
+            return
+        self._pruned = now
+        self._recent = [(at, event) for at, event in self._recent if now - at <= REPLAY_MARGIN_SECONDS]
+        self._seen = {_event_key(event) for _, event in self._recent}
+
+
+_hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[EndpointKey, EventHub]] = weakref.WeakKeyDictionary()
+
+
+@asynccontextmanager
+async def shared_hub(endpoint: EndpointKey, make_session: Callable[[], aiodocker.Docker]) -> AsyncIterator[EventHub]:
+    """The hub of this endpoint in the running loop, made on first use and closed with its last user."""
+    hubs = _hubs.setdefault(asyncio.get_running_loop(), {})
+    hub = hubs.get(endpoint)
+    if hub is None:
+        hub = hubs[endpoint] = EventHub(make_session)
+    hub.users += 1
+    try:
+        yield hub
+    finally:
+        hub.users -= 1
+        if hub.users == 0 and hubs.get(endpoint) is hub:
+            del hubs[endpoint]
+            await hub.close()
+
+
+def _event_key(event: dict[str, Any]) -> tuple[str, str, int]:
+    """What makes two deliveries the same event (a reconnect's replay repeats what was carried)."""
+    action = str(event.get("Action") or event.get("status"))
+    return event_names(event)[0], action, int(event.get("timeNano") or 0)
+
+
+def _is_short_id(key: str) -> bool:
+    return 0 < len(key) < 64 and set(key) <= _HEX
