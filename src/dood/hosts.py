@@ -28,7 +28,7 @@ from dood.exceptions import DoodConfigError, DoodError
 from dood.placement import Placement, place, pools, queues_without_worker, worker_queues
 
 if TYPE_CHECKING:
-    from dood.config import DoodConfig
+    from dood.config import DockerEndpoint, DoodConfig
 
 
 def task_placement(
@@ -74,6 +74,17 @@ def remote_view(config: DoodConfig, name: str) -> DoodConfig:
     """The view of host `name` as a process on another host has it: its network endpoint (`docker`)."""
     view = config.on_host(name)
     return view.model_copy(update={"docker": view.reachable_docker})
+
+
+def endpoint_from_here(name: str) -> DockerEndpoint | None:
+    """How this process reaches host `name` by its own dood config: the host's local proxy when this process is
+    on it ($DOOD_HOST), else its network endpoint; None when this config does not know the host (or has none).
+    A deferred wait asks so in the triggerer: the certificates, or the proxy's address, may differ there (or
+    have changed since the task deferred) from what the task that launched the container saw."""
+    config = load_config()
+    if name not in config.hosts:
+        return None
+    return config.docker if config.host == name else remote_view(config, name).docker
 
 
 def check_proxy_host(api, config: DoodConfig, what: str) -> None:

@@ -78,3 +78,70 @@ def test_from_config_uses_the_shared_docker_endpoint():
     assert kwargs["api_version"] == "1.41"
     assert kwargs["stop_grace_seconds"] == 7
     assert kwargs["deadline"] > time.time()
+
+
+# -- the triggerer reaches the container's host by its own config ------------------------------------
+
+HOSTS_CONFIG = """
+hosts:
+  a: {docker: {url: "unix:///var/run/dood-a.sock"}}
+  b:
+    docker: {url: "tcp://gpu-b.example.com:2376", tls_ca_cert: /certs/ca.pem, tls_client_cert: /certs/cert.pem,
+             tls_client_key: /certs/key.pem}
+    local_docker: {url: "unix:///run/dood/proxy.sock"}
+"""
+
+
+def handed_over(host):
+    """A trigger as the task serialized it: the endpoint and certificate paths its worker saw."""
+    return DoodContainerTrigger(
+        container_id="abc",
+        docker_url="tcp://10.0.0.9:2376",
+        tls_ca_cert="/old/ca.pem",
+        tls_client_cert="/old/cert.pem",
+        tls_client_key="/old/key.pem",
+        host=host,
+    )
+
+
+def reached(trigger):
+    import asyncio
+
+    asyncio.run(trigger._reach_host())
+    return trigger.docker_url, trigger.tls_client_cert
+
+
+@pytest.fixture
+def triggerer_config(tmp_path, monkeypatch):
+    path = tmp_path / "dood.yaml"
+    path.write_text(HOSTS_CONFIG)
+    monkeypatch.setenv("DOOD_CONFIG", str(path))
+    monkeypatch.delenv("DOOD_HOST", raising=False)
+    return monkeypatch
+
+
+def test_the_host_survives_serialization_and_from_config_names_it():
+    view = parse_config({"hosts": {"b": {"docker": {"url": "tcp://gpu-b:2376"}}}}).on_host("b")
+    trigger = DoodContainerTrigger.from_config(view, "abc")
+    _, kwargs = trigger.serialize()
+    assert kwargs["host"] == "b"
+    assert DoodContainerTrigger(**json.loads(json.dumps(kwargs))).host == "b"
+
+
+def test_a_triggerer_elsewhere_reaches_the_host_by_its_network_endpoint_from_its_own_config(triggerer_config):
+    assert reached(handed_over("b")) == ("tcp://gpu-b.example.com:2376", "/certs/cert.pem")
+
+
+def test_a_triggerer_on_the_host_itself_takes_its_local_proxy(triggerer_config):
+    triggerer_config.setenv("DOOD_HOST", "b")
+    assert reached(handed_over("b")) == ("unix:///run/dood/proxy.sock", None)
+
+
+def test_a_host_this_config_does_not_know_or_no_host_keeps_the_handed_over_endpoint(triggerer_config):
+    assert reached(handed_over("z")) == ("tcp://10.0.0.9:2376", "/old/cert.pem")
+    assert reached(handed_over(None)) == ("tcp://10.0.0.9:2376", "/old/cert.pem")
+
+
+def test_an_unreadable_config_keeps_the_handed_over_endpoint(tmp_path, monkeypatch):
+    monkeypatch.setenv("DOOD_CONFIG", str(tmp_path / "missing.yaml"))
+    assert reached(handed_over("b")) == ("tcp://10.0.0.9:2376", "/old/cert.pem")
