@@ -17,7 +17,6 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -33,29 +32,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.integration.proxy_process import running_proxy  # noqa: E402
 from tests.integration.second_engine import SecondEngine  # noqa: E402
+from tests.ports import free_port, wait_for_port  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 STACK = "bench-hosts"
 BENCH = {"dood.managed": "true", "dood.stack": STACK, "dood.bench": "trigger-hosts"}
 POLICY = "  allowed_images: ['dood-test-busybox:*']\n"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def wait_for_port(port: int, seconds: float = 30) -> None:
-    deadline = time.monotonic() + seconds
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
 
 
 def create(api: docker.APIClient, host: str, durations: list[int]) -> list[str]:

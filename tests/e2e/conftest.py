@@ -11,7 +11,6 @@ import os
 import secrets
 import shlex
 import shutil
-import socket
 import stat
 import subprocess
 import threading
@@ -25,6 +24,8 @@ import docker
 import pytest
 import requests
 from docker.errors import DockerException, ImageNotFound, NotFound
+
+from tests.ports import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 PROJECT = os.environ.get("DOOD_E2E_PROJECT", "dood-e2e")
@@ -70,12 +71,6 @@ def compose_command() -> list[str]:
     if subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
         return ["docker", "compose"]
     pytest.fail("Neither docker-compose nor `docker compose` is installed: apt-get install docker-compose")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def read_env_file(path: Path) -> dict[str, str]:

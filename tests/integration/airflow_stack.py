@@ -12,7 +12,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -27,6 +26,7 @@ import pytest
 import requests
 
 from dood.naming import MANAGED_LABEL
+from tests.ports import free_port
 
 SCHEDULED_DAGS = Path(__file__).parent / "scheduled_dags"
 AIRFLOW = str(Path(sys.executable).with_name("airflow"))
@@ -34,12 +34,6 @@ SERVICES = ("scheduler", "dag-processor", "triggerer", "api-server")
 SCHEDULED_DAG_PREFIX = "dood_sched_"  # not "dood_it": the other integration tests remove every dood_it* container
 MAIN_ENGINE_URL = "unix:///var/run/docker.sock"
 HEARTBEAT_TIMEOUT_SECONDS = 12  # how soon the scheduler gives up on a task whose supervisor died
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @dataclass
@@ -250,7 +244,7 @@ def airflow_stack(tmp_path_factory, docker_api):
     marks = home / "marks"
     marks.mkdir()
     os.chmod(marks, 0o777)  # noqa: S103 - the containers may run as any uid
-    port = _free_port()
+    port = free_port()
     stack = AirflowStack(home, f"http://127.0.0.1:{port}", stack_env(home, port))
     remove_scheduled_containers(docker_api)  # leftovers of an interrupted earlier session must not count
     try:

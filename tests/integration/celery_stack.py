@@ -29,12 +29,12 @@ from tests.integration.airflow_stack import (
     AIRFLOW,
     MAIN_ENGINE_URL,
     AirflowStack,
-    _free_port,
     _signal_group,
     stack_env,
 )
 from tests.integration.proxy_process import remove_labelled, running_proxy
 from tests.integration.second_engine import SecondEngine
+from tests.ports import free_port
 
 REDIS_SERVER = "/usr/bin/redis-server"
 HERE = Path(__file__).resolve().parent
@@ -50,7 +50,7 @@ class RedisBroker:
     """`redis-server` on 127.0.0.1:`port`, no persistence, in `home`."""
 
     home: Path
-    port: int = field(default_factory=_free_port)
+    port: int = field(default_factory=free_port)
     process: subprocess.Popen | None = None
 
     @property
@@ -206,7 +206,7 @@ def two_hosts(
         shutil.copy(dag_file, home / "dags")
     engine_b = SecondEngine.for_session(role="hosts", subnet=217)
     policy = f"  allowed_images: ['dood-test-busybox:*']\n  allowed_host_roots: ['{home}']\n"
-    port = _free_port()
+    port = free_port()
     stack = AirflowStack(home, f"http://127.0.0.1:{port}", {})
     with contextlib.ExitStack() as cleanup:
         engine_b.start()

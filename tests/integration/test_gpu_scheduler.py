@@ -17,8 +17,9 @@ import time
 
 import pytest
 
-from tests.integration.airflow_stack import SCHEDULED_DAGS, AirflowStack, _free_port, stack_env
+from tests.integration.airflow_stack import SCHEDULED_DAGS, AirflowStack, stack_env
 from tests.integration.gpu_fixtures import GPU_TEST_IMAGE  # noqa: F401  (loaded on the engine by gpu_engine)
+from tests.ports import free_port
 
 INVENTORY = ["0", "1", "2", "3"]
 MIXED = {"two_a": 2, "one_a": 1, "one_b": 1, "all": "all", "one_c": 1, "two_b": 2}  # as in dood_sched_gpus.py
@@ -31,7 +32,7 @@ def gpu_stack(tmp_path_factory, gpu_engine):
     os.chmod(home, 0o755)
     (home / "dags").mkdir()
     shutil.copy(SCHEDULED_DAGS / "dood_sched_gpus.py", home / "dags")
-    port = _free_port()
+    port = free_port()
     env = stack_env(home, port)
     # eight task starts at once against one api-server on SQLite, on a loaded 2-core machine: its 5 s default
     # per Execution API call was seen to run out (the supervisor then gives up on the task before it runs)

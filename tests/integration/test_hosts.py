@@ -10,7 +10,6 @@ anything.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import time
 from datetime import datetime, timedelta, timezone
@@ -25,6 +24,7 @@ from dood.exceptions import DoodConfigError
 from dood.naming import HOST_LABEL, STACK_LABEL
 from tests.integration.conftest import xcom_value
 from tests.integration.proxy_process import remove_labelled, running_proxy
+from tests.ports import free_port, wait_for_port
 
 DAG_ID = "dood_it_hosts"
 STACK = "dood-it-hosts"
@@ -40,7 +40,7 @@ def two_hosts(tmp_path_factory, docker_api, gpu_engine):
     listen is exported for tests/integration/hosts.yaml, the one config naming both."""
     certs = tmp_path_factory.mktemp("certs")
     subprocess.run(["bash", str(CERT_SCRIPT), str(certs), "host-b"], check=True, capture_output=True)
-    port = _free_port()
+    port = free_port()
     tls = [
         "--tls-listen", f"tcp://127.0.0.1:{port}",
         "--tls-cert", str(certs / "host-b" / "server-cert.pem"),
@@ -54,7 +54,7 @@ def two_hosts(tmp_path_factory, docker_api, gpu_engine):
             "--upstream", gpu_engine.url, *tls,
         ) as b,
     ):  # fmt: skip
-        _wait_for_port(port, b.log)
+        wait_for_port(port, b.log)
         exported = {
             "DOOD_IT_HOST_A_URL": a.url,
             "DOOD_IT_HOST_B_ADDRESS": f"127.0.0.1:{port}",
@@ -69,24 +69,6 @@ def two_hosts(tmp_path_factory, docker_api, gpu_engine):
                 os.environ.pop(name, None) if value is None else os.environ.__setitem__(name, value)
     for api in (docker_api, gpu_engine.api()):
         remove_labelled(api, f"dood.dag_id={DAG_ID}")
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _wait_for_port(port: int, log: Path, seconds: float = 30) -> None:
-    deadline = time.monotonic() + seconds
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            if time.monotonic() > deadline:
-                pytest.fail(f"the TLS listener did not open: {log.read_text()}")
-            time.sleep(0.05)
 
 
 def _ours(api, task_id: str, run_id: str | None = None) -> list[dict]:
@@ -232,7 +214,7 @@ def test_the_dood_page_reads_every_host_and_host_b_only_through_its_read_only_li
 
     certs = tmp_path_factory.mktemp("ui-certs")  # a CA of the UI's own: its certificate opens no creating proxy
     subprocess.run(["bash", str(CERT_SCRIPT), str(certs), "host-b"], check=True, capture_output=True)
-    port = _free_port()
+    port = free_port()
     read_only = [
         "--read-only", "--stack", STACK, "--host", "host-b", "--upstream", gpu_engine.url,
         "--tls-listen", f"tcp://127.0.0.1:{port}",
@@ -272,7 +254,7 @@ def test_the_dood_page_reads_every_host_and_host_b_only_through_its_read_only_li
     monkeypatch.delenv(HOST_ENV_VAR, raising=False)
     monkeypatch.delenv("DOOD_UI_DOCKER_URL", raising=False)
     with running_proxy(tmp_path_factory.mktemp("proxy-b-ro"), POLICY, *read_only) as proxy:
-        _wait_for_port(port, proxy.log)
+        wait_for_port(port, proxy.log)
         engines = Engines.from_config()
         mine = [e for e in engines.containers() if e["Labels"].get("dood.task_id") == "ui"]
         assert sorted((e["DoodHost"], e["Labels"]["dood.host"]) for e in mine) == [("", "host-a"), ("host-b", "host-b")]

@@ -28,17 +28,12 @@ from dood.naming import HOST_LABEL, MANAGED_LABEL, STACK_LABEL, TaskIdentity
 from dood.tls import EndpointTLS
 from tests.integration.conftest import TEST_IMAGE
 from tests.integration.proxy_process import remove_labelled, running_proxy
+from tests.ports import free_port
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "make-host-certs.sh"
 IDENTITY = TaskIdentity(dag_id="dood_it_tls", task_id="train", run_id="manual__2026-12-01T00:00:00+00:00")
 POLICY = "  allowed_images: ['dood-test-busybox:*']\n"
 STACK = "dood-it-tls"
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _make_certs(directory: Path, host: str) -> None:
@@ -55,7 +50,7 @@ def certs(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def proxy(certs, tmp_path_factory, docker_api):
-    port = _free_port()
+    port = free_port()
     ours = certs / "ours"
     args = [
         "--stack", STACK,

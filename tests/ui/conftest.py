@@ -14,7 +14,8 @@ import docker
 import pytest
 import requests
 
-from tests.integration.airflow_stack import AirflowStack, _free_port, stack_env
+from tests.integration.airflow_stack import AirflowStack, stack_env
+from tests.ports import free_port
 
 HERE = Path(__file__).parent
 CHROMIUM = "/usr/bin/chromium"
@@ -114,7 +115,7 @@ def ui_stack(tmp_path_factory, docker_api):
     shutil.copytree(HERE / "dags", home / "dags", ignore=shutil.ignore_patterns("__pycache__"))
     (home / "data").mkdir(mode=0o755)
     (home / "data" / "input.csv").write_text("x\n1\n")
-    port = _free_port()
+    port = free_port()
     env = stack_env(home, port)
     (home / "dood.yaml").write_text(dood_config(home))
     passwords = home / "passwords.json"
