@@ -28,14 +28,6 @@ cleanup() {  # unmount leftovers (a failed debootstrap may leave /proc mounted) 
 }
 trap cleanup EXIT
 
-apt_install() {  # quiet, non-interactive; refresh the package lists only if needed
-  [[ $(id -u) -eq 0 ]] || die "need root to apt-get install $*"
-  local opts=(-qq -y -o DPkg::Lock::Timeout=300)
-  DEBIAN_FRONTEND=noninteractive apt-get "${opts[@]}" install "$@" >/dev/null 2>&1 || {
-    apt-get "${opts[@]}" update >/dev/null &&
-      DEBIAN_FRONTEND=noninteractive apt-get "${opts[@]}" install "$@" >/dev/null; } || die "apt-get install $* failed"
-}
-
 build_busybox() {
   if exists "$BUSYBOX_IMAGE"; then say "$BUSYBOX_IMAGE: exists, skipped"; return; fi
   local t0 a dir="$WORK/busybox"

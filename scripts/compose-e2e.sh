@@ -26,11 +26,7 @@ ensure_compose() {
   if command -v docker-compose >/dev/null 2>&1 || docker compose version >/dev/null 2>&1; then return; fi
   [[ $(id -u) -eq 0 ]] || die "docker-compose is not installed: apt-get install docker-compose (or install compose v2)"
   say "installing docker-compose with apt-get (quiet)..."
-  local opts=(-qq -y -o DPkg::Lock::Timeout=300)
-  DEBIAN_FRONTEND=noninteractive apt-get "${opts[@]}" install docker-compose >/dev/null 2>&1 || {
-    apt-get "${opts[@]}" update >/dev/null &&
-      DEBIAN_FRONTEND=noninteractive apt-get "${opts[@]}" install docker-compose >/dev/null; } ||
-    die "apt-get install docker-compose failed"
+  apt_install docker-compose
 }
 
 [[ -x "$PY" ]] || die "no virtualenv at $ROOT/.venv: run \`make venv\` first"

@@ -12,8 +12,5 @@ if [[ -x "$CHROMIUM" ]]; then
 fi
 [[ $(id -u) -eq 0 ]] || die "chromium is not installed and we are not root: apt-get install chromium"
 say "installing chromium with apt-get (quiet, about a minute)..."
-export DEBIAN_FRONTEND=noninteractive
-apt_opts=(-qq -y -o DPkg::Lock::Timeout=300)
-apt-get "${apt_opts[@]}" update >/dev/null || die "apt-get update failed"
-apt-get "${apt_opts[@]}" install --no-install-recommends chromium >/dev/null || die "apt-get install chromium failed"
+apt_install --no-install-recommends chromium
 say "$("$CHROMIUM" --version 2>/dev/null || echo chromium) installed"

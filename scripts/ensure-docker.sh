@@ -20,10 +20,7 @@ fi
 if ! command -v dockerd >/dev/null 2>&1 || ! command -v docker >/dev/null 2>&1; then
   [[ $(id -u) -eq 0 ]] || die "dockerd is not installed and we are not root: install docker.io or run as root"
   say "installing docker.io with apt-get (quiet)..."
-  export DEBIAN_FRONTEND=noninteractive
-  apt_opts=(-qq -y -o DPkg::Lock::Timeout=300)
-  apt-get "${apt_opts[@]}" update >/dev/null || die "apt-get update failed"
-  apt-get "${apt_opts[@]}" install docker.io >/dev/null || die "apt-get install docker.io failed"
+  apt_install docker.io
 fi
 
 if pgrep -x dockerd >/dev/null 2>&1; then

@@ -12,9 +12,6 @@ if [[ -x "$REDIS" ]]; then
 fi
 [[ $(id -u) -eq 0 ]] || die "redis-server is not installed and we are not root: apt-get install redis-server"
 say "installing redis-server with apt-get (quiet)..."
-export DEBIAN_FRONTEND=noninteractive
-apt_opts=(-qq -y -o DPkg::Lock::Timeout=300)
-apt-get "${apt_opts[@]}" update >/dev/null || die "apt-get update failed"
-apt-get "${apt_opts[@]}" install --no-install-recommends redis-server >/dev/null || die "apt-get install redis-server failed"
+apt_install --no-install-recommends redis-server
 # Debian's package starts a system redis on 6379 where an init system runs; the test starts its own
 say "$("$REDIS" --version | cut -d' ' -f1-3) installed"
