@@ -67,3 +67,29 @@ def test_a_feed_ended_by_a_broken_stream_stays_ended():
         return [e async for e in feed], [e async for e in feed]
 
     assert asyncio.run(main()) == ([], [])
+
+
+def test_a_subscription_nobody_answers_is_retried_and_the_wait_ends_as_unreachable(tmp_path, monkeypatch):
+    """A peer that accepts and never answers (a hung proxy) must not hold every wait of the endpoint forever."""
+    from dood.triggers import events
+    from dood.triggers.container import DoodContainerTrigger
+
+    monkeypatch.setattr(events, "ANSWER_SECONDS", 0.3)
+    socket_path = str(tmp_path / "silent.sock")
+    accepted = []
+
+    async def main():
+        async def never_answer(reader, writer):
+            accepted.append(writer)
+
+        server = await asyncio.start_unix_server(never_answer, path=socket_path)
+        trigger = DoodContainerTrigger(container_id="abc", docker_url=f"unix://{socket_path}", retry_budget_seconds=1.5)
+        try:
+            return (await asyncio.wait_for(anext(aiter(trigger.run())), 20)).payload
+        finally:
+            server.close()
+
+    payload = asyncio.run(main())
+    assert payload["status"] == "error"
+    assert "unreachable" in payload["message"] and "TimeoutError" in payload["message"]
+    assert len(accepted) >= 2  # asked again after each silence

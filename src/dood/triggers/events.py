@@ -8,9 +8,10 @@ while a broken stream was being re-opened.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 import aiodocker
@@ -18,16 +19,20 @@ import aiohttp
 
 WATCHED_ACTIONS = ("die", "oom", "destroy")
 REPLAY_MARGIN_SECONDS = 60  # `since=` reaches this far before the wait began: tolerates daemon clock skew
+ANSWER_SECONDS = 30.0  # a subscription the daemon has not answered by then is retried (a hung peer, not silence)
 
 _STREAM_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_read=None, sock_connect=10)
 
 
 @asynccontextmanager
 async def ending_events(docker: aiodocker.Docker, since: int) -> AsyncIterator[aiohttp.StreamReader]:
-    """The stream of every container's die/oom/destroy events, one JSON object per line (`parse_event`)."""
+    """The stream of every container's die/oom/destroy events, one JSON object per line (`parse_event`).
+    Once answered it may stay silent for hours; an answer that does not come raises TimeoutError."""
     filters = {"type": ["container"], "event": list(WATCHED_ACTIONS)}
     params = {"since": str(since), "filters": json.dumps(filters)}
-    async with docker._query("events", params=params, timeout=_STREAM_TIMEOUT) as response:
+    async with AsyncExitStack() as stack:
+        query = docker._query("events", params=params, timeout=_STREAM_TIMEOUT)
+        response = await asyncio.wait_for(stack.enter_async_context(query), ANSWER_SECONDS)
         try:
             yield response.content
         finally:
