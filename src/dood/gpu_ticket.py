@@ -87,8 +87,7 @@ class QueuePlace:
 
         def remove() -> None:
             try:
-                for container in api.containers(all=True, filters={"label": [f"{TICKET_LABEL}={key}"]}):
-                    _remove(api, container["Id"])
+                remove_ticket(api, key)
             except (DockerException, requests.RequestException, OSError) as exc:
                 log.warning("Could not remove GPU ticket %s (its lease ends it): %s", key, exc)
 
@@ -111,12 +110,3 @@ def remove_ticket(api: APIClient, key: str) -> None:
     """Give up a place in the queue (a deferred waiter that timed out or was killed)."""
     for container in api.containers(all=True, filters={"label": [f"{TICKET_LABEL}={key}"]}):
         _remove(api, container["Id"])
-
-
-def _remove(api: APIClient, container_id: str) -> None:
-    with contextlib.suppress(NotFound):
-        try:
-            api.remove_container(container_id, force=True)
-        except APIError as exc:
-            if exc.status_code != 409:  # removal already in progress
-                raise

@@ -99,13 +99,13 @@ class EventHub:
         await self.docker.close()
 
     async def _connected(self) -> None:
-        """Open the stream unless it is open, once for every wait asking at the same time."""
-        if self._reader is not None and not self._reader.done():
-            return
-        if self._connecting is None or self._connecting.done():
-            self._connecting = asyncio.get_running_loop().create_future()
-            self._reader = asyncio.create_task(self._read(self._connecting))
-        await asyncio.shield(self._connecting)
+        """Open the stream unless it is open, once for every wait asking at the same time; while it is being
+        opened, wait for the daemon's answer (a wait must not inspect before its events are subscribed)."""
+        connecting = self._connecting
+        if connecting is None or self._reader is None or self._reader.done():
+            connecting = self._connecting = asyncio.get_running_loop().create_future()
+            self._reader = asyncio.create_task(self._read(connecting))
+        await asyncio.shield(connecting)
 
     async def _read(self, connected: asyncio.Future[None]) -> None:
         since = int((self._broke_at or time.time()) - REPLAY_MARGIN_SECONDS)
