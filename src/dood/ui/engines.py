@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterable
+from concurrent import futures
 from typing import Any
 
 from dood.ui.engine import STATS_BUDGET_SECONDS, EngineReader
@@ -18,6 +19,7 @@ from dood.ui.rows import HOST_KEY
 from dood.ui.samples import Usage
 
 log = logging.getLogger(__name__)
+_SAMPLERS = futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="dood-ui-samples")  # hosts at once
 
 URL_ENV = "DOOD_UI_DOCKER_URL"
 MAIN = ""  # the main host's name here: the one the config's top-level `docker` reaches
@@ -111,22 +113,17 @@ class Engines:
 
     def usage_many(self, container_ids: Iterable[str], budget: float = STATS_BUDGET_SECONDS) -> dict[str, Usage]:
         """Samples of every host at once: the page waits at most `budget`, not once per host."""
-        found: dict[str, Usage] = {}
-        lock = threading.Lock()
-
-        def sample(reader: EngineReader, ids: list[str]) -> None:
-            got = reader.usage_many(ids, budget)
-            with lock:
-                found.update(got)
-
-        threads = [
-            threading.Thread(target=sample, args=(reader, ids), daemon=True)
+        asked = [
+            _SAMPLERS.submit(reader.usage_many, ids, budget)
             for reader, ids in self._by_reader(list(container_ids), key=lambda cid: cid)
         ]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(budget + 5)
+        done, _ = futures.wait(asked, timeout=budget + 5)
+        found: dict[str, Usage] = {}
+        for future in done:
+            if future.exception() is None:
+                found.update(future.result())
+            else:
+                log.warning("Container samples of a host: %s", future.exception())
         return found
 
     def log_tail(self, container_id: str, lines: int | None = None) -> list[str]:
