@@ -145,3 +145,12 @@ def test_a_host_this_config_does_not_know_or_no_host_keeps_the_handed_over_endpo
 def test_an_unreadable_config_keeps_the_handed_over_endpoint(tmp_path, monkeypatch):
     monkeypatch.setenv("DOOD_CONFIG", str(tmp_path / "missing.yaml"))
     assert reached(handed_over("b")) == ("tcp://10.0.0.9:2376", "/old/cert.pem")
+
+
+def test_an_endpoint_with_a_variable_this_environment_lacks_keeps_the_handed_over_one(tmp_path, monkeypatch):
+    path = tmp_path / "dood.yaml"
+    path.write_text('hosts:\n  b: {docker: {url: "tcp://${DOOD_TEST_UNSET_ADDRESS}"}}\n')
+    monkeypatch.setenv("DOOD_CONFIG", str(path))
+    monkeypatch.delenv("DOOD_TEST_UNSET_ADDRESS", raising=False)
+    monkeypatch.delenv("DOOD_HOST", raising=False)
+    assert reached(handed_over("b")) == ("tcp://10.0.0.9:2376", "/old/cert.pem")

@@ -213,6 +213,9 @@ class DoodContainerTrigger(BaseTrigger):
         if endpoint is None:
             self.log.info("Host %s is not in this triggerer's dood config; using %s", self.host, self.docker_url)
             return
+        if "${" in endpoint.url:  # a variable of the config that this process's environment lacks
+            self.log.warning("Host %s: this dood config says %s; using %s", self.host, endpoint.url, self.docker_url)
+            return
         self.docker_url, self.api_version = endpoint.url, endpoint.api_version
         self.tls_ca_cert, self.tls_client_cert, self.tls_client_key = (
             endpoint.tls_ca_cert,
