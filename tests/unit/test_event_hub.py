@@ -93,3 +93,50 @@ def test_a_subscription_nobody_answers_is_retried_and_the_wait_ends_as_unreachab
     assert payload["status"] == "error"
     assert "unreachable" in payload["message"] and "TimeoutError" in payload["message"]
     assert len(accepted) >= 2  # asked again after each silence
+
+
+class FakeSession:
+    def __init__(self) -> None:
+        self.closed = False
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+def test_renewed_certificate_files_make_a_new_session_and_end_the_old_streams_feeds():
+    """A triggerer running for months: its waits must pick up a renewed client certificate, not the old one."""
+    made: list[FakeSession] = []
+    files = ["v1"]
+
+    def make() -> FakeSession:
+        made.append(FakeSession())
+        return made[-1]
+
+    async def main():
+        hub = EventHub(make, lambda: files[0])
+        hub._reader = asyncio.create_task(asyncio.sleep(60))  # an open stream on the first session
+        hub._connecting = asyncio.get_running_loop().create_future()
+        hub._connecting.set_result(None)
+        await hub._renew_session()
+        unchanged = (len(made), hub.docker is made[0])
+        files[0] = "v2"  # renewed on disk
+        reader = hub._reader
+        await hub._renew_session()
+        return unchanged, reader.cancelled(), hub.docker is made[-1]
+
+    unchanged, old_stream_ended, new_session = asyncio.run(main())
+    assert unchanged == (1, True)
+    assert len(made) == 2 and made[0].closed and not made[1].closed
+    assert old_stream_ended and new_session
+
+
+def test_a_certificate_file_missing_for_a_moment_keeps_the_session():
+    made: list[FakeSession] = []
+
+    def missing():
+        raise FileNotFoundError("cert.pem")
+
+    hub = EventHub(lambda: made.append(FakeSession()) or made[-1], lambda: "v1")
+    hub._credentials = missing
+    asyncio.run(hub._renew_session())
+    assert len(made) == 1 and not made[0].closed

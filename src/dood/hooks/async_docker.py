@@ -22,12 +22,20 @@ def ssl_context(ca_cert: str | None, client_cert: str | None, client_key: str | 
     """The TLS context for these files; None for a plain (unix or http) endpoint. One per files and their
     modification times, shared by every session of the process: a triggerer carrying 1,000 waits on a host
     holds one certificate store, not 1,000 (~0.2 MB each), and a certificate renewed on disk is read again."""
+    files = tls_files(ca_cert, client_cert, client_key)
+    return None if files is None else _ssl_context(files)
+
+
+def tls_files(
+    ca_cert: str | None, client_cert: str | None, client_key: str | None
+) -> tuple[tuple[str | None, int], ...] | None:
+    """The TLS files with their modification times, None for a plain endpoint: it changes when a certificate is
+    renewed on disk (OSError when a file is missing, as for a moment while it is replaced)."""
     if not (ca_cert or client_cert):
         return None
-    files = tuple(
+    return tuple(
         (path, os.stat(path).st_mtime_ns) if path else (None, 0) for path in (ca_cert, client_cert, client_key)
     )
-    return _ssl_context(files)
 
 
 @functools.lru_cache(maxsize=32)

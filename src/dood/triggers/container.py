@@ -26,7 +26,7 @@ import aiohttp
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from dood.docker_time import epoch_ns
-from dood.hooks.async_docker import async_docker
+from dood.hooks.async_docker import async_docker, tls_files
 from dood.outcome import ENDED, Outcome, gone_event, wait_event
 from dood.reconnect import KILL_EXIT_CODES, Backoff, Outages, shutdown_note, unreachable_message
 from dood.teardown import DockerTarget, detach
@@ -169,7 +169,8 @@ class DoodContainerTrigger(BaseTrigger):
         await self._reach_host()
         self.log.info("Waiting for container %s to end (Docker events at %s)", self.container_id[:12], self.docker_url)
         endpoint = (self.docker_url, self.api_version, self.tls_ca_cert, self.tls_client_cert, self.tls_client_key)
-        async with shared_hub(endpoint, self._docker) as hub:
+        tls = (self.tls_ca_cert, self.tls_client_cert, self.tls_client_key)
+        async with shared_hub(endpoint, self._docker, lambda: tls_files(*tls)) as hub:
             try:
                 return await asyncio.wait_for(self._watch(hub), timeout=remaining)
             except asyncio.TimeoutError:

@@ -5,6 +5,10 @@ cost its connection: over TLS asyncio keeps a 256 KiB read buffer per stream (0.
 and 1,000 waits starting together opened 1,000 TLS connections at once (47-160 s to subscribe them all).
 Shared, a wait costs a queue, and the session's connector bounds the connections opened at a time.
 
+A session made before a certificate was renewed on disk is replaced at the next wait that starts (its stream
+breaks, every wait inspects again and reconnects with the new files): a triggerer that runs for months needs
+no restart when its client certificate is renewed, as when every wait made its own session.
+
 The guarantees of a stream of one's own are kept: a wait's feed starts with the events of its container
 that the stream has carried in the last REPLAY_MARGIN_SECONDS (as `since=` replayed them to a new stream),
 and every feed ends when the stream breaks, so each wait inspects again after the reconnect, which the
@@ -14,6 +18,7 @@ first wait to come back makes for all (`since=` from before the break).
 from __future__ import annotations
 
 import asyncio
+import logging
 import string
 import time
 import weakref
@@ -25,6 +30,7 @@ import aiodocker
 
 from dood.triggers.events import REPLAY_MARGIN_SECONDS, ending_events, event_names, parse_event
 
+log = logging.getLogger(__name__)
 _END = object()  # put in a feed when the stream it came from broke
 _HEX = frozenset(string.hexdigits.lower())
 _PRUNE_EVERY_SECONDS = 5.0
@@ -64,7 +70,12 @@ class Feed:
 class EventHub:
     """The shared stream and session of one endpoint in one event loop (`shared_hub` hands them out)."""
 
-    def __init__(self, make_session: Callable[[], aiodocker.Docker]) -> None:
+    def __init__(
+        self, make_session: Callable[[], aiodocker.Docker], credentials: Callable[[], object] = lambda: None
+    ) -> None:
+        self._make_session = make_session
+        self._credentials = credentials  # what the session was made from (TLS files): a change makes a new one
+        self._made_from = credentials()
         self.docker = make_session()  # for the waits' inspects too: its connector bounds the connections
         self._feeds: set[Feed] = set()
         self._recent: list[tuple[float, dict[str, Any]]] = []  # (arrival, event): a new feed's replay
@@ -78,6 +89,7 @@ class EventHub:
     @asynccontextmanager
     async def feed(self, container: str) -> AsyncIterator[Feed]:
         """A feed of this container's events on an open stream; raises what connecting raised."""
+        await self._renew_session()
         await self._connected()
         feed = Feed(container)
         for _, event in self._recent:  # no await from here to the add: nothing is missed or doubled
@@ -97,6 +109,26 @@ class EventHub:
             with suppress(asyncio.CancelledError, Exception):
                 await self._reader
         await self.docker.close()
+
+    async def _renew_session(self) -> None:
+        """A new session when the endpoint's credentials changed; the old one is closed, which breaks its
+        stream: every wait then inspects again and the next to ask reconnects with the new credentials."""
+        if self._connecting is not None and not self._connecting.done():
+            return  # being opened: the waits that asked are waiting for it; looked at again by the next wait
+        try:
+            now = self._credentials()
+        except OSError:
+            return  # a file missing for a moment, as while it is replaced: the current session goes on
+        if now == self._made_from:
+            return
+        log.info("The endpoint's certificate files changed: a new session, and the event stream re-opened")
+        self._made_from = now
+        old, self.docker = self.docker, self._make_session()
+        if self._reader is not None:
+            self._reader.cancel()
+            with suppress(asyncio.CancelledError, Exception):
+                await self._reader
+        await old.close()
 
     async def _connected(self) -> None:
         """Open the stream unless it is open, once for every wait asking at the same time; while it is being
@@ -156,12 +188,16 @@ _hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[EndpointKey, Ev
 
 
 @asynccontextmanager
-async def shared_hub(endpoint: EndpointKey, make_session: Callable[[], aiodocker.Docker]) -> AsyncIterator[EventHub]:
+async def shared_hub(
+    endpoint: EndpointKey,
+    make_session: Callable[[], aiodocker.Docker],
+    credentials: Callable[[], object] = lambda: None,
+) -> AsyncIterator[EventHub]:
     """The hub of this endpoint in the running loop, made on first use and closed with its last user."""
     hubs = _hubs.setdefault(asyncio.get_running_loop(), {})
     hub = hubs.get(endpoint)
     if hub is None:
-        hub = hubs[endpoint] = EventHub(make_session)
+        hub = hubs[endpoint] = EventHub(make_session, credentials)
     hub.users += 1
     try:
         yield hub
