@@ -168,9 +168,9 @@ class DoodContainerTrigger(BaseTrigger):
             return self._timed_out()
         await self._reach_host()
         self.log.info("Waiting for container %s to end (Docker events at %s)", self.container_id[:12], self.docker_url)
-        endpoint = (self.docker_url, self.api_version, self.tls_ca_cert, self.tls_client_cert, self.tls_client_key)
-        tls = (self.tls_ca_cert, self.tls_client_cert, self.tls_client_key)
-        async with shared_hub(endpoint, self._docker, lambda: tls_files(*tls)) as hub:
+        target = self._target()
+        tls = (target.tls_ca_cert, target.tls_client_cert, target.tls_client_key)
+        async with shared_hub(target, self._docker, lambda: tls_files(*tls)) as hub:
             try:
                 return await asyncio.wait_for(self._watch(hub), timeout=remaining)
             except asyncio.TimeoutError:
@@ -187,10 +187,7 @@ class DoodContainerTrigger(BaseTrigger):
         if self.stop_grace_seconds is None:
             return
         await self._reach_host()
-        target = DockerTarget(
-            self.docker_url, self.api_version, self.tls_ca_cert, self.tls_client_cert, self.tls_client_key
-        )
-        ending = detach(target, self.container_id, self.stop_grace_seconds)
+        ending = detach(self._target(), self.container_id, self.stop_grace_seconds)
         self.log.info(
             "Stopping container %s (grace %ss), then removing it, in pid %s, which outlives this trigger",
             self.container_id[:12],
@@ -355,6 +352,12 @@ class DoodContainerTrigger(BaseTrigger):
             if exc.status == 404:
                 return None
             raise
+
+    def _target(self) -> DockerTarget:
+        """The endpoint this trigger reaches, as one value (the shared session's key, the teardown's target)."""
+        return DockerTarget(
+            self.docker_url, self.api_version, self.tls_ca_cert, self.tls_client_cert, self.tls_client_key
+        )
 
     def _docker(self) -> aiodocker.Docker:
         """A new session, created inside the event loop (never stored between runs): the endpoint's shared

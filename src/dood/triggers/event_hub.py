@@ -22,7 +22,7 @@ import logging
 import string
 import time
 import weakref
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Hashable
 from contextlib import asynccontextmanager, suppress
 from typing import Any
 
@@ -35,7 +35,7 @@ _END = object()  # put in a feed when the stream it came from broke
 _HEX = frozenset(string.hexdigits.lower())
 _PRUNE_EVERY_SECONDS = 5.0
 
-EndpointKey = tuple[str | None, ...]  # URL, API version, TLS files: what makes two sessions equivalent
+EndpointKey = Hashable  # the endpoint (`dood.teardown.DockerTarget`): waits with equal keys share a session
 
 
 class Feed:
