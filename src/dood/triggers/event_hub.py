@@ -104,11 +104,15 @@ class EventHub:
             self._feeds.discard(feed)
 
     async def close(self) -> None:
+        await self._stop_reading()
+        await self.docker.close()
+
+    async def _stop_reading(self) -> None:
+        """End the stream (its feeds end with it) and wait until its reader is gone."""
         if self._reader is not None:
             self._reader.cancel()
             with suppress(asyncio.CancelledError, Exception):
                 await self._reader
-        await self.docker.close()
 
     async def _renew_session(self) -> None:
         """A new session when the endpoint's credentials changed; the old one is closed, which breaks its
@@ -124,10 +128,7 @@ class EventHub:
         log.info("The endpoint's certificate files changed: a new session, and the event stream re-opened")
         self._made_from = now
         old, self.docker = self.docker, self._make_session()
-        if self._reader is not None:
-            self._reader.cancel()
-            with suppress(asyncio.CancelledError, Exception):
-                await self._reader
+        await self._stop_reading()
         await old.close()
 
     async def _connected(self) -> None:
