@@ -31,6 +31,7 @@ from dood.outcome import ENDED, Outcome, gone_event, wait_event
 from dood.reconnect import KILL_EXIT_CODES, Backoff, Outages, shutdown_note, unreachable_message
 from dood.teardown import DockerTarget, detach
 from dood.triggers.event_hub import EventHub, Feed, shared_hub
+from dood.triggers.events import event_action
 
 if TYPE_CHECKING:
     from dood.config import DoodConfig
@@ -299,7 +300,7 @@ class DoodContainerTrigger(BaseTrigger):
         async for event in stream:
             if event.get("timeNano", 0) < watch.started_ns:
                 continue  # noise, or a replayed event of an earlier run of this container
-            action = event.get("Action") or event.get("status")
+            action = event_action(event)
             if action == "oom":
                 watch.oom_seen = True
             elif action == "die":

@@ -28,7 +28,7 @@ from typing import Any
 
 import aiodocker
 
-from dood.triggers.events import REPLAY_MARGIN_SECONDS, ending_events, event_names, parse_event
+from dood.triggers.events import REPLAY_MARGIN_SECONDS, ending_events, event_action, event_names, parse_event
 
 log = logging.getLogger(__name__)
 _END = object()  # put in a feed when the stream it came from broke
@@ -211,8 +211,7 @@ async def shared_hub(
 
 def _event_key(event: dict[str, Any]) -> tuple[str, str, int]:
     """What makes two deliveries the same event (a reconnect's replay repeats what was carried)."""
-    action = str(event.get("Action") or event.get("status"))
-    return event_names(event)[0], action, int(event.get("timeNano") or 0)
+    return event_names(event)[0], event_action(event), int(event.get("timeNano") or 0)
 
 
 def _is_short_id(key: str) -> bool:

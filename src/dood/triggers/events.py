@@ -53,3 +53,8 @@ def event_names(event: dict[str, Any]) -> tuple[str, str]:
     actor = event.get("Actor") or {}
     name = str((actor.get("Attributes") or {}).get("name") or "")
     return str(actor.get("ID") or event.get("id") or ""), name.lstrip("/")
+
+
+def event_action(event: dict[str, Any]) -> str:
+    """What happened ("die", "oom", ...): `Action`, or the older `status` some daemons still send alone."""
+    return str(event.get("Action") or event.get("status") or "")
