@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from dood.policy.images import ANY_IMAGE, ImageReference, is_pattern
@@ -27,6 +29,20 @@ ESCAPE_CAPABILITIES = frozenset(
         "NET_ADMIN",
     }
 )
+
+
+_USER = re.compile(r"^([0-9]{1,10}):([0-9]{1,10})$")
+#: The largest uid or gid the kernel has (2^32 - 2; 2^32 - 1 is "no id").
+MAX_ID = 2**32 - 2
+
+
+def parse_user(user: object) -> tuple[int, int] | None:
+    """`(uid, gid)` of a numeric `uid:gid` within the kernel's range; None for anything else."""
+    match = _USER.match(user) if isinstance(user, str) else None
+    if match is None:
+        return None
+    uid, gid = int(match.group(1)), int(match.group(2))
+    return (uid, gid) if uid <= MAX_ID and gid <= MAX_ID else None
 
 
 def capability_name(cap: str) -> str:
@@ -87,6 +103,51 @@ class Policy(BaseModel):
             "`User` must be a numeric, non-root 'uid' or 'uid:gid' (defaults.user gives one), so a container "
             "cannot change directories owned by root, which is what keeps bind sources unsteerable."
         ),
+    )
+    allowed_users: tuple[str, ...] = Field(
+        default=("50000:0",),
+        description=(
+            "The identities ('uid:gid', both numeric) a container may run as: an allow-list, never a deny-list. "
+            "The default is the Airflow image's user (50000:0), what steps ran as before; a config that sets "
+            "defaults.user and not this key allows that user instead. Never uid 0 (unless allow_root_user); "
+            "dood-proxy also refuses, at start and at every create, a uid it trusts as an owner of bind "
+            "sources' directories (root, its own uid) and a gid it holds (its groups: the Docker socket's)."
+        ),
+        examples=[["50000:0", "1000:1000"]],
+    )
+    allowed_group_add: tuple[int, ...] = Field(
+        default=(),
+        description=(
+            "Supplementary group ids a container may be given (HostConfig.GroupAdd, numeric only). None by "
+            "default: a supplementary group is access (the Docker socket's group is root on the host)."
+        ),
+        examples=[[2000]],
+    )
+    max_pids: int = Field(
+        default=4096,
+        ge=1,
+        description=(
+            "Most processes per container (HostConfig.PidsLimit). A create without a limit gets this one "
+            "(dood-proxy and the operator set it); an unlimited one (0, -1) or a larger one is refused: one "
+            "step must not fork-bomb the host."
+        ),
+    )
+    max_nofile: int = Field(
+        default=1048576,
+        ge=64,
+        description=(
+            "Highest open-files limit (HostConfig.Ulimits 'nofile', soft and hard) a container may ask for. "
+            "Other ulimits are refused (none raises what the daemon gives)."
+        ),
+    )
+    default_memory: int | None = Field(
+        default=None,
+        description=(
+            "Memory limit (bytes or '8g') given to a container that asks for none (dood-proxy and the operator "
+            "set it). None: no default; set it (or max_memory) on shared hosts so one step cannot starve the "
+            "host."
+        ),
+        examples=["8g"],
     )
     allowed_volumes: tuple[str, ...] = Field(
         default=(),
@@ -157,10 +218,23 @@ class Policy(BaseModel):
         description="Host addresses a published port may bind to ('0.0.0.0' or '' is every interface).",
     )
 
-    @field_validator("max_memory", mode="before")
+    @field_validator("max_memory", "default_memory", mode="before")
     @classmethod
     def _memory(cls, value: int | str | None) -> int | None:
         return parse_size(value)
+
+    @field_validator("allowed_users")
+    @classmethod
+    def _users(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        users = []
+        for user in value:
+            owner = parse_user(user)
+            if owner is None:
+                raise ValueError(f"{user!r} must be a numeric 'uid:gid' (both parts: an image may choose the group)")
+            users.append(f"{owner[0]}:{owner[1]}")
+        if not users:
+            raise ValueError("at least one identity is needed (e.g. '50000:0')")
+        return tuple(users)
 
     @field_validator("allowed_images")
     @classmethod
@@ -200,11 +274,25 @@ class Policy(BaseModel):
         return value
 
     @model_validator(mode="after")
+    def _no_root_identity(self) -> Policy:
+        root = [user for user in self.allowed_users if user.split(":")[0] == "0"]
+        if root and not self.allow_root_user:
+            raise ValueError(f"allowed_users {root}: uid 0 is root; only with allow_root_user (docs/security.md)")
+        if self.default_memory is not None and self.max_memory is not None and self.default_memory > self.max_memory:
+            raise ValueError(f"default_memory {self.default_memory} exceeds max_memory {self.max_memory}")
+        return self
+
+    @model_validator(mode="after")
     def _read_only_inside_allowed(self) -> Policy:
         outside = [root for root in self.read_only_host_roots if not under_any(root, self.allowed_host_roots)]
         if outside:
             raise ValueError(f"read_only_host_roots {outside} lie outside allowed_host_roots")
         return self
+
+    def user_allowed(self, user: object) -> bool:
+        """Whether `user` (a create body's `User`, a directory's owner) is exactly one of `allowed_users`."""
+        owner = parse_user(user)
+        return owner is not None and f"{owner[0]}:{owner[1]}" in self.allowed_users
 
     def image_allowed(self, reference: str) -> bool:
         """Whether an image reference matches an allowed pattern, part by part (see `allowed_images`)."""
