@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from typing import Any, Literal
 
 from pydantic import (
@@ -145,6 +146,12 @@ class ContainerDefaults(_Strict):
         default=30, ge=0, description="Seconds between SIGTERM and SIGKILL when a container is stopped."
     )
 
+
+    @field_validator("user")
+    @classmethod
+    def _explicit_group(cls, value: str | None) -> str | None:
+        """`uid` alone means `uid:0` (the group is never left to the image's /etc/passwd and /etc/group)."""
+        return _with_group(value) if value is not None else None
 
 class HostEndpoint(DockerEndpoint):
     """A Docker host's dood-proxy, with the provider's connection settings (DockerHook: TLS, registry login)."""
@@ -314,6 +321,17 @@ class DoodConfig(_Strict):
         return value
 
     @model_validator(mode="after")
+    def _steps_identity_allowed(self) -> DoodConfig:
+        """Unless the policy lists its own `allowed_users`, it allows the identity the steps run as:
+        `defaults.user`, else this process's (what the operator sends; dood-proxy, which never takes its own
+        uid, reads `defaults.user` or 50000:0)."""
+        if "allowed_users" not in self.policy.model_fields_set:
+            user = self.defaults.user or _process_user()
+            policy = Policy.model_validate({**self.policy.model_dump(exclude_unset=True), "allowed_users": [user]})
+            object.__setattr__(self, "policy", policy)
+        return self
+
+    @model_validator(mode="after")
     def _placements(self) -> DoodConfig:
         """Every step's placement names configured hosts, and steps on several hosts share a data root."""
         problems = [
@@ -390,10 +408,37 @@ def load_config(path: str | os.PathLike[str] | None = None, *, section: str | No
     and GPUs; `view=False` skips it (DAG parsing reads pipelines and hosts, and talks to no Docker). With
     `section`, only that section, validated alone (dood-proxy reads its `policy:` so)."""
     data, source = read_config_file(path)
+    if section == "policy":  # alone, as dood-proxy reads it: with defaults.user as its default identity
+        return parse_config(_policy_with_default_user(data), source, section=section)
     if section is not None:
         return parse_config(data.get(section), source, section=section)
     config = parse_config(data, source)
     return config.on_host(os.environ.get(HOST_ENV_VAR) or None) if view else config
+
+
+def _process_user() -> str:
+    """This process's `uid:gid`, or the Airflow image's user (50000:0) when it is root: who steps run as
+    when nothing names a user (`dood.directories.default_user`)."""
+    uid = os.geteuid()
+    return f"{uid}:{os.getegid()}" if uid != 0 else "50000:0"
+
+
+def _policy_with_default_user(data: Mapping[str, Any]) -> Any:
+    """The `policy:` section, with `allowed_users` defaulting to `[defaults.user]` when that is set: the
+    identity the steps run as is the one the policy allows, unless the policy lists its own."""
+    policy = data.get("policy")
+    defaults = data.get("defaults")
+    user = defaults.get("user") if isinstance(defaults, Mapping) else None
+    if user is None or (isinstance(policy, Mapping) and "allowed_users" in policy):
+        return policy
+    if policy is not None and not isinstance(policy, Mapping):
+        return policy  # its own error, from validation
+    user = str(user)
+    return {**(policy or {}), "allowed_users": [_with_group(user)]}
+
+
+def _with_group(user: str) -> str:
+    return user if ":" in user else f"{user}:0"
 
 
 def load_policy(path: str | os.PathLike[str]) -> Policy:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import grp
+import os
 import subprocess
 import sys
+import sysconfig
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,26 +16,63 @@ from types import SimpleNamespace
 import pytest
 
 
+#: The uid dood-proxy runs as in the compose stack (DOOD_PROXY_UID), and its primary group there.
+PROXY_UID = 50001
+PROXY_GID = 0
+_SRC = Path(__file__).resolve().parents[2] / "src"
+
+
+def as_proxy_user(command: list[str], uid: int = PROXY_UID) -> tuple[list[str], dict[str, str]]:
+    """`command` (a `python -m ...` list) run as `uid` with the Docker socket's group, as compose runs the proxy.
+
+    The venv's interpreter may live under /root (0700), which another uid cannot execute: Debian's
+    /usr/bin/python3 (same minor version) runs it with the venv's site-packages on PYTHONPATH."""
+    socket_gid = os.stat("/var/run/docker.sock").st_gid
+    python = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
+    env = {**os.environ, "PYTHONPATH": f"{_SRC}:{sysconfig.get_paths()['purelib']}", "HOME": "/tmp"}
+    wrapped = [
+        "setpriv",
+        f"--reuid={uid}",
+        f"--regid={PROXY_GID}",
+        f"--groups={socket_gid}",
+        "--inh-caps=-all",
+        "--bounding-set=-all",
+        python,
+        *command[1:],
+    ]
+    return wrapped, env
+
+
+def socket_group_name() -> str:
+    return grp.getgrgid(os.stat("/var/run/docker.sock").st_gid).gr_name
+
+
 @contextlib.contextmanager
-def running_proxy(root: Path, policy_yaml: str, *extra_args: str) -> Iterator[SimpleNamespace]:
-    """Start `python -m dood.proxy` with `policy_yaml` as its config's `policy:` section; stop it after."""
+def running_proxy(
+    root: Path, policy_yaml: str, *extra_args: str, uid: int | None = None
+) -> Iterator[SimpleNamespace]:
+    """Start `python -m dood.proxy` with `policy_yaml` as its config's `policy:` section; stop it after.
+
+    With `uid` (e.g. `PROXY_UID`), the proxy runs as that non-root uid with the socket's group, as in the
+    compose stack; `root` must then be reachable by it (the caller chowns what the proxy must own)."""
     config = root / "dood.yaml"
     config.write_text("policy:\n" + policy_yaml)
     sock = root / "proxy.sock"
     log_path = root / "proxy.log"
+    command = [sys.executable, "-m", "dood.proxy", "--listen", f"unix://{sock}", "--config", str(config), *extra_args]
+    env = None
+    if uid is not None:
+        os.chown(root, uid, PROXY_GID)  # its socket and log live here
+        command, env = as_proxy_user(command, uid)
     with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "dood.proxy", "--listen", f"unix://{sock}", "--config", str(config), *extra_args],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
         try:
             deadline = time.monotonic() + 30
             while not sock.exists():
                 if process.poll() is not None or time.monotonic() > deadline:
                     pytest.fail(f"dood-proxy did not start: {log_path.read_text()}")
                 time.sleep(0.05)
-            yield SimpleNamespace(socket=str(sock), url=f"unix://{sock}", log=log_path, root=root)
+            yield SimpleNamespace(socket=str(sock), url=f"unix://{sock}", log=log_path, root=root, process=process)
         finally:
             process.terminate()
             process.wait(timeout=10)

@@ -29,7 +29,7 @@ def body(image: str = OK_IMAGE, **host_config) -> dict:
     return API.create_container_config(
         image=image,
         command=["true"],
-        user="1000:1000",
+        user="50000:0",
         labels={"dood.managed": "true"},
         host_config=API.create_host_config(**host_config),
     )
@@ -183,7 +183,7 @@ def test_forbidden_mounts(mount, expected):
 def test_mount_types_other_than_bind_volume_tmpfs_are_refused():
     sent = {
         "Image": OK_IMAGE,
-        "User": "1000:1000",
+        "User": "50000:0",
         "HostConfig": {"Mounts": [{"Type": "image", "Source": "other", "Target": "/x"}]},
     }
     assert rules(violations(sent, Policy())) == [("HostConfig.Mounts[0].Type", "mount-type")]
@@ -218,22 +218,121 @@ def test_bind_sources_are_checked_lexically_here_and_on_the_filesystem_by_hostpa
 @pytest.mark.parametrize(
     ("user", "allowed"),
     [
-        ("1000", True),
-        ("1000:1000", True),
         ("50000:0", True),
+        ("1000:1000", True),
+        ("50000", False),  # the image's /etc/passwd would pick the group, its /etc/group add supplementary ones
+        ("1000", False),
+        ("50001:0", False),  # not listed: an allow-list, whoever it is (here the compose proxy's uid)
         ("0", False),
         ("0:0", False),
         ("root", False),
         ("airflow", False),
         ("", False),
         (None, False),
+        (1000, False),
         ("1000:staff", False),
+        (" 50000:0", False),
+        ("050000:0", False),  # the same uid to Go, but only the canonical spelling is an identity
+        ("50000:00", False),
+        ("50000:0:0", False),
+        ("4294967296:0", False),
+        ("50000:4294967295", False),
     ],
 )
-def test_containers_run_as_a_numeric_non_root_user(user, allowed):
+def test_containers_run_only_as_an_allowed_identity(user, allowed):
     sent = {**body(), "User": user}
-    assert (violations(sent, Policy()) == []) is allowed
+    policy = Policy(allowed_users=["50000:0", "1000:1000"])
+    found = violations(sent, policy)
+    assert (found == []) is allowed, found
+    if not allowed:
+        assert rules(found) == [("User", "user")]
+        assert "policy.allowed_users ['50000:0', '1000:1000']" in found[0].message
     assert violations(sent, Policy(allow_root_user=True)) == []
+
+
+@pytest.mark.parametrize(
+    ("groups", "expected"),
+    [
+        ([], []),
+        (["2000"], []),
+        (["2000", "2001"], [("HostConfig.GroupAdd[1]", "group")]),
+        (["999"], [("HostConfig.GroupAdd[0]", "group")]),  # e.g. the Docker socket's group
+        (["docker"], [("HostConfig.GroupAdd[0]", "group")]),  # a name: the image's /etc/group decides
+        (["02000"], [("HostConfig.GroupAdd[0]", "group")]),
+        ([2000], [("HostConfig.GroupAdd[0]", "group")]),
+        ("2000", [("HostConfig.GroupAdd", "malformed")]),
+    ],
+)
+def test_supplementary_groups_are_allow_listed(groups, expected):
+    sent = {**body(), "HostConfig": {"GroupAdd": groups}}
+    assert rules(violations(sent, Policy(allowed_group_add=[2000]))) == expected
+    if groups:  # none by default
+        assert ("HostConfig.GroupAdd[0]", "group") in rules(violations(sent, Policy())) or expected
+
+
+def test_the_policy_never_lists_root_and_needs_explicit_groups():
+    with pytest.raises(ValueError, match="uid 0 is root"):
+        Policy(allowed_users=["0:0"])
+    assert Policy(allowed_users=["0:0"], allow_root_user=True).allowed_users == ("0:0",)
+    for bad in (["50000"], ["airflow:0"], ["1:4294967296"], []):
+        with pytest.raises(ValueError):
+            Policy(allowed_users=bad)
+
+
+def test_process_and_open_file_limits_are_bounded_and_other_ulimits_refused():
+    policy = Policy(max_pids=100, max_nofile=4096)
+
+    def found(**host):
+        return rules(violations({**body(), "HostConfig": host}, policy))
+
+    assert found() == [] and found(PidsLimit=100) == [] and found(PidsLimit=5) == []
+    for pids in (-1, 0, 101, True, "50"):
+        assert found(PidsLimit=pids) == [("HostConfig.PidsLimit", "pids-limit")], pids
+    assert found(Ulimits=[{"Name": "nofile", "Soft": 1024, "Hard": 4096}]) == []
+    assert found(Ulimits=[{"Name": "nofile", "Soft": 1024, "Hard": 4097}]) == [("HostConfig.Ulimits[0]", "ulimit")]
+    assert found(Ulimits=[{"Name": "nofile", "Soft": 4096, "Hard": 1024}]) == [("HostConfig.Ulimits[0]", "ulimit")]
+    for name in ("nproc", "memlock", "core", "NOFILE"):
+        assert found(Ulimits=[{"Name": name, "Soft": 1, "Hard": 1}]) == [("HostConfig.Ulimits[0]", "ulimit")]
+
+
+def test_defaults_give_a_process_limit_and_the_default_memory():
+    from dood.policy import apply_defaults
+
+    sent = apply_defaults({"Image": OK_IMAGE, "HostConfig": {}}, Policy(default_memory="1g"))
+    assert sent["HostConfig"] == {"PidsLimit": 4096, "Memory": 1024**3}
+    kept = apply_defaults({"HostConfig": {"PidsLimit": 10, "Memory": 5}}, Policy(default_memory="1g"))
+    assert kept["HostConfig"] == {"PidsLimit": 10, "Memory": 5}
+    assert apply_defaults({"HostConfig": {}}, Policy())["HostConfig"] == {"PidsLimit": 4096}
+    with pytest.raises(ValueError, match="exceeds max_memory"):
+        Policy(default_memory="2g", max_memory="1g")
+
+
+@pytest.mark.parametrize(
+    ("bind", "expected"),
+    [
+        ("/tmp/dood/x:/x", []),
+        ("/tmp/dood/x:/x:ro", []),
+        ("/tmp/dood/x:/x:rw,rprivate", []),
+        ("/tmp/dood/x:/x:z", [("HostConfig.Binds[0]", "bind-option")]),
+        ("/tmp/dood/x:/x:Z", [("HostConfig.Binds[0]", "bind-option")]),
+        ("/tmp/dood/x:/x:ro,z", [("HostConfig.Binds[0]", "bind-option")]),
+        ("/tmp/dood/x:/x:RO", [("HostConfig.Binds[0]", "bind-option")]),
+        ("/tmp/dood/x:/x:nocopy", [("HostConfig.Binds[0]", "bind-option")]),
+        ("/tmp/dood/x:/x:rshared", [("HostConfig.Binds[0]", "propagation")]),
+    ],
+)
+def test_bind_options_are_allow_listed(bind, expected):
+    assert rules(violations({**body(), "HostConfig": {"Binds": [bind]}}, Policy())) == expected
+
+
+def test_bind_mount_options_are_allow_listed():
+    def found(options):
+        mount = {"Type": "bind", "Source": "/tmp/dood/x", "Target": "/x", "BindOptions": options}
+        return rules(violations({**body(), "HostConfig": {"Mounts": [mount]}}, Policy()))
+
+    assert found({"Propagation": "rprivate", "NonRecursive": True}) == []
+    assert found({"Propagation": "rslave"}) == [("HostConfig.Mounts[0].BindOptions.Propagation", "propagation")]
+    assert found({"ReadOnlyNonRecursive": True}) == [("HostConfig.Mounts[0].BindOptions.ReadOnlyNonRecursive", "bind-option")]
 
 
 def test_images_match_the_allowed_patterns():
@@ -246,7 +345,7 @@ def test_images_match_the_allowed_patterns():
     assert not policy.image_allowed("busybox")
     assert not policy.image_allowed("registry.example.com/other/x:1")
     assert rules(violations(body(image="alpine"), policy)) == [("Image", "image")]
-    assert rules(violations({"User": "1000", "HostConfig": {}}, policy)) == [("Image", "image")]
+    assert rules(violations({"User": "50000:0", "HostConfig": {}}, policy)) == [("Image", "image")]
 
 
 def test_gpus_cpus_and_memory_limits():
@@ -291,7 +390,7 @@ def test_published_ports_within_the_allowed_range_and_addresses():
 def test_networking_config_cannot_join_the_host_or_link():
     sent = {
         "Image": OK_IMAGE,
-        "User": "1000:1000",
+        "User": "50000:0",
         "NetworkingConfig": {"EndpointsConfig": {"host": {}, "dood-net": {"Links": ["db:db"], "Aliases": ["a"]}}},
     }
     assert rules(violations(sent, Policy(allowed_networks=("dood-net",)))) == [
@@ -303,7 +402,7 @@ def test_networking_config_cannot_join_the_host_or_link():
 def test_masked_paths_and_annotations_cannot_be_overridden():
     sent = {
         "Image": OK_IMAGE,
-        "User": "1000:1000",
+        "User": "50000:0",
         "HostConfig": {"MaskedPaths": [], "ReadonlyPaths": [], "Annotations": {"a": "b"}},
     }
     assert [v.rule for v in violations(sent, Policy())] == ["masked-paths", "masked-paths", "annotations"]
@@ -315,7 +414,7 @@ def test_masked_paths_and_annotations_cannot_be_overridden():
 def test_keys_match_case_insensitively_and_are_canonicalised():
     sent = {
         "image": OK_IMAGE,
-        "user": "1000",
+        "user": "50000:0",
         "hostconfig": {"PRIVILEGED": True, "capadd": "SYS_ADMIN", "binds": ["/:/h"]},
     }
     assert rules(violations(sent, Policy())) == [
@@ -336,7 +435,7 @@ def test_keys_match_case_insensitively_and_are_canonicalised():
 
 def test_keys_given_twice_under_two_spellings_are_refused():
     found = violations(
-        {"Image": OK_IMAGE, "User": "1000:1000", "HostConfig": {"Privileged": False, "privileged": True}}, Policy()
+        {"Image": OK_IMAGE, "User": "50000:0", "HostConfig": {"Privileged": False, "privileged": True}}, Policy()
     )
     assert rules(found) == [("HostConfig.Privileged", "duplicate-key")]
     assert found[0].structural
@@ -356,22 +455,22 @@ def test_repeated_keys_are_refused_when_parsing():
 
 def test_host_config_fields_at_the_top_level_are_refused():
     # The daemon honours a top-level HostConfig when no "HostConfig" object is sent.
-    found = violations({"Image": OK_IMAGE, "User": "1000:1000", "Privileged": True, "binds": ["/:/h"]}, Policy())
+    found = violations({"Image": OK_IMAGE, "User": "50000:0", "Privileged": True, "binds": ["/:/h"]}, Policy())
     assert rules(found) == [("Privileged", "top-level-host-config"), ("binds", "top-level-host-config")]
     # ...but the nulls the docker SDK sends there ("Runtime": None) are dropped quietly.
-    assert violations({"Image": OK_IMAGE, "User": "1000:1000", "Runtime": None, "Cpuset": None}, Policy()) == []
+    assert violations({"Image": OK_IMAGE, "User": "50000:0", "Runtime": None, "Cpuset": None}, Policy()) == []
 
 
 @pytest.mark.parametrize("key", ["Prıvileged", "\u212aernelMemory", "CapAdd\u017f", "Privileged\u200b"])
 def test_non_ascii_field_names_are_refused(key):
     # Go folds 'ı'->'I', Kelvin sign->'K', long s->'S' when matching field names.
-    found = violations({"Image": OK_IMAGE, "User": "1000:1000", "HostConfig": {key: True}}, Policy())
+    found = violations({"Image": OK_IMAGE, "User": "50000:0", "HostConfig": {key: True}}, Policy())
     assert [v.rule for v in found] == ["non-ascii-key"]
 
 
 def test_unknown_fields_and_wrong_shapes_are_refused():
     found = violations(
-        {"Image": OK_IMAGE, "User": "1000:1000", "Bogus": 1, "HostConfig": {"InitPath": "/x", "Mounts": {"a": 1}}},
+        {"Image": OK_IMAGE, "User": "50000:0", "Bogus": 1, "HostConfig": {"InitPath": "/x", "Mounts": {"a": 1}}},
         Policy(),
     )
     assert rules(found) == [
@@ -380,7 +479,7 @@ def test_unknown_fields_and_wrong_shapes_are_refused():
         ("HostConfig.Mounts", "malformed"),
     ]
     assert rules(violations([], Policy())) == [("<body>", "malformed")]
-    assert [v.rule for v in violations({"Image": OK_IMAGE, "User": "1000:1000", "HostConfig": []}, Policy())] == [
+    assert [v.rule for v in violations({"Image": OK_IMAGE, "User": "50000:0", "HostConfig": []}, Policy())] == [
         "malformed"
     ]
 
@@ -462,7 +561,7 @@ def test_load_policy_reads_the_policy_section(tmp_path, monkeypatch):
 def _named(body_host, **policy_fields):
     from dood.policy import Policy, violations
 
-    return violations({"Image": "img", "User": "1000:1000", "HostConfig": body_host}, Policy(**policy_fields))
+    return violations({"Image": "img", "User": "50000:0", "HostConfig": body_host}, Policy(**policy_fields))
 
 
 def test_named_volumes_need_listing_anonymous_ones_do_not():
@@ -532,10 +631,10 @@ def test_login_registries_are_the_ones_named_without_a_wildcard():
 )
 def test_block_io_device_paths_are_refused(field):
     entry = {"Path": "/dev/sda", "Weight": 10} if field == "BlkioWeightDevice" else {"Path": "/dev/sda", "Rate": 1}
-    found = violations({"Image": OK_IMAGE, "User": "1000:1000", "HostConfig": {field: [entry]}}, Policy())
+    found = violations({"Image": OK_IMAGE, "User": "50000:0", "HostConfig": {field: [entry]}}, Policy())
     assert rules(found) == [(f"HostConfig.{field}", "device")]
     assert field in found[0].message
-    assert violations({"Image": OK_IMAGE, "User": "1000:1000", "HostConfig": {field: []}}, Policy()) == []
+    assert violations({"Image": OK_IMAGE, "User": "50000:0", "HostConfig": {field: []}}, Policy()) == []
 
 
 def test_gpus_come_only_from_device_requests():
@@ -569,6 +668,6 @@ def test_gpus_come_only_from_device_requests():
 )
 def test_max_gpus_counts_all_and_device_ids(requests, expected):
     host = {"DeviceRequests": [{"Capabilities": [["gpu"]], **request} for request in requests]}
-    sent = {"Image": OK_IMAGE, "User": "1000:1000", "HostConfig": host}
+    sent = {"Image": OK_IMAGE, "User": "50000:0", "HostConfig": host}
     found = violations(sent, Policy(allow_gpus=True, max_gpus=1))
     assert rules(found) == expected

@@ -25,6 +25,7 @@ from dood.policy.rules import (
     ALLOWED_RUNTIMES,
     ALLOWED_SECURITY_OPTS,
     PolicyViolation,
+    apply_defaults,
     check,
     violations,
 )
@@ -46,6 +47,7 @@ __all__ = [
     "Policy",
     "PolicyViolation",
     "Violation",
+    "apply_defaults",
     "canonical_create_body",
     "capability_name",
     "check",

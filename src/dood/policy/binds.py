@@ -18,6 +18,11 @@ if TYPE_CHECKING:
     from dood.policy.model import Policy
 
 SHARED_PROPAGATIONS = frozenset({"shared", "rshared", "slave", "rslave"})
+#: The options a bind ('src:dst:opts') may carry: read-only or not, private propagation, and the no-op
+#: consistency hints. Not `z`/`Z` (the daemon relabels the *host* source for SELinux), not shared/slave.
+ALLOWED_BIND_OPTIONS = frozenset({"", "ro", "rw", "private", "rprivate", "consistent", "cached", "delegated"})
+#: The `BindOptions` of a mount that may be set (propagation only to private).
+ALLOWED_BIND_MOUNT_OPTIONS = frozenset({"Propagation", "NonRecursive", "CreateMountpoint", "ReadOnlyForceRecursive"})
 
 
 def _bind_source(source: Any, field: str, read_only: bool, policy: Policy, found: Problems) -> None:
@@ -55,9 +60,19 @@ def binds(host: Mapping, policy: Policy) -> list[Violation]:
         if not parts[0].startswith("/"):
             _named_volume(parts[0], field, policy, found)
             continue
-        options = {opt.strip().lower() for opt in (parts[2] if len(parts) == 3 else "").split(",")}
+        options = {opt.strip() for opt in (parts[2] if len(parts) == 3 else "").split(",")}
         if options & SHARED_PROPAGATIONS:
             found.add(field, "propagation", "shared or slave mount propagation is not allowed")
+        relabel = options & {"z", "Z"}
+        if relabel:
+            found.add(field, "bind-option", f"{bind!r}: ':z'/':Z' make the daemon relabel the host source (SELinux)")
+        unknown = sorted(options - ALLOWED_BIND_OPTIONS - SHARED_PROPAGATIONS - relabel)
+        if unknown:
+            found.add(
+                field,
+                "bind-option",
+                f"{bind!r}: options {unknown} are not allowed (allowed: {sorted(ALLOWED_BIND_OPTIONS - {''})})",
+            )
         _bind_source(parts[0], field, "ro" in options, policy, found)
     return found
 
@@ -71,11 +86,18 @@ def mounts(host: Mapping, policy: Policy) -> list[Violation]:
             continue
         kind = mount.get("Type") or "volume"
         if kind == "bind":
-            propagation = (mount.get("BindOptions") or {}).get("Propagation")
-            if isinstance(propagation, str) and propagation.lower() in SHARED_PROPAGATIONS:
+            options = mount.get("BindOptions") or {}
+            options = options if isinstance(options, Mapping) else {"?": options}
+            propagation = options.get("Propagation")
+            if is_set(propagation) and propagation not in ("private", "rprivate"):
                 found.add(
-                    f"{field}.BindOptions.Propagation", "propagation", "shared or slave propagation is not allowed"
+                    f"{field}.BindOptions.Propagation",
+                    "propagation",
+                    f"{propagation!r}: only private propagation is allowed (shared or slave reach the host's mounts)",
                 )
+            for key in sorted(set(options) - ALLOWED_BIND_MOUNT_OPTIONS):
+                if is_set(options[key]):
+                    found.add(f"{field}.BindOptions.{key}", "bind-option", f"{key} is not allowed on a bind mount")
             _bind_source(mount.get("Source"), f"{field}.Source", bool(mount.get("ReadOnly")), policy, found)
         elif kind == "volume":
             if is_set(mount.get("Source")):

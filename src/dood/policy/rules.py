@@ -8,6 +8,7 @@ function, `violations(create_body, policy)`, over the Docker Engine API's create
 from __future__ import annotations
 
 import fnmatch
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -23,6 +24,9 @@ ALLOWED_LOG_DRIVERS = frozenset({"", "json-file", "local", "journald", "none"})
 #: max_gpus. GPUs come only through DeviceRequests, from which the engine sets the NVIDIA_* variables itself.
 ALLOWED_RUNTIMES = frozenset({"", "runc", "io.containerd.runc.v2"})
 ALLOWED_IPC_MODES = frozenset({"", "private", "shareable", "none"})
+#: The only ulimit a container may set (within policy.max_nofile); the others keep the daemon's.
+ALLOWED_ULIMITS = frozenset({"nofile"})
+_CANONICAL_ID = re.compile(r"^(0|[1-9][0-9]{0,9})$")
 
 
 def violations(create_body: Mapping[str, Any], policy: Policy) -> list[Violation]:
@@ -60,22 +64,31 @@ def _image(body: Mapping, host: Mapping, policy: Policy) -> list[Violation]:
 
 
 def _user(body: Mapping, host: Mapping, policy: Policy) -> list[Violation]:
-    if policy.allow_root_user:
-        return []
-    user = body.get("User")
-    uid, _, gid = str(user or "").partition(":")
-    if not uid.isdigit() or (gid and not gid.isdigit()):
-        return [
-            Violation(
-                "User",
-                "user",
-                f"{user!r}: containers must run as a numeric non-root 'uid' or 'uid:gid' (a name or the image's "
-                "default may be root); set the task's user or defaults.user, or policy.allow_root_user",
+    """Who the container is: exactly one of `policy.allowed_users` ('uid:gid', both given: with a uid alone
+    the image's /etc/passwd picks the group and its /etc/group adds supplementary ones), and supplementary
+    groups only from `policy.allowed_group_add`. An allow-list: uids and gids not named are refused, whoever
+    they are (root, dood-proxy's own uid, the Docker socket's group...)."""
+    found = Problems()
+    for index, group in enumerate(as_list(host.get("GroupAdd"), "HostConfig.GroupAdd", found)):
+        if not (isinstance(group, str) and _CANONICAL_ID.match(group) and int(group) in policy.allowed_group_add):
+            found.add(
+                f"HostConfig.GroupAdd[{index}]",
+                "group",
+                f"{group!r} is not in policy.allowed_group_add {list(policy.allowed_group_add)} (numeric group ids; "
+                "a supplementary group is access: the Docker socket's group is root on the host)",
             )
-        ]
-    if int(uid) == 0:
-        return [Violation("User", "user", "running as root (uid 0) is not allowed (policy.allow_root_user)")]
-    return []
+    if policy.allow_root_user:
+        return found
+    user = body.get("User")
+    if not (isinstance(user, str) and policy.user_allowed(user) and user in policy.allowed_users):
+        found.add(
+            "User",
+            "user",
+            f"{user!r} is not one of policy.allowed_users {list(policy.allowed_users)}: a container runs only as "
+            "an identity the policy names, written 'uid:gid' exactly (not a name, not the image's default); set "
+            "the task's user or defaults.user to one of them, or add it to policy.allowed_users",
+        )
+    return found
 
 
 def _privileged(body: Mapping, host: Mapping, policy: Policy) -> list[Violation]:
@@ -212,6 +225,27 @@ def _port_range(value: Any) -> tuple[int | None, int]:
 
 def _resources(body: Mapping, host: Mapping, policy: Policy) -> list[Violation]:
     found = Problems()
+    pids = host.get("PidsLimit")
+    if pids is not None and (not _is_int(pids) or not 0 < pids <= policy.max_pids):
+        found.add(
+            "HostConfig.PidsLimit",
+            "pids-limit",
+            f"{pids!r}: at most policy.max_pids ({policy.max_pids}) processes; 0 and -1 mean unlimited, which one "
+            "step could use to fork-bomb the host (leave it unset for the policy's limit)",
+        )
+    for index, limit in enumerate(as_list(host.get("Ulimits"), "HostConfig.Ulimits", found)):
+        field = f"HostConfig.Ulimits[{index}]"
+        name = limit.get("Name") if isinstance(limit, Mapping) else None
+        if name not in ALLOWED_ULIMITS:
+            found.add(field, "ulimit", f"{name!r}: only 'nofile' may be set (the others keep the daemon's limits)")
+            continue
+        soft, hard = limit.get("Soft"), limit.get("Hard")
+        if not (_is_int(soft) and _is_int(hard) and 0 <= soft <= hard <= policy.max_nofile):
+            found.add(
+                field,
+                "ulimit",
+                f"nofile soft {soft!r}, hard {hard!r}: need 0 <= soft <= hard <= policy.max_nofile ({policy.max_nofile})",
+            )
     if policy.max_cpus is not None:
         cpus = _cpus(host)
         if cpus is None:
@@ -233,6 +267,22 @@ def _resources(body: Mapping, host: Mapping, policy: Policy) -> list[Violation]:
                 "HostConfig.Memory", "memory-limit", f"{memory} bytes exceeds policy.max_memory {policy.max_memory}"
             )
     return found
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def apply_defaults(body: dict[str, Any], policy: Policy) -> dict[str, Any]:
+    """Give a create body the policy's limits where it sets none (in place; returned): the process limit
+    (policy.max_pids), and the memory limit when policy.default_memory is set. Run after `violations`
+    passed: a body that asked for more was refused, one that asked for less keeps its own."""
+    host = body.setdefault("HostConfig", {})
+    if not host.get("PidsLimit"):
+        host["PidsLimit"] = policy.max_pids
+    if policy.default_memory is not None and not host.get("Memory"):
+        host["Memory"] = policy.default_memory
+    return body
 
 
 def _cpus(host: Mapping) -> float | None:
