@@ -16,6 +16,7 @@ import sys
 from collections.abc import Sequence
 
 from dood.config import load_config
+from dood.engine_security import startup_line
 from dood.naming import DEFAULT_STACK, HOST_LABEL, HOST_PATTERN, STACK_LABEL, STACK_PATTERN
 from dood.policy import Policy
 from dood.proxy import wire
@@ -158,6 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.host:
         log.info("Host: %s (label %s on every container it creates; the only host it touches)", args.host, HOST_LABEL)
     log.info("Policy: %s", policy.model_dump_json())
+    log.info("%s", asyncio.run(startup_line(Daemon(upstream))))  # user namespaces: remapped or not
     server_class = ReadOnlyProxyServer if args.read_only else ProxyServer
     proxy = server_class(
         policy=policy,
@@ -167,6 +169,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         stack=stack,
         host=args.host,
     )
+    unsafe = proxy.identity.problems()
+    if unsafe:  # an identity that owns the bind sources' directories, or opens the socket: never a step's
+        print("dood-proxy: refusing to start:\n" + "\n".join(f"  - {p}" for p in unsafe), file=sys.stderr)
+        print("  List step identities in policy.allowed_users that are neither (docs/security.md).", file=sys.stderr)
+        return 2
     asyncio.run(serve(proxy, listeners, socket_mode))
     return 0
 

@@ -17,10 +17,11 @@ from collections.abc import Iterable
 
 from dood.hostpaths import unsafe_bind_sources
 from dood.naming import DEFAULT_STACK, HOST_LABEL, MANAGED_LABEL, STACK_LABEL
-from dood.policy import MalformedBody, Policy, canonical_create_body, parse_json, violations
+from dood.policy import MalformedBody, Policy, apply_defaults, canonical_create_body, parse_json, violations
 from dood.proxy import directories, rules, wire
 from dood.proxy.daemon import Daemon, Endpoint
 from dood.proxy.gpus import GpuReferee
+from dood.proxy.identity import IdentityGuard
 from dood.proxy.ownership import Owned, Ownership
 from dood.proxy.relay import complete, linger, relay_response
 from dood.proxy.rules import Refused, Route, Target
@@ -51,6 +52,8 @@ class ProxyServer:
         self.stack = stack
         self.host = host  # this Docker host's name when the deployment has several: label dood.host, forced
         self.ownership = Ownership(self.daemon, inspectable=inspectable_labels, stack=stack, host=host)
+        socket_path = upstream.path if upstream.scheme == "unix" else None
+        self.identity = IdentityGuard(policy, socket_path=socket_path, stack=stack, host=host)
         self.max_body_bytes = max_body_bytes
 
     def route(self, method: str, target: Target) -> Route:
@@ -223,14 +226,17 @@ class ProxyServer:
             status = 400 if any(v.structural for v in found) else 403
             raise Refused(status, "the container breaks the dood policy: " + "; ".join(str(v) for v in found))
         canonical, _ = canonical_create_body(parsed)
+        self.identity.check(canonical)  # never the proxy's uid or the socket's group, whatever the policy lists
+        canonical["Labels"] = self.identity.labels(canonical.get("Labels"))  # every dood.* label is ours
+        name = target.query.get("name")
+        self.identity.check_name(name, canonical["Labels"])  # another stack's names are not free to take
         await self._check_bind_sources(canonical.get("HostConfig") or {}, "create")
-        canonical["Labels"] = {**(canonical.get("Labels") or {}), MANAGED_LABEL: "true", STACK_LABEL: self.stack}
-        if self.host is not None:  # the host is part of the identity: whatever the client said, it is here
-            canonical["Labels"][HOST_LABEL] = self.host
+        apply_defaults(canonical, self.policy)  # the policy's process (and memory) limits where none is set
         # No setuid or file capability may lift a container above its (non-root) user: what keeps it from
         # changing the directories above its bind sources.
         canonical.setdefault("HostConfig", {})["SecurityOpt"] = ["no-new-privileges"]
-        async with self.gpus.checked(canonical, target.prefix):  # no two containers share a GPU (proxy.gpus)
+        # no two containers share a GPU, whichever proxy or stack asks (proxy.gpus)
+        async with self.gpus.checked(canonical, target.prefix, name=name):
             sent = json.dumps(canonical, separators=(",", ":")).encode()
             headers = [("Content-Type", "application/json")]
             response, up_reader, up_writer = await self.daemon.open("POST", target.uri(), headers, sent)
