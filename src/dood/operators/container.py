@@ -27,6 +27,7 @@ from dood.naming import TaskIdentity, check_user_labels, run_env
 from dood.operators.gpu_waiting import WaitsForGpus
 from dood.owner import end_if_owner
 from dood.placement import Placement
+from dood.policy import apply_defaults
 from dood.policy import check as check_policy
 from dood.reconnect import Reconnector
 from dood.resources import Resources
@@ -229,7 +230,7 @@ class DoodContainerOperator(WaitsForGpus, BaseOperator):
         # dockerd 20.10 can leave an attach opened while the container exits hanging forever (seen here).
         if handle is None:
             spec, run_dir = self.build_spec(config, hook, identity, context)
-            body = launcher.create_body(spec)
+            body = apply_defaults(launcher.create_body(spec), config.policy)  # as dood-proxy would
             check_policy(body, config.policy, subject=f"{self.task_id}: the container")
             if spec.resources and spec.resources.cpus is not None:  # Docker's own 400 would say less
                 spec.resources.check_host(hook.host_cpus, f"{self.task_id}: resources")

@@ -33,7 +33,9 @@ class GpuReferee:
         self._lock: asyncio.Lock | None = None  # made on first use, inside the proxy's event loop
 
     @contextlib.asynccontextmanager
-    async def checked(self, canonical: dict[str, Any], prefix: str) -> AsyncIterator[None]:
+    async def checked(
+        self, canonical: dict[str, Any], prefix: str, name: str | None = None
+    ) -> AsyncIterator[None]:
         """Around the upstream create: refuse (403) a GPU request that could collide, label the others."""
         if asked(canonical) is None and not named(canonical):
             yield
