@@ -61,6 +61,7 @@ def proxy(tmp_path_factory, docker_api):
         "  allowed_images: ['dood-test-busybox:*', '127.0.0.1:1/dood/*:*']\n"
         f"  allowed_host_roots: ['{allowed}']\n"
         f"  read_only_host_roots: ['{allowed / 'ro'}']\n"
+        f"  allowed_users: ['{USER}', '50000:0']\n"
     )
     with running_proxy(root, policy, "--inspectable-label", "dood.role=airflow") as running:
         yield SimpleNamespace(**vars(running), allowed=allowed)
@@ -86,10 +87,10 @@ def marker(docker_api):
     value = uuid.uuid4().hex[:12]
 
     def created():
-        return docker_api.containers(all=True, filters={"label": f"dood.test_case={value}"})
+        return docker_api.containers(all=True, filters={"label": f"test.case={value}"})
 
     return SimpleNamespace(
-        value=value, labels={**DAG_LABEL, "dood.test_case": value}, name=f"dood-it-proxy-{value}", created=created
+        value=value, labels={**DAG_LABEL, "test.case": value}, name=f"it-proxy-{value}", created=created
     )
 
 
@@ -437,12 +438,12 @@ def test_create_start_logs_wait_inspect_remove_of_our_own_container(api, docker_
         ["sh", "-c", "echo first; sleep 2; echo second"],
         user=USER,
         name=marker.name,
-        labels={"dood.test_case": marker.value, **DAG_LABEL},
+        labels={"test.case": marker.value, **DAG_LABEL},
     )
     cid = created["Id"]
     labels = docker_api.inspect_container(cid)["Config"]["Labels"]
     assert labels[MANAGED_LABEL] == "true"  # forced, though the client did not send it
-    assert labels["dood.test_case"] == marker.value
+    assert labels["test.case"] == marker.value
     api.start(cid)
     started = time.monotonic()
     seen = []
@@ -500,7 +501,7 @@ def test_allowed_bind_mounts_work(api, proxy, marker):
 
 def test_events_are_streamed_and_filtered_to_our_containers(api, docker_api, marker):
     # Both containers carry this test's marker; only the ownership label the proxy adds tells them apart.
-    stream = api.events(decode=True, filters={"type": "container", "label": f"dood.test_case={marker.value}"})
+    stream = api.events(decode=True, filters={"type": "container", "label": f"test.case={marker.value}"})
     received = []
     reader = threading.Thread(target=lambda: received.extend(_take_until(stream, "destroy")), daemon=True)
     reader.start()
@@ -756,7 +757,7 @@ def test_closing_a_followed_log_stream_leaves_no_task_behind(tmp_path, marker):
     with own_proxy(tmp_path / "proxy", "policy:\n  allowed_images: ['dood-test-busybox:*']\n") as own:
         client = docker.APIClient(base_url=own.url, version="auto", timeout=30)
         ticking = ["sh", "-c", "while true; do echo tick; sleep 0.1; done"]
-        cid = client.create_container(TEST_IMAGE, ticking, labels=marker.labels, user="1000:1000")["Id"]
+        cid = client.create_container(TEST_IMAGE, ticking, labels=marker.labels, user="50000:0")["Id"]
         client.start(cid)
         stream = client.logs(cid, stream=True, follow=True)
         assert next(stream) == b"tick\n"
