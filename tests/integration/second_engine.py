@@ -13,6 +13,10 @@ Restarts (tests/integration/test_daemon_restart.py): `start(live_restore=True)` 
 the containers outlive the daemon (under its containerd, which it leaves running); `restart()` stops the
 daemon by its pidfile's pid and starts it again on the same paths and flags. Without live-restore, the
 daemon's shutdown stops every container (SIGTERM, `shutdown_timeout`, SIGKILL).
+
+User namespaces (tests/integration/test_userns.py): `userns_remap="default"` passes `--userns-remap=default`;
+dockerd then makes the user `dockremap` and its /etc/subuid, /etc/subgid ranges (kept after the session, as
+dockerd leaves them), and keeps its images and containers under `<data root>/<uid>.<gid>`.
 """
 
 from __future__ import annotations
@@ -54,6 +58,7 @@ class SecondEngine:
     gateway: str  # the bridge's address, with its prefix length
     live_restore: bool = False  # containers survive a daemon restart (dockerd --live-restore)
     shutdown_timeout: int | None = None  # dockerd --shutdown-timeout: SIGTERM -> SIGKILL on the daemon's shutdown
+    userns_remap: str | None = None  # dockerd --userns-remap ("default": the user dockremap, made by dockerd)
 
     @classmethod
     def for_session(cls, role: str = "gpu", subnet: int = 214, **options) -> SecondEngine:
@@ -128,6 +133,7 @@ class SecondEngine:
             "--iptables=false",
             *(["--live-restore"] if self.live_restore else []),
             *(["--shutdown-timeout", str(self.shutdown_timeout)] if self.shutdown_timeout is not None else []),
+            *(["--userns-remap", self.userns_remap] if self.userns_remap is not None else []),
         ]  # fmt: skip
         with self.log.open("wb") as log:
             process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
