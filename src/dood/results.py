@@ -7,8 +7,11 @@ bind-mounted at RUN_DIR_IN_CONTAINER. No file means no value: the last log line 
 from __future__ import annotations
 
 import errno
+import itertools
 import json
+import math
 import os
+import re
 import stat
 from pathlib import Path
 from typing import Any
@@ -66,16 +69,100 @@ def read_result(run_dir: str | os.PathLike[str], max_bytes: int) -> Any:
             raise ResultFileError(f"Result file {path} cannot be opened ({exc.strerror})") from None
     finally:
         os.close(directory)
+    try:
+        # checked on the descriptor before any read: a directory opens too, and only reading it fails
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ResultFileError(
+                f"Result file {path} is not a regular file (a directory, FIFO or device); "
+                f"write the result as a plain file at ${RESULT_FILE_ENV}"
+            )
+    except BaseException:
+        os.close(fd)
+        raise
     with os.fdopen(fd, "rb") as handle:
-        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
-            raise ResultFileError(f"Result file {path} is not a regular file (a FIFO, device or directory)")
         data = handle.read(max_bytes + 1)
     if len(data) > max_bytes:
         raise ResultFileError(
             f"Result file {path} is larger than max_result_bytes={max_bytes}. Write large outputs to a "
             "mounted directory and return only their path and summary metrics."
         )
+    return parse_result(data, str(path))
+
+
+#: How deeply a result's arrays and objects may nest. Far deeper than any metrics record, far shallower
+#: than what would exhaust Python's recursion (the json module's parser, and whatever serializes the XCom).
+MAX_RESULT_DEPTH = 64
+#: The most digits an integer may have: Python's own limit on converting ints to and from text (sys.int_info),
+#: past which the XCom could not be serialized.
+MAX_INT_DIGITS = 4300
+_PLAIN_JSON = (
+    f"write plain JSON: finite numbers (no NaN or Infinity, nothing beyond a float's range), integers of at most "
+    f"{MAX_INT_DIGITS} digits, arrays and objects nested at most {MAX_RESULT_DEPTH} levels deep"
+)
+_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
+_BRACKETS = re.compile(r"[^\[\]{}]+")
+_DEPTH_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
+
+
+class _NotPlain(ValueError):
+    """A value json would accept but an XCom cannot carry (raised from the parser's hooks)."""
+
+
+def _parse_int(text: str) -> int:
+    digits = len(text) - text.startswith("-")
+    if digits > MAX_INT_DIGITS:
+        raise _NotPlain(f"has an integer of {digits} digits")
+    return int(text)
+
+
+def _parse_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _NotPlain(f"has a number beyond a float's range ({text[:20]}{'…' if len(text) > 20 else ''})")
+    return value
+
+
+def _parse_constant(name: str) -> float:
+    raise _NotPlain(f"has {name}, which is not a JSON number")
+
+
+def nesting_depth(text: str) -> int:
+    """How deeply arrays and objects nest in JSON `text`, found without recursion: the brackets outside strings."""
+    outside = _STRING.sub("", text)
+    unclosed = outside.find('"')  # a string that never ends: all that follows is inside it, for json too
+    brackets = _BRACKETS.sub("", outside if unclosed < 0 else outside[:unclosed])
+    if not brackets:
+        return 0
+    return max(0, max(itertools.accumulate(map(_DEPTH_STEP.__getitem__, brackets))))
+
+
+def parse_result(data: bytes, path: str) -> Any:
+    """A result file's bytes as a JSON value an XCom can carry, or ResultFileError naming `path` and the fix.
+
+    Plain JSON only: UTF-8, nesting at most MAX_RESULT_DEPTH levels deep (checked before parsing, so a deep file
+    never reaches the recursive parser), integers within Python's digit limit, finite numbers (the json
+    module accepts NaN, Infinity and 1e999; Airflow's XCom then cannot store them).
+    """
     try:
-        return json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ResultFileError(
+            f"Result file {path} is not valid JSON (not UTF-8: {exc.reason} at byte {exc.start}); "
+            f"it is {len(data)} bytes; {_PLAIN_JSON}"
+        ) from None
+    depth = nesting_depth(text)
+    if depth > MAX_RESULT_DEPTH:
+        raise ResultFileError(
+            f"Result file {path} nests arrays or objects {depth} levels deep (at most {MAX_RESULT_DEPTH}); "
+            f"{_PLAIN_JSON}"
+        )
+    try:
+        return json.loads(text, parse_int=_parse_int, parse_float=_parse_float, parse_constant=_parse_constant)
+    except _NotPlain as exc:
+        raise ResultFileError(f"Result file {path} {exc}; {_PLAIN_JSON}") from None
+    except json.JSONDecodeError as exc:
         raise ResultFileError(f"Result file {path} is not valid JSON ({exc}); it is {len(data)} bytes") from None
+    except (ValueError, RecursionError) as exc:  # not expected past the checks above; never a raw traceback
+        raise ResultFileError(
+            f"Result file {path} cannot be read as JSON ({type(exc).__name__}); {_PLAIN_JSON}"
+        ) from None

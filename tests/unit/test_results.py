@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
 
 from dood.exceptions import ResultFileError
-from dood.results import RESULT_FILE_NAME, read_result, result_env
+from dood.results import MAX_RESULT_DEPTH, RESULT_FILE_NAME, nesting_depth, read_result, result_env
 
 
 def test_json_written_by_the_container_is_the_result(tmp_path):
@@ -60,3 +61,60 @@ def test_the_container_is_told_where_to_write():
         "DOOD_RUN_DIR": "/dood/run",
         "DOOD_NO_RETRY_EXIT_CODE": "97",
     }
+
+
+def test_a_directory_at_the_result_path_is_refused(tmp_path):
+    (tmp_path / RESULT_FILE_NAME).mkdir()
+    with pytest.raises(ResultFileError, match=r"result\.json is not a regular file \(a directory"):
+        read_result(tmp_path, 1024)
+
+
+@pytest.mark.parametrize(
+    ("content", "what"),
+    [
+        ("[" * 100_000 + "]" * 100_000, "nests arrays or objects 100000 levels deep"),
+        ('{"a":' * 5_000 + "1" + "}" * 5_000, "nests arrays or objects 5000 levels deep"),
+        ("[" * (MAX_RESULT_DEPTH + 1) + "]" * (MAX_RESULT_DEPTH + 1), f"{MAX_RESULT_DEPTH + 1} levels deep"),
+        ("[" * 100_000, "nests arrays or objects 100000 levels deep"),  # unclosed: still never parsed
+        ("9" * 900_000, "has an integer of 900000 digits"),
+        ('{"n": -' + "9" * 4_301 + "}", "has an integer of 4301 digits"),
+        ('{"loss": NaN}', "has NaN, which is not a JSON number"),
+        ("[Infinity]", "has Infinity"),
+        ("[-Infinity]", "has -Infinity"),
+        ('{"x": 1e999}', r"has a number beyond a float's range \(1e999\)"),
+        ("[-1e999]", r"\(-1e999\)"),
+    ],
+)
+def test_json_an_xcom_cannot_carry_is_refused_with_the_fix(tmp_path, content, what):
+    (tmp_path / RESULT_FILE_NAME).write_text(content)
+    with pytest.raises(ResultFileError, match=what) as caught:
+        read_result(tmp_path, 2_000_000)
+    message = str(caught.value)
+    assert str(tmp_path / RESULT_FILE_NAME) in message
+    assert "write plain JSON: finite numbers" in message and f"at most {MAX_RESULT_DEPTH} levels deep" in message
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        "[" * MAX_RESULT_DEPTH + "]" * MAX_RESULT_DEPTH,
+        '{"brackets in strings": "' + "[{" * 1_000 + '", "escaped": "\\"[[["}',
+        '{"n": ' + "9" * 4_300 + ', "f": 1.5e308, "neg": -0.0}',
+    ],
+)
+def test_plain_json_at_the_limits_is_accepted(tmp_path, content):
+    (tmp_path / RESULT_FILE_NAME).write_text(content)
+    assert read_result(tmp_path, 2_000_000) == json.loads(content)
+
+
+def test_an_unclosed_string_is_reported_as_invalid_json_not_as_depth(tmp_path):
+    (tmp_path / RESULT_FILE_NAME).write_text('["' + "[" * 1_000)
+    with pytest.raises(ResultFileError, match="not valid JSON .Unterminated string"):
+        read_result(tmp_path, 2_000_000)
+
+
+def test_nesting_depth_counts_brackets_outside_strings_only():
+    assert nesting_depth("") == 0
+    assert nesting_depth('{"a": [1, {"b": "]]]]"}]}') == 3
+    assert nesting_depth('["\\\\", ["\\"]"]]') == 2
+    assert nesting_depth("]]]][[") == 0
