@@ -21,6 +21,7 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import astuple
 from typing import Any
 
+from dood.engine_security import EngineSecurity
 from dood.naming import MANAGED_LABEL
 from dood.outcome import ENDED
 from dood.ui.samples import CpuReading, Usage, cpu_reading, usage
@@ -178,4 +179,6 @@ class EngineReader:
     def host(self) -> dict[str, Any]:
         info = self.api.info()
         keep = ("Name", "ServerVersion", "NCPU", "MemTotal", "OperatingSystem")
-        return {key: info.get(key) for key in keep}
+        facts = {key: info.get(key) for key in keep}
+        facts["UserNamespaces"] = EngineSecurity.from_info(info).user_namespaces()  # container uids = host uids?
+        return facts

@@ -102,6 +102,17 @@ class Engines:
         main = self.readers.get(MAIN)
         return main.host() if main is not None else {}
 
+    def hosts(self) -> dict[str, dict[str, Any]]:
+        """Each readable host's summary (its engine's user namespaces too), by host name; one that does not
+        answer is left out (the list call already says so)."""
+        found = {}
+        for name, reader in self.readers.items():
+            try:
+                found[name] = reader.host()
+            except Exception as exc:  # noqa: BLE001 - the other hosts are still shown
+                log.warning("dood UI: host %s did not answer: %s", name or "main", exc)
+        return found
+
     def inspect(self, container_id: str, state: str) -> dict[str, Any] | None:
         return self._reader_of(container_id).inspect(container_id, state)
 

@@ -27,6 +27,7 @@ class Summary:
     image_disk: int | None = None
     host: dict[str, Any] = field(default_factory=dict)
     hosts: list[str] = field(default_factory=list)  # with several Docker hosts: their names (a host column)
+    engines: dict[str, dict[str, Any]] = field(default_factory=dict)  # with several: each host's summary
     error: str | None = None
 
 
@@ -70,6 +71,7 @@ def overview(reader: Engines, user, *, dag_id: str | None, state: str | None) ->
     summary.gpus_held = _gpus(rows)
     summary.image_disk = reader.image_disk(row.image for row in rows if row.image)
     summary.hosts = reader.host_names() if reader.several else []
+    summary.engines = reader.hosts() if reader.several else {}
     if reader.errors:
         summary.error = "; ".join(reader.errors)
     shown = select(rows, dag_id=dag_id, state=state)
