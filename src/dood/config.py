@@ -146,12 +146,12 @@ class ContainerDefaults(_Strict):
         default=30, ge=0, description="Seconds between SIGTERM and SIGKILL when a container is stopped."
     )
 
-
     @field_validator("user")
     @classmethod
     def _explicit_group(cls, value: str | None) -> str | None:
         """`uid` alone means `uid:0` (the group is never left to the image's /etc/passwd and /etc/group)."""
         return _with_group(value) if value is not None else None
+
 
 class HostEndpoint(DockerEndpoint):
     """A Docker host's dood-proxy, with the provider's connection settings (DockerHook: TLS, registry login)."""

@@ -15,7 +15,6 @@ from types import SimpleNamespace
 
 import pytest
 
-
 #: The uid dood-proxy runs as in the compose stack (DOOD_PROXY_UID), and its primary group there.
 PROXY_UID = 50001
 PROXY_GID = 0
@@ -47,10 +46,16 @@ def socket_group_name() -> str:
     return grp.getgrgid(os.stat("/var/run/docker.sock").st_gid).gr_name
 
 
+def traversable(path: Path) -> None:
+    """Let other uids pass through `path`'s directories (pytest's base folder is 0700): search only, no write."""
+    for directory in [path, *path.parents]:
+        mode = directory.stat().st_mode
+        if mode & 0o055 != 0o055:  # the proxy's group is 0 (as in compose): group bits count for it
+            os.chmod(directory, (mode & 0o7777) | 0o055)
+
+
 @contextlib.contextmanager
-def running_proxy(
-    root: Path, policy_yaml: str, *extra_args: str, uid: int | None = None
-) -> Iterator[SimpleNamespace]:
+def running_proxy(root: Path, policy_yaml: str, *extra_args: str, uid: int | None = None) -> Iterator[SimpleNamespace]:
     """Start `python -m dood.proxy` with `policy_yaml` as its config's `policy:` section; stop it after.
 
     With `uid` (e.g. `PROXY_UID`), the proxy runs as that non-root uid with the socket's group, as in the
@@ -62,6 +67,7 @@ def running_proxy(
     command = [sys.executable, "-m", "dood.proxy", "--listen", f"unix://{sock}", "--config", str(config), *extra_args]
     env = None
     if uid is not None:
+        traversable(root)
         os.chown(root, uid, PROXY_GID)  # its socket and log live here
         command, env = as_proxy_user(command, uid)
     with log_path.open("wb") as log:

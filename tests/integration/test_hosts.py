@@ -28,7 +28,7 @@ from tests.ports import free_port, wait_for_port
 
 DAG_ID = "dood_it_hosts"
 STACK = "dood-it-hosts"
-POLICY = "  allowed_images: ['dood-test-busybox:*']\n"
+POLICY = "  allowed_images: ['dood-test-busybox:*']\n  allowed_users: ['50000:0', '1000:1000']\n"
 CONFIG = str(Path(__file__).resolve().parent / "hosts.yaml")
 CERT_SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "make-host-certs.sh"
 

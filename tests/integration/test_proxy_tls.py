@@ -32,7 +32,7 @@ from tests.ports import free_port
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "make-host-certs.sh"
 IDENTITY = TaskIdentity(dag_id="dood_it_tls", task_id="train", run_id="manual__2026-12-01T00:00:00+00:00")
-POLICY = "  allowed_images: ['dood-test-busybox:*']\n"
+POLICY = "  allowed_images: ['dood-test-busybox:*']\n  allowed_users: ['50000:0', '1000:1000']\n"
 STACK = "dood-it-tls"
 
 

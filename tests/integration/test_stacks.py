@@ -21,7 +21,7 @@ from tests.integration.conftest import TEST_IMAGE
 from tests.integration.proxy_process import remove_labelled, running_proxy
 
 IDENTITY = TaskIdentity(dag_id="dood_it_stacks", task_id="train", run_id="manual__2026-12-01T00:00:00+00:00")
-POLICY = "  allowed_images: ['dood-test-busybox:*']\n"
+POLICY = "  allowed_images: ['dood-test-busybox:*']\n  allowed_users: ['50000:0', '1000:1000']\n"
 
 
 @pytest.fixture(scope="module")

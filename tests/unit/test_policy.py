@@ -332,7 +332,9 @@ def test_bind_mount_options_are_allow_listed():
 
     assert found({"Propagation": "rprivate", "NonRecursive": True}) == []
     assert found({"Propagation": "rslave"}) == [("HostConfig.Mounts[0].BindOptions.Propagation", "propagation")]
-    assert found({"ReadOnlyNonRecursive": True}) == [("HostConfig.Mounts[0].BindOptions.ReadOnlyNonRecursive", "bind-option")]
+    assert found({"ReadOnlyNonRecursive": True}) == [
+        ("HostConfig.Mounts[0].BindOptions.ReadOnlyNonRecursive", "bind-option")
+    ]
 
 
 def test_images_match_the_allowed_patterns():

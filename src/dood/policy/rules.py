@@ -244,7 +244,8 @@ def _resources(body: Mapping, host: Mapping, policy: Policy) -> list[Violation]:
             found.add(
                 field,
                 "ulimit",
-                f"nofile soft {soft!r}, hard {hard!r}: need 0 <= soft <= hard <= policy.max_nofile ({policy.max_nofile})",
+                f"nofile soft {soft!r}, hard {hard!r}: need 0 <= soft <= hard <= policy.max_nofile "
+                f"({policy.max_nofile})",
             )
     if policy.max_cpus is not None:
         cpus = _cpus(host)

@@ -78,7 +78,9 @@ class IdentityGuard:
                     f"(dood-proxy runs as uid {os.geteuid()}); a container with it could re-point them"
                 )
             if gid in bad_gids:
-                found.append(f"policy.allowed_users {user!r}: gid {gid} is a group of dood-proxy or of the Docker socket")
+                found.append(
+                    f"policy.allowed_users {user!r}: gid {gid} is a group of dood-proxy or of the Docker socket"
+                )
         for gid in self.policy.allowed_group_add:
             if gid in bad_gids:
                 found.append(f"policy.allowed_group_add {gid}: a group of dood-proxy or of the Docker socket")
@@ -117,14 +119,15 @@ class IdentityGuard:
         """A `dood-…` name must be the one its task labels give in this stack (`TaskIdentity.container_name`):
         names are a shared namespace on the engine, and another stack would otherwise take ours (our create
         then fails with 409). `dood-gpu…` names are `proxy.gpus`'s to check."""
-        if not name or not name.lstrip("/").startswith(TASK_NAME_PREFIX) or name.lstrip("/").startswith(GPU_NAME_PREFIX):
+        name = (name or "").lstrip("/")
+        if not name.startswith(TASK_NAME_PREFIX) or name.startswith(GPU_NAME_PREFIX):
             return
         expected = _task_name(labels, self.stack)
-        if name.lstrip("/") != expected:
+        if name != expected:
             raise Refused(
                 403,
-                f"container name {name!r}: names starting with {TASK_NAME_PREFIX!r} are dood's task containers and must "
-                f"be the name their task labels give in stack {self.stack!r}"
+                f"container name {name!r}: names starting with {TASK_NAME_PREFIX!r} are dood's task containers and "
+                f"must be the name their task labels give in stack {self.stack!r}"
                 + (f" ({expected!r})" if expected else f" (labels {list(TASK_LABELS)} are missing)"),
             )
 
@@ -144,4 +147,3 @@ def _task_name(labels: Mapping[str, str], stack: str) -> str | None:
     except ValueError:
         return None
     return identity.container_name()
-
