@@ -7,6 +7,7 @@ record of ownership; nothing is ever decided from the name alone.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import re
 from collections.abc import Mapping
@@ -32,6 +33,9 @@ RUN_ID_LABEL = "dood.run_id"
 MAP_INDEX_LABEL = "dood.map_index"
 TRY_NUMBER_LABEL = "dood.try_number"
 MAX_NAME_LENGTH = 63  # fits a DNS label, which Docker uses for the container's hostname too
+#: Bytes of SHA-256 in a container's name (and so its run directory's): 128 bits, as no search finds two
+#: identities sharing them (10 hex, 40 bits, were within reach).
+NAME_DIGEST_BYTES = 16
 _UNSAFE = re.compile(r"[^a-zA-Z0-9_.-]+")
 
 
@@ -99,15 +103,24 @@ class TaskIdentity:
         return labels
 
     def container_name(self) -> str:
-        """`dood-<dag>-<task>[-m<idx>]-t<try>-<hash>`: readable, Docker-valid, at most 63 characters."""
+        """`dood-<dag>-<task>[-m<idx>]-t<try>-<hash>`: readable, Docker-valid, at most 63 characters.
+
+        The hash is 128 bits of SHA-256 over the whole identity (base32, 26 characters: the same bits as 32
+        hex, 6 more characters left to read): it alone keeps names apart, as the readable part is cut and
+        lossy. The task keeps at least half of the room left, so two tasks of a long dag id stay readable.
+        """
         parts = [self.dag_id, self.task_id, self.run_id, str(self.map_index), str(self.try_number)]
         if self.stack != DEFAULT_STACK:  # two stacks on one host, same dag and run ids: two names
             parts.append(self.stack)
-        digest = hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:10]
-        suffix = (f"-m{self.map_index}" if self.map_index >= 0 else "") + f"-t{self.try_number}-{digest}"
-        readable = f"{_slug(self.dag_id)}-{_slug(self.task_id)}"
-        room = MAX_NAME_LENGTH - len("dood-") - len(suffix)
-        return f"dood-{readable[:room].rstrip('-_.')}{suffix}"
+        digest = hashlib.sha256("\x1f".join(parts).encode()).digest()[:NAME_DIGEST_BYTES]
+        suffix = (f"-m{self.map_index}" if self.map_index >= 0 else "") + f"-t{self.try_number}-{_base32(digest)}"
+        room = max(MAX_NAME_LENGTH - len("dood-") - len(suffix), 0)
+        dag, task = _slug(self.dag_id), _slug(self.task_id)
+        if len(dag) + 1 + len(task) > room:
+            task = task[: max(room // 2, room - 1 - len(dag))].rstrip("-_.")
+            dag = dag[: max(room - 1 - len(task), 0)].rstrip("-_.")
+        readable = "-".join(part for part in (dag, task) if part)[:room].rstrip("-_.")
+        return f"dood-{readable}{suffix}" if readable else f"dood{suffix}"
 
 
 def _int(value: str | None, default: int) -> int:
@@ -119,6 +132,11 @@ def _int(value: str | None, default: int) -> int:
 
 def _slug(text: str) -> str:
     return _UNSAFE.sub("-", text).strip("-_.") or "x"
+
+
+def _base32(digest: bytes) -> str:
+    """Lowercase base32 without padding: letters and 2-7, valid in a Docker name and a DNS label."""
+    return base64.b32encode(digest).decode().rstrip("=").lower()
 
 
 def check_user_labels(labels: dict[str, str], field: str = "labels") -> dict[str, str]:

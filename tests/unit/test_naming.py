@@ -20,7 +20,7 @@ def test_name_is_deterministic_and_docker_valid():
     name = ident().container_name()
     assert name == ident().container_name()
     assert DOCKER_NAME.match(name)
-    assert name.startswith("dood-retrain-train-t1-")
+    assert re.fullmatch(r"dood-retrain-train-t1-[a-z2-7]{26}", name)  # 128 bits of hash, base32
 
 
 @pytest.mark.parametrize(
@@ -89,3 +89,35 @@ def test_from_labels_of_a_container_that_is_no_task_s():
         TaskIdentity.from_labels({"dood.managed": "true", "dood.stack": "dood"})
     odd = TaskIdentity.from_labels({"dood.dag_id": "d", "dood.task_id": "t", "dood.run_id": "r", "dood.map_index": "x"})
     assert (odd.map_index, odd.try_number, odd.stack, odd.host) == (-1, 1, "dood", None)
+
+
+@pytest.mark.parametrize(
+    ("dag_id", "task_id", "readable"),
+    [
+        ("dood_it_sensor_reschedule", "start", "dood_it_sensor_resched-start"),  # the task stays whole
+        ("d" * 100, "t" * 100, "d" * 13 + "-" + "t" * 14),  # both long: the task keeps half the room
+        ("dag", "group.task_" + "t" * 80, "dag-group.task_" + "t" * 13),  # a short dag leaves the rest to the task
+        ("___", "...", "x-x"),
+    ],
+)
+def test_the_readable_part_is_cut_to_fit_and_the_task_stays_readable(dag_id, task_id, readable):
+    name = ident(dag_id=dag_id, task_id=task_id).container_name()
+    assert re.fullmatch(rf"dood-{re.escape(readable)}-t1-[a-z2-7]{{26}}", name), name
+    assert len(name) <= 63 and DOCKER_NAME.match(name)
+
+
+@pytest.mark.parametrize(("map_index", "try_number"), [(-1, 1), (0, 1), (1023, 7), (99_999, 999), (10**30, 10**20)])
+def test_names_fit_docker_and_dood_proxy_whatever_the_numbers(map_index, try_number):
+    from dood.proxy.directories import _NAME  # the run directory is named after the container
+
+    name = ident(dag_id="a" * 80, task_id="b" * 80, map_index=map_index, try_number=try_number).container_name()
+    assert DOCKER_NAME.match(name) and _NAME.fullmatch(name), name
+    if map_index < 10**6:
+        assert len(name) <= 63
+
+
+def test_identities_that_read_alike_get_names_told_apart_by_the_hash():
+    alike = [ident(dag_id="a/b"), ident(dag_id="a:b"), ident(dag_id="a b"), ident(dag_id="a-b")]
+    names = {identity.container_name() for identity in alike}
+    assert len(names) == 4
+    assert {name[: -len("-t1-") - 26] for name in names} == {"dood-a-b-train"}
