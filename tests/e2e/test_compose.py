@@ -180,7 +180,7 @@ def test_task_code_through_the_proxy_cannot_create_privileged_or_touch_the_stack
     """From inside the container where tasks run: the raw docker SDK, through the proxy, is refused (403)."""
     postgres = stack.service_container("postgres")
     postgres_started_at = postgres.attrs["State"]["StartedAt"]
-    name = f"{PROJECT}-escape-{os.getpid()}"
+    name = f"escape-{PROJECT}-{os.getpid()}"  # not dood-…: those names are the task containers' (dood-proxy)
     started = time.monotonic()
     args = [ML_IMAGE, name, postgres.id, postgres.name]
     result = stack.compose("exec", "-T", TASK_RUNNER, "python", "-c", ESCAPE_ATTEMPTS, *args, timeout=120)
