@@ -97,8 +97,13 @@ MAX_RESULT_DEPTH = 64
 MAX_INT_DIGITS = 4300
 _PLAIN_JSON = (
     f"write plain JSON: finite numbers (no NaN or Infinity, nothing beyond a float's range), integers of at most "
-    f"{MAX_INT_DIGITS} digits, arrays and objects nested at most {MAX_RESULT_DEPTH} levels deep"
+    f"{MAX_INT_DIGITS} digits, arrays and objects nested at most {MAX_RESULT_DEPTH} levels deep, strings "
+    "without \\u0000 or unpaired surrogates"
 )
+#: A `\u` escape of NUL or of a surrogate: the only ways a result's strings can hold either (raw, a NUL is a
+#: control character json refuses, a surrogate is not UTF-8). A hit has the parsed strings looked at.
+_NUL_OR_SURROGATE_ESCAPE = re.compile(r"\\u(?:0000|[dD][89a-fA-F])")
+_NUL_OR_LONE_SURROGATE = re.compile("[\x00\ud800-\udfff]")
 _STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
 _BRACKETS = re.compile(r"[^\[\]{}]+")
 _DEPTH_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
@@ -126,6 +131,23 @@ def _parse_constant(name: str) -> float:
     raise _NotPlain(f"has {name}, which is not a JSON number")
 
 
+def _check_strings(value: Any) -> None:
+    """Refuse a NUL (PostgreSQL's JSONB, where Airflow keeps XComs, cannot store one) or an unpaired
+    surrogate (not encodable as UTF-8: the XCom push fails) in any string or key; walked without recursion."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+        elif isinstance(item, str) and (found := _NUL_OR_LONE_SURROGATE.search(item)):
+            char = found[0]
+            what = "a NUL character (\\u0000)" if char == "\x00" else f"an unpaired surrogate (\\u{ord(char):04x})"
+            raise _NotPlain(f"has {what} in a string")
+
+
 def nesting_depth(text: str) -> int:
     """How deeply arrays and objects nest in JSON `text`, found without recursion: the brackets outside strings."""
     outside = _STRING.sub("", text)
@@ -141,7 +163,8 @@ def parse_result(data: bytes, path: str) -> Any:
 
     Plain JSON only: UTF-8, nesting at most MAX_RESULT_DEPTH levels deep (checked before parsing, so a deep file
     never reaches the recursive parser), integers within Python's digit limit, finite numbers (the json
-    module accepts NaN, Infinity and 1e999; Airflow's XCom then cannot store them).
+    module accepts NaN, Infinity and 1e999; Airflow's XCom then cannot store them), strings without NUL or
+    unpaired surrogates (the XCom push fails on one, PostgreSQL's JSONB on the other).
     """
     try:
         text = data.decode("utf-8")
@@ -157,7 +180,10 @@ def parse_result(data: bytes, path: str) -> Any:
             f"{_PLAIN_JSON}"
         )
     try:
-        return json.loads(text, parse_int=_parse_int, parse_float=_parse_float, parse_constant=_parse_constant)
+        value = json.loads(text, parse_int=_parse_int, parse_float=_parse_float, parse_constant=_parse_constant)
+        if _NUL_OR_SURROGATE_ESCAPE.search(text):  # rare: only then are the parsed strings looked at
+            _check_strings(value)
+        return value
     except _NotPlain as exc:
         raise ResultFileError(f"Result file {path} {exc}; {_PLAIN_JSON}") from None
     except json.JSONDecodeError as exc:

@@ -83,6 +83,10 @@ def test_a_directory_at_the_result_path_is_refused(tmp_path):
         ("[-Infinity]", "has -Infinity"),
         ('{"x": 1e999}', r"has a number beyond a float's range \(1e999\)"),
         ("[-1e999]", r"\(-1e999\)"),
+        ('{"s": "a\\u0000b"}', r"has a NUL character \(\\u0000\) in a string"),
+        ('{"a\\u0000": 1}', "has a NUL character"),  # keys too
+        ('[["\\ud800"]]', r"has an unpaired surrogate \(\\ud800\) in a string"),
+        ('{"s": "x\\uDFFFy"}', r"unpaired surrogate \(\\udfff\)"),
     ],
 )
 def test_json_an_xcom_cannot_carry_is_refused_with_the_fix(tmp_path, content, what):
@@ -100,6 +104,7 @@ def test_json_an_xcom_cannot_carry_is_refused_with_the_fix(tmp_path, content, wh
         "[" * MAX_RESULT_DEPTH + "]" * MAX_RESULT_DEPTH,
         '{"brackets in strings": "' + "[{" * 1_000 + '", "escaped": "\\"[[["}',
         '{"n": ' + "9" * 4_300 + ', "f": 1.5e308, "neg": -0.0}',
+        '{"emoji": "\\ud83d\\ude00", "not a NUL": "\\\\u0000", "nbsp": "\\u00a0"}',  # a pair, an escaped backslash
     ],
 )
 def test_plain_json_at_the_limits_is_accepted(tmp_path, content):
