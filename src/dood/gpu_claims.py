@@ -38,7 +38,7 @@ from dood.engine_clock import clock_offset, daemon_ns
 from dood.exceptions import DoodConfigError, DoodError, GpusBusy, GpusUnavailable
 from dood.gpu_discovery import inventory_of
 from dood.gpu_lock import LOCK_NAME, EngineLock
-from dood.gpu_queue import TICKET_FOR_LABEL, TICKET_LABEL, ahead_of, served, ticket_key, tickets
+from dood.gpu_queue import TICKET_FOR_LABEL, TICKET_LABEL, Stalls, ahead_of, served, ticket_key, tickets
 from dood.gpu_ticket import QueuePlace, remove_ticket
 from dood.gpu_wakeup import Wakeup, still_holding
 from dood.gpus import (
@@ -64,6 +64,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 WATCHED = ("create", "die", "destroy")
 UNREACHABLE_SECONDS = 120  # how long the engine may stay out of reach (a restart) before a claim gives up
+STALL_SLACK_SECONDS = 5  # beyond a lease, before a ticket in turn that nobody claims with is passed over
 
 
 class GpuClaims:
@@ -98,6 +99,8 @@ class GpuClaims:
         self.wait = wait
         self.claimed: tuple[str, ...] = ()
         self._ended: set[str] = set()  # holders whose die/destroy this waiter saw (`dood.gpu_wakeup.still_holding`)
+        # tickets in turn that nobody claims with are passed over after a lease (`dood.gpu_queue.Stalls`)
+        self._stalls = Stalls(inventory.ticket_lease_seconds + STALL_SLACK_SECONDS)
 
     @classmethod
     def of(cls, api: APIClient, config: DoodConfig, **kwargs: Any) -> GpuClaims:
@@ -139,7 +142,7 @@ class GpuClaims:
             try:
                 with self._events() as events:  # subscribed before looking: no release is missed
                     while True:  # look, claim or wait for an event that may make it our turn; again
-                        holding, queue = self._look(unseen)
+                        holding, queue = self._look(unseen, own=queued.key)
                         key = queued.key or ticket_key(self.daemon_ns())  # a newcomer comes after everyone
                         if served(self.inventory.devices, holding, queue, key=key, wanted=wanted) is not None:
                             container_id = self._claim(body, create, wanted, key if queued.key else None, unseen)
@@ -197,7 +200,7 @@ class GpuClaims:
         devices = self.inventory.devices
 
         def pick() -> tuple[str, ...] | None:
-            holding, queue = self._look(unseen)
+            holding, queue = self._look(unseen, own=ticket)
             key = ticket or ticket_key(self.daemon_ns())
             return served(devices, holding, queue, key=key, wanted=wanted)
 
@@ -235,16 +238,21 @@ class GpuClaims:
         return holders(listed, created_hold_seconds=self.inventory.created_hold_seconds)
 
     def queue(self) -> list[Ticket]:
-        return tickets(self.tickets_listed(), daemon_now=self.daemon_ns() / 1e9)
+        return tickets(
+            self.tickets_listed(),
+            daemon_now=self.daemon_ns() / 1e9,
+            devices=self.inventory.devices,
+            lease_seconds=self.inventory.ticket_lease_seconds,
+        )
 
     def tickets_listed(self) -> list[dict[str, Any]]:
         return self.api.containers(all=True, filters={"label": [TICKET_LABEL]})
 
-    def _look(self, unseen: set[str]) -> tuple[list[Holder], list[Ticket]]:
+    def _look(self, unseen: set[str], own: str | None = None) -> tuple[list[Holder], list[Ticket]]:
         holding = still_holding(self.holding(), self._ended)
         if unseen:
             holding.append(Holder("", "(another stack's, hidden by dood-proxy)", "running", tuple(unseen), {}))
-        return holding, self.queue()
+        return holding, self._stalls.queue(self.inventory.devices, holding, self.queue(), own=own)
 
     @contextlib.contextmanager
     def _events(self) -> Iterator[Iterator[Mapping[str, Any]]]:

@@ -23,15 +23,13 @@ from typing import TYPE_CHECKING, Any
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 
 from dood.exceptions import DoodConfigError
-from dood.gpus import PROBE_ENTRYPOINT, PROBE_QUERY
+from dood.gpus import PROBE_ENTRYPOINT, PROBE_LABEL, PROBE_NAME, PROBE_QUERY, parse_gpus
 
 if TYPE_CHECKING:
     from docker import APIClient
 
     from dood.gpu_inventory import GpuInventory
 
-PROBE_NAME = "dood-gpu-probe"
-PROBE_LABEL = "dood.gpu_probe"  # value: the image it ran
 _FOUND: dict[str, Discovered] = {}  # Docker URL -> what this process discovered there
 
 
@@ -60,23 +58,6 @@ class DiscoveryFailed(DoodConfigError):
             "gpus.devices: ['0', '1', ...] (the indexes `nvidia-smi -L` shows on the Docker host); or make the "
             f"probe work: the NVIDIA Container Toolkit on the engine, and gpus.probe_image ({image}) present there"
         )
-
-
-def parse_gpus(text: str) -> list[tuple[str, str]]:
-    """(index, uuid) per line of `nvidia-smi --query-gpu=index,uuid --format=csv,noheader`."""
-    found = []
-    for line in text.splitlines():
-        if not line.strip():
-            continue
-        index, comma, uuid = (part.strip() for part in line.partition(","))
-        if not comma or not index.isdigit() or not uuid or "," in uuid:
-            raise ValueError(f"not an 'index, uuid' line of nvidia-smi: {line.strip()!r}")
-        found.append((index, uuid))
-    if not found:
-        raise ValueError("nvidia-smi listed no GPU")
-    if len({index for index, _ in found}) != len(found):
-        raise ValueError(f"nvidia-smi listed one index twice: {[index for index, _ in found]}")
-    return found
 
 
 def probe_body(image: str) -> dict[str, Any]:

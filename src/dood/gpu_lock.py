@@ -3,6 +3,11 @@
 Of all processes creating the container `dood-gpu-lock`, exactly one succeeds (the others get 409) until it
 is removed again. It guards "look at the GPU holdings, then create" (`dood.gpu_claims`). A lock left by a
 holder that died is broken after `gpus.lock_stale_seconds`, by id, as seen on our own clock.
+
+Through dood-proxy the lock is the proxy's alone: it takes it itself around every create that names GPUs
+(`dood.proxy.gpus`), and refuses a client's create of `dood-gpu-lock` with `PROXY_TAKES_LOCK` in its
+message. `EngineLock` then holds nothing (its id is `REFEREED`): the proxy serialises the claim on the engine,
+and refuses (403, `dood.gpus.COLLISION`) a create whose GPUs were taken since the claimer looked.
 """
 
 from __future__ import annotations
@@ -19,15 +24,16 @@ from typing import TYPE_CHECKING, Any
 from docker.errors import APIError, NotFound
 
 from dood.exceptions import GpusUnavailable
+from dood.gpus import LOCK_LABEL, LOCK_NAME, PROXY_TAKES_LOCK
 from dood.naming import MANAGED_LABEL
 
 if TYPE_CHECKING:
     from docker import APIClient
 
 log = logging.getLogger(__name__)
-LOCK_NAME = "dood-gpu-lock"
-LOCK_LABEL = "dood.gpu_lock"  # value: who holds it, host:pid
 GIVE_UP_EVERY_SECONDS = 0.1  # how often a task waiting for the claim lock looks whether it is still its turn
+#: The lock id `EngineLock.acquire` returns behind dood-proxy: nothing to hold or remove.
+REFEREED = "dood-proxy"
 
 
 class EngineLock:
@@ -43,6 +49,7 @@ class EngineLock:
         self.api = api
         self.name = name
         self.stale_seconds = stale_seconds
+        self.refereed = False  # behind dood-proxy, which takes the lock itself around each GPU create
         self._body: dict[str, Any] = {
             "Image": image,
             "Cmd": ["true"],
@@ -67,9 +74,14 @@ class EngineLock:
         first_seen: dict[str, float] = {}
         looked_stale = looked_give_up = time.monotonic()
         while True:
+            if self.refereed:
+                return REFEREED
             try:
                 return self.api.create_container_from_config(self._body, name=self.name)["Id"]
             except APIError as exc:
+                if exc.status_code == 403 and PROXY_TAKES_LOCK in str(exc.explanation or ""):
+                    self.refereed = True
+                    continue
                 if exc.status_code != 409:
                     raise
             if time.monotonic() - looked_stale >= min(1.0, self.stale_seconds / 3):
@@ -86,6 +98,8 @@ class EngineLock:
 
     def holds(self, lock_id: str) -> bool:
         """Whether `lock_id` is still the lock (nobody broke it as stale meanwhile)."""
+        if lock_id == REFEREED:
+            return True
         try:
             return self.api.inspect_container(self.name)["Id"] == lock_id
         except NotFound:
@@ -96,6 +110,8 @@ class EngineLock:
 
     def released(self, lock_id: str) -> bool:
         """Remove the lock `lock_id`; False when it was gone already (broken as stale by another)."""
+        if lock_id == REFEREED:
+            return True
         try:
             self.api.remove_container(lock_id, force=True)
         except NotFound:

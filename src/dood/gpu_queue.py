@@ -3,10 +3,19 @@
 A waiter's place is a *ticket*: a created, never started container labelled with the daemon's clock when
 the task first asked. Freed GPUs go to the oldest tickets first, strictly (`served`). Placing, renewing and
 removing tickets in the engine: `dood.gpu_ticket`.
+
+Tickets are not trusted blindly: one no waiter of this inventory could have placed (a malformed key, more
+GPUs than the host has, a lease reaching further than any renewal would) is left out (`tickets`), and one
+whose turn came but whose waiter never claims (a ticket placed by someone who will not claim) stops the
+queue for at most `gpus.ticket_lease_seconds` in each waiter's eyes, then is passed over (`Stalls`): a
+real waiter claims within seconds of its turn, and a deferred one's ticket (not renewed after its trigger
+fired) expires within a lease.
 """
 
 from __future__ import annotations
 
+import re
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -25,6 +34,13 @@ TICKET_WANTS_LABEL = "dood.gpu_wants"
 TICKET_UNTIL_LABEL = "dood.gpu_ticket_until"
 #: On a ticket: the task instance waiting (stack/dag/task/run/map), so a later try takes its place again.
 TICKET_FOR_LABEL = "dood.gpu_ticket_for"
+#: A ticket's key: 20 digits (`ticket_key`).
+KEY_PATTERN = re.compile(r"[0-9]{20}")
+#: In dood-proxy's refusal of a ticket key it cannot vouch for (neither fresh nor a live ticket's of the
+#: stack): the waiter's place is gone, it takes a fresh key (`dood.gpu_ticket.QueuePlace.place`).
+KEY_NOT_CURRENT = "ticket key is not current"
+#: The name a ticket is created with: `dood-gpu-ticket-<key>-<6 hex digits>`.
+TICKET_NAME = re.compile(r"dood-gpu-ticket-([0-9]{20})-[0-9a-f]{6}")
 
 
 def ticket_key(daemon_ns: int) -> str:
@@ -52,9 +68,17 @@ def wants_of(value: str | None) -> Asked | None:
     return number if number > 0 else None
 
 
-def tickets(containers: Iterable[Mapping[str, Any]], *, daemon_now: float) -> list[Ticket]:
+def tickets(
+    containers: Iterable[Mapping[str, Any]],
+    *,
+    daemon_now: float,
+    devices: Sequence[str] = (),
+    lease_seconds: float | None = None,
+) -> list[Ticket]:
     """The live tickets (entries of `GET /containers/json?all=1`), oldest first; one per key (a renewal
-    briefly leaves two), expired ones (`until` passed: nobody renews them) left out."""
+    briefly leaves two), expired ones (`until` passed: nobody renews them) left out. So are tickets no
+    waiter could have placed: a malformed key, more GPUs than `devices` (when given), an `until` further
+    than twice `lease_seconds` ahead (when given; a renewal reaches one lease ahead)."""
     by_key: dict[str, Ticket] = {}
     for container in containers:
         labels = container.get("Labels") or {}
@@ -63,7 +87,11 @@ def tickets(containers: Iterable[Mapping[str, Any]], *, daemon_now: float) -> li
             until = float(labels.get(TICKET_UNTIL_LABEL) or 0)
         except ValueError:
             until = 0.0
-        if not key or wants is None or until <= daemon_now:
+        if not key or not KEY_PATTERN.fullmatch(key) or wants is None or until <= daemon_now:
+            continue
+        if devices and wants != "all" and wants > len(devices):
+            continue  # can never be served here: it would stop everyone behind it forever
+        if lease_seconds is not None and until > daemon_now + 2 * lease_seconds:
             continue
         ticket = Ticket(container["Id"], key, wants, until, labels.get(TICKET_FOR_LABEL, ""))
         if key not in by_key or by_key[key].until < until:
@@ -83,6 +111,56 @@ def expired(containers: Iterable[Mapping[str, Any]], *, daemon_now: float) -> li
         if labels.get(TICKET_LABEL) and until <= daemon_now:
             found.append(container["Id"])
     return found
+
+
+def in_turn(devices: Sequence[str], holding: Iterable[Holder], queue: Iterable[Ticket]) -> list[str]:
+    """Keys of the tickets whose turn it is now (their GPUs are free after every older waiter's), in order."""
+    holding = list(holding)
+    taken = set(held_by(holding))
+    done = {h.labels.get(SERVED_LABEL) for h in holding} - {None}
+    found = []
+    for ticket in queue:
+        if ticket.key in done:
+            continue
+        ids = choose(devices, taken, ticket.wants)
+        if ids is None:
+            break
+        taken.update(ids)
+        found.append(ticket.key)
+    return found
+
+
+class Stalls:
+    """Tickets whose turn came but that nobody claims with: passed over once in turn for `grace` seconds.
+
+    A waiter claims within seconds of its turn; a deferred waiter's ticket is no longer renewed once its
+    trigger fired, so it expires within a lease. A ticket still there and in turn after that was placed by
+    someone who will not claim (on the raw socket, or a crashed claimer's renewal thread): without this it
+    would keep every younger waiter waiting for as long as it is renewed. Per process (each waiter's own
+    clock); a ticket that leaves its turn starts over."""
+
+    def __init__(self, grace: float, *, clock: Any = time.monotonic) -> None:
+        self.grace = grace
+        self.clock = clock
+        self._since: dict[str, float] = {}
+
+    def passed_over(
+        self, devices: Sequence[str], holding: Iterable[Holder], queue: Sequence[Ticket], *, own: str | None = None
+    ) -> frozenset[str]:
+        """Keys to pass over: in turn (ahead of everyone after them) for `grace` seconds or more."""
+        now = self.clock()
+        skipped = frozenset(k for k, since in self._since.items() if now - since >= self.grace)
+        turns = in_turn(devices, holding, [t for t in queue if t.key not in skipped])
+        current = set(turns) | {k for k in skipped if any(t.key == k for t in queue)}
+        self._since = {k: self._since.get(k, now) for k in current if k != own}
+        return frozenset(k for k, since in self._since.items() if now - since >= self.grace)
+
+    def queue(
+        self, devices: Sequence[str], holding: Iterable[Holder], queue: Sequence[Ticket], *, own: str | None = None
+    ) -> list[Ticket]:
+        """`queue` without the tickets passed over."""
+        skipped = self.passed_over(devices, list(holding), queue, own=own)
+        return [t for t in queue if t.key not in skipped]
 
 
 def served(

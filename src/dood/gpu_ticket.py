@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import requests
 from docker.errors import APIError, DockerException, NotFound
 
-from dood.gpu_queue import TICKET_LABEL, expired, ticket_body, ticket_key
+from dood.gpu_queue import KEY_NOT_CURRENT, TICKET_LABEL, expired, ticket_body, ticket_key
 from dood.naming import MANAGED_LABEL
 
 if TYPE_CHECKING:
@@ -60,6 +60,25 @@ class QueuePlace:
             return
         api = self.claims.api
         self.until = now + lease
+        try:
+            created = self._create(api)
+        except APIError as exc:
+            if exc.status_code != 403 or KEY_NOT_CURRENT not in str(exc.explanation or ""):
+                raise
+            # dood-proxy cannot vouch for this key (our ticket expired, and the proxy restarted since): the
+            # place is lost; queue again from now
+            log.warning("GPU ticket %s: %s; queueing again from now", self.key, exc.explanation)
+            self.key, mine = ticket_key(self.claims.daemon_ns()), []
+            created = self._create(api)
+        older = [t.container_id for t in mine] + sorted(self.ids)
+        self.ids = {created}
+        for container_id in older:  # the renewed one(s): the new ticket is in place first
+            _remove(api, container_id)
+        for container_id in expired(self.claims.tickets_listed(), daemon_now=now):
+            _remove(api, container_id)  # tickets of waiters that died
+
+    def _create(self, api: APIClient) -> str:
+        assert self.key is not None
         body = ticket_body(
             image=self.claims.image,
             user=self.claims.user,
@@ -70,13 +89,7 @@ class QueuePlace:
             labels=self.labels,
         )
         name = f"dood-gpu-ticket-{self.key}-{random.randrange(16**6):06x}"
-        created = api.create_container_from_config(body, name=name)["Id"]
-        older = [t.container_id for t in mine] + sorted(self.ids)
-        self.ids = {created}
-        for container_id in older:  # the renewed one(s): the new ticket is in place first
-            _remove(api, container_id)
-        for container_id in expired(self.claims.tickets_listed(), daemon_now=now):
-            _remove(api, container_id)  # tickets of waiters that died
+        return api.create_container_from_config(body, name=name)["Id"]
 
     def leave(self, *, in_thread: bool = True) -> None:
         """Remove this waiter's ticket(s), in a thread by default: a served waiter need not wait for it (its

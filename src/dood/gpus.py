@@ -114,6 +114,53 @@ def named(body: Mapping[str, Any]) -> tuple[str, ...]:
     return tuple(gpu for r in _gpu_requests(body) for entry in r.get("DeviceIDs") or [] for gpu in label_ids(entry))
 
 
+#: A GPU index as the engine and the driver read it unambiguously: decimal, no sign, no leading zero.
+PLAIN_INDEX = re.compile(r"0|[1-9][0-9]*")
+
+
+def canonical_device_ids(body: dict[str, Any], aliases: Mapping[str, str] | None, *, known_as: str = "") -> list[str]:
+    """Rewrite every GPU request's `DeviceIDs` (in place) to the inventory's own ids, one per entry; the
+    problems, each naming its field (empty: rewritten). `aliases` maps every accepted spelling (an index, a
+    UUID) to its GPU's id; None: no inventory is known, and only plain indexes ('0', '12') are accepted,
+    the one spelling that cannot name a GPU twice. `known_as` says where `aliases` came from."""
+    problems: list[str] = []
+    requests = (body.get("HostConfig") or {}).get("DeviceRequests") or []
+    if not isinstance(requests, list):
+        return ["HostConfig.DeviceRequests: must be a list"]
+    for index, request in enumerate(requests):
+        gpu_request = any(request is r for r in _gpu_requests(body))
+        if not isinstance(request, dict) or not gpu_request or not request.get("DeviceIDs"):
+            continue
+        field = f"HostConfig.DeviceRequests[{index}].DeviceIDs"
+        entries = request["DeviceIDs"]
+        if not isinstance(entries, list) or not all(isinstance(entry, str) for entry in entries):
+            problems.append(f"{field}: must be a list of GPU ids (strings)")
+            continue
+        ids: list[str] = []
+        for position, entry in enumerate(entries):
+            for part in entry.split(","):  # the engine joins the entries with commas: each part is one GPU
+                gpu = part.strip()
+                if aliases is None:
+                    if PLAIN_INDEX.fullmatch(gpu):
+                        ids.append(gpu)
+                        continue
+                    problems.append(
+                        f"{field}[{position}]: {gpu!r} is not a plain GPU index ('0', '1', ...: no leading zeros, no "
+                        "UUIDs, not 'all'); dood-proxy knows no GPU inventory to read other names with (list the "
+                        "GPUs in gpus.devices of its --config, or let GPU discovery record them)"
+                    )
+                elif gpu in aliases:
+                    ids.append(aliases[gpu])
+                else:
+                    shown = sorted(set(aliases.values()), key=lambda g: (len(g), g))
+                    problems.append(
+                        f"{field}[{position}]: {gpu!r} is not a GPU of this Docker host (its GPUs: {shown}, "
+                        f"{known_as}); name one of them"
+                    )
+        request["DeviceIDs"] = ids
+    return problems
+
+
 def choose(devices: Sequence[str], taken: Iterable[str], wanted: Asked) -> tuple[str, ...] | None:
     """The first `wanted` free GPUs of the inventory (all of them for 'all'); None while too few are free."""
     taken = set(taken)
@@ -149,6 +196,33 @@ def never_fits(devices: Sequence[str], wanted: Asked) -> str | None:
     if wanted != "all" and wanted > len(devices):
         return f"asks for {wanted} GPUs; the Docker host has {len(devices)} (gpus.devices: {list(devices)})"
     return None
+
+
+#: The engine-wide claim lock (`dood.gpu_lock`): a never-started container of this name, labelled with its holder.
+LOCK_NAME = "dood-gpu-lock"
+LOCK_LABEL = "dood.gpu_lock"  # value: who holds it, host:pid
+#: In dood-proxy's refusal of a client's create of the lock: the proxy takes the lock itself.
+PROXY_TAKES_LOCK = "dood-proxy takes the GPU claim lock itself"
+#: Discovery's record (`dood.gpu_discovery`): the exited probe container of this name, labelled with its image.
+PROBE_NAME = "dood-gpu-probe"
+PROBE_LABEL = "dood.gpu_probe"  # value: the image it ran
+
+
+def parse_gpus(text: str) -> list[tuple[str, str]]:
+    """(index, uuid) per line of `nvidia-smi --query-gpu=index,uuid --format=csv,noheader`."""
+    found = []
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        index, comma, uuid = (part.strip() for part in line.partition(","))
+        if not comma or not index.isdigit() or not uuid or "," in uuid:
+            raise ValueError(f"not an 'index, uuid' line of nvidia-smi: {line.strip()!r}")
+        found.append((index, uuid))
+    if not found:
+        raise ValueError("nvidia-smi listed no GPU")
+    if len({index for index, _ in found}) != len(found):
+        raise ValueError(f"nvidia-smi listed one index twice: {[index for index, _ in found]}")
+    return found
 
 
 #: Discovery's probe (`dood.gpu_discovery`) is given every GPU, only to run the driver's own query: with the

@@ -29,7 +29,7 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 from dood.engine_clock import offset_of
 from dood.exceptions import DoodConfigError
 from dood.gpu_discovery import known_devices
-from dood.gpu_queue import TICKET_LABEL, expired, served, ticket_body, tickets
+from dood.gpu_queue import KEY_NOT_CURRENT, TICKET_LABEL, Stalls, expired, served, ticket_body, ticket_key, tickets
 from dood.gpu_wakeup import Wakeup, still_holding
 from dood.gpus import GPUS_LABEL, holders
 from dood.hooks.async_docker import async_docker
@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 CLASSPATH = "dood.triggers.gpus.DoodGpuTrigger"
 WATCHED = ("create", "die", "destroy")
 UNREACHABLE_SECONDS = 120.0
+STALL_SLACK_SECONDS = 5.0  # as `dood.gpu_claims`: beyond a lease, a ticket in turn nobody claims with is passed over
 _STREAM_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_read=None, sock_connect=10)
 
 
@@ -96,6 +97,7 @@ class DoodGpuTrigger(BaseTrigger):
         self.tls_client_key = tls_client_key
         self._offset: float | None = None  # daemon clock minus ours, measured once per run
         self._ended: set[str] = set()  # holders whose die/destroy was seen (`dood.gpu_wakeup.still_holding`)
+        self._stalls = Stalls(self.lease_seconds + STALL_SLACK_SECONDS)  # tickets in turn nobody claims with
 
     @classmethod
     def from_config(
@@ -253,7 +255,13 @@ class DoodGpuTrigger(BaseTrigger):
     async def _look(self, docker: aiodocker.Docker) -> tuple[list[Holder], list[Ticket]]:
         listed_holders = await self._list(docker, GPUS_LABEL)
         holding = still_holding(holders(listed_holders, created_hold_seconds=self.created_hold_seconds), self._ended)
-        return holding, tickets(await self._list(docker, TICKET_LABEL), daemon_now=self._daemon_now())
+        queue = tickets(
+            await self._list(docker, TICKET_LABEL),
+            daemon_now=self._daemon_now(),
+            devices=self.devices,
+            lease_seconds=self.lease_seconds,
+        )
+        return holding, self._stalls.queue(self.devices, holding, queue, own=self.ticket)
 
     async def _keep_ticket(self, docker: aiodocker.Docker, queue: list[Ticket], until: float) -> float:
         """Place the ticket (again: a resumed trigger) or renew it once a third of its lease has passed;
@@ -264,22 +272,33 @@ class DoodGpuTrigger(BaseTrigger):
         if mine and lasts - now > self.lease_seconds * 2 / 3:
             return lasts
         lasts = now + self.lease_seconds
-        body = ticket_body(
-            image=self.image,
-            user=self.user,
-            key=self.ticket,
-            wanted=self.wanted,
-            until=lasts,
-            waiter=self.waiter,
-            labels=self.labels,
-        )
-        name = f"dood-gpu-ticket-{self.ticket}-{random.randrange(16**6):06x}"
-        await docker._query_json("containers/create", method="POST", params={"name": name}, data=body)
+        try:
+            await self._place(docker, lasts)
+        except aiodocker.DockerError as exc:
+            if exc.status != 403 or KEY_NOT_CURRENT not in str(exc.message):
+                raise
+            # dood-proxy cannot vouch for the key (the ticket lapsed and the proxy restarted): queue from now
+            self.log.warning("GPU ticket %s: %s; queueing again from now", self.ticket, exc.message)
+            self.ticket, mine = ticket_key(int(now * 1e9)), []
+            await self._place(docker, lasts)
         for ticket in mine:
             await self._remove(docker, ticket.container_id)
         for container_id in expired(await self._list(docker, TICKET_LABEL), daemon_now=now):
             await self._remove(docker, container_id)
         return lasts
+
+    async def _place(self, docker: aiodocker.Docker, until: float) -> None:
+        body = ticket_body(
+            image=self.image,
+            user=self.user,
+            key=self.ticket,
+            wanted=self.wanted,
+            until=until,
+            waiter=self.waiter,
+            labels=self.labels,
+        )
+        name = f"dood-gpu-ticket-{self.ticket}-{random.randrange(16**6):06x}"
+        await docker._query_json("containers/create", method="POST", params={"name": name}, data=body)
 
     async def _remove_tickets(self, docker: aiodocker.Docker) -> None:
         for container in await self._list(docker, f"{TICKET_LABEL}={self.ticket}"):
