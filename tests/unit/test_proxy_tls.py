@@ -65,11 +65,33 @@ def test_an_unreadable_certificate_is_named(certs, tmp_path):
 def test_listeners_plain_and_tls(certs):
     tls = ["--tls-cert", str(certs / "host-b/server-cert.pem"), "--tls-key", str(certs / "host-b/server-key.pem")]
     tls += ["--tls-ca-cert", str(certs / "ca.pem")]
-    found = listeners("--listen", "tcp://0.0.0.0:2375", "--tls-listen", "tcp://0.0.0.0:2376", *tls)
+    found = listeners("--listen", "tcp://127.0.0.1:2375", "--tls-listen", "tcp://0.0.0.0:2376", *tls)
     assert [(str(endpoint), context is not None) for endpoint, context in found] == [
-        ("tcp://0.0.0.0:2375", False),
+        ("tcp://127.0.0.1:2375", False),
         ("tcp://0.0.0.0:2376", True),
     ]
+
+
+@pytest.mark.parametrize("url", ["tcp://0.0.0.0:2375", "tcp://172.17.0.1:2375", "tcp://[::]:2375", "tcp://proxy:2375"])
+def test_plain_tcp_beyond_loopback_is_refused_without_the_flag(url):
+    """A step's container on a bridge reaches 0.0.0.0 or docker0's address: it could launch containers."""
+    with pytest.raises(ValueError, match=r"TCP without TLS on an address other than loopback.*add --allow-plain-tcp"):
+        listeners("--listen", url)
+    with pytest.raises(ValueError, match="could read dood's containers and their logs"):
+        listeners("--read-only", "--listen", url)
+    assert len(listeners("--listen", url, "--allow-plain-tcp")) == 1
+
+
+@pytest.mark.parametrize(
+    "url", ["tcp://127.0.0.1:2375", "tcp://127.0.0.2:2375", "tcp://[::1]:2375", "tcp://localhost:2375", "unix:///s"]
+)
+def test_loopback_and_unix_listeners_need_no_flag(url):
+    assert len(listeners("--listen", url)) == 1
+
+
+def test_the_plain_tcp_refusal_stops_the_proxy_before_it_listens(capsys):
+    assert main(["--listen", "tcp://0.0.0.0:2375"]) == 2
+    assert "--allow-plain-tcp" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ipaddress
 import json
 import logging
 import os
@@ -21,6 +22,7 @@ from dood.naming import DEFAULT_STACK, HOST_LABEL, HOST_PATTERN, STACK_LABEL, ST
 from dood.policy import Policy
 from dood.proxy import wire
 from dood.proxy.daemon import Daemon, Endpoint
+from dood.proxy.listener import Limits
 from dood.proxy.readonly import ReadOnlyProxyServer
 from dood.proxy.server import DEFAULT_MAX_BODY, ProxyServer
 from dood.proxy.tls import server_context
@@ -37,7 +39,23 @@ def _parser() -> argparse.ArgumentParser:
         "--listen",
         action="append",
         default=[],
-        help="unix:///run/dood/docker.sock or tcp://127.0.0.1:2375, without TLS; repeatable",
+        help="unix:///run/dood/docker.sock or tcp://127.0.0.1:2375, without TLS; repeatable. TCP on any other "
+        "address than loopback needs --allow-plain-tcp",
+    )
+    parser.add_argument(
+        "--allow-plain-tcp",
+        action="store_true",
+        help="let --listen use TCP without TLS on an address other than loopback (e.g. tcp://0.0.0.0:2375): "
+        "anyone who reaches it, a step's container on a bridge included, is served. Only on a network that "
+        "nothing else joins (the compose stack's internal docker-api network)",
+    )
+    parser.add_argument(
+        "--max-connections",
+        type=int,
+        default=Limits().max_connections,
+        help="connections held at once per listener; beyond it, it stops accepting until one ends "
+        "(default: %(default)s). Connections not yet past their first request are bounded apart "
+        "(dood.proxy.listener)",
     )
     parser.add_argument(
         "--tls-listen",
@@ -97,7 +115,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 async def serve(
-    proxy: ProxyServer, listen: Endpoint | Sequence[tuple[Endpoint, ssl.SSLContext | None]], socket_mode: int
+    proxy: ProxyServer,
+    listen: Endpoint | Sequence[tuple[Endpoint, ssl.SSLContext | None]],
+    socket_mode: int,
+    limits: Limits | None = None,
 ) -> None:
     listeners = [(listen, None)] if isinstance(listen, Endpoint) else list(listen)
     servers = []
@@ -107,7 +128,7 @@ async def serve(
         loop.add_signal_handler(signum, stop.set)
     try:
         for endpoint, tls in listeners:
-            servers.append(await proxy.listen(endpoint, socket_mode=socket_mode, tls=tls))
+            servers.append(await proxy.listen(endpoint, socket_mode=socket_mode, tls=tls, limits=limits))
             how = " (mutual TLS: client certificates required)" if tls else ""
             log.info("dood-proxy listening on %s%s, forwarding to %s", endpoint, how, proxy.daemon.endpoint)
         await stop.wait()
@@ -137,6 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         listeners = _listeners(args)
+        limits = Limits(max_connections=args.max_connections)
         upstream = Endpoint.parse(args.upstream)
         socket_mode = int(args.socket_mode, 8)
         policy = load_config(args.config, section="policy") if args.config else Policy()
@@ -149,8 +171,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.config:
         log.warning("No --config and no $DOOD_CONFIG: enforcing the default policy")
     for listen, tls in listeners:
-        if listen.scheme == "tcp" and tls is None and listen.host not in ("127.0.0.1", "::1", "localhost"):
-            log.warning("Listening on %s: anyone who reaches it may create containers within the policy", listen)
+        if _plain_tcp_beyond_loopback(listen, tls):  # only with --allow-plain-tcp (_listeners)
+            log.warning(
+                "PLAIN TCP WITHOUT TLS on %s (--allow-plain-tcp): anyone who reaches this address, a step's "
+                "container on a bridge network included, may %s. Keep it on a network nothing else joins.",
+                listen,
+                "read dood's containers and their logs" if args.read_only else "create containers within the policy",
+            )
     stack = args.stack or asyncio.run(compose_project(upstream)) or DEFAULT_STACK
     if not re.match(STACK_PATTERN, stack):
         print(f"dood-proxy: --stack {stack!r} must match {STACK_PATTERN}", file=sys.stderr)
@@ -174,7 +201,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("dood-proxy: refusing to start:\n" + "\n".join(f"  - {p}" for p in unsafe), file=sys.stderr)
         print("  List step identities in policy.allowed_users that are neither (docs/security.md).", file=sys.stderr)
         return 2
-    asyncio.run(serve(proxy, listeners, socket_mode))
+    asyncio.run(serve(proxy, listeners, socket_mode, limits))
     return 0
 
 
@@ -183,6 +210,16 @@ def _listeners(args: argparse.Namespace) -> list[tuple[Endpoint, ssl.SSLContext 
     if not (args.listen or args.tls_listen):
         raise ValueError("give at least one --listen or --tls-listen")
     listeners: list[tuple[Endpoint, ssl.SSLContext | None]] = [(Endpoint.parse(url), None) for url in args.listen]
+    for endpoint, _ in listeners:
+        if _plain_tcp_beyond_loopback(endpoint, None) and not args.allow_plain_tcp:
+            raise ValueError(
+                f"--listen {endpoint} is TCP without TLS on an address other than loopback: anyone who reaches it "
+                "(a step's container on a bridge network included) could "
+                + ("read dood's containers and their logs" if args.read_only else "launch containers")
+                + ". Listen on a unix "
+                "socket, on tcp://127.0.0.1:PORT, or with mutual TLS (--tls-listen); or, on a network nothing "
+                "else joins (the compose stack's internal docker-api network), add --allow-plain-tcp"
+            )
     tls_files = {"--tls-cert": args.tls_cert, "--tls-key": args.tls_key, "--tls-ca-cert": args.tls_ca_cert}
     if not args.tls_listen:
         if any(tls_files.values()):
@@ -198,6 +235,16 @@ def _listeners(args: argparse.Namespace) -> list[tuple[Endpoint, ssl.SSLContext 
             raise ValueError(f"--tls-listen {url!r}: TLS listens on tcp://HOST:PORT")
         listeners.append((endpoint, context))
     return listeners
+
+
+def _plain_tcp_beyond_loopback(endpoint: Endpoint, tls: ssl.SSLContext | None) -> bool:
+    """TCP without TLS on anything but a loopback address (a name other than localhost may resolve anywhere)."""
+    if endpoint.scheme != "tcp" or tls is not None or endpoint.host == "localhost":
+        return False
+    try:
+        return not ipaddress.ip_address(endpoint.host).is_loopback
+    except ValueError:
+        return True
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import logging
 import os
 import ssl
 import stat
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from dood.hostpaths import unsafe_bind_sources
 from dood.naming import DEFAULT_STACK, HOST_LABEL, MANAGED_LABEL, STACK_LABEL
@@ -22,6 +22,7 @@ from dood.proxy import directories, rules, wire
 from dood.proxy.daemon import Daemon, Endpoint
 from dood.proxy.gpus import GpuReferee
 from dood.proxy.identity import IdentityGuard
+from dood.proxy.listener import Limits, Listener, bind_tcp, bind_unix
 from dood.proxy.ownership import Owned, Ownership
 from dood.proxy.relay import complete, linger, relay_response
 from dood.proxy.rules import Refused, Route, Target
@@ -31,6 +32,7 @@ DEFAULT_MAX_BODY = 1024 * 1024
 _SMALL_BODY = 4096  # the most any other allowed call may carry (and it must be empty JSON)
 _AUTH_BODY = 64 * 1024  # registry credentials, identity tokens
 IDLE_SECONDS = 300  # a client that sends no (complete) request for this long is disconnected
+FIRST_REQUEST_SECONDS = 10  # ... and before its first request (after the TLS handshake): anyone can connect
 
 
 class ProxyServer:
@@ -61,48 +63,64 @@ class ProxyServer:
         return rules.route(method, target)
 
     async def listen(
-        self, endpoint: Endpoint, *, socket_mode: int = 0o660, tls: ssl.SSLContext | None = None
-    ) -> asyncio.AbstractServer:
-        """Listen on a unix socket, or on TCP (with `tls`: mutual TLS, `dood.proxy.tls.server_context`)."""
+        self,
+        endpoint: Endpoint,
+        *,
+        socket_mode: int = 0o660,
+        tls: ssl.SSLContext | None = None,
+        limits: Limits | None = None,
+    ) -> Listener:
+        """Listen on a unix socket, or on TCP (with `tls`: mutual TLS, `dood.proxy.tls.server_context`), within
+        `limits` (`dood.proxy.listener`: connections not yet past their first request are bounded)."""
         if endpoint.scheme == "unix":
             if tls is not None:
                 raise ValueError(f"TLS is for TCP listeners, not {endpoint}")
             _clear_stale_socket(endpoint.path)
             os.makedirs(os.path.dirname(endpoint.path) or ".", exist_ok=True)
-            server = await asyncio.start_unix_server(self.handle, endpoint.path, limit=wire.MAX_HEAD_BYTES)
-            os.chmod(endpoint.path, socket_mode)
+            sockets = [bind_unix(endpoint.path, socket_mode)]
         else:
-            server = await asyncio.start_server(
-                self.handle, endpoint.host, endpoint.port, limit=wire.MAX_HEAD_BYTES, ssl=tls
-            )
-        return server
+            sockets = await bind_tcp(endpoint.host, endpoint.port)
+        return Listener(sockets, self.handle, name=str(endpoint), tls=tls, limits=limits).start()
 
     # --- one client connection ---
 
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def handle(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        *,
+        on_first_request: Callable[[], None] | None = None,
+    ) -> None:
+        """Serve one connection's requests in turn (pipelined ones wait: the reader's buffer stays bounded).
+        The first head must be complete within FIRST_REQUEST_SECONDS (then `on_first_request()`), each later
+        one within IDLE_SECONDS of the previous answer."""
         stopping = False
+        timeout = FIRST_REQUEST_SECONDS
         try:
             while True:
                 try:
-                    request = await asyncio.wait_for(wire.read_request(reader), IDLE_SECONDS)
+                    request = await asyncio.wait_for(wire.read_request(reader), timeout)
                 except wire.HttpError as exc:
                     writer.write(wire.error_response(exc.status, f"dood-proxy: {exc.reason}", close=True))
                     await writer.drain()
                     return
                 if request is None:
                     return
+                if timeout != IDLE_SECONDS:  # the first request: no longer a pending connection
+                    timeout = IDLE_SECONDS
+                    if on_first_request is not None:
+                        on_first_request()
                 if not await self._serve(request, reader, writer) or not request.keep_alive:
                     return
         except (ConnectionError, asyncio.IncompleteReadError, asyncio.TimeoutError):
             pass  # gone, or silent for too long: just close
         except asyncio.CancelledError:
-            # The proxy is stopping. Nothing awaits this task but asyncio's stream callback, which (Python 3.11)
-            # logs a cancelled connection task as an error: end it as a closed connection instead.
+            # The proxy is stopping: end it as a closed connection (the listener's task ends quietly).
             stopping = True
         except Exception:  # one broken connection must not take the proxy down
             log.exception("dood-proxy: unexpected error on a client connection")
         finally:
-            if stopping:  # no goodbye: a TLS close waits (up to 30 s) for an idle client's close_notify
+            if stopping:  # no goodbye: a TLS close waits (Limits.tls_shutdown_seconds) for the client's close_notify
                 writer.transport.abort()
             else:
                 writer.close()
