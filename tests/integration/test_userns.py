@@ -26,6 +26,7 @@ import docker
 import pytest
 
 from dood.engine_security import EngineSecurity, RemapIds
+from dood.ui.engine import EngineReader
 from tests.integration.conftest import TEST_IMAGE, xcom_value
 from tests.integration.proxy_process import PROXY_GID, PROXY_UID, as_proxy_user
 from tests.integration.second_engine import SecondEngine
@@ -112,9 +113,11 @@ def proxy(engine, remap, base) -> Iterator[SimpleNamespace]:
 
 
 def run(api: docker.APIClient, binds: list[str], script: str, user: str | None = None) -> tuple[int, str]:
-    """Create, start, wait, remove: (exit code, output)."""
+    """Create, start, wait, remove: (exit code, output: stderr into stdout, in order)."""
     host_config = api.create_host_config(binds=binds)
-    container = api.create_container(TEST_IMAGE, ["sh", "-c", script], user=user, host_config=host_config)["Id"]
+    container = api.create_container(
+        TEST_IMAGE, ["sh", "-c", f"exec 2>&1; {script}"], user=user, host_config=host_config
+    )["Id"]
     try:
         api.start(container)
         code = api.wait(container, timeout=60)["StatusCode"]
@@ -143,6 +146,7 @@ def test_the_engine_reports_userns_and_its_remapped_root(engine, remap, docker_a
     assert remap.host_uid(50000) == remap.host_uid(0) + 50000  # one range of 65536: dockerd's default
     main = EngineSecurity.from_info(docker_api.info())
     assert not main.userns and main.user_namespaces().startswith("not remapped")
+    assert EngineReader(engine.api()).host()["UserNamespaces"] == security.user_namespaces()  # the DooD page's
 
 
 def test_container_root_cannot_write_a_root_owned_bind_source(engine, base):
@@ -190,6 +194,20 @@ def test_a_leaf_the_proxy_makes_is_writable_by_the_step(proxy, remap, base):
     assert os.stat(leaf).st_gid == remap.host_gid(0), f"leaf group {os.stat(leaf).st_gid}"
     code, out = run(api, [f"{leaf}:/out"], WRITE, user=STEP_USER)
     assert code == 0 and "WROTE" in out, out
+
+
+@NEEDS_MAPPED_GID
+def test_a_proxy_outside_the_remapped_group_refuses_and_says_the_fix(engine, remap, base):
+    """Giving a leaf to host gid 100000 needs that group (no CAP_CHOWN): without it, a 403 naming it."""
+    root = base / "proxy-no-group"
+    root.mkdir()
+    with proxy_as_user(root, engine.url, POLICY.format(data=base / "data")) as running:
+        api = docker.APIClient(base_url=running.url, version="auto", timeout=60)
+        leaf = f"{base / 'data'}/runs/no-group"
+        answer = api.post(f"{api.base_url}/dood/v1/directories", json={"path": leaf, "user": STEP_USER})
+    assert answer.status_code == 403, answer.text
+    assert f"cannot give a directory to group {remap.host_gid(0)}" in answer.text
+    assert not os.path.lexists(leaf)
 
 
 @NEEDS_MAPPED_GID
