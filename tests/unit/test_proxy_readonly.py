@@ -1,6 +1,9 @@
-"""dood-proxy --read-only: only list, inspect, one stats sample and log tails pass; everything else 403."""
+"""dood-proxy --read-only: only list, inspect, one stats sample and log tails pass; everything else 403. Tails
+are bounded, inspects come without the environment."""
 
 from __future__ import annotations
+
+import json
 
 import pytest
 
@@ -89,3 +92,47 @@ def test_the_server_uses_the_read_only_table():
     with pytest.raises(Refused):
         server.route("POST", rules.parse_target("/containers/create"))
     assert server.route("GET", rules.parse_target("/containers/abc/stats?stream=0")).action == "stats"
+
+
+@pytest.mark.parametrize(
+    ("asked", "sent"),
+    [
+        (None, "1000"),  # the docker SDK's default is every line
+        ("all", "1000"),
+        ("ALL", "1000"),
+        ("-1", "1000"),  # the daemon reads a negative tail as every line
+        (" 5", "1000"),  # ... and anything Go's Atoi refuses
+        ("+5", "1000"),
+        ("", "1000"),
+        ("0", "0"),
+        ("200", "200"),
+        ("1000", "1000"),
+        ("1001", "1000"),
+        ("99999999999", "1000"),
+    ],
+)
+def test_log_tails_are_bounded(asked, sent):
+    query = {"stdout": "1"} if asked is None else {"stdout": "1", "tail": asked}
+    assert readonly.bounded_tail(query) == {"stdout": "1", "tail": sent}
+
+
+def test_inspect_answers_carry_no_environment():
+    inspected = {
+        "Id": "abc",
+        "Args": ["--epochs", "3"],
+        "Config": {"Env": ["TOKEN=s3cret", "PATH=/bin"], "Cmd": ["train"], "Labels": {"dood.managed": "true"}},
+        "ContainerConfig": {"Env": ["BUILD_TOKEN=x"]},  # an image's inspect
+        "HostConfig": {"Memory": 1},
+    }
+    shown = json.loads(readonly.without_environment(json.dumps(inspected).encode()))
+    assert "Env" not in shown["Config"] and "Env" not in shown["ContainerConfig"]
+    assert shown["Config"]["Cmd"] == ["train"] and shown["Args"] == ["--epochs", "3"]
+    assert shown["Config"]["Labels"] == {"dood.managed": "true"} and shown["HostConfig"] == {"Memory": 1}
+    assert b"s3cret" not in readonly.without_environment(json.dumps(inspected).encode())
+
+
+@pytest.mark.parametrize("body", [b"not json", b"[1, 2]"])
+def test_an_unreadable_inspect_is_a_502(body):
+    with pytest.raises(Refused) as refused:
+        readonly.without_environment(body)
+    assert refused.value.status == 502
