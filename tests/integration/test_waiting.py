@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from dood.naming import TaskIdentity
 from tests.integration.conftest import task_state, xcom_value
 
 
@@ -30,7 +31,7 @@ def test_sensor_waits_for_a_started_container(mode, dag_run, next_date, ours, ca
     log = capfd.readouterr().out
     assert dagrun.state == "success", log[-3000:]
     handle = xcom_value(dagrun, "start")["return_value"]
-    assert handle["container_name"].startswith(f"dood-dood_it_sensor_{mode}-start-t1-")
+    assert handle["container_name"] == TaskIdentity(f"dood_it_sensor_{mode}", "start", dagrun.run_id).container_name()
     assert xcom_value(dagrun, "wait")["return_value"] == {"done": True, "try": 1}
     assert xcom_value(dagrun, "wait_by_handle")["return_value"] == {"done": True, "try": 1}
     assert f"sensed-{mode}" in log
