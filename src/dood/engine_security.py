@@ -110,11 +110,17 @@ async def host_gid_map(daemon: Any, user: str = DEFAULT_REMAP_USER) -> Callable[
         ) from None
     if not isinstance(info, dict):
         raise RemapUnknown(f"the Docker daemon's /info answered {status}: its user namespaces are unknown")
+    return await asyncio.to_thread(gid_map_of, info, user)
+
+
+def gid_map_of(
+    info: Mapping[str, Any], user: str = DEFAULT_REMAP_USER, subuid: str = SUBUID, subgid: str = SUBGID
+) -> Callable[[int], int | None] | None:
+    """`host_gid_map` from an `/info` already read (the Airflow side with the raw socket: `api.info()`)."""
     security = EngineSecurity.from_info(info)
     if not security.userns:
         return None
-    remap = await asyncio.to_thread(RemapIds.load, security.remapped_root, user)
-    return remap.host_gid
+    return RemapIds.load(security.remapped_root, user, subuid=subuid, subgid=subgid).host_gid
 
 
 # --- the remap: container ids -> host ids ---

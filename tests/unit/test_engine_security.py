@@ -8,7 +8,15 @@ import json
 
 import pytest
 
-from dood.engine_security import EngineSecurity, RemapIds, RemapUnknown, host_gid_map, parse_subid, startup_line
+from dood.engine_security import (
+    EngineSecurity,
+    RemapIds,
+    RemapUnknown,
+    gid_map_of,
+    host_gid_map,
+    parse_subid,
+    startup_line,
+)
 
 REMAPPED = {
     "ServerVersion": "20.10.24",
@@ -102,3 +110,12 @@ def test_no_map_without_remapping_and_no_guess_when_the_daemon_is_silent():
     assert asyncio.run(host_gid_map(FakeDaemon(PLAIN))) is None
     with pytest.raises(RemapUnknown, match="did not answer"):
         asyncio.run(host_gid_map(FakeDaemon(error=OSError("refused"))))
+
+
+def test_the_gid_map_of_an_info_already_read(tmp_path):
+    (tmp_path / "subuid").write_text(SUBIDS)
+    (tmp_path / "subgid").write_text(SUBIDS)
+    files = {"subuid": str(tmp_path / "subuid"), "subgid": str(tmp_path / "subgid")}
+    assert gid_map_of(PLAIN, **files) is None
+    host_gid = gid_map_of(REMAPPED, **files)
+    assert host_gid is not None and (host_gid(0), host_gid(50000)) == (100000, 150000)
