@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from typing import TYPE_CHECKING, Any
 
-from dood.exceptions import DoodConfigError
-from dood.hostpaths import UnsafePath, make_leaf, make_skeleton, unsafe_bind_sources
+from dood.exceptions import DoodConfigError, DoodError
+from dood.hostpaths import LeafConflict, UnsafePath, make_leaf, make_skeleton, unsafe_bind_sources
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
@@ -28,10 +29,14 @@ log = logging.getLogger(__name__)
 #: Airflow process is root: the Airflow image's own `airflow` user (uid 50000, group 0).
 FALLBACK_USER = "50000:0"
 _PROXY_INFO: dict[str, dict[str, Any] | None] = {}  # Docker endpoint -> what dood-proxy says of itself there
+#: How long a request waits out dood-proxy's directories budget (429, Retry-After) before it fails.
+BUDGET_PATIENCE_SECONDS = 600.0
+#: The longest single wait a Retry-After is taken for (a proxy's answer is bounded by what we accept).
+_LONGEST_WAIT = 30.0
 
 
 def proxy_info(api: APIClient, endpoint: str) -> dict[str, Any] | None:
-    """What dood-proxy says of itself (`GET /dood/v1/info`: its stack, whom it trusts), or None where the
+    """What dood-proxy says of itself (`GET /dood/v1/info`: its stack, its host, its API), or None where the
     endpoint is a Docker daemon (it answers 404). Asked once per endpoint (its configured URL: every unix
     socket has the same `base_url`) and process."""
     if endpoint not in _PROXY_INFO:
@@ -67,15 +72,23 @@ class HostDirectories:
         self.mount_map = mount_map
         self.through_proxy = through_proxy
 
-    def for_container(self, airflow_path: str, user: str | None, *, clear: Iterable[str] = (), what: str) -> str:
+    def for_container(
+        self, airflow_path: str, user: str | None, *, fresh: bool = False, clear: Iterable[str] = (), what: str
+    ) -> str:
         """Make `airflow_path` a directory the container's user writes (a leaf); returns its host path.
 
-        A root or named user (only with policy.allow_root_user) gets a directory only root writes."""
+        With `fresh` (a run directory: one per try, named after its container) it must be new, or empty: what
+        an earlier attempt with the same name left is never removed, and never read as this try's result
+        (`DoodError` then; a new try gets a directory of its own). `clear` is the former spelling: any name
+        given asks for a fresh directory (nothing is deleted any more). A root or named user (only with
+        policy.allow_root_user) gets a directory only root writes."""
         host_path = self.mount_map.to_host(airflow_path, what)
         owner = numeric_owner(user)
-        request: dict[str, Any] = {"path": host_path, "clear": list(clear)}
+        request: dict[str, Any] = {"path": host_path}
         if owner is not None:
             request["user"] = f"{owner[0]}:{owner[1]}"
+        if fresh or list(clear):
+            request["fresh"] = True
         self._make(airflow_path, request, what)
         return host_path
 
@@ -99,25 +112,47 @@ class HostDirectories:
 
     def _make(self, airflow_path: str, request: dict[str, Any], what: str) -> None:
         if self.through_proxy:
-            answer = self.api.post(f"{self.api.base_url}/dood/v1/directories", json=request, timeout=30)
-            if answer.status_code != 200:
-                raise DoodConfigError(f"{what}: dood-proxy cannot prepare {request['path']}: {_message(answer)}")
+            self._ask_proxy(request, what)
             return
         roots = _local_roots(airflow_path, request["path"], self.policy.allowed_host_roots)
+        fresh = bool(request.get("fresh"))
         try:
             if "user" in request:
                 gid = int(request["user"].split(":")[1])
-                make_leaf(airflow_path, roots, gid=gid, clear=request["clear"])
+                make_leaf(airflow_path, roots, gid=gid, fresh=fresh)
             else:
-                make_skeleton(airflow_path, roots)
+                make_skeleton(airflow_path, roots, fresh=fresh)
         except UnsafePath as exc:
             raise DoodConfigError(f"{what}: cannot prepare {airflow_path}: {exc}") from None
+        except LeafConflict as exc:
+            raise DoodError(f"{what}: cannot prepare {airflow_path}: {exc}") from None
         except PermissionError as exc:
             raise DoodConfigError(
                 f"{what}: cannot prepare {airflow_path} ({exc.strerror}). This process holds the raw Docker "
                 "socket but may not write there: run it as the owner of the data root, or put dood-proxy in "
                 "front of the socket (it makes the directories)."
             ) from None
+
+    def _ask_proxy(self, request: dict[str, Any], what: str) -> None:
+        """POST the request to dood-proxy; a 429 (its directories budget) is waited out, as it says."""
+        deadline = time.monotonic() + BUDGET_PATIENCE_SECONDS
+        while True:
+            answer = self.api.post(f"{self.api.base_url}/dood/v1/directories", json=request, timeout=30)
+            if answer.status_code != 429:
+                break
+            wait = _retry_after(answer)
+            if time.monotonic() + wait > deadline:
+                raise DoodError(
+                    f"{what}: dood-proxy kept refusing to make {request['path']} for {BUDGET_PATIENCE_SECONDS:.0f} s: "
+                    f"{_message(answer)}. Something asks it for directories far faster than tasks do; its log "
+                    "names the requests"
+                )
+            log.info("%s: dood-proxy's directories budget is spent; asking again in %.0f s", what, wait)
+            time.sleep(wait)
+        if answer.status_code == 409:  # an earlier attempt's leftovers: a new try has a directory of its own
+            raise DoodError(f"{what}: dood-proxy cannot prepare {request['path']}: {_message(answer)}")
+        if answer.status_code != 200:
+            raise DoodConfigError(f"{what}: dood-proxy cannot prepare {request['path']}: {_message(answer)}")
 
 
 def _local_roots(airflow_path: str, host_path: str, host_roots: Iterable[str]) -> list[str]:
@@ -129,6 +164,15 @@ def _local_roots(airflow_path: str, host_path: str, host_roots: Iterable[str]) -
                 return [airflow_path[: -len(tail)] or "/"]
             return [airflow_path] if not tail else [os.path.dirname(airflow_path)]
     raise DoodConfigError(f"{host_path} lies outside policy.allowed_host_roots {list(host_roots)}; list its root there")
+
+
+def _retry_after(answer) -> float:
+    """The seconds a 429 asks to wait (Retry-After), within 1 and `_LONGEST_WAIT`."""
+    try:
+        seconds = float(answer.headers.get("Retry-After", "1"))
+    except ValueError:
+        seconds = 1.0
+    return min(seconds, _LONGEST_WAIT) if seconds >= 1.0 else 1.0  # NaN too: 1 s
 
 
 def _message(answer) -> str:

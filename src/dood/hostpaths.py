@@ -18,12 +18,17 @@ leaf is group-writable.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
+import functools
+import itertools
 import os
+import secrets
 import stat
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from dood.policy.model import MAX_ID
 from dood.policy.paths import clean_path
 
 #: Mode of a leaf made for a container: its (trusted) owner and the container's group write; new files
@@ -31,10 +36,18 @@ from dood.policy.paths import clean_path
 LEAF_MODE = 0o2770
 #: Mode of a directory made on the way to a leaf: only its trusted owner writes.
 SKELETON_MODE = 0o755
+#: Name prefix of a leaf being made, before it is renamed into place whole (`make_leaf`).
+TEMPORARY_PREFIX = ".dood-new-"
+_RENAME_NOREPLACE = 1  # renameat2 flag, linux/fs.h
 
 
 class UnsafePath(ValueError):
     """A path whose directory chain someone untrusted could change (or that cannot be made safely)."""
+
+
+class LeafConflict(ValueError):
+    """An entry exists where a directory was asked for, and it is not what was asked (not a directory, or,
+    for a fresh run directory, not an empty leaf of the container's group)."""
 
 
 def trusted_uids() -> frozenset[int]:
@@ -117,59 +130,183 @@ def _check_last(path: str, trusted: frozenset[int]) -> None:
         raise UnsafePath(f"{path} is neither a directory nor a regular file (a socket or device is never bound)")
 
 
+def can_give_group(gid: int) -> bool:
+    """Whether this process may hand a directory it owns to group `gid` (root, or one of its own groups):
+    checked before anything is made, so a leaf is never left half-made by a refused `fchown`."""
+    return os.geteuid() == 0 or gid == os.getegid() or gid in os.getgroups()
+
+
 def make_leaf(
     path: str,
     roots: Iterable[str],
     *,
     gid: int,
-    clear: Iterable[str] = (),
+    fresh: bool = False,
     trusted: frozenset[int] | None = None,
 ) -> bool:
     """Make `path` a directory a container whose group is `gid` writes (a leaf); True if it was made.
 
     The leaf is this trusted process's own, shared with the group (mode 2770), so it can be bound itself,
     but, being group-writable, never serves as a directory above another bind source. Missing directories
-    between the root and the leaf are made trusted-owned (0755). An existing leaf is kept as it is (never
-    re-owned); names in `clear` (a stale result file) are removed from it without following links.
+    between the root and the leaf are made trusted-owned (0755). The leaf appears whole or not at all: it
+    is made under a temporary name, given its group and mode, then renamed into place (never over an
+    entry that appeared meanwhile). An existing directory is kept as it is (never re-owned, nothing in it
+    removed); with `fresh` (a run directory, one per try) it must be an empty leaf of group `gid`, else
+    `LeafConflict`: what an earlier attempt left there is never taken for this one's.
     """
     trusted = trusted if trusted is not None else trusted_uids()
+    if not 0 <= gid <= MAX_ID:
+        raise ValueError(f"gid {gid} is outside 0..{MAX_ID}")
     clean = clean_path(path)
     root = _root_of(clean, path, roots)
     if clean == root:
         raise UnsafePath(f"{path!r} is an allowed root itself; a leaf must lie below one")
+    if not can_give_group(gid):
+        raise UnsafePath(
+            f"this process (uid {os.geteuid()}, groups {sorted({os.getegid(), *os.getgroups()})}) cannot give a "
+            f"directory to group {gid}; a leaf's group must be one of its groups"
+        )
     _walk_parents(clean, root, trusted, create=True)
-    _check_last(clean, trusted)
-    made = False
+    parent, name = os.path.split(clean)
+    parent_fd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
     try:
-        os.mkdir(clean, 0o700)
-        made = True
-    except FileExistsError:
-        pass
-    fd = os.open(clean, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
-    try:
-        if made:
-            os.fchown(fd, -1, gid)
-            os.fchmod(fd, LEAF_MODE)
-        for name in clear:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(name, dir_fd=fd)
-    except OSError as exc:
-        if exc.errno in (errno.EPERM, errno.EACCES):
-            raise UnsafePath(f"cannot prepare {clean} for group {gid} ({exc.strerror})") from None
-        raise
+        made = _lstat_at(parent_fd, name) is None and _new_leaf(parent_fd, name, gid)
+        if not made:
+            _check_existing(parent_fd, name, clean, trusted, gid=gid, fresh=fresh)
     finally:
-        os.close(fd)
+        os.close(parent_fd)
     return made
 
 
-def make_skeleton(path: str, roots: Iterable[str], trusted: frozenset[int] | None = None) -> bool:
+def make_skeleton(
+    path: str, roots: Iterable[str], trusted: frozenset[int] | None = None, *, fresh: bool = False
+) -> bool:
     """Make `path` (and what is missing between its root and it) a directory only this trusted process
-    writes, e.g. an input directory that containers read; True if it was made. An existing one is checked."""
+    writes, e.g. an input directory that containers read; True if it was made. An existing one is checked;
+    with `fresh` (the run directory of a root container) it must be empty, else `LeafConflict`."""
     trusted = trusted if trusted is not None else trusted_uids()
     clean = clean_path(path)
     existed = os.path.lexists(clean)
     _walk_parents(f"{clean}/-", _root_of(clean, path, roots), trusted, create=True)
+    if existed and fresh:
+        parent, name = os.path.split(clean)
+        parent_fd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        try:
+            _check_empty(parent_fd, name, clean)
+        finally:
+            os.close(parent_fd)
     return not existed
+
+
+def missing_directories(path: str, roots: Iterable[str]) -> int:
+    """How many directories making `path` would create below its root (0: it exists already)."""
+    clean = clean_path(path)
+    root = _root_of(clean, path, roots)
+    count, current = 0, clean
+    while len(current) > len(root) and not os.path.lexists(current):
+        count += 1
+        current = os.path.dirname(current)
+    return count
+
+
+def _lstat_at(dir_fd: int, name: str) -> os.stat_result | None:
+    try:
+        return os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+
+
+def _new_leaf(parent_fd: int, name: str, gid: int) -> bool:
+    """Make the leaf `name` in `parent_fd` whole under a temporary name, then move it into place; False when
+    an entry of that name appeared meanwhile (then nothing of ours is left)."""
+    temporary = f"{TEMPORARY_PREFIX}{secrets.token_hex(8)}"
+    _make_shared(parent_fd, temporary, gid)
+    try:
+        _rename_noreplace(parent_fd, temporary, name)
+    except FileExistsError:
+        os.rmdir(temporary, dir_fd=parent_fd)
+        return False
+    except OSError as exc:
+        os.rmdir(temporary, dir_fd=parent_fd)
+        if exc.errno not in (errno.EINVAL, errno.ENOSYS):
+            raise
+        # A filesystem without RENAME_NOREPLACE (NFS): make it in place. Its group is known to be ours to
+        # give, so it is whole a moment later; a request racing that moment sees mode 0700 (refused if fresh).
+        try:
+            _make_shared(parent_fd, name, gid)
+        except FileExistsError:
+            return False
+    return True
+
+
+def _make_shared(parent_fd: int, name: str, gid: int) -> None:
+    """mkdir `name` 0700, then give it to group `gid` with LEAF_MODE; removed again if that fails."""
+    os.mkdir(name, 0o700, dir_fd=parent_fd)
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=parent_fd)
+        try:
+            os.fchown(fd, -1, gid)
+            os.fchmod(fd, LEAF_MODE)
+        finally:
+            os.close(fd)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.rmdir(name, dir_fd=parent_fd)
+        raise
+
+
+def _rename_noreplace(dir_fd: int, source: str, target: str) -> None:
+    """renameat2(RENAME_NOREPLACE): FileExistsError when `target` exists, where rename(2) would silently
+    replace an empty directory (another request's fresh leaf). Linux 3.15+, glibc 2.28+."""
+    renameat2 = getattr(_libc(), "renameat2", None)
+    if renameat2 is None:
+        raise OSError(errno.ENOSYS, "renameat2 is not in this C library", target)
+    if renameat2(dir_fd, source.encode(), dir_fd, target.encode(), _RENAME_NOREPLACE) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code), target)
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(None, use_errno=True)
+
+
+def _check_existing(parent_fd: int, name: str, path: str, trusted: frozenset[int], *, gid: int, fresh: bool) -> None:
+    info = _lstat_at(parent_fd, name)
+    if info is None:
+        raise LeafConflict(f"{path} vanished while it was being prepared; ask again")
+    if stat.S_ISLNK(info.st_mode):
+        raise UnsafePath(f"{path} is a symlink; a bind source must be the real directory or file")
+    if not stat.S_ISDIR(info.st_mode):
+        raise LeafConflict(f"{path} exists and is not a directory; remove it or choose another path")
+    if not fresh:
+        return  # kept as it is
+    problems = []
+    if info.st_uid not in trusted:
+        problems.append(f"it is owned by uid {info.st_uid}, not by {sorted(trusted)}")
+    if info.st_gid != gid:
+        problems.append(f"its group is {info.st_gid}, not {gid}")
+    if stat.S_IMODE(info.st_mode) != LEAF_MODE:
+        problems.append(f"its mode is {stat.S_IMODE(info.st_mode):o}, not {LEAF_MODE:o}")
+    if problems:
+        raise LeafConflict(f"{path} exists but is not a fresh leaf for group {gid}: {'; '.join(problems)}")
+    _check_empty(parent_fd, name, path)
+
+
+def _check_empty(parent_fd: int, name: str, path: str) -> None:
+    fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=parent_fd)
+    try:
+        with os.scandir(fd) as entries:
+            names = [entry.name for entry in itertools.islice(entries, 4)]
+    finally:
+        os.close(fd)
+    if names:
+        shown = ", ".join(repr(n[:64]) for n in names[:3])
+        raise LeafConflict(
+            f"{path} already holds what an earlier attempt with the same name left ({shown}"
+            f"{', ...' if len(names) > 3 else ''}); it is never reused, so that attempt's result cannot be taken "
+            "for this one's. A new try (clear the task, or let it retry) gets a directory of its own"
+        )
 
 
 def bind_sources(host_config: Mapping[str, Any]) -> list[tuple[str, str]]:

@@ -8,6 +8,7 @@ filesystem that nothing dangerous happened. Attackers use the raw docker SDK thr
 
 from __future__ import annotations
 
+import json
 import os
 import time
 import uuid
@@ -36,6 +37,7 @@ def setup(tmp_path_factory, docker_api):
         "  allowed_images: ['dood-test-busybox:*']\n"
         f"  allowed_host_roots: ['{allowed}']\n"
         f"  read_only_host_roots: ['{allowed / 'ro'}']\n"
+        f"  allowed_users: ['{ATTACKER}']\n"
     )
     with running_proxy(base, policy) as proxy:
         client = docker.APIClient(base_url=proxy.url, version="auto", timeout=60)
@@ -186,14 +188,18 @@ def test_the_directories_endpoint_makes_leaves_only(setup):
     info = os.lstat(made)
     assert (info.st_uid, info.st_gid, info.st_mode & 0o7777) == (0, 4242, 0o2770)  # the proxy's, shared
     assert os.lstat(os.path.dirname(made)).st_uid == 0  # the directory on the way is the proxy's own
-    assert make({"path": made, "user": "5000:5000"})[0] == 200 and os.lstat(made).st_gid == 4242  # kept as is
+    status, text = make({"path": made, "user": "4242:4242"})
+    assert (status, json.loads(text)) == (200, {"path": made, "created": False, "user": "4242:4242"})
+    assert os.lstat(made).st_gid == 4242  # kept as is
     for body, status in (
         ({"path": f"{made}/below", "user": "4242:4242"}, 403),  # below a leaf: its owner could plant links
         ({"path": "/etc/dood", "user": "4242:4242"}, 403),
         ({"path": f"{setup.allowed}/a/../../x", "user": "4242:4242"}, 400),
         ({"path": f"{setup.allowed}/ro/x", "user": "4242:4242"}, 403),
         ({"path": f"{setup.allowed}/y", "user": "airflow"}, 400),
-        ({"path": f"{setup.allowed}/y", "clear": ["../../etc/passwd"]}, 400),
+        ({"path": f"{setup.allowed}/y", "user": "5000:5000"}, 403),  # not one of policy.allowed_users
+        ({"path": f"{setup.allowed}/y", "clear": ["../../etc/passwd"]}, 400),  # nothing is deleted any more
     ):
         assert make(body)[0] == status, body
     assert not os.path.exists("/etc/dood") and not os.path.exists(f"{made}/below")
+    assert not os.path.exists(f"{setup.allowed}/y")

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 
 import pytest
 
+from dood import hostpaths
 from dood.hostpaths import (
     LEAF_MODE,
+    TEMPORARY_PREFIX,
+    LeafConflict,
     UnsafePath,
     bind_sources,
     check_bind_source,
     make_leaf,
     make_skeleton,
+    missing_directories,
     unsafe_bind_sources,
 )
 
@@ -88,14 +93,99 @@ def test_outside_every_root_is_refused(root, tmp_path):
 @pytest.mark.skipif(os.geteuid() != 0, reason="giving a directory to another group needs root")
 def test_make_leaf_shares_it_with_the_group_and_never_changes_an_existing_one(root):
     leaf = root / "artifacts" / "pipe" / "partition"
-    assert make_leaf(str(leaf), [str(root)], gid=STRANGER, clear=["result.json"])
+    assert make_leaf(str(leaf), [str(root)], gid=STRANGER)
     info = os.lstat(leaf)
     assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (0, STRANGER, LEAF_MODE)
     assert os.lstat(root / "artifacts").st_uid == 0 and stat.S_IMODE(os.lstat(root / "artifacts").st_mode) == 0o755
-    (leaf / "result.json").write_text("stale")
-    assert not make_leaf(str(leaf), [str(root)], gid=STRANGER + 7, clear=["result.json"])
+    (leaf / "model.pkl").write_text("the champion")
+    assert not make_leaf(str(leaf), [str(root)], gid=STRANGER + 7)
     assert os.lstat(leaf).st_gid == STRANGER  # an existing leaf is kept as it is
-    assert not (leaf / "result.json").exists()
+    assert (leaf / "model.pkl").read_text() == "the champion"  # and nothing in it is ever removed
+    assert _temporaries(root) == []
+
+
+def test_a_fresh_leaf_is_new_or_an_empty_leaf_of_the_group_and_nothing_is_removed(root):
+    gid = os.getegid()
+    run_dir = root / "runs" / "dood-t-t1-0123456789"
+    assert make_leaf(str(run_dir), [str(root)], gid=gid, fresh=True, trusted=ME)
+    assert not make_leaf(str(run_dir), [str(root)], gid=gid, fresh=True, trusted=ME)  # empty: an attempt that died
+    (run_dir / "result.json").write_text('{"stale": true}')
+    with pytest.raises(LeafConflict, match="'result.json'.*never reused"):
+        make_leaf(str(run_dir), [str(root)], gid=gid, fresh=True, trusted=ME)
+    assert (run_dir / "result.json").read_text() == '{"stale": true}'
+    assert not make_leaf(str(run_dir), [str(root)], gid=gid, trusted=ME)  # not fresh: kept, as before
+
+
+def test_a_fresh_leaf_of_another_group_or_mode_is_refused(root):
+    other = root / "runs" / "theirs"
+    other.parent.mkdir()
+    other.mkdir(mode=0o755)
+    with pytest.raises(LeafConflict, match="mode is 755, not 2770"):
+        make_leaf(str(other), [str(root)], gid=os.getegid(), fresh=True, trusted=ME)
+    with pytest.raises(LeafConflict, match=f"group is {os.getegid()}, not {os.getegid() + 1}"):
+        make_leaf(str(other), [str(root)], gid=os.getegid() + 1, fresh=True, trusted=ME | {0})
+
+
+def test_what_is_not_a_directory_at_the_leaf_is_refused_and_kept(root):
+    (root / "file").write_text("x")
+    (root / "link").symlink_to(root)
+    with pytest.raises(LeafConflict, match="not a directory"):
+        make_leaf(str(root / "file"), [str(root)], gid=os.getegid(), trusted=ME)
+    with pytest.raises(UnsafePath, match="symlink"):
+        make_leaf(str(root / "link"), [str(root)], gid=os.getegid(), trusted=ME)
+    assert (root / "file").read_text() == "x" and (root / "link").is_symlink()
+
+
+def test_a_group_this_process_cannot_give_is_refused_before_anything_is_made(root, monkeypatch):
+    monkeypatch.setattr(hostpaths, "can_give_group", lambda gid: False)
+    with pytest.raises(UnsafePath, match="cannot give a directory to group"):
+        make_leaf(str(root / "a" / "b"), [str(root)], gid=os.getegid(), trusted=ME)
+    assert os.listdir(root) == []
+
+
+def test_a_leaf_whose_group_cannot_be_set_leaves_nothing_behind(root, monkeypatch):
+    def refuse(fd, uid, gid):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(hostpaths.os, "fchown", refuse)
+    with pytest.raises(PermissionError):
+        make_leaf(str(root / "leaf"), [str(root)], gid=os.getegid(), trusted=ME)
+    assert os.listdir(root) == []  # neither the leaf nor its temporary name
+
+
+def test_a_leaf_appearing_meanwhile_is_never_replaced(root, monkeypatch):
+    """Two requests for one leaf: the one renaming second finds the first's and keeps it (RENAME_NOREPLACE;
+    rename(2) would silently replace the empty directory)."""
+    leaf = root / "leaf"
+    make_leaf(str(leaf), [str(root)], gid=os.getegid(), trusted=ME)
+    first = os.lstat(leaf).st_ino
+    looks = []
+    real = hostpaths._lstat_at
+
+    def first_look_finds_nothing(fd, name):  # as if the other request had not renamed its leaf yet
+        looks.append(name)
+        return None if len(looks) == 1 else real(fd, name)
+
+    monkeypatch.setattr(hostpaths, "_lstat_at", first_look_finds_nothing)
+    assert not make_leaf(str(leaf), [str(root)], gid=os.getegid(), trusted=ME)
+    assert os.lstat(leaf).st_ino == first and _temporaries(root) == []
+    assert len(looks) == 2  # the rename found it, then it was checked as an existing leaf
+
+
+def test_without_rename_noreplace_the_leaf_is_made_in_place(root, monkeypatch):
+    def unsupported(dir_fd, source, target):
+        raise OSError(errno.EINVAL, "Invalid argument")
+
+    monkeypatch.setattr(hostpaths, "_rename_noreplace", unsupported)
+    assert make_leaf(str(root / "leaf"), [str(root)], gid=os.getegid(), trusted=ME)
+    assert stat.S_IMODE(os.lstat(root / "leaf").st_mode) == LEAF_MODE and _temporaries(root) == []
+
+
+def test_missing_directories_counts_what_making_a_path_would_create(root):
+    assert missing_directories(str(root / "a" / "b" / "c"), [str(root)]) == 3
+    (root / "a").mkdir()
+    assert missing_directories(str(root / "a" / "b" / "c"), [str(root)]) == 2
+    assert missing_directories(str(root / "a"), [str(root)]) == 0
 
 
 def test_make_leaf_never_creates_through_a_planted_link(root):
@@ -111,6 +201,15 @@ def test_make_skeleton_makes_trusted_directories_and_keeps_existing_ones(root):
     assert make_skeleton(str(target), [str(root)], ME)
     assert not make_skeleton(str(target), [str(root)], ME)
     assert stat.S_IMODE(os.lstat(target).st_mode) == 0o755
+    assert not make_skeleton(str(target), [str(root)], ME, fresh=True)  # empty
+    (target / "result.json").write_text("stale")
+    with pytest.raises(LeafConflict, match="earlier attempt"):
+        make_skeleton(str(target), [str(root)], ME, fresh=True)  # a root container's run directory
+    assert (target / "result.json").exists()
+
+
+def _temporaries(root) -> list[str]:
+    return [str(p) for p in root.rglob(f"{TEMPORARY_PREFIX}*")]
 
 
 def test_bind_sources_reads_binds_and_mounts_alike():

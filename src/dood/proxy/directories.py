@@ -2,62 +2,264 @@
 
 Airflow's task code and the launched containers run as non-root users and cannot write the directories
 above a bind source (`dood.hostpaths`). So a run's directories (its run directory, its partition, a model
-directory) are made here, by the proxy, on request: below an allowed root, owned by the container's user,
-and never by changing what exists. Nothing here talks to the Docker daemon.
+directory) are made here, by the proxy, on request: below an allowed root, owned by the proxy and shared
+with the container's group, and never by changing what exists: nothing is ever deleted, re-owned or
+re-moded. Nothing here talks to the Docker daemon.
+
+`POST /dood/v1/directories` takes `{"path": ..., "user": "uid:gid", "fresh": true}`; everything is checked
+before anything is made, so a refusal leaves nothing on disk:
+
+- `path`: absolute and clean, at most `MAX_PATH_CHARS` characters, below an allowed root by at most
+  `MAX_DEPTH` names, each of `NAME_CHARACTERS` (no control character, no newline, no ':' (the `Binds`
+  separator), no hidden name); never an allowed or read-only root itself, nor a leaf above one.
+- `user` (a leaf, mode 2770, for that user's group): one of `policy.allowed_users`, with a group this proxy
+  can give; never under a read-only root. Without `user`: a directory only trusted users write (an input).
+- `fresh` (a run directory, one per try): the directory must be new, or an empty leaf of that group. A
+  stale result of an earlier attempt with the same name is never removed, and never read as this one's.
+
+At most `BURST` directories at once and `PER_MINUTE` a minute are made (`DirectoryBudget`); more is answered
+429 with Retry-After, which the Airflow side waits out (`dood.directories.HostDirectories`).
 """
 
 from __future__ import annotations
 
+import json
+import math
+import os
 import re
-from collections.abc import Mapping
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
-from dood.hostpaths import UnsafePath, make_leaf, make_skeleton, trusted_uids
-from dood.policy.model import Policy
-from dood.policy.paths import clean_path
+from dood.hostpaths import (
+    LeafConflict,
+    UnsafePath,
+    can_give_group,
+    covering_root,
+    make_leaf,
+    make_skeleton,
+    missing_directories,
+)
+from dood.policy.model import Policy, parse_user
+from dood.policy.paths import clean_path, under
+from dood.proxy import wire
 from dood.proxy.rules import Refused
 
-API_VERSION = 1
-_USER = re.compile(r"^(\d{1,10}):(\d{1,10})$")
-_PLAIN_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
-MAX_CLEAR = 8
+API_VERSION = 2  # 2: `clear` is gone (nothing is deleted), `fresh` asks for a new run directory
+#: The longest path accepted (the kernel's PATH_MAX is 4096; dood's own paths stay well under 300).
+MAX_PATH_CHARS = 1024
+#: The most names below the allowed root (a run directory is 1-3 deep, a partition 3-5).
+MAX_DEPTH = 16
+#: What a name below the allowed root may hold: letters, digits, '_', '.', '-' (dood's generated names:
+#: container names, partition keys, pipeline names), starting with a letter, digit or '_', at most 128.
+NAME_CHARACTERS = "A-Z a-z 0-9 _ . -"
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+#: Directories made a minute, and at once (token bucket, one per proxy). A launch makes at most one new
+#: directory (its run directory, one per try) and a pipeline run's first step its partition (1-3); a
+#: backfill of 100 dates (4 steps each) makes ~500 in all, at most ~1-3 a second per Docker host (a
+#: container start costs ~1 s of a host's time, docs/benchmarks.md): 300 a minute is 2-4x that, and the
+#: burst covers a wave of 40 parallel launches of 3 each. Past it a client waits (429, Retry-After).
+PER_MINUTE = 300
+BURST = 120
+_FIELDS = {"path", "user", "fresh"}
 
 
 def info() -> dict[str, Any]:
-    """What `GET /dood/v1/info` answers: that this is dood-proxy, and whom it trusts."""
-    return {"proxy": "dood-proxy", "api": API_VERSION, "trusted_uids": sorted(trusted_uids())}
+    """What `GET /dood/v1/info` answers: that this is dood-proxy, and its API's version."""
+    return {"proxy": "dood-proxy", "api": API_VERSION}
 
 
-def make_directory(request: Any, policy: Policy) -> dict[str, Any]:
-    """`POST /dood/v1/directories` with `{"path", "user": "uid:gid", "clear": [names]}`.
+class TooMany(Refused):
+    """Over the directories budget: 429, and when to ask again."""
 
-    With `user`: a leaf the container writes through its group (mode 2770; the proxy stays its owner).
-    Without: a directory only trusted users write (an input root, read-only for containers). An existing
-    directory is kept as it is.
-    """
-    if not isinstance(request, Mapping) or set(request) - {"path", "user", "clear"}:
-        raise Refused(400, "expected a JSON object with 'path', and optionally 'user' and 'clear'")
-    path = request.get("path")
-    if not isinstance(path, str) or not path.startswith("/") or clean_path(path) != path.rstrip("/"):
-        raise Refused(400, f"path {path!r} must be an absolute, clean host path")
-    clear = request.get("clear") or []
-    if not isinstance(clear, list) or len(clear) > MAX_CLEAR or not all(_is_plain(n) for n in clear):
-        raise Refused(400, f"clear must be a list of at most {MAX_CLEAR} plain file names")
-    user = request.get("user")
+    def __init__(self, retry_after: float) -> None:
+        self.retry_after = max(1, math.ceil(retry_after))
+        super().__init__(
+            429,
+            f"more than {PER_MINUTE} directories a minute (a burst of {BURST}) asked of this proxy; "
+            f"ask again in {self.retry_after} s (Retry-After)",
+        )
+
+
+def too_many_response(refused: TooMany) -> bytes:
+    """The 429 answer, with Retry-After (`wire.error_response` carries no extra header)."""
+    body = json.dumps({"message": refused.message}).encode()
+    headers = [
+        ("Content-Type", "application/json"),
+        ("Content-Length", str(len(body))),
+        ("Retry-After", str(refused.retry_after)),
+    ]
+    return wire.encode_head("HTTP/1.1 429 Too Many Requests", headers) + body
+
+
+class DirectoryBudget:
+    """A token bucket of directories: `burst` at once, refilled at `per_minute`; thread-safe."""
+
+    def __init__(
+        self, *, per_minute: float = PER_MINUTE, burst: int = BURST, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        if burst < MAX_DEPTH:
+            raise ValueError(f"burst {burst} must be at least MAX_DEPTH ({MAX_DEPTH}): one request makes that many")
+        self.rate = per_minute / 60
+        self.burst = burst
+        self._clock = clock
+        self._tokens = float(burst)
+        self._stamp = clock()
+        self._lock = threading.Lock()
+
+    def take(self, count: int) -> None:
+        """Spend `count` directories, or raise `TooMany` (spending nothing)."""
+        with self._lock:
+            now = self._clock()
+            self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
+            self._stamp = now
+            if count > self._tokens:
+                raise TooMany((count - self._tokens) / self.rate)
+            self._tokens -= count
+
+    def give_back(self, count: int) -> None:
+        """Return what was taken and not spent (a refused request made fewer directories than it asked)."""
+        with self._lock:
+            self._tokens = min(self.burst, self._tokens + count)
+
+
+#: This proxy's budget (one process serves one proxy).
+BUDGET = DirectoryBudget()
+
+
+@dataclass(frozen=True)
+class DirectoryRequest:
+    """A checked request: a clean path below `root`, the leaf's owner (None: trusted users only), fresh."""
+
+    path: str
+    root: str
+    owner: tuple[int, int] | None
+    fresh: bool
+
+    @property
+    def user(self) -> str | None:
+        return f"{self.owner[0]}:{self.owner[1]}" if self.owner else None
+
+
+def make_directory(request: Any, policy: Policy, budget: DirectoryBudget = BUDGET) -> dict[str, Any]:
+    """`POST /dood/v1/directories` (module doc): `{"path", "created"[, "user"]}`, or `Refused` with why."""
+    asked = check_request(request, policy)
+    count = missing_directories(asked.path, [asked.root])
+    budget.take(count)  # what exists costs nothing
     try:
-        if user is None:
-            created = make_skeleton(path, policy.allowed_host_roots)
+        if asked.owner is None:
+            created = make_skeleton(asked.path, [asked.root], fresh=asked.fresh)
         else:
-            match = _USER.match(user) if isinstance(user, str) else None
-            if match is None:
-                raise Refused(400, f"user {user!r} must be numeric 'uid:gid'")
-            if any(path == r or path.startswith(r.rstrip("/") + "/") for r in policy.read_only_host_roots):
-                raise Refused(403, f"{path} lies under a read-only root: no container may write a directory there")
-            created = make_leaf(path, policy.allowed_host_roots, gid=int(match.group(2)), clear=clear)
-    except UnsafePath as exc:
-        raise Refused(403, str(exc)) from None
-    return {"path": path, "created": created}
+            created = make_leaf(asked.path, [asked.root], gid=asked.owner[1], fresh=asked.fresh)
+    except (UnsafePath, LeafConflict, OSError) as exc:
+        # what a refusal did not make is given back: refused requests drain no one's budget
+        budget.give_back(min(count, missing_directories(asked.path, [asked.root])))
+        raise _refusal(asked.path, exc) from None
+    answer: dict[str, Any] = {"path": asked.path, "created": created}
+    if asked.user:
+        answer["user"] = asked.user
+    return answer
 
 
-def _is_plain(name: Any) -> bool:
-    return isinstance(name, str) and bool(_PLAIN_NAME.match(name)) and name not in (".", "..")
+def _refusal(path: str, exc: Exception) -> Refused:
+    if isinstance(exc, UnsafePath):
+        return Refused(403, str(exc))
+    if isinstance(exc, LeafConflict):
+        return Refused(409, str(exc))
+    if isinstance(exc, PermissionError):
+        return Refused(403, f"dood-proxy may not make {path} ({exc.strerror}); it must own the allowed root")
+    assert isinstance(exc, OSError)
+    return Refused(500, f"dood-proxy cannot make {path}: {exc.strerror}")
+
+
+def check_request(request: Any, policy: Policy) -> DirectoryRequest:
+    """Every field of a request checked (`Refused` 400 naming the field, 403 for what the policy denies)."""
+    if not isinstance(request, Mapping):
+        raise Refused(400, "expected a JSON object with 'path', and optionally 'user' and 'fresh'")
+    if "clear" in request:
+        raise Refused(
+            400,
+            "'clear' is no longer accepted: dood-proxy deletes nothing. Ask for a new run directory per try "
+            "with 'fresh': true (upgrade dood on the Airflow side to the proxy's version)",
+        )
+    unknown = sorted(set(request) - _FIELDS)
+    if unknown:
+        raise Refused(400, f"unknown field(s) {shown(unknown)}; expected 'path', and optionally 'user' and 'fresh'")
+    fresh = request.get("fresh", False)
+    if not isinstance(fresh, bool):
+        raise Refused(400, f"fresh must be true or false, got {shown(fresh)}")
+    path, root = _check_path(request.get("path"), policy)
+    owner = _check_user(request.get("user"), policy)
+    if owner is not None:
+        for read_only in policy.read_only_host_roots:
+            if under(path, read_only):
+                raise Refused(
+                    403, f"path {path} lies under the read-only root {read_only}: no container may write there"
+                )
+        inside = [r for r in (*policy.allowed_host_roots, *policy.read_only_host_roots) if r != path and under(r, path)]
+        if inside:
+            raise Refused(
+                403,
+                f"path {path} holds the root {inside[0]}: a directory containers write may not lie above a root "
+                "(they could replace what is in it)",
+            )
+    return DirectoryRequest(path=path, root=root, owner=owner, fresh=fresh)
+
+
+def _check_path(path: Any, policy: Policy) -> tuple[str, str]:
+    if not isinstance(path, str):
+        raise Refused(400, f"path must be a string (an absolute host path), got {shown(path)}")
+    if len(path) > MAX_PATH_CHARS:
+        raise Refused(400, f"path is {len(path)} characters long; at most {MAX_PATH_CHARS} are accepted")
+    if not path.isprintable():
+        raise Refused(400, f"path {shown(path)} holds a control character; names may hold only {NAME_CHARACTERS}")
+    clean = clean_path(path) if path.startswith("/") else ""
+    if not clean or clean != (path.rstrip("/") or "/"):
+        raise Refused(400, f"path {shown(path)} must be an absolute, clean host path (no '..', '.', '//')")
+    root = covering_root(clean, policy.allowed_host_roots)
+    if root is None:
+        raise Refused(
+            403, f"path {shown(clean)} lies under none of the allowed roots {sorted(policy.allowed_host_roots)}"
+        )
+    if clean == root:
+        raise Refused(403, f"path {clean} is an allowed root itself; a directory is made below one")
+    names = clean[len(root.rstrip("/")) :].strip("/").split("/")
+    if len(names) > MAX_DEPTH:
+        raise Refused(400, f"path {shown(clean)} is {len(names)} names below its root {root}; at most {MAX_DEPTH} are")
+    for name in names:
+        if not _NAME.fullmatch(name):
+            raise Refused(
+                400,
+                f"path {shown(clean)}: the name {shown(name)} may hold only {NAME_CHARACTERS}, start with a "
+                "letter, digit or '_', and be at most 128 characters long",
+            )
+    return clean, root
+
+
+def _check_user(user: Any, policy: Policy) -> tuple[int, int] | None:
+    if user is None:
+        return None
+    owner = parse_user(user)
+    if owner is None or user != f"{owner[0]}:{owner[1]}":
+        raise Refused(400, f"user {shown(user)} must be numeric 'uid:gid' (e.g. '50000:0'), each at most 4294967294")
+    if not policy.user_allowed(user):
+        raise Refused(
+            403,
+            f"user {user} is not one of policy.allowed_users {list(policy.allowed_users)}: a directory for any "
+            "other group would hand write access to that group",
+        )
+    if not can_give_group(owner[1]):
+        raise Refused(
+            403,
+            f"dood-proxy (uid {os.geteuid()}, groups {sorted({os.getegid(), *os.getgroups()})}) cannot give a "
+            f"directory to group {owner[1]}: run it with that group (compose: user '<uid>:{owner[1]}')",
+        )
+    return owner
+
+
+def shown(value: Any) -> str:
+    """`value` for a message or log line: its repr (control characters escaped), at most 120 characters."""
+    text = repr(value)
+    return text if len(text) <= 120 else f"{text[:117]}..."

@@ -200,8 +200,15 @@ class ProxyServer:
                 asked = parse_json(body or b"{}")
             except MalformedBody as exc:
                 raise Refused(400, f"directories body: {exc}") from None
-            answer = await asyncio.to_thread(directories.make_directory, asked, self.policy)
-            log.info("directory %s ready for %s", answer["path"], asked.get("user") or "trusted users")
+            try:
+                answer = await asyncio.to_thread(directories.make_directory, asked, self.policy)
+            except directories.TooMany as busy:  # 429 with Retry-After, which a plain refusal does not carry
+                log.warning("refuse POST /dood/v1/directories -> 429 %s", busy.message)
+                writer.write(directories.too_many_response(busy))
+                await writer.drain()
+                return True
+            # every value logged was checked: no control character reaches the log
+            log.info("directory %s ready for %s", answer["path"], answer.get("user") or "trusted users")
         writer.write(wire.json_bytes_response(200, json.dumps(answer).encode()))
         await writer.drain()
         return True
