@@ -70,6 +70,14 @@ def test_limits_must_nest():
         Limits(max_pending=4, max_pending_per_peer=8)
 
 
+def test_max_connections_shrinks_the_pending_bounds_with_it():
+    assert Limits.of(2048) == Limits(max_connections=2048)
+    small = Limits.of(16)
+    assert (small.max_connections, small.max_pending, small.max_pending_per_peer) == (16, 16, 16)
+    with pytest.raises(ValueError, match="--max-connections 0: give at least 1"):
+        Limits.of(0)
+
+
 def test_pending_connections_are_bounded_per_peer_and_per_listener():
     async def scenario():
         server, port = await _started(Limits(max_connections=16, max_pending=4, max_pending_per_peer=2))

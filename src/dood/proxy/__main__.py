@@ -158,7 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         listeners = _listeners(args)
-        limits = Limits(max_connections=args.max_connections)
+        limits = Limits.of(args.max_connections)
         upstream = Endpoint.parse(args.upstream)
         socket_mode = int(args.socket_mode, 8)
         policy = load_config(args.config, section="policy") if args.config else Policy()

@@ -59,6 +59,18 @@ class Limits:
     handshake_seconds: float = 5.0
     tls_shutdown_seconds: float = 5.0  # how long a closing TLS connection waits for the client's close_notify
 
+    @classmethod
+    def of(cls, max_connections: int) -> Limits:
+        """`--max-connections`: the pending bounds shrink with it when it is smaller than they are."""
+        if max_connections < 1:
+            raise ValueError(f"--max-connections {max_connections}: give at least 1")
+        default = cls()
+        return cls(
+            max_connections=max_connections,
+            max_pending=min(default.max_pending, max_connections),
+            max_pending_per_peer=min(default.max_pending_per_peer, max_connections),
+        )
+
     def __post_init__(self) -> None:
         if not 1 <= self.max_pending_per_peer <= self.max_pending <= self.max_connections:
             raise ValueError(
