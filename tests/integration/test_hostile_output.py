@@ -18,9 +18,9 @@ def teardowns(monkeypatch):
     started = []
     real = dood.teardown.detach
 
-    def spy(target, container_id, grace_seconds):
-        started.append(container_id)
-        return real(target, container_id, grace_seconds)
+    def spy(*args, **kwargs):
+        started.append(args[1] if len(args) > 1 else kwargs.get("container_id"))
+        return real(*args, **kwargs)
 
     monkeypatch.setattr(dood.teardown, "detach", spy)
     return started
