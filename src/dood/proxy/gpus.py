@@ -69,6 +69,7 @@ from dood.gpus import (
     referee,
 )
 from dood.naming import HOST_LABEL, MANAGED_LABEL, STACK_LABEL
+from dood.policy import Policy, apply_defaults
 from dood.proxy.daemon import daemon_message
 from dood.proxy.rules import Refused
 
@@ -83,7 +84,9 @@ TICKET_LABELS = frozenset({TICKET_LABEL, TICKET_WANTS_LABEL, TICKET_UNTIL_LABEL,
 _TICKET_ALLOWED_LABELS = TICKET_LABELS | {MANAGED_LABEL, STACK_LABEL, HOST_LABEL}
 #: What a ticket's (never started) create body may set, as dood sends it, plus what the proxy adds.
 _TICKET_KEYS = frozenset({"Image", "Cmd", "User", "Labels", "HostConfig"})
-_TICKET_HOST_KEYS = frozenset({"SecurityOpt", "PidsLimit", "Memory"})
+_TICKET_HOST_KEYS = frozenset(
+    {"SecurityOpt", *apply_defaults({}, Policy(default_memory=2**30))["HostConfig"]}  # the proxy's own additions
+)
 #: How far (seconds, the daemon's clock) a new ticket's key may be from now: its waiter took it just before.
 FRESH_KEY_SECONDS = 30.0
 #: How far beyond a lease a ticket's `until` may reach (the placer's estimate of the daemon's clock).
