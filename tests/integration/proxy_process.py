@@ -5,9 +5,11 @@ from __future__ import annotations
 import contextlib
 import grp
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -44,6 +46,18 @@ def as_proxy_user(command: list[str], uid: int = PROXY_UID) -> tuple[list[str], 
 
 def socket_group_name() -> str:
     return grp.getgrgid(os.stat("/var/run/docker.sock").st_gid).gr_name
+
+
+@contextlib.contextmanager
+def reachable_tmp(name: str) -> Iterator[Path]:
+    """A temporary directory other uids can pass through (mode 0755 below /tmp), removed after: pytest's own
+    base folder is 0700, and every new pytest session on the machine makes it so again."""
+    path = Path(tempfile.mkdtemp(prefix=f"dood-{name}-", dir="/tmp"))
+    os.chmod(path, 0o755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def traversable(path: Path) -> None:

@@ -19,7 +19,7 @@ from docker.errors import APIError
 
 from dood.naming import HOST_LABEL, STACK_LABEL, TaskIdentity
 from tests.integration.conftest import TEST_IMAGE
-from tests.integration.proxy_process import PROXY_UID, as_proxy_user, remove_labelled, running_proxy, traversable
+from tests.integration.proxy_process import PROXY_UID, as_proxy_user, reachable_tmp, remove_labelled, running_proxy
 
 STEP = "50000:0"
 OTHER = "1000:1000"
@@ -28,10 +28,14 @@ GROUPS_IMAGE = "dood-it-identity-groups:latest"
 
 
 @pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
+def base():
+    with reachable_tmp("identity") as path:
+        yield path
+
+
+@pytest.fixture(scope="module")
+def data_root(base):
     """An allowed root as the compose stack has it: owned by the proxy's uid, 0755, under root-owned dirs."""
-    base = tmp_path_factory.mktemp("identity")
-    traversable(base)
     root = base / "data"
     (root / "ro").mkdir(parents=True)
     (root / "ro" / "model.txt").write_text("the champion\n")
@@ -41,15 +45,15 @@ def data_root(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def proxy(tmp_path_factory, data_root, docker_api):
+def proxy(base, data_root, docker_api):
     policy = (
-        "  allowed_images: ['dood-test-busybox:*', 'dood-it-identity-groups:*']\n"
+        "  allowed_images: ['dood-test-busybox:*', 'dood-it-identity-groups:*', 'dood-it-identity-groupname:*']\n"
         f"  allowed_host_roots: ['{data_root}']\n"
         f"  read_only_host_roots: ['{data_root / 'ro'}']\n"
         f"  allowed_users: ['{STEP}', '{OTHER}']\n"
         "  allowed_group_add: [2000]\n"
     )
-    with running_proxy(tmp_path_factory.mktemp("identity-proxy"), policy, "--stack", "ident", uid=PROXY_UID) as running:
+    with running_proxy(_made(base / "proxy"), policy, "--stack", "ident", uid=PROXY_UID) as running:
         client = docker.APIClient(base_url=running.url, version="auto", timeout=60)
         yield SimpleNamespace(**vars(running), api=client)
         client.close()
@@ -149,7 +153,9 @@ def test_an_image_cannot_add_groups_to_an_explicit_uid_gid(proxy, docker_api, tm
     refused(lambda: proxy.api.create_container(GROUPS_IMAGE, ["id"], user="50000", labels=mark.labels))
 
 
-def test_the_proxy_will_not_start_with_an_identity_it_owns_or_the_sockets_group(tmp_path, data_root):
+def test_the_proxy_will_not_start_with_an_identity_it_owns_or_the_sockets_group(base, data_root):
+    tmp_path = base / "refused"
+    tmp_path.mkdir(exist_ok=True)
     socket_gid = os.stat("/var/run/docker.sock").st_gid
     for bad in (
         f"allowed_users: ['{PROXY_UID}:0']",
@@ -158,7 +164,6 @@ def test_the_proxy_will_not_start_with_an_identity_it_owns_or_the_sockets_group(
     ):
         config = tmp_path / "dood.yaml"
         config.write_text(f"policy:\n  allowed_host_roots: ['{data_root}']\n  {bad}\n")
-        traversable(tmp_path)
         command, env = as_proxy_user(
             ["python", "-m", "dood.proxy", "--listen", f"unix://{tmp_path}/never.sock", "--config", str(config)]
         )
@@ -166,6 +171,38 @@ def test_the_proxy_will_not_start_with_an_identity_it_owns_or_the_sockets_group(
         assert done.returncode == 2, (bad, done.stderr)
         assert "refusing to start" in done.stderr and "allowed_" in done.stderr, done.stderr
         assert not (tmp_path / "never.sock").exists()
+
+
+def test_an_image_cannot_rename_an_allowed_supplementary_group(proxy, docker_api, tmp_path, mark):
+    """The runtime resolves a GroupAdd entry by *name* in the image's /etc/group first: an image with a group
+    named "2000" of the socket's gid would get the socket's group. The proxy reads the file before start."""
+    socket_gid = os.stat("/var/run/docker.sock").st_gid
+    image = "dood-it-identity-groupname:latest"
+    (tmp_path / "Dockerfile").write_text(
+        f"FROM {TEST_IMAGE}\nRUN echo 'root:x:0:' > /etc/group && echo '2000:x:{socket_gid}:' >> /etc/group\n"
+    )
+    build = ["docker", "build", "-q", "-t", image, str(tmp_path)]
+    subprocess.run(build, check=True, capture_output=True, env={**os.environ, "DOCKER_BUILDKIT": "0"})
+    control = docker_api.create_container(
+        image, ["id"], user=STEP, labels=mark.labels, host_config=docker_api.create_host_config(group_add=["2000"])
+    )["Id"]
+    docker_api.start(control)
+    docker_api.wait(control, timeout=60)
+    assert f"{socket_gid}(2000)" in docker_api.logs(control).decode()  # what the runtime does without the check
+
+    host_config = proxy.api.create_host_config(group_add=["2000"])
+    ours = proxy.api.create_container(image, ["id"], user=STEP, labels=mark.labels, host_config=host_config)["Id"]
+    error = refused(lambda: proxy.api.start(ours))
+    assert "names a group '2000' with gid" in error
+    assert docker_api.inspect_container(ours)["State"]["Status"] == "created"  # never ran
+
+
+def test_containers_get_a_private_cgroup_namespace(proxy, docker_api, mark):
+    made = proxy.api.create_container(TEST_IMAGE, ["cat", "/proc/self/cgroup"], user=STEP, labels=mark.labels)["Id"]
+    assert docker_api.inspect_container(made)["HostConfig"]["CgroupnsMode"] == "private"
+    proxy.api.start(made)
+    proxy.api.wait(made, timeout=60)
+    assert "/docker/" not in proxy.api.logs(made).decode()
 
 
 def test_every_dood_label_is_the_proxys(proxy, docker_api, mark):
@@ -236,3 +273,8 @@ def test_a_step_as_an_allowed_identity_cannot_touch_a_read_only_root(proxy, data
     assert (data_root / "ro" / "model.txt").read_text() == "the champion\n"
     assert oct((data_root / "ro" / "model.txt").stat().st_mode & 0o777) == "0o644"
     assert not (data_root / "x").exists()
+
+
+def _made(path):
+    path.mkdir(exist_ok=True)
+    return path

@@ -299,10 +299,10 @@ def test_defaults_give_a_process_limit_and_the_default_memory():
     from dood.policy import apply_defaults
 
     sent = apply_defaults({"Image": OK_IMAGE, "HostConfig": {}}, Policy(default_memory="1g"))
-    assert sent["HostConfig"] == {"PidsLimit": 4096, "Memory": 1024**3}
+    assert sent["HostConfig"] == {"CgroupnsMode": "private", "PidsLimit": 4096, "Memory": 1024**3}
     kept = apply_defaults({"HostConfig": {"PidsLimit": 10, "Memory": 5}}, Policy(default_memory="1g"))
-    assert kept["HostConfig"] == {"PidsLimit": 10, "Memory": 5}
-    assert apply_defaults({"HostConfig": {}}, Policy())["HostConfig"] == {"PidsLimit": 4096}
+    assert kept["HostConfig"] == {"CgroupnsMode": "private", "PidsLimit": 10, "Memory": 5}
+    assert apply_defaults({"HostConfig": {}}, Policy())["HostConfig"] == {"CgroupnsMode": "private", "PidsLimit": 4096}
     with pytest.raises(ValueError, match="exceeds max_memory"):
         Policy(default_memory="2g", max_memory="1g")
 

@@ -275,10 +275,13 @@ def _is_int(value: Any) -> bool:
 
 
 def apply_defaults(body: dict[str, Any], policy: Policy) -> dict[str, Any]:
-    """Give a create body the policy's limits where it sets none (in place; returned): the process limit
-    (policy.max_pids), and the memory limit when policy.default_memory is set. Run after `violations`
-    passed: a body that asked for more was refused, one that asked for less keeps its own."""
+    """Give a create body the policy's limits where it sets none (in place; returned): a private cgroup
+    namespace, the process limit (policy.max_pids), and the memory limit when policy.default_memory is
+    set. Run after `violations` passed: a body that asked for more was refused, one that asked for less
+    keeps its own."""
     host = body.setdefault("HostConfig", {})
+    if not host.get("CgroupnsMode"):  # dockerd's default on cgroup v1 is the host's cgroup namespace
+        host["CgroupnsMode"] = "private"
     if not host.get("PidsLimit"):
         host["PidsLimit"] = policy.max_pids
     if policy.default_memory is not None and not host.get("Memory"):

@@ -11,7 +11,9 @@ client can take another stack's names or forge what the proxy decides from label
 
 from __future__ import annotations
 
+import io
 import os
+import tarfile
 from collections.abc import Mapping
 from typing import Any
 
@@ -107,7 +109,9 @@ class IdentityGuard:
         labels = {
             key: value
             for key, value in (asked or {}).items()
-            if not key.startswith(LABEL_PREFIX) or key in TASK_LABELS or key.startswith(GPU_LABEL_PREFIX)
+            if not key.startswith(LABEL_PREFIX)
+            or key in (*TASK_LABELS, "dood.handoff")
+            or key.startswith(GPU_LABEL_PREFIX)
         }
         labels[MANAGED_LABEL] = "true"
         labels[STACK_LABEL] = self.stack
@@ -147,3 +151,28 @@ def _task_name(labels: Mapping[str, str], stack: str) -> str | None:
     except ValueError:
         return None
     return identity.container_name()
+
+
+def image_group_problems(archive: bytes, groups: list[str]) -> list[str]:
+    """Why the container's own `/etc/group` (a tar of it, from the daemon's archive endpoint) would turn a
+    `GroupAdd` number into another group: the runtime looks each entry up by *name* first, so an image with
+    a group named `2000` and gid 105 (say, the socket's) gets 105 for `GroupAdd ["2000"]`. Empty: none."""
+    try:
+        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+            member = next((m for m in tar.getmembers() if m.name.rstrip("/").split("/")[-1] == "group"), None)
+            if member is None or not member.isfile():
+                return ["the image's /etc/group is not a regular file: its groups cannot be checked"]
+            handle = tar.extractfile(member)
+            text = handle.read().decode("utf-8", "replace") if handle is not None else ""
+    except (tarfile.TarError, OSError, EOFError):
+        return ["the image's /etc/group could not be read"]
+    wanted = set(groups)
+    found = []
+    for line in text.splitlines():
+        fields = line.split(":")
+        if len(fields) >= 3 and fields[0] in wanted and fields[2].strip() != fields[0]:
+            found.append(
+                f"GroupAdd {fields[0]!r}: the image's /etc/group names a group {fields[0]!r} with gid "
+                f"{fields[2].strip()!r}, which the runtime would give instead"
+            )
+    return found

@@ -21,7 +21,7 @@ from dood.policy import MalformedBody, Policy, apply_defaults, canonical_create_
 from dood.proxy import directories, rules, wire
 from dood.proxy.daemon import Daemon, Endpoint
 from dood.proxy.gpus import GpuReferee
-from dood.proxy.identity import IdentityGuard
+from dood.proxy.identity import IdentityGuard, image_group_problems
 from dood.proxy.listener import Limits, Listener, bind_tcp, bind_unix
 from dood.proxy.ownership import Owned, Ownership
 from dood.proxy.relay import complete, linger, relay_response
@@ -291,7 +291,9 @@ class ProxyServer:
             await writer.drain()
             return True
         if route.action == "start":  # the daemon resolves bind sources now: check them again, now
-            await self._check_bind_sources(await self._host_config(owned, target.prefix), "start")
+            host_config = await self._host_config(owned, target.prefix)
+            await self._check_bind_sources(host_config, "start")
+            await self._check_group_names(owned, host_config.get("GroupAdd") or [], target.prefix)
         path = target.path.replace(f"/containers/{route.container}", f"/containers/{owned.container_id}", 1)
         keep = await self._forward(request, target.uri(path=path), b"", reader, writer, upgrade=route.upgrade)
         if route.action == "remove":
@@ -303,6 +305,23 @@ class ProxyServer:
         problems = await asyncio.to_thread(unsafe_bind_sources, host_config, self.policy.allowed_host_roots)
         if problems:
             raise Refused(403, f"refusing to {when}: a bind source could be re-pointed: " + "; ".join(problems))
+
+    async def _check_group_names(self, owned: Owned, groups: list, prefix: str) -> None:
+        """Refuse (403) to start a container whose image would resolve a `GroupAdd` number to another gid
+        (by a group of that *name* in its /etc/group). The file cannot change before start: the container
+        has not run, and nothing through the proxy writes into one (archive uploads are refused)."""
+        if not groups:
+            return
+        status, archive = await self.daemon.call(
+            "GET", f"{prefix}/containers/{owned.container_id}/archive?path=%2Fetc%2Fgroup"
+        )
+        if status == 404:
+            return  # no /etc/group: every entry is taken as the number it is
+        if status != 200:
+            raise Refused(502, f"reading {owned.container_id[:12]}'s /etc/group before start failed ({status})")
+        problems = image_group_problems(archive, [str(group) for group in groups])
+        if problems:
+            raise Refused(403, "refusing to start: " + "; ".join(problems))
 
     async def _host_config(self, owned: Owned, prefix: str) -> dict:
         """The container's HostConfig as the daemon holds it (binds cannot change after create)."""
