@@ -60,7 +60,7 @@ def binds(host: Mapping, policy: Policy) -> list[Violation]:
         if not parts[0].startswith("/"):
             _named_volume(parts[0], field, policy, found)
             continue
-        options = {opt.strip() for opt in (parts[2] if len(parts) == 3 else "").split(",")}
+        options = set((parts[2] if len(parts) == 3 else "").split(","))  # exactly as the daemon reads them
         if options & SHARED_PROPAGATIONS:
             found.add(field, "propagation", "shared or slave mount propagation is not allowed")
         relabel = options & {"z", "Z"}
