@@ -26,7 +26,7 @@ from dood.config_file import CONFIG_ENV_VAR, DEFAULT_CONFIG_PATH, config_path, r
 from dood.exceptions import DoodConfigError
 from dood.gpu_inventory import GpuInventory
 from dood.naming import DEFAULT_STACK, HOST_PATTERN, STACK_PATTERN
-from dood.pipeline_config import Pipeline
+from dood.pipeline_config import PIPELINE_NAME, Pipeline
 from dood.placement import QUEUE_PATTERN, pipeline_problems
 from dood.policy import Policy
 from dood.resources import Resources
@@ -290,12 +290,14 @@ class DoodConfig(_Strict):
 
     #: The host this view is of ($DOOD_HOST, `on_host`): None for the single-host config.
     _host: str | None = PrivateAttr(default=None)
+    #: Pipelines `load_config` set aside as invalid: name -> their problems (`pipeline_errors`).
+    _pipeline_errors: dict[str, str] = PrivateAttr(default_factory=dict)
 
     @field_validator("pipelines")
     @classmethod
     def _pipeline_names(cls, value: dict[str, Pipeline]) -> dict[str, Pipeline]:
         for name in value:
-            if not re.fullmatch(r"[a-zA-Z0-9_]+", name):
+            if not PIPELINE_NAME.fullmatch(name):
                 raise ValueError(f"pipeline name {name!r} may hold only letters, digits and underscores")
         return value
 
@@ -343,6 +345,12 @@ class DoodConfig(_Strict):
             raise ValueError("\n".join(problems))
         return self
 
+    @property
+    def pipeline_errors(self) -> Mapping[str, str]:
+        """Pipelines set aside because they are invalid (name -> each bad field and why; `load_config` sets
+        them aside, so one bad pipeline fails alone): they have no DAG, dags/dood_pipeline_errors.py reports them."""
+        return dict(self._pipeline_errors)
+
     # --- the view of one host ---
 
     @property
@@ -380,10 +388,15 @@ class DoodConfig(_Strict):
         return self.hosts[self._host].docker if self._host else self.docker
 
 
-def parse_config(data: object, source: str = "<dict>", *, section: str | None = None) -> Any:
+def parse_config(
+    data: object, source: str = "<dict>", *, section: str | None = None, set_aside_invalid_pipelines: bool = False
+) -> Any:
     """Validate raw data (the whole config, or with `section` that section alone: `policy`...); the error
-    names each bad field's path and what it accepts."""
+    names each bad field's path and what it accepts. With `set_aside_invalid_pipelines`, each pipeline is
+    validated alone and an invalid one is left out (`DoodConfig.pipeline_errors`), not fatal."""
     try:
+        if section is None and set_aside_invalid_pipelines and isinstance(data, Mapping):
+            return _set_aside_invalid_pipelines(data, source)
         if section is None:
             return DoodConfig.model_validate(data or {})
         field = DoodConfig.model_fields.get(section)
@@ -396,7 +409,8 @@ def parse_config(data: object, source: str = "<dict>", *, section: str | None = 
         prefix = f"{section}." if section else ""
         problems = "\n".join(
             f"  - {prefix}{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}"
-            + (f" (got {err['input']!r})" if err["type"] not in ("missing", "extra_forbidden") else "")
+            # the input of a root error is the whole config: not repeated
+            + (f" (got {err['input']!r})" if err["type"] not in ("missing", "extra_forbidden") and err["loc"] else "")
             for err in exc.errors()
         )
         raise DoodConfigError(f"Invalid dood config {source}:\n{problems}") from None
@@ -412,8 +426,38 @@ def load_config(path: str | os.PathLike[str] | None = None, *, section: str | No
         return parse_config(_policy_with_default_user(data), source, section=section)
     if section is not None:
         return parse_config(data.get(section), source, section=section)
-    config = parse_config(data, source)
+    config = parse_config(data, source, set_aside_invalid_pipelines=True)  # one bad pipeline fails alone
     return config.on_host(os.environ.get(HOST_ENV_VAR) or None) if view else config
+
+
+def _set_aside_invalid_pipelines(data: Mapping[str, Any], source: str) -> DoodConfig:
+    """The config with every valid pipeline; each pipeline is validated alone (with the rest of the config, for
+    its placements), and an invalid one is left out with its problems in `pipeline_errors`, so it cannot take
+    the other pipelines' DAGs, the janitor or running tasks down with it. An error outside `pipelines:` (or a
+    `pipelines:` that is no mapping) still fails the whole config, and says so."""
+    pipelines = data.get("pipelines")
+    if not isinstance(pipelines, Mapping) or not pipelines:
+        return parse_config(data, source)
+    try:
+        rest = parse_config({**data, "pipelines": {}}, source)
+    except DoodConfigError as exc:
+        raise DoodConfigError(
+            f"{exc}\nThis is outside `pipelines:`, so every dood DAG (pipelines and janitor) and every dood task "
+            "fails until it is fixed; an error inside one pipeline fails that pipeline alone."
+        ) from None
+    valid: dict[str, Pipeline] = {}
+    errors: dict[str, str] = {}
+    for name, pipeline in pipelines.items():
+        if not isinstance(name, str) or not PIPELINE_NAME.fullmatch(name):
+            errors[str(name)] = f"  - pipelines.{name}: the name may hold only letters, digits and underscores"
+            continue
+        try:
+            valid[name] = parse_config({**data, "pipelines": {name: pipeline}}, source).pipelines[name]
+        except DoodConfigError as exc:
+            errors[str(name)] = str(exc).partition(":\n")[2] or str(exc)  # its problems, one line each
+    config = rest.model_copy(update={"pipelines": valid})
+    config._pipeline_errors = errors
+    return config
 
 
 def _process_user() -> str:

@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING
 from airflow.sdk import DAG, Param
 
 from dood.config import DoodConfig, load_config
+from dood.config import config_path as dood_config_path
+from dood.exceptions import InvalidPipelines
 from dood.operators.pipeline_step import PipelineStepOperator
 from dood.pipeline_config import STEP_NAMES
 from dood.placement import step_placement
@@ -131,7 +133,19 @@ def build_dag(
 
 
 def build_dags(config: DoodConfig | None = None, config_path: str | None = None) -> dict[str, DAG]:
-    """Every configured pipeline's DAG, keyed by dag_id."""
+    """Every valid pipeline's DAG, keyed by dag_id: `load_config` sets an invalid pipeline aside (it fails
+    alone: `raise_for_invalid_pipelines` reports it from a DAG file of its own)."""
     config = config or load_config(config_path, view=False)  # parsing needs no host's view
     dags = (build_dag(n, p, config_path, config.hosts) for n, p in config.pipelines.items())
     return {dag.dag_id: dag for dag in dags}
+
+
+def raise_for_invalid_pipelines(config: DoodConfig | None = None, config_path: str | None = None) -> None:
+    """Raise `InvalidPipelines` naming every invalid pipeline and its fields; nothing when all are valid.
+
+    Called by a DAG file that holds no DAG (dags/dood_pipeline_errors.py), so Airflow lists the error as that
+    file's import error: Airflow marks *every* DAG of a file with an import error stale, so the valid
+    pipelines' DAGs (dags/dood_pipelines.py) and the janitor must live in other files."""
+    config = config or load_config(config_path, view=False)
+    if config.pipeline_errors:
+        raise InvalidPipelines(config.pipeline_errors, str(config_path or dood_config_path()))

@@ -30,6 +30,54 @@ class MountMapConflict(DoodError):
     """The configured mount map and the one discovered from our own container disagree."""
 
 
+class BindSourceMissing(DoodConfigError):
+    """A bind source does not exist where dood can see it; Docker would refuse the container (or, with the
+    old `-v` syntax, create an empty root-owned directory there)."""
+
+    def __init__(self, *, field: str, spec: str, source: str, host_path: str) -> None:
+        self.field = field
+        self.source = source
+        self.host_path = host_path
+        where = "" if host_path == source else f" (on the Docker host: {host_path!r})"
+        super().__init__(
+            f"{field}: the bind source of mount {spec!r} does not exist: {source!r}{where}, so the Docker host "
+            "cannot mount it. Nothing was created. Fix the path in the task's `mounts`, or create the directory "
+            f"first (`mkdir -p {host_path}` on the Docker host, writable by the step's user if it writes there)."
+        )
+
+
+class ImageUnavailable(DoodConfigError):
+    """The image is not on the Docker host and pulling it failed; raised before anything is created."""
+
+    def __init__(self, *, image: str, reason: str, pull_policy: str) -> None:
+        self.image = image
+        self.reason = reason
+        where = "is not on the Docker host and pulling it" if pull_policy != "always" else "could not be pulled: it"
+        super().__init__(
+            f"image: {image!r} {where} failed ({reason}). Nothing was created. Build it on the Docker host "
+            f"(`docker build -t {image} <dir>`; this project's images: `make images`), check the image name and "
+            "tag (the task's `image`; a pipeline step's `image` and the run's image_tag), or, for a private "
+            "registry, set `docker.conn_id` in the dood config to an Airflow connection (type docker) that logs "
+            "in to it."
+        )
+
+
+class InvalidPipelines(DoodConfigError):
+    """Pipelines of the config that are invalid, so they have no DAG; the others are unaffected."""
+
+    def __init__(self, errors: dict[str, str], source: str) -> None:
+        self.errors = dict(errors)
+        self.source = source
+        listing = "\n".join(f"pipeline {name!r} (DAG dood_{name}):\n{problems}" for name, problems in errors.items())
+        count = f"{len(errors)} pipeline{'s' if len(errors) != 1 else ''}"
+        super().__init__(
+            f"{count} of the dood config {source} {'is' if len(errors) == 1 else 'are'} invalid and "
+            f"{'has' if len(errors) == 1 else 'have'} no DAG; every other pipeline keeps its DAG, and "
+            f"dood_janitor runs as before.\n{listing}\n"
+            "Fix these fields in the config (reference: README.md#configuration); the DAG appears at the next parse."
+        )
+
+
 class ForeignContainerError(DoodError):
     """A container with our name exists but is not ours; we never touch it."""
 

@@ -1,7 +1,9 @@
 """Pipelines in the shared config: schedule, data/model/artifact roots, steps and the trigger form's Params.
 
 Validated by the same pydantic model as the rest of `dood.yaml`, so an error names the pipeline,
-the step and the field (`pipelines.retrain.steps.train.resources.memory`).
+the step and the field (`pipelines.retrain.steps.train.resources.memory`). `load_config` validates each
+pipeline alone: an invalid one is set aside (`DoodConfig.pipeline_errors`) and fails alone, as the import
+error of dags/dood_pipeline_errors.py; the other pipelines keep their DAGs and their tasks run.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from dood.naming import check_user_labels
 from dood.resources import Resources
 
 STEP_NAMES = ("prepare", "train", "evaluate", "promote")
+#: What a pipeline's name may hold: it becomes the DAG id dood_<name> and a container label.
+PIPELINE_NAME = re.compile(r"[a-zA-Z0-9_]+")
 _IMAGE_WITH_TAG = re.compile(r":[^/]+$|@sha256:")
 _IDENTIFIER = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 

@@ -135,3 +135,68 @@ def test_promotion_defaults_are_safe_for_backfills():
     config = parse_config({"pipelines": {"p": pipeline()}})
     promotion = config.pipelines["p"].promotion
     assert promotion.from_backfill is False and promotion.require_newer_data is True
+
+
+# --- one bad pipeline fails alone ---
+
+
+def write_config(tmp_path, data) -> str:
+    import yaml
+
+    path = tmp_path / "dood.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return str(path)
+
+
+def test_a_bad_pipeline_fails_alone_and_the_good_one_keeps_its_dag(tmp_path):
+    from dood.dag_factory import raise_for_invalid_pipelines
+    from dood.exceptions import InvalidPipelines
+
+    only_train = pipeline(steps={"train": STEP})
+    path = write_config(tmp_path, {"pipelines": {"good": pipeline(), "only_train": only_train}})
+    config = load_config(path, view=False)  # what every Airflow process reads: not fatal
+    assert list(config.pipelines) == ["good"]
+    assert "pipelines.only_train.steps" in config.pipeline_errors["only_train"]
+    assert list(build_dags(config_path=path)) == ["dood_good"]
+    with pytest.raises(InvalidPipelines) as caught:
+        raise_for_invalid_pipelines(config_path=path)
+    message = str(caught.value)
+    assert caught.value.errors.keys() == {"only_train"} and path in message
+    assert "pipeline 'only_train' (DAG dood_only_train)" in message
+    assert "pipelines.only_train.steps" in message and "missing steps ['prepare', 'evaluate']" in message
+    assert "every other pipeline keeps its DAG" in message
+    raise_for_invalid_pipelines(parse_config({"pipelines": {"good": pipeline()}}))  # all valid: nothing raised
+
+
+def test_every_kind_of_pipeline_error_is_set_aside_naming_pipeline_and_field(tmp_path):
+    pipelines = {
+        "good": pipeline(),
+        "bad-name": pipeline(),
+        "placed": pipeline(steps={"prepare": STEP, "train": {**STEP, "host": "nowhere"}, "evaluate": STEP}),
+        "memory": pipeline(
+            steps={"prepare": STEP, "train": {**STEP, "resources": {"memory": "huge"}}, "evaluate": STEP}
+        ),
+        "not_a_mapping": "oops",
+    }
+    config = load_config(write_config(tmp_path, {"pipelines": pipelines}), view=False)
+    assert list(config.pipelines) == ["good"]
+    errors = config.pipeline_errors
+    assert "pipelines.bad-name: the name may hold only letters" in errors["bad-name"]
+    assert "pipelines.placed: steps.train: host needs hosts under `hosts:`" in errors["placed"]
+    assert "got" not in errors["placed"]  # not the whole config again
+    assert "pipelines.memory.steps.train.resources.memory" in errors["memory"]
+    assert "pipelines.not_a_mapping" in errors["not_a_mapping"]
+    assert config.on_host(None).pipeline_errors == errors  # a host's view keeps them
+
+
+def test_a_config_broken_outside_pipelines_fails_everything_and_says_so(tmp_path):
+    path = write_config(tmp_path, {"runs_root": "relative", "pipelines": {"good": pipeline()}})
+    with pytest.raises(DoodConfigError) as caught:
+        load_config(path, view=False)
+    assert "runs_root" in str(caught.value)
+    assert "outside `pipelines:`, so every dood DAG (pipelines and janitor)" in str(caught.value)
+
+
+def test_strict_validation_still_fails_on_a_bad_pipeline():
+    with pytest.raises(DoodConfigError, match=r"pipelines\.p\.steps"):
+        parse_config({"pipelines": {"p": pipeline(steps={"train": STEP})}})
