@@ -10,6 +10,8 @@ made, nothing touched.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import shutil
 import stat
@@ -56,9 +58,22 @@ def _layout(base: Path) -> Path:
     return allowed
 
 
+def _base() -> Path:
+    """A folder of its own under /tmp: pytest's base folder is set back to 0700 whenever another pytest
+    session starts on this machine, and the proxy's uid could then no longer reach anything in it."""
+    return Path(tempfile.mkdtemp(prefix="dood-dirs-", dir="/tmp"))
+
+
+@pytest.fixture
+def proxy_base():
+    base = _base()
+    yield base
+    shutil.rmtree(base, ignore_errors=True)
+
+
 @pytest.fixture(scope="module")
 def setup(docker_api):
-    base = Path(tempfile.mkdtemp(prefix="dood-dirs-", dir="/tmp"))
+    base = _base()
     allowed = _layout(base)
     with running_proxy(base, _policy(allowed), uid=PROXY_UID) as proxy:
         client = docker.APIClient(base_url=proxy.url, version="auto", timeout=60)
@@ -198,7 +213,8 @@ def test_a_planted_link_racing_the_request_never_leads_outside(setup):
     while time.monotonic() < deadline:
         status, _ = post(setup, {"path": f"{leaf}/sub/x", "user": STEP_USER})
         answers[status] = answers.get(status, 0) + 1
-    setup.api.remove_container(container, force=True)
+    with contextlib.suppress(docker.errors.NotFound):  # another session's janitor may have removed it
+        setup.api.remove_container(container, force=True)
     print(f"requests below a flipping link: {answers}")
     assert set(answers) == {403} and answers[403] > 10, answers
     assert list(target.iterdir()) == []
@@ -213,11 +229,11 @@ def test_no_temporary_name_is_left_behind(setup):
     assert list(setup.allowed.rglob(f"{TEMPORARY_PREFIX}*")) == []
 
 
-def test_directories_are_bounded_and_a_task_waits_its_turn(tmp_path, docker_api):
+def test_directories_are_bounded_and_a_task_waits_its_turn(proxy_base, docker_api):
     """The attack run made 2,306 directories in 3 s: now the burst, then PER_MINUTE a minute; 429 with
     Retry-After past it, which the Airflow side waits out (its request then succeeds)."""
-    allowed = _layout(tmp_path)
-    with running_proxy(tmp_path, _policy(allowed), uid=PROXY_UID) as proxy:
+    allowed = _layout(proxy_base)
+    with running_proxy(proxy_base, _policy(allowed), uid=PROXY_UID) as proxy:
         client = docker.APIClient(base_url=proxy.url, version="auto", timeout=60)
         statuses: list[int] = []
         retry_after = None
@@ -271,3 +287,48 @@ def test_concurrent_requests_for_one_leaf_make_it_once_whole(setup):
     assert sorted(results, key=str) == sorted([(200, True)] + [(200, False)] * 7, key=str), results
     info = os.lstat(path)
     assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (PROXY_UID, 0, LEAF_MODE)
+
+
+def test_a_second_attempt_with_the_same_name_never_reads_the_firsts_result(setup, tmp_path, docker_api):
+    """DoodContainerOperator through the proxy, twice as the same task try (one container name, one run
+    directory): the first's result is its XCom; the second is refused before it creates anything, and the
+    first's result.json is neither deleted nor taken for the second's. A new try has a directory of its own."""
+    import contextvars
+
+    from airflow.sdk.bases.operator import ExecutorSafeguard
+
+    from dood.exceptions import DoodError
+    from dood.operators.container import DoodContainerOperator
+
+    config = tmp_path / "dood.yaml"
+    config.write_text(
+        f"docker:\n  url: {setup.proxy.url}\nruns_root: {setup.allowed}/runs\n"
+        f"policy:\n  allowed_host_roots: ['{setup.allowed}']\n  allowed_images: ['dood-test-busybox:*']\n"
+    )
+    run_id = f"it__{uuid.uuid4().hex}"
+
+    def execute(script: str, try_number: int = 1, **kwargs):
+        ti = SimpleNamespace(
+            dag_id="dood_it_proxy_directories", task_id="same", run_id=run_id, map_index=-1, try_number=try_number
+        )
+        context = {"ti": ti, "task_instance": ti, "run_id": run_id, "logical_date": None}
+        context |= {"data_interval_start": None, "data_interval_end": None}
+        operator = DoodContainerOperator(
+            task_id="same", image=TEST_IMAGE, command=["sh", "-c", script], config_path=str(config), **kwargs
+        )
+        ctx = contextvars.copy_context()
+        ctx.run(ExecutorSafeguard.tracker.set, operator)
+        return ctx.run(operator.execute, context)
+
+    assert execute('echo \'{"attempt": 1}\' > "$DOOD_RESULT_FILE"') == {"attempt": 1}
+    [run_dir] = [d for d in (setup.allowed / "runs").iterdir() if d.name.startswith("dood-dood_it_proxy_dire")]
+    ours = {"label": "dood.dag_id=dood_it_proxy_directories"}
+    before = [c["Id"] for c in docker_api.containers(all=True, filters=ours)]
+    with pytest.raises(DoodError, match="earlier attempt") as caught:
+        execute("true")  # writes no result: the first's would have been read as this one's
+    assert [c["Id"] for c in docker_api.containers(all=True, filters=ours)] == before  # nothing created
+    assert "'result.json'" in str(caught.value)
+    assert json.loads((run_dir / "result.json").read_text()) == {"attempt": 1}
+    second = 'echo \'{"attempt": 2}\' > "$DOOD_RESULT_FILE"'  # a new try, not adopting the first's container
+    assert execute(second, try_number=2, reattach=False) == {"attempt": 2}
+    assert json.loads((run_dir / "result.json").read_text()) == {"attempt": 1}
