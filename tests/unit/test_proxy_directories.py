@@ -84,6 +84,8 @@ BAD_FIELDS = [
     ({"path": "{root}/x\x00y", "user": "50000:0"}, 400, ["path", "control character", "\\x00"]),
     ({"path": "{root}/x\n", "user": "50000:0"}, 400, ["path", "control character", "\\n"]),
     ({"path": "{root}/x\x1b[31m"}, 400, ["path", "control character"]),
+    ({"path": "{root}/x\ud800", "user": "50000:0"}, 400, ["path", "\\ud800"]),  # a lone surrogate: no encoding
+    ({"path": "{root}/\u202egpj.x", "user": "50000:0"}, 400, ["path", "\\u202e"]),  # right-to-left override
     ({"path": "{root}/a:b", "user": "50000:0"}, 400, ["path", "'a:b'", "A-Z a-z 0-9 _ . -"]),
     ({"path": "{root}/.dood-new-0123456789abcdef", "user": "50000:0"}, 400, ["path", "'.dood-new-"]),
     ({"path": "{root}/-rf", "user": "50000:0"}, 400, ["path", "'-rf'"]),

@@ -56,11 +56,12 @@ MAX_DEPTH = 16
 #: container names, partition keys, pipeline names), starting with a letter, digit or '_', at most 128.
 NAME_CHARACTERS = "A-Z a-z 0-9 _ . -"
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
-#: Directories made a minute, and at once (token bucket, one per proxy). A launch makes at most one new
-#: directory (its run directory, one per try) and a pipeline run's first step its partition (1-3); a
-#: backfill of 100 dates (4 steps each) makes ~500 in all, at most ~1-3 a second per Docker host (a
-#: container start costs ~1 s of a host's time, docs/benchmarks.md): 300 a minute is 2-4x that, and the
-#: burst covers a wave of 40 parallel launches of 3 each. Past it a client waits (429, Retry-After).
+#: Directories made a minute, and at once (token bucket, one per proxy; what exists costs nothing). A launch
+#: makes one new directory (its run directory, one per try), a pipeline run's first step also its partition
+#: (1-3 with the pipeline's folder): a backfill of 100 dates (4 steps each) makes ~500 in all, while a host
+#: starts about one container a second (0.78-1.04 s per step, docs/benchmarks.md): ~60-120 a minute. 300 a
+#: minute is 2.5-5x that, and the burst covers a wave of 40 parallel launches of 3 each. Past it a client
+#: waits (429, Retry-After; HostDirectories waits up to 10 minutes): a burst slows, never fails, a pipeline.
 PER_MINUTE = 300
 BURST = 120
 _FIELDS = {"path", "user", "fresh"}
