@@ -80,7 +80,10 @@ def read_result(run_dir: str | os.PathLike[str], max_bytes: int) -> Any:
         os.close(fd)
         raise
     with os.fdopen(fd, "rb") as handle:
-        data = handle.read(max_bytes + 1)
+        try:
+            data = handle.read(max_bytes + 1)
+        except OSError as exc:  # whatever reading fails on is the file's, reported as such (never a teardown)
+            raise ResultFileError(f"Result file {path} cannot be read ({exc.strerror or exc})") from None
     if len(data) > max_bytes:
         raise ResultFileError(
             f"Result file {path} is larger than max_result_bytes={max_bytes}. Write large outputs to a "

@@ -123,3 +123,24 @@ def test_nesting_depth_counts_brackets_outside_strings_only():
     assert nesting_depth('{"a": [1, {"b": "]]]]"}]}') == 3
     assert nesting_depth('["\\\\", ["\\"]"]]') == 2
     assert nesting_depth("]]]][[") == 0
+
+
+def test_a_read_error_is_a_result_file_error(tmp_path, monkeypatch):
+    (tmp_path / RESULT_FILE_NAME).write_text("{}")
+
+    class FailingFile:
+        def __init__(self, fd, mode):
+            os.close(fd)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def read(self, size):
+            raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(os, "fdopen", FailingFile)
+    with pytest.raises(ResultFileError, match=r"result\.json cannot be read \(Input/output error\)"):
+        read_result(tmp_path, 1024)
