@@ -31,7 +31,7 @@ from dood.policy import apply_defaults
 from dood.policy import check as check_policy
 from dood.reconnect import Reconnector
 from dood.resources import Resources
-from dood.results import RESULT_FILE_NAME, RUN_DIR_IN_CONTAINER, result_env, run_dir_for
+from dood.results import RUN_DIR_IN_CONTAINER, result_env, run_dir_for
 from dood.triggers.container import DoodContainerTrigger
 from dood.ui.extra_link import DoodContainerLink
 
@@ -237,7 +237,7 @@ class DoodContainerOperator(WaitsForGpus, BaseOperator):
             launcher.ensure_image(spec.image, self.pull_policy or config.defaults.pull_policy)
             self.prepare_directories(hook.directories, spec.user)
             hook.directories.for_container(
-                run_dir, spec.user, clear=[RESULT_FILE_NAME], what=f"{self.task_id}: runs_root (dood config)"
+                run_dir, spec.user, fresh=True, what=f"{self.task_id}: runs_root (dood config)"
             )
             hook.directories.check_binds(body["HostConfig"], f"{self.task_id}: the container")
             self.log.info("Creating container %s from %s", spec.name, spec.image)
