@@ -17,7 +17,7 @@ from docker.errors import APIError, ImageNotFound, NotFound
 from docker.types import Mount
 from docker.utils import parse_repository_tag
 
-from dood.exceptions import DoodConfigError, DoodError, ForeignContainerError
+from dood.exceptions import DoodConfigError, DoodError, ForeignContainerError, ImageUnavailable
 from dood.gone import ContainerGone, last_exit_code
 from dood.gpus import asked as asked_gpus
 from dood.logs import LineForwarder
@@ -66,7 +66,8 @@ class ContainerLauncher:
         self.api = api
 
     def ensure_image(self, image: str, policy: PullPolicy) -> None:
-        """Pull according to the policy; `never` with a missing image fails before anything is created."""
+        """Pull according to the policy. A missing image that `never` forbids pulling, or whose pull fails, is a
+        DoodConfigError naming the image and the fix (`ImageUnavailable`), before anything is created."""
         if policy != "always":
             try:
                 self.api.inspect_image(image)
@@ -79,9 +80,13 @@ class ContainerLauncher:
                     ) from None
         repository, tag = parse_repository_tag(image)
         log.info("Pulling image %s", image)
-        for event in self.api.pull(repository, tag=tag or "latest", stream=True, decode=True):
-            if "error" in event:
-                raise DoodError(f"Pulling image {image!r} failed: {event['error']}")
+        try:  # the daemon refuses at once (500: no such registry host; 404: no such repository) or mid-stream
+            for event in self.api.pull(repository, tag=tag or "latest", stream=True, decode=True):
+                if "error" in event:
+                    raise ImageUnavailable(image=image, reason=str(event["error"]), pull_policy=policy)
+        except APIError as exc:
+            reason = str(exc.explanation or exc)
+            raise ImageUnavailable(image=image, reason=reason, pull_policy=policy) from None
 
     def create(
         self, spec: ContainerSpec, body: Mapping[str, Any] | None = None, *, gpus: GpuClaims | None = None

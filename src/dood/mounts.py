@@ -15,7 +15,7 @@ from docker.types import Mount
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from dood.config import MountMapEntry
-from dood.exceptions import DoodConfigError, MountMapConflict, MountNotMapped
+from dood.exceptions import BindSourceMissing, DoodConfigError, MountMapConflict, MountNotMapped
 
 
 class DoodMount(BaseModel):
@@ -85,6 +85,18 @@ class MountMap:
             "container so discovery finds it."
         )
 
+    def local_view(self, path: str) -> str | None:
+        """Where this process sees the bind source `path` as the Docker host will see it, or None where it
+        cannot: under an entry, the Airflow-side path when that entry's Airflow-side directory is here (a
+        mount of the host's directory: what is missing here is missing there); uncovered with `identity`
+        (Airflow on the Docker host's filesystem), the path itself. dood-proxy sees host paths, but cannot be
+        asked whether one exists: where this process cannot see a source, Docker or the proxy refuses it."""
+        resolved = os.path.realpath(path)
+        for entry in self.entries:  # longest prefix first
+            if resolved == entry.airflow_path or resolved.startswith(entry.airflow_path.rstrip("/") + "/"):
+                return resolved if os.path.isdir(entry.airflow_path) else None
+        return resolved if self.identity else None
+
 
 def discovered_entries(container_inspect: Mapping) -> list[MountMapEntry]:
     """Mount-map entries read from `docker inspect` of the Airflow container itself."""
@@ -137,6 +149,35 @@ def mount_map_in_force(
             )
         return MountMap(configured, identity=True)
     return MountMap(reconcile(configured, discovered_entries(own)), identity=False)
+
+
+def check_bind_sources(raw: Sequence[DoodMount | Mapping | str], mount_map: MountMap, what: str) -> None:
+    """Refuse a bind source that does not exist where this process can see it (`MountMap.local_view`), naming
+    the mount and the fix, before anything is created. Called once dood has made the directories it makes
+    (a pipeline's partition): what is still missing is the task's mistake. A source this process cannot see,
+    or may not look at, is left to Docker (or dood-proxy) to judge."""
+    for index, spec in enumerate(raw):
+        field = f"{what}: mounts[{index}]"
+        mount = DoodMount.parse(spec, field)
+        if mount.type != "bind":
+            continue
+        local = mount_map.local_view(mount.source)
+        if local is None or _exists(local):
+            continue
+        shown = spec if isinstance(spec, str) else f"{mount.source}:{mount.target}{':ro' if mount.read_only else ''}"
+        host_path = mount_map.to_host(mount.source, field)
+        raise BindSourceMissing(field=field, spec=shown, source=mount.source, host_path=host_path)
+
+
+def _exists(path: str) -> bool:
+    """Whether `path` exists; True when this process may not tell (no permission): Docker decides then."""
+    try:
+        os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    except OSError:
+        return True
+    return True
 
 
 def host_mounts(raw: Sequence[DoodMount | Mapping | str], mount_map: MountMap, what: str, reserved: str) -> list[Mount]:

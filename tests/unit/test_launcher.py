@@ -10,7 +10,7 @@ import docker
 import pytest
 from docker.errors import APIError, ImageNotFound, NotFound
 
-from dood.exceptions import DoodConfigError, DoodError, ForeignContainerError
+from dood.exceptions import DoodConfigError, DoodError, ForeignContainerError, ImageUnavailable
 from dood.launcher import ContainerLauncher, ContainerSpec
 from dood.naming import MANAGED_LABEL, TaskIdentity
 from dood.outcome import Outcome
@@ -34,10 +34,11 @@ class FakeApi:
     create_host_config = SDK.create_host_config
     create_container_config = SDK.create_container_config
 
-    def __init__(self, *, images=(), containers=None, pull_events=()):
+    def __init__(self, *, images=(), containers=None, pull_events=(), pull_error=None):
         self.images = set(images)
         self.containers = dict(containers or {})
         self.pull_events = list(pull_events)
+        self.pull_error = pull_error
         self.calls: list[tuple] = []
 
     def inspect_image(self, image):
@@ -48,6 +49,8 @@ class FakeApi:
 
     def pull(self, repository, tag, stream, decode):
         self.calls.append(("pull", repository, tag))
+        if self.pull_error is not None:
+            raise self.pull_error
         return iter(self.pull_events)
 
     def create_container_from_config(self, body, name):
@@ -95,8 +98,32 @@ def test_a_missing_image_is_pulled_or_refused_by_the_policy():
     with pytest.raises(DoodConfigError, match="pull_policy is 'never'"):
         ContainerLauncher(FakeApi()).ensure_image("img:1", "never")
     failing = FakeApi(pull_events=[{"status": "Pulling"}, {"error": "manifest unknown"}])
-    with pytest.raises(DoodError, match="Pulling image 'img:1' failed: manifest unknown"):
+    with pytest.raises(
+        ImageUnavailable, match=r"image: 'img:1' is not on the Docker host and pulling it failed \(manifest"
+    ):
         ContainerLauncher(failing).ensure_image("img:1", "if_not_present")
+
+
+class _Refused:
+    status_code = 500
+    reason = "Internal Server Error"
+
+
+def test_a_pull_the_daemon_refuses_names_the_image_the_cause_and_the_fixes():
+    cause = 'Get "https://registry-1.docker.io/v2/": dial tcp: lookup registry-1.docker.io: no such host'
+    refused = APIError("500 Server Error for .../images/create", response=_Refused(), explanation=cause)
+    api = FakeApi(pull_error=refused)
+    with pytest.raises(ImageUnavailable) as caught:
+        ContainerLauncher(api).ensure_image("dood-ml-exampel:latest", "if_not_present")
+    message = str(caught.value)
+    assert isinstance(caught.value, DoodConfigError) and caught.value.image == "dood-ml-exampel:latest"
+    assert message.startswith("image: 'dood-ml-exampel:latest' is not on the Docker host and pulling it failed")
+    assert cause in message and "images/create" not in message  # Docker's cause, not its URL
+    assert "docker build -t dood-ml-exampel:latest" in message and "check the image name and tag" in message
+    assert "`docker.conn_id`" in message and "Nothing was created" in message
+    assert [call[0] for call in api.calls] == ["inspect_image", "pull"]  # nothing created
+    with pytest.raises(ImageUnavailable, match="could not be pulled"):
+        ContainerLauncher(FakeApi(images={"img:1"}, pull_error=refused)).ensure_image("img:1", "always")
 
 
 # --- the create body ---

@@ -5,8 +5,16 @@ import os
 import pytest
 
 from dood.config import MountMapEntry
-from dood.exceptions import DoodConfigError, MountMapConflict, MountNotMapped
-from dood.mounts import DoodMount, MountMap, discovered_entries, host_mounts, mount_map_in_force, reconcile
+from dood.exceptions import BindSourceMissing, DoodConfigError, MountMapConflict, MountNotMapped
+from dood.mounts import (
+    DoodMount,
+    MountMap,
+    check_bind_sources,
+    discovered_entries,
+    host_mounts,
+    mount_map_in_force,
+    reconcile,
+)
 
 
 def entry(a, h):
@@ -143,3 +151,43 @@ def test_host_mounts_translate_binds_keep_volumes_and_refuse_the_run_dir():
         host_mounts(["cache:/cache", "/opt/dood/x:/dood/run"], mount_map, "train", reserved="/dood/run")
     with pytest.raises(MountNotMapped, match=r"train: mounts\[0\]"):
         host_mounts(["/etc:/etc"], mount_map, "train", reserved="/dood/run")
+
+
+# --- a bind source that does not exist: refused by dood, where it can see the source ---
+
+
+def test_a_missing_bind_source_is_refused_naming_the_mount_and_the_fix(tmp_path):
+    (tmp_path / "here").mkdir()
+    identity = MountMap([], identity=True)
+    missing = str(tmp_path / "not-there")
+    mounts = [f"{tmp_path / 'here'}:/here", "cache:/cache", f"{missing}:/data:ro"]
+    with pytest.raises(BindSourceMissing) as caught:
+        check_bind_sources(mounts, identity, "train")
+    message = str(caught.value)
+    assert isinstance(caught.value, DoodConfigError)
+    assert message.startswith(f"train: mounts[2]: the bind source of mount '{missing}:/data:ro' does not exist")
+    assert f"`mkdir -p {missing}`" in message and "Nothing was created" in message and "`mounts`" in message
+    check_bind_sources(mounts[:2], identity, "train")  # an existing bind and a volume pass
+
+
+def test_a_missing_source_under_a_mapped_directory_names_its_host_path(mapping):
+    root, mm = mapping
+    with pytest.raises(BindSourceMissing) as caught:
+        check_bind_sources([{"source": str(root / "data" / "gone"), "target": "/in", "read_only": True}], mm, "t")
+    assert caught.value.host_path == "/srv/data/gone"
+    assert f"{root / 'data' / 'gone'}:/in:ro" in str(caught.value) and "(on the Docker host: '/srv/data/gone')" in str(
+        caught.value
+    )
+
+
+def test_a_source_this_process_cannot_see_is_left_to_docker(tmp_path, monkeypatch):
+    unseen = MountMap([entry("/opt/not-mounted-here", "/srv/x")], identity=False)  # its Airflow side is absent
+    assert unseen.local_view("/opt/not-mounted-here/data") is None
+    check_bind_sources(["/opt/not-mounted-here/data:/data"], unseen, "t")
+    assert MountMap([], identity=False).local_view(str(tmp_path)) is None  # uncovered, not on the host
+
+    def no_permission(path, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", path)
+
+    monkeypatch.setattr("dood.mounts.os.stat", no_permission)  # may not look: Docker (or the proxy) judges
+    check_bind_sources([f"{tmp_path / 'private'}:/p"], MountMap([], identity=True), "t")

@@ -22,7 +22,7 @@ from dood.hooks.dood import DoodHook
 from dood.hosts import apply_placement, check_delivered, check_proxy_host, remote_view, task_placement
 from dood.launcher import ContainerLauncher, ContainerSpec
 from dood.logs import task_log_emitter
-from dood.mounts import DoodMount, host_mounts
+from dood.mounts import DoodMount, check_bind_sources, host_mounts
 from dood.naming import TaskIdentity, check_user_labels, run_env
 from dood.operators.gpu_waiting import WaitsForGpus
 from dood.owner import end_if_owner
@@ -236,6 +236,7 @@ class DoodContainerOperator(WaitsForGpus, BaseOperator):
                 spec.resources.check_host(hook.host_cpus, f"{self.task_id}: resources")
             launcher.ensure_image(spec.image, self.pull_policy or config.defaults.pull_policy)
             self.prepare_directories(hook.directories, spec.user)
+            check_bind_sources(self.mounts, hook.mount_map, self.task_id)  # what dood did not just make
             hook.directories.for_container(
                 run_dir, spec.user, fresh=True, what=f"{self.task_id}: runs_root (dood config)"
             )
