@@ -33,11 +33,6 @@ from tests.integration.second_engine import SecondEngine
 
 STEP_USER = "50000:0"  # the default allowed identity (the Airflow image's user)
 POLICY = "  allowed_images: ['dood-test-busybox:*']\n  allowed_host_roots: ['{data}']\n"
-NEEDS_MAPPED_GID = pytest.mark.xfail(
-    strict=True,
-    reason="dood-proxy makes a leaf group-owned by the container's gid (0), not by the host gid it is on a "
-    "remapping engine (100000): src/dood/proxy/server.py must pass the mapped gid (engine_security.RemapIds)",
-)
 
 
 @pytest.fixture(scope="module")
@@ -185,7 +180,6 @@ def test_the_proxy_says_the_engine_remaps(proxy, remap):
         time.sleep(0.05)
 
 
-@NEEDS_MAPPED_GID
 def test_a_leaf_the_proxy_makes_is_writable_by_the_step(proxy, remap, base):
     api = docker.APIClient(base_url=proxy.url, version="auto", timeout=60)
     leaf = f"{base / 'data'}/runs/by-proxy"
@@ -196,7 +190,6 @@ def test_a_leaf_the_proxy_makes_is_writable_by_the_step(proxy, remap, base):
     assert code == 0 and "WROTE" in out, out
 
 
-@NEEDS_MAPPED_GID
 def test_a_proxy_outside_the_remapped_group_refuses_and_says_the_fix(engine, remap, base):
     """Giving a leaf to host gid 100000 needs that group (no CAP_CHOWN): without it, a 403 naming it."""
     root = base / "proxy-no-group"
@@ -210,7 +203,6 @@ def test_a_proxy_outside_the_remapped_group_refuses_and_says_the_fix(engine, rem
     assert not os.path.lexists(leaf)
 
 
-@NEEDS_MAPPED_GID
 def test_the_operator_through_the_proxy_returns_its_result(proxy, base, airflow_db, next_date):
     import dood_it_userns
 

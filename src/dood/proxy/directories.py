@@ -138,22 +138,31 @@ class DirectoryRequest:
     root: str
     owner: tuple[int, int] | None
     fresh: bool
+    group: int | None = None  # the leaf's host gid: the owner's gid, or the host gid it is on a remapping engine
 
     @property
     def user(self) -> str | None:
         return f"{self.owner[0]}:{self.owner[1]}" if self.owner else None
 
 
-def make_directory(request: Any, policy: Policy, budget: DirectoryBudget = BUDGET) -> dict[str, Any]:
-    """`POST /dood/v1/directories` (module doc): `{"path", "created"[, "user"]}`, or `Refused` with why."""
-    asked = check_request(request, policy)
+def make_directory(
+    request: Any,
+    policy: Policy,
+    budget: DirectoryBudget = BUDGET,
+    *,
+    host_gid: Callable[[int], int | None] | None = None,
+) -> dict[str, Any]:
+    """`POST /dood/v1/directories` (module doc): `{"path", "created"[, "user"]}`, or `Refused` with why.
+    `host_gid`: on an engine that remaps user namespaces, the host gid of a container's gid
+    (`dood.engine_security.host_gid_map`): the leaf's group is the one the container's group is on the host."""
+    asked = check_request(request, policy, host_gid=host_gid)
     count = missing_directories(asked.path, [asked.root])
     budget.take(count)  # what exists costs nothing
     try:
         if asked.owner is None:
             created = make_skeleton(asked.path, [asked.root], fresh=asked.fresh)
         else:
-            created = make_leaf(asked.path, [asked.root], gid=asked.owner[1], fresh=asked.fresh)
+            created = make_leaf(asked.path, [asked.root], gid=asked.group, fresh=asked.fresh)
     except (UnsafePath, LeafConflict, OSError) as exc:
         # what a refusal did not make is given back: refused requests drain no one's budget
         budget.give_back(min(count, missing_directories(asked.path, [asked.root])))
@@ -175,7 +184,9 @@ def _refusal(path: str, exc: Exception) -> Refused:
     return Refused(500, f"dood-proxy cannot make {path}: {exc.strerror}")
 
 
-def check_request(request: Any, policy: Policy) -> DirectoryRequest:
+def check_request(
+    request: Any, policy: Policy, *, host_gid: Callable[[int], int | None] | None = None
+) -> DirectoryRequest:
     """Every field of a request checked (`Refused` 400 naming the field, 403 for what the policy denies)."""
     if not isinstance(request, Mapping):
         raise Refused(400, "expected a JSON object with 'path', and optionally 'user' and 'fresh'")
@@ -192,7 +203,7 @@ def check_request(request: Any, policy: Policy) -> DirectoryRequest:
     if not isinstance(fresh, bool):
         raise Refused(400, f"fresh must be true or false, got {shown(fresh)}")
     path, root = _check_path(request.get("path"), policy)
-    owner = _check_user(request.get("user"), policy)
+    owner, group = _check_user(request.get("user"), policy, host_gid)
     if owner is not None:
         for read_only in policy.read_only_host_roots:
             if under(path, read_only):
@@ -206,7 +217,7 @@ def check_request(request: Any, policy: Policy) -> DirectoryRequest:
                 f"path {path} holds the root {inside[0]}: a directory containers write may not lie above a root "
                 "(they could replace what is in it)",
             )
-    return DirectoryRequest(path=path, root=root, owner=owner, fresh=fresh)
+    return DirectoryRequest(path=path, root=root, owner=owner, fresh=fresh, group=group)
 
 
 def _check_path(path: Any, policy: Policy) -> tuple[str, str]:
@@ -239,9 +250,12 @@ def _check_path(path: Any, policy: Policy) -> tuple[str, str]:
     return clean, root
 
 
-def _check_user(user: Any, policy: Policy) -> tuple[int, int] | None:
+def _check_user(
+    user: Any, policy: Policy, host_gid: Callable[[int], int | None] | None
+) -> tuple[tuple[int, int] | None, int | None]:
+    """The owner and the host gid its leaf is given (the owner's gid, or its host gid on a remapping engine)."""
     if user is None:
-        return None
+        return None, None
     owner = parse_user(user)
     if owner is None or user != f"{owner[0]}:{owner[1]}":
         raise Refused(400, f"user {shown(user)} must be numeric 'uid:gid' (e.g. '50000:0'), each at most 4294967294")
@@ -251,13 +265,21 @@ def _check_user(user: Any, policy: Policy) -> tuple[int, int] | None:
             f"user {user} is not one of policy.allowed_users {list(policy.allowed_users)}: a directory for any "
             "other group would hand write access to that group",
         )
-    if not can_give_group(owner[1]):
+    group = owner[1] if host_gid is None else host_gid(owner[1])
+    if group is None:
+        raise Refused(
+            403,
+            f"user {user}: the engine remaps user namespaces and gid {owner[1]} is outside its ranges "
+            "(/etc/subgid of its --userns-remap user): no host group is that container's group",
+        )
+    if not can_give_group(group):
+        hint = f"user '<uid>:{group}'" if host_gid is None else f"group_add ['{group}'], the remapped gid {owner[1]}"
         raise Refused(
             403,
             f"dood-proxy (uid {os.geteuid()}, groups {sorted({os.getegid(), *os.getgroups()})}) cannot give a "
-            f"directory to group {owner[1]}: run it with that group (compose: user '<uid>:{owner[1]}')",
+            f"directory to group {group}: run it with that group (compose: {hint})",
         )
-    return owner
+    return owner, group
 
 
 def shown(value: Any) -> str:

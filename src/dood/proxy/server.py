@@ -15,6 +15,7 @@ import ssl
 import stat
 from collections.abc import Callable, Iterable
 
+from dood import engine_security
 from dood.hostpaths import unsafe_bind_sources
 from dood.naming import DEFAULT_STACK, HOST_LABEL, MANAGED_LABEL, STACK_LABEL
 from dood.policy import MalformedBody, Policy, apply_defaults, canonical_create_body, parse_json, violations
@@ -200,8 +201,14 @@ class ProxyServer:
                 asked = parse_json(body or b"{}")
             except MalformedBody as exc:
                 raise Refused(400, f"directories body: {exc}") from None
+            host_gid = None  # on an engine with --userns-remap: the host gid of a container's gid
+            if isinstance(asked, dict) and asked.get("user") is not None:
+                try:
+                    host_gid = await engine_security.host_gid_map(self.daemon)
+                except engine_security.RemapUnknown as exc:
+                    raise Refused(503, str(exc)) from None
             try:
-                answer = await asyncio.to_thread(directories.make_directory, asked, self.policy)
+                answer = await asyncio.to_thread(directories.make_directory, asked, self.policy, host_gid=host_gid)
             except directories.TooMany as busy:  # 429 with Retry-After, which a plain refusal does not carry
                 log.warning("refuse POST /dood/v1/directories -> 429 %s", busy.message)
                 writer.write(directories.too_many_response(busy))
