@@ -73,21 +73,20 @@ class HostDirectories:
         self.through_proxy = through_proxy
 
     def for_container(
-        self, airflow_path: str, user: str | None, *, fresh: bool = False, clear: Iterable[str] = (), what: str
+        self, airflow_path: str, user: str | None, *, fresh: bool = False, what: str
     ) -> str:
         """Make `airflow_path` a directory the container's user writes (a leaf); returns its host path.
 
         With `fresh` (a run directory: one per try, named after its container) it must be new, or empty: what
         an earlier attempt with the same name left is never removed, and never read as this try's result
-        (`DoodError` then; a new try gets a directory of its own). `clear` is the former spelling: any name
-        given asks for a fresh directory (nothing is deleted any more). A root or named user (only with
+        (`DoodError` then; a new try gets a directory of its own). A root or named user (only with
         policy.allow_root_user) gets a directory only root writes."""
         host_path = self.mount_map.to_host(airflow_path, what)
         owner = numeric_owner(user)
         request: dict[str, Any] = {"path": host_path}
         if owner is not None:
             request["user"] = f"{owner[0]}:{owner[1]}"
-        if fresh or list(clear):
+        if fresh:
             request["fresh"] = True
         self._make(airflow_path, request, what)
         return host_path

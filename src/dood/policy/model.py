@@ -38,7 +38,7 @@ MAX_ID = 2**32 - 2
 
 def parse_user(user: object) -> tuple[int, int] | None:
     """`(uid, gid)` of a numeric `uid:gid` within the kernel's range; None for anything else."""
-    match = _USER.match(user) if isinstance(user, str) else None
+    match = _USER.fullmatch(user) if isinstance(user, str) else None
     if match is None:
         return None
     uid, gid = int(match.group(1)), int(match.group(2))

@@ -70,7 +70,7 @@ def _user(body: Mapping, host: Mapping, policy: Policy) -> list[Violation]:
     they are (root, dood-proxy's own uid, the Docker socket's group...)."""
     found = Problems()
     for index, group in enumerate(as_list(host.get("GroupAdd"), "HostConfig.GroupAdd", found)):
-        if not (isinstance(group, str) and _CANONICAL_ID.match(group) and int(group) in policy.allowed_group_add):
+        if not (isinstance(group, str) and _CANONICAL_ID.fullmatch(group) and int(group) in policy.allowed_group_add):
             found.add(
                 f"HostConfig.GroupAdd[{index}]",
                 "group",
