@@ -7,7 +7,7 @@ and import them without Airflow. The one mapping to Airflow's skip and no-retry 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 
 class DoodError(Exception):
@@ -65,7 +65,7 @@ class ImageUnavailable(DoodConfigError):
 class InvalidPipelines(DoodConfigError):
     """Pipelines of the config that are invalid, so they have no DAG; the others are unaffected."""
 
-    def __init__(self, errors: dict[str, str], source: str) -> None:
+    def __init__(self, errors: Mapping[str, str], source: str) -> None:
         self.errors = dict(errors)
         self.source = source
         listing = "\n".join(f"pipeline {name!r} (DAG dood_{name}):\n{problems}" for name, problems in errors.items())
