@@ -145,6 +145,14 @@ class ContainerDefaults(_Strict):
     stop_grace_period_seconds: int = Field(
         default=30, ge=0, description="Seconds between SIGTERM and SIGKILL when a container is stopped."
     )
+    init: bool = Field(
+        default=True,
+        description=(
+            "Run an init process (Docker's tini) as PID 1, so SIGTERM reaches the step: a program that is PID 1 "
+            "itself (python, sh) ignores SIGTERM unless it handles it, and each stop then waits the whole grace "
+            "period. False: the image's entrypoint is PID 1."
+        ),
+    )
 
     @field_validator("user")
     @classmethod

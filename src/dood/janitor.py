@@ -2,8 +2,16 @@
 
 A running container is an orphan when Airflow says its task instance has ended (or no longer exists);
 one whose task may still come back for it (running, deferred, up for retry...) is kept, since the next try
-reattaches to it. An ended container is removed once older than the TTL. Task states come from Airflow's
-APIs (the Task SDK inside a task, the public REST API from the CLI), never from the metadata database.
+reattaches to it. A container handed off (started with ``wait=False``, label ``dood.handoff``:
+`dood.handoff`) belongs to its waiters once its task ended: it is kept while its DAG run is queued or running
+and, when sensors are named, while one of them has not finished (poking, up for reschedule, up for retry);
+it goes once they all ended, or once the run ended, whatever the label says. An ended container is removed
+once older than the TTL. States come from Airflow's APIs (the Task SDK inside a task, the public REST API
+from the CLI), never from the metadata database.
+
+Orphans are stopped concurrently (at most `STOP_WORKERS` at a time), each with stop-then-remove
+(`dood.teardown.discard`): a sweep of many orphans that ignore SIGTERM takes about one grace period per
+`STOP_WORKERS` of them, not one per orphan.
 """
 
 from __future__ import annotations
@@ -12,21 +20,65 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from dood.docker_time import utc_datetime
-from dood.naming import DEFAULT_STACK, HOST_LABEL, MANAGED_LABEL, STACK_LABEL, TaskIdentity
+from dood.handoff import describe as describe_handoff
+from dood.handoff import waiters as handoff_waiters
+from dood.naming import DEFAULT_STACK, HOST_LABEL, MANAGED_LABEL, STACK_LABEL, TASK_ID_LABEL, TaskIdentity
 from dood.outcome import RUNNING
 from dood.owner import NO_TASK_INSTANCE
+from dood.owner import run_state as airflow_run_state
 from dood.owner import task_state as airflow_task_state
-from dood.teardown import discard
+from dood.teardown import discard, note_stopping
 
 MISSING = NO_TASK_INSTANCE
 ENDED_TASK_STATES = frozenset({"success", "failed", "skipped", "upstream_failed", "removed"})
+ENDED_RUN_STATES = frozenset({"success", "failed"})
+STOP_WORKERS = 16  # orphans stopped at once: each stop holds one thread (and connection) for its grace period
 
+#: The state of the task instance a container's labels name (`MISSING`: none).
 TaskStateLookup = Callable[[Mapping[str, str]], "str | None"]
+#: The state of the DAG run a container's labels name (`MISSING`: none).
+RunStateLookup = Callable[[Mapping[str, str]], "str | None"]
+
+
+@dataclass(frozen=True)
+class Ownership:
+    """Who a running container belongs to now: `orphan` says why nobody does (None: someone may still wait)."""
+
+    owner: str
+    orphan: str | None = None
+
+
+def running_ownership(
+    labels: Mapping[str, str], ti_state: str | None, task_state: TaskStateLookup, run_state: RunStateLookup
+) -> Ownership:
+    """The janitor's rule for a running container whose own task instance is in `ti_state` (the DooD page
+    applies it too). `task_state` and `run_state` are asked only about handed-off containers."""
+    if ti_state == MISSING:
+        return Ownership("nobody", "its task instance no longer exists")
+    if ti_state not in ENDED_TASK_STATES:
+        return Ownership(f"its task ({ti_state or 'none'})")
+    named = handoff_waiters(labels)
+    if named is None:
+        return Ownership("nobody", f"its task instance has ended ({ti_state})")
+    handed = describe_handoff(labels)
+    run = run_state(labels)
+    if run == MISSING or run in ENDED_RUN_STATES:
+        ended = "no longer exists" if run == MISSING else f"has ended ({run})"
+        return Ownership("nobody", f"{handed}, but its DAG run {ended}")
+    if not named:
+        return Ownership(f"{handed} ({run})")
+    states = {waiter: task_state({**labels, TASK_ID_LABEL: waiter}) for waiter in named}
+    waiting = [f"{w} ({s or 'none'})" for w, s in states.items() if s != MISSING and s not in ENDED_TASK_STATES]
+    if waiting:
+        return Ownership(f"handed off to {', '.join(waiting)}")
+    ended = ", ".join(f"{w}: {'no such task' if s == MISSING else s}" for w, s in states.items())
+    return Ownership("nobody", f"{handed}, which ended ({ended})")
 
 
 @dataclass(frozen=True)
@@ -44,10 +96,13 @@ def plan(
     now: datetime,
     stack: str = DEFAULT_STACK,
     host: str | None = None,
+    run_state: RunStateLookup | None = None,
 ) -> list[Verdict]:
     """Which of these (inspected) containers of `stack` (and of Docker host `host`, when the deployment has
     several) to remove, and why. Pure: decides, touches nothing. Another stack's container is as foreign as
-    one dood never made: its Airflow is not ours to ask; another host's is that host's janitor's."""
+    one dood never made: its Airflow is not ours to ask; another host's is that host's janitor's.
+    `run_state` defaults to `task_state.run_state` (`RestApiStates`, `task_sdk_states` have one)."""
+    run_state = run_state or getattr(task_state, "run_state", None) or _no_run_state
     verdicts = []
     for container in containers:
         labels = container["Config"].get("Labels") or {}
@@ -58,11 +113,9 @@ def plan(
         name = container["Name"].lstrip("/")
         state = container["State"]
         if state["Status"] in RUNNING:
-            ti_state = task_state(labels)
-            if ti_state == MISSING:
-                verdicts.append(Verdict(container["Id"], name, "its task instance no longer exists"))
-            elif ti_state in ENDED_TASK_STATES:
-                verdicts.append(Verdict(container["Id"], name, f"its task instance has ended ({ti_state})"))
+            ownership = running_ownership(labels, task_state(labels), task_state, run_state)
+            if ownership.orphan:
+                verdicts.append(Verdict(container["Id"], name, ownership.orphan))
             continue
         ended = utc_datetime(state.get("FinishedAt")) or utc_datetime(container.get("Created"))
         if ended and now - ended >= ttl:
@@ -83,19 +136,41 @@ def sweep(
     stack: str = DEFAULT_STACK,
     host: str | None = None,
     log: Callable[[str], None] = print,
+    run_state: RunStateLookup | None = None,
+    workers: int = STOP_WORKERS,
+    runs_root: str | None = None,
 ) -> list[Verdict]:
     """Find our stack's containers (of Docker host `host` only, when given; only those also carrying
-    `only_labels`, when given), decide, and (unless dry run) stop and remove the orphans."""
+    `only_labels`, when given), decide, and (unless dry run) stop and remove the orphans, `workers` at a
+    time. With `runs_root`, each stop is noted in the container's run directory for the DooD page
+    (`dood.teardown.note_stopping`). A stop that failed is logged, the others go on; the sweep then raises."""
     wanted = {**(only_labels or {}), MANAGED_LABEL: "true", STACK_LABEL: stack}
     if host is not None:
         wanted[HOST_LABEL] = host
     listed = api.containers(all=True, filters={"label": [f"{key}={value}" for key, value in wanted.items()]})
     inspected = [api.inspect_container(c["Id"]) for c in listed]
-    verdicts = plan(inspected, task_state, ttl=ttl, now=datetime.now(timezone.utc), stack=stack, host=host)
+    verdicts = plan(
+        inspected, task_state, ttl=ttl, now=datetime.now(timezone.utc), stack=stack, host=host, run_state=run_state
+    )
     for verdict in verdicts:
         log(f"{'would remove' if dry_run else 'removing'} {verdict.name}: {verdict.reason}")
-        if not dry_run:
+    if not dry_run and verdicts:
+
+        def end(verdict: Verdict) -> None:
+            if runs_root:
+                note_stopping(runs_root, verdict.name, f"the janitor: {verdict.reason}", grace_seconds)
             discard(api, verdict.container_id, grace_seconds)
+
+        with ThreadPoolExecutor(max_workers=max(1, min(workers, len(verdicts))), thread_name_prefix="janitor") as pool:
+            failed = [
+                (verdict, exc)
+                for verdict, exc in zip(verdicts, pool.map(_outcome(end), verdicts), strict=True)
+                if exc is not None
+            ]
+        for verdict, exc in failed:
+            log(f"could not remove {verdict.name}: {type(exc).__name__}: {exc}")
+        if failed:
+            raise failed[0][1]
     where = f" on host {host!r}" if host is not None else ""
     log(
         f"janitor: {len(listed)} containers of stack {stack!r}{where}, "
@@ -104,9 +179,35 @@ def sweep(
     return verdicts
 
 
-def task_sdk_states(labels: Mapping[str, str]) -> str | None:
-    """Task state through the Task SDK (inside an Airflow task, e.g. the maintenance DAG)."""
-    return airflow_task_state(TaskIdentity.from_labels(labels))
+def _no_run_state(labels: Mapping[str, str]) -> str | None:
+    raise TypeError(
+        "janitor.plan: a handed-off container (label dood.handoff) needs run_state, the DAG run's state; "
+        "pass run_state=, or a task_state lookup with a run_state method (RestApiStates, task_sdk_states)"
+    )
+
+
+def _outcome(call: Callable[[Verdict], None]) -> Callable[[Verdict], BaseException | None]:
+    def run(verdict: Verdict) -> BaseException | None:
+        try:
+            call(verdict)
+        except Exception as exc:  # noqa: BLE001 - reported by the caller, after the other stops
+            return exc
+        return None
+
+    return run
+
+
+class TaskSdkStates:
+    """Task and DAG run states through the Task SDK (inside an Airflow task, e.g. the maintenance DAG)."""
+
+    def __call__(self, labels: Mapping[str, str]) -> str | None:
+        return airflow_task_state(TaskIdentity.from_labels(labels))
+
+    def run_state(self, labels: Mapping[str, str]) -> str | None:
+        return airflow_run_state(TaskIdentity.from_labels(labels))
+
+
+task_sdk_states = TaskSdkStates()
 
 
 class RestApiStates:
@@ -138,6 +239,17 @@ class RestApiStates:
         response.raise_for_status()
         return response.json().get("state")
 
+    def run_state(self, labels: Mapping[str, str]) -> str | None:
+        from urllib.parse import quote
+
+        identity = TaskIdentity.from_labels(labels)
+        path = "/api/v2/dags/{}/dagRuns/{}".format(*(quote(v, safe="") for v in (identity.dag_id, identity.run_id)))
+        response = self.client.get(path)
+        if response.status_code == 404:
+            return MISSING
+        response.raise_for_status()
+        return response.json().get("state")
+
 
 def main(argv: list[str] | None = None) -> int:
     """`dood-janitor`: remove orphaned dood containers, asking Airflow's REST API about their tasks."""
@@ -151,6 +263,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", default=None, help="dood config (default: $DOOD_CONFIG)")
     parser.add_argument(
         "--label", action="append", default=[], metavar="KEY=VALUE", help="only containers with this label too"
+    )
+    parser.add_argument(
+        "--parallel", type=int, default=STOP_WORKERS, help="orphans stopped at once (each may take a grace period)"
     )
     args = parser.parse_args(argv)
     only_labels = dict(item.split("=", 1) for item in args.label)
@@ -170,6 +285,8 @@ def main(argv: list[str] | None = None) -> int:
         only_labels=only_labels,
         stack=hook.stack,
         host=config.host,
+        workers=max(1, args.parallel),
+        runs_root=config.runs_root,
     )
     return 0
 

@@ -20,6 +20,7 @@ from docker.utils import parse_repository_tag
 from dood.exceptions import DoodConfigError, DoodError, ForeignContainerError, ImageUnavailable
 from dood.gone import ContainerGone, last_exit_code
 from dood.gpus import asked as asked_gpus
+from dood.handoff import handoff_label
 from dood.logs import LineForwarder
 from dood.naming import MANAGED_LABEL, TaskIdentity
 from dood.outcome import NOT_RUNNING, Outcome
@@ -50,13 +51,20 @@ class ContainerSpec:
     labels: Mapping[str, str] = field(default_factory=dict)
     resources: Resources | None = None
     network: str | None = None
+    #: Docker's init (tini) as PID 1: SIGTERM reaches the program, which a program as PID 1 (python) ignores
+    #: unless it installs a handler, making every stop wait the whole grace period. None: Docker's default.
+    init: bool | None = None
+    #: Started with wait=False: the task ids of the sensors that wait for it (empty: the run waits);
+    #: None when its own task waits. Recorded in the label `dood.handoff` (`dood.handoff`).
+    handed_off_to: Sequence[str] | None = None
 
     @property
     def name(self) -> str:
         return self.identity.container_name()
 
     def all_labels(self) -> dict[str, str]:
-        return {**self.labels, **self.identity.labels()}
+        handoff = handoff_label(self.handed_off_to) if self.handed_off_to is not None else {}
+        return {**self.labels, **handoff, **self.identity.labels()}
 
 
 class ContainerLauncher:
@@ -121,6 +129,7 @@ class ContainerLauncher:
             network_mode=spec.network,
             auto_remove=False,  # we remove it ourselves, after reading its outcome
             security_opt=["no-new-privileges"],  # no setuid binary lifts it above its non-root user
+            init=spec.init,
             **(spec.resources.host_config_kwargs() if spec.resources else {}),
         )
         return self.api.create_container_config(

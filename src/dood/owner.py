@@ -48,6 +48,21 @@ def task_state(identity: TaskIdentity) -> str | None:
     return states.get(identity.run_id, {}).get(identity.task_id, NO_TASK_INSTANCE)
 
 
+def run_state(identity: TaskIdentity) -> str:
+    """The state of the task instance's DAG run through the Task SDK (queued, running, success, failed);
+    NO_TASK_INSTANCE when Airflow has no such run. Asked by the janitor about handed-off containers
+    (`dood.handoff`): they are owned by the run while it runs."""
+    from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
+
+    try:
+        state = RuntimeTaskInstance.get_dagrun_state(dag_id=identity.dag_id, run_id=identity.run_id)
+    except Exception:
+        if RuntimeTaskInstance.get_dr_count(dag_id=identity.dag_id, run_ids=[identity.run_id]) == 0:
+            return NO_TASK_INSTANCE  # deleted meanwhile (the janitor asks only when its task instance existed)
+        raise
+    return str(getattr(state, "value", state))
+
+
 def airflow_state(identity: TaskIdentity) -> str | None:
     """The task instance's state as Airflow's API records it ("none" when it has none); None when this
     runner cannot reach Airflow (an orphaned runner: its supervisor is gone)."""
@@ -108,7 +123,9 @@ def end_if_owner(
             "%s: leaving container %s running for the next try to reattach (reattach=True).", why, container_id[:12]
         )
         return False
-    ending = detach(DockerTarget.of(endpoint()), container_id, grace_seconds)
+    ending = detach(
+        DockerTarget.of(endpoint()), container_id, grace_seconds, runs_root=_runs_root(), who=f"{reason} ({state})"
+    )
     log.info(
         "%s (state %s): stopping container %s (grace %ss), then removing it, in pid %s, which outlives this "
         "task runner.",
@@ -120,3 +137,13 @@ def end_if_owner(
     )
     log.info("%s", ending.wait())
     return True
+
+
+def _runs_root() -> str | None:
+    """Where this worker sees run directories ($DOOD_CONFIG's runs_root), for the DooD page's stop note."""
+    try:
+        from dood.config import load_config
+
+        return load_config().runs_root
+    except Exception:  # noqa: BLE001 - the note is a display aid: a stop never waits for it
+        return None

@@ -16,13 +16,20 @@ to ``python -m dood.teardown``, started in a new session (outside the process gr
 kills). It imports only the Docker SDK (it starts in ~0.3 s; Airflow takes seconds), and its output goes
 to a file, never to a pipe that would break when its parent dies. The caller waits for it while it can,
 to put the result in the task log; nothing depends on that wait.
+
+While a stop runs, the engine still says "running" (it records no "stopping" state, nor who asked): whoever
+stops a container notes it first in the container's run directory (`note_stopping`: who asked, when, the
+grace period), which the DooD page reads (`dood.ui.stopping`). The note is for display only: nothing
+decides from it (the step can write in its run directory too, so it could forge its own).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
+import secrets
 import subprocess
 import sys
 import tempfile
@@ -42,6 +49,7 @@ if TYPE_CHECKING:
     from dood.config import DockerEndpoint
 
 SLACK_SECONDS = 30  # on top of the grace period: Docker's own time to kill and remove
+STOPPING_FILE = ".dood-stopping.json"  # in a container's run directory: who is stopping it (display only)
 
 
 def stop_container(api: APIClient, container: str, grace_seconds: int) -> None:
@@ -68,6 +76,30 @@ def discard(api: APIClient, container: str, grace_seconds: int) -> None:
     it, here in this process (the janitor) or in one that outlives a task runner (`detach`, below)."""
     stop_container(api, container, grace_seconds)
     remove_container(api, container)
+
+
+def note_stopping(runs_root: str | None, container_name: str, who: str, grace_seconds: int) -> None:
+    """Note in the container's run directory (`<runs_root>/<name>`, when this process sees it) that `who` is
+    stopping it now, with this grace period, for the DooD page. Best effort: no directory, no note. The
+    directory is the step's too: the note is written under a fresh name (O_EXCL, O_NOFOLLOW: never through
+    a link the step placed), then renamed over whatever the step left at its name."""
+    if not runs_root or not container_name or "/" in container_name or container_name.startswith("."):
+        return
+    try:
+        directory = os.open(f"{runs_root}/{container_name}", os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError:
+        return
+    temporary = f".dood-stopping-{secrets.token_hex(8)}.tmp"
+    note = {"who": who[:300], "asked_at": time.time(), "grace_seconds": int(grace_seconds)}
+    try:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+        with os.fdopen(os.open(temporary, flags, 0o644, dir_fd=directory), "w", encoding="utf-8") as handle:
+            json.dump(note, handle)
+        os.replace(temporary, STOPPING_FILE, src_dir_fd=directory, dst_dir_fd=directory)
+    except OSError:
+        pass  # a display aid: a stop never fails for want of it
+    finally:
+        os.close(directory)
 
 
 @dataclass(frozen=True)
@@ -158,14 +190,18 @@ class Ending:
         return f"Container {self.container[:12]} is still being ended by pid {self.pid} (log {self.log_path})."
 
 
-def detach(target: DockerTarget, container: str, grace_seconds: int) -> Ending:
-    """Start the stop-then-remove of `container` in a new session, so it outlives the caller."""
+def detach(
+    target: DockerTarget, container: str, grace_seconds: int, *, runs_root: str | None = None, who: str | None = None
+) -> Ending:
+    """Start the stop-then-remove of `container` in a new session, so it outlives the caller; with
+    `runs_root` and `who`, the stop is noted for the DooD page first (`note_stopping`)."""
     handle, log_path = tempfile.mkstemp(prefix="dood-teardown-", suffix=".log")
+    noting = ["--runs-root", runs_root, "--who", who] if runs_root and who else []
     try:
         process = subprocess.Popen(  # noqa: S603 - our own module, with arguments we built
             [
                 *(sys.executable, "-m", "dood.teardown", *target.arguments()),
-                *("--grace", str(grace_seconds), "--log", log_path, container),
+                *("--grace", str(grace_seconds), "--log", log_path, *noting, container),
             ],
             stdin=subprocess.DEVNULL,
             stdout=handle,
@@ -188,11 +224,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--tls-client-cert")
     parser.add_argument("--tls-client-key")
     parser.add_argument("--log", help="this process's output file: deleted on success (nothing to report)")
+    parser.add_argument("--runs-root", help="note the stop in the container's run directory under this root")
+    parser.add_argument("--who", help="who asked for the stop, for the note")
     args = parser.parse_args(argv)
     target = DockerTarget(
         args.docker_url, args.api_version, args.tls_ca_cert, args.tls_client_cert, args.tls_client_key
     )
     api = target.client(timeout_seconds=SLACK_SECONDS)
+    if args.runs_root and args.who:
+        try:
+            name = api.inspect_container(args.container)["Name"].lstrip("/")
+        except (APIError, KeyError):
+            name = ""  # gone already, or unreadable: nothing to note
+        note_stopping(args.runs_root, name, args.who, args.grace)
     discard(api, args.container, args.grace)
     if args.log:
         os.unlink(args.log)

@@ -130,3 +130,114 @@ def test_task_states_are_asked_for_the_identity_the_labels_record():
     labels = container("train", "running")["Config"]["Labels"] | {"dood.map_index": "3", "dood.run_id": "manual__a/b"}
     assert states(labels) == "running"
     states.client.get.assert_called_once_with("/api/v2/dags/d/dagRuns/manual__a%2Fb/taskInstances/train/3")
+
+
+# --- handed-off containers (wait=False, label dood.handoff) ---
+
+
+def handed_off(name, waiters):
+    handed = container(name, "running")
+    handed["Config"]["Labels"]["dood.handoff"] = waiters
+    return handed
+
+
+def decide_handoff(containers, states, run="running"):
+    """`states`: task id -> state, for the start tasks and their sensors alike (one run)."""
+    verdicts = plan(
+        containers,
+        lambda labels: states.get(labels["dood.task_id"], MISSING),
+        run_state=lambda labels: run,
+        ttl=timedelta(hours=24),
+        now=NOW,
+    )
+    return {v.name: v.reason for v in verdicts}
+
+
+def test_a_handed_off_container_is_kept_while_its_sensor_waits_across_reschedules_and_retries():
+    for sensor_state in ("none", "scheduled", "queued", "running", "up_for_reschedule", "up_for_retry", "deferred"):
+        assert decide_handoff([handed_off("start", "wait")], {"start": "success", "wait": sensor_state}) == {}
+
+
+def test_a_handed_off_container_goes_once_its_sensors_all_ended():
+    states = {"start": "success", "wait": "failed", "wait2": "up_for_reschedule"}
+    assert decide_handoff([handed_off("start", "wait,wait2")], states) == {}
+    states["wait2"] = "success"
+    reason = decide_handoff([handed_off("start", "wait,wait2")], states)["start"]
+    assert reason == "handed off to wait, wait2, which ended (wait: failed, wait2: success)"
+
+
+def test_a_handed_off_container_goes_once_its_run_ended_whatever_its_label_says():
+    states = {"start": "success", "wait": "up_for_reschedule"}
+    for label in ("wait", "*", "not a task id!"):
+        verdicts = decide_handoff([handed_off("start", label)], states, run="failed")
+        assert verdicts["start"].endswith("but its DAG run has ended (failed)"), verdicts
+    gone = decide_handoff([handed_off("start", "wait")], states, run=MISSING)
+    assert gone["start"] == "handed off to wait, but its DAG run no longer exists"
+
+
+def test_a_container_handed_off_to_the_run_is_kept_while_the_run_runs():
+    for run in ("queued", "running"):
+        assert decide_handoff([handed_off("start", "*")], {"start": "success"}, run=run) == {}
+
+
+def test_a_sensor_unknown_to_airflow_does_not_keep_it():
+    reason = decide_handoff([handed_off("start", "renamed")], {"start": "success"})["start"]
+    assert reason == "handed off to renamed, which ended (renamed: no such task)"
+
+
+def test_handoff_does_not_spare_a_container_whose_task_instance_is_gone():
+    assert decide_handoff([handed_off("start", "wait")], {"wait": "running"}) == {
+        "start": "its task instance no longer exists"
+    }
+
+
+def test_a_container_not_handed_off_is_an_orphan_once_its_task_ended_as_before():
+    assert decide_handoff([container("start", "running")], {"start": "success", "wait": "running"}) == {
+        "start": "its task instance has ended (success)"
+    }
+
+
+def test_the_sdk_and_rest_lookups_carry_the_run_state():
+    from unittest.mock import MagicMock
+
+    from dood.janitor import RestApiStates, task_sdk_states
+
+    assert callable(task_sdk_states.run_state)
+    states = RestApiStates.__new__(RestApiStates)
+    states.client = MagicMock()
+    states.client.get.return_value.status_code = 200
+    states.client.get.return_value.json.return_value = {"state": "running"}
+    labels = container("train", "running")["Config"]["Labels"] | {"dood.run_id": "manual__a/b"}
+    assert states.run_state(labels) == "running"
+    states.client.get.assert_called_once_with("/api/v2/dags/d/dagRuns/manual__a%2Fb")
+    states.client.get.return_value.status_code = 404
+    assert states.run_state(labels) == MISSING
+
+
+def test_sweep_stops_orphans_concurrently_and_reports_every_failure():
+    import threading
+    from unittest.mock import MagicMock
+
+    import pytest
+
+    from dood.janitor import sweep
+
+    names = [f"o{i}" for i in range(6)]
+    api = MagicMock()
+    api.containers.return_value = [{"Id": f"id-{n}"} for n in names]
+    api.inspect_container.side_effect = lambda cid: container(cid.removeprefix("id-"), "running")
+    together = threading.Barrier(3, timeout=5)  # three stops must be under way at once, or this breaks
+
+    def stop(cid, timeout):
+        together.wait()
+        if cid == "id-o4":
+            raise RuntimeError("engine said no")
+
+    api.stop.side_effect = stop
+    told = []
+    with pytest.raises(RuntimeError, match="engine said no"):
+        sweep(api, lambda labels: MISSING, ttl=timedelta(hours=1), dry_run=False, workers=3, log=told.append)
+    assert sorted(call.args[0] for call in api.stop.call_args_list) == sorted(f"id-{n}" for n in names)
+    removed = sorted(call.args[0] for call in api.remove_container.call_args_list)
+    assert removed == sorted(f"id-{n}" for n in names if n != "o4")
+    assert "could not remove o4: RuntimeError: engine said no" in told

@@ -52,3 +52,41 @@ def test_gone_says_what_happened_with_the_exit_code_when_known():
     gone = ContainerGone.from_event("dood-x", event)
     assert gone is not None and gone.exit_code == 137
     assert ContainerGone.from_event("dood-x", {"status": "error", "message": "unreachable"}) is None
+
+
+def test_a_stop_is_noted_in_the_run_directory_never_through_a_link_the_step_placed(tmp_path):
+    import json
+    import os
+    from datetime import datetime, timezone
+
+    from dood.teardown import STOPPING_FILE, note_stopping
+    from dood.ui.stopping import read_note, stopping
+
+    runs = tmp_path / "runs"
+    (runs / "dood-c").mkdir(parents=True)
+    precious = tmp_path / "precious"
+    precious.write_text("keep")
+    os.symlink(precious, runs / "dood-c" / STOPPING_FILE)  # the step's own run directory: it can do this
+    note_stopping(str(runs), "dood-c", "the janitor: its task instance has ended (failed)", 5)
+    assert precious.read_text() == "keep"
+    assert not (runs / "dood-c" / STOPPING_FILE).is_symlink()
+    note = json.loads((runs / "dood-c" / STOPPING_FILE).read_text())
+    assert note["who"].startswith("the janitor") and note["grace_seconds"] == 5
+    assert [p.name for p in (runs / "dood-c").iterdir()] == [STOPPING_FILE]  # no temporary left
+    note_stopping(str(runs), "../escape", "x", 5)  # not a container name: nothing written
+    note_stopping(str(runs), "dood-absent", "x", 5)  # no run directory here: nothing, no error
+    assert not (runs / "dood-absent").exists()
+
+    entry = {"Id": "c1", "Names": ["/dood-c"], "State": "running", "Created": 1}
+    now = datetime.now(timezone.utc)
+    found = stopping(str(runs), [entry], now)["c1"]
+    assert found.who.startswith("the janitor") and (found.grace_ends - found.asked_at).total_seconds() == 5
+    assert stopping(str(runs), [{**entry, "State": "exited"}], now) == {}
+    assert stopping(str(runs), [{**entry, "Created": int(now.timestamp()) + 60}], now) == {}  # an older note
+    # the page never follows a link either, nor reads what is not a small JSON note
+    (runs / "dood-c" / STOPPING_FILE).unlink()
+    os.symlink(precious, runs / "dood-c" / STOPPING_FILE)
+    assert read_note(str(runs / "dood-c")) is None
+    (runs / "dood-c" / STOPPING_FILE).unlink()
+    (runs / "dood-c" / STOPPING_FILE).write_text('{"who": 1, "asked_at": "x", "grace_seconds": 5}')
+    assert read_note(str(runs / "dood-c")) is None

@@ -18,6 +18,7 @@ from dood.directories import HostDirectories, default_user
 from dood.exceptions import ContainerFailed, DoodConfigError, ResultFileError
 from dood.gone import ContainerGone
 from dood.gpu_claims import GpusBusy, claims_for
+from dood.handoff import waiters_of
 from dood.hooks.dood import DoodHook
 from dood.hosts import apply_placement, check_delivered, check_proxy_host, remote_view, task_placement
 from dood.launcher import ContainerLauncher, ContainerSpec
@@ -64,6 +65,8 @@ class DoodContainerOperator(WaitsForGpus, BaseOperator):
     :param skip_on_exit_code: exit code(s) that mark the task skipped instead of failed.
     :param auto_remove: ``always``, ``on_success`` or ``never``; defaults to config.
     :param stop_grace_period: seconds (or timedelta) between SIGTERM and SIGKILL on kill/timeout.
+    :param init: run Docker's init as PID 1 so SIGTERM reaches the program; defaults to the config's
+        ``defaults.init`` (true).
     :param config_path: dood config file; defaults to ``$DOOD_CONFIG`` or the project's ``config/dood.yaml``.
     :param deferrable: start the container, then wait in the triggerer (no worker slot held).
     :param wait: False starts the container and returns its handle at once (wait with DoodContainerSensor).
@@ -124,6 +127,7 @@ class DoodContainerOperator(WaitsForGpus, BaseOperator):
         skip_on_exit_code: int | Iterable[int] | None = None,
         auto_remove: AutoRemove | None = None,
         stop_grace_period: int | timedelta | None = None,
+        init: bool | None = None,
         config_path: str | None = None,
         deferrable: bool = False,
         wait: bool = True,
@@ -162,6 +166,7 @@ class DoodContainerOperator(WaitsForGpus, BaseOperator):
         if stop_grace_period is not None and stop_grace_period < 0:
             raise DoodConfigError(f"{self.task_id}: stop_grace_period must be 0 or more seconds")
         self.stop_grace_period = stop_grace_period
+        self.init = init
         self.config_path = config_path
         if deferrable and not wait:
             raise DoodConfigError(f"{self.task_id}: deferrable=True needs wait=True (use DoodContainerSensor)")
@@ -198,6 +203,8 @@ class DoodContainerOperator(WaitsForGpus, BaseOperator):
             labels={**config.defaults.labels, **check_user_labels(self.labels, f"{self.task_id}: labels")},
             resources=self.container_resources.merged_over(config.defaults.resources),
             network=self.network or config.defaults.network,
+            init=config.defaults.init if self.init is None else self.init,
+            handed_off_to=None if self.wait else waiters_of(self),  # dood.handoff: the janitor spares it
         )
         for mount in mounts:  # what the mount map made of each source: the rendered view shows only the input
             access = "ro" if mount.get("ReadOnly") else "rw"

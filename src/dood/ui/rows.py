@@ -1,7 +1,10 @@
 """What the DooD page shows for one container, from the engine's list entry, inspect and stats (pure).
 
-Orphans follow the janitor's own rule (`dood.janitor`): a running container whose task instance has ended
-or no longer exists.
+Orphans follow the janitor's own rule (`dood.janitor.running_ownership`): a running container whose task
+instance has ended or no longer exists, unless it was handed off (``wait=False``, label ``dood.handoff``) to
+sensors or a run that still wait for it; the row then says who ("handed off to wait (up_for_reschedule)").
+A container being stopped shows "stopping", with who asked and when its grace period ends, from the note
+the stopper left (`dood.ui.stopping`).
 """
 
 from __future__ import annotations
@@ -13,7 +16,8 @@ from typing import Any
 
 from dood.docker_time import utc_datetime
 from dood.gpus import GPUS_LABEL
-from dood.janitor import ENDED_TASK_STATES, MISSING
+from dood.handoff import HANDOFF_LABEL
+from dood.janitor import MISSING, Ownership, running_ownership
 from dood.naming import HOST_LABEL
 from dood.outcome import ENDED as ENDED_STATES
 from dood.outcome import RUNNING, STILL_GOING
@@ -22,7 +26,7 @@ from dood.ui.samples import Usage, gpus_held
 ALIVE = frozenset(RUNNING)
 HOST_KEY = "DoodHost"  # added to a list entry by dood.ui.engines: the host whose engine listed it
 ENDED = frozenset(ENDED_STATES)
-STATES = (*STILL_GOING, *ENDED_STATES, "removing")  # the page's state filter
+STATES = (*STILL_GOING, "stopping", *ENDED_STATES, "removing")  # the page's state filter
 
 
 @dataclass(frozen=True)
@@ -31,6 +35,7 @@ class TaskKey:
     run_id: str
     task_id: str
     map_index: int
+    handoff: str | None = None  # the container's `dood.handoff` label: task_states then asks about its waiters
 
     @classmethod
     def from_labels(cls, labels: Mapping[str, str]) -> TaskKey:
@@ -39,7 +44,43 @@ class TaskKey:
             labels.get("dood.run_id", ""),
             labels.get("dood.task_id", ""),
             _int(labels.get("dood.map_index"), -1),
+            labels.get(HANDOFF_LABEL),
         )
+
+    def labels(self, task_id: str | None = None) -> dict[str, str]:
+        """The labels the janitor's rule reads (of `task_id` in the same run, when given)."""
+        labels = {"dood.dag_id": self.dag_id, "dood.run_id": self.run_id, "dood.task_id": task_id or self.task_id}
+        labels["dood.map_index"] = str(self.map_index)
+        if self.handoff is not None:
+            labels[HANDOFF_LABEL] = self.handoff
+        return labels
+
+
+@dataclass(frozen=True)
+class HandedOff:
+    """What Airflow says about a handed-off container's owners: its own task instance's state, its waiters'
+    (by task id) and its DAG run's (`MISSING`: none)."""
+
+    ti_state: str | None
+    waiter_states: Mapping[str, str | None]
+    run_state: str | None
+
+    def ownership(self, key: TaskKey) -> Ownership:
+        return running_ownership(
+            key.labels(),
+            self.ti_state,
+            lambda labels: self.waiter_states.get(labels["dood.task_id"], MISSING),
+            lambda _labels: self.run_state,
+        )
+
+
+@dataclass(frozen=True)
+class Stopping:
+    """A stop in progress, as its stopper noted it (`dood.teardown.note_stopping`)."""
+
+    who: str
+    asked_at: datetime
+    grace_ends: datetime
 
 
 @dataclass(frozen=True)
@@ -61,10 +102,17 @@ class ContainerRow:
     ti_state: str | None = None
     orphan: bool = False
     host: str = ""  # the Docker host it runs on, when the deployment has several (`hosts:`)
+    owner: str | None = None  # who a running container belongs to ("its task (running)", "handed off to ...")
+    stopping: Stopping | None = None  # a running container someone is stopping
 
     @property
     def short_id(self) -> str:
         return self.container_id[:12]
+
+    @property
+    def shown_state(self) -> str:
+        """The state the page shows: "stopping" while a stop of a running container is under way."""
+        return "stopping" if self.stopping and self.state in ALIVE else self.state
 
     @property
     def ended(self) -> bool:
@@ -94,29 +142,56 @@ class ContainerRow:
             "oom_killed": self.oom_killed,
             "ti_state": self.ti_state,
             "orphan": self.orphan,
+            "owner": self.owner,
+            "shown_state": self.shown_state,
+            "stopping": (
+                {
+                    "who": self.stopping.who,
+                    "asked_at": self.stopping.asked_at.isoformat(),
+                    "grace_ends": self.stopping.grace_ends.isoformat(),
+                }
+                if self.stopping
+                else None
+            ),
         }
 
 
-def is_orphan(state: str, ti_state: str | None) -> bool:
-    """The janitor's rule: alive, while its task instance has ended or is gone."""
-    return state in ALIVE and (ti_state == MISSING or ti_state in ENDED_TASK_STATES)
+def ownership(state: str, key: TaskKey, ti_state: str | HandedOff | None) -> Ownership | None:
+    """The janitor's rule for a live container (None: not alive, or its task state unknown to the page)."""
+    if state not in ALIVE:
+        return None
+    if isinstance(ti_state, HandedOff):
+        return ti_state.ownership(key)
+    return running_ownership(key.labels(), ti_state, lambda _labels: MISSING, lambda _labels: MISSING)
+
+
+def is_orphan(state: str, ti_state: str | HandedOff | None, key: TaskKey | None = None) -> bool:
+    """The janitor's rule: alive, while nobody may wait for it any more (its task instance has ended or is
+    gone, and it was not handed off to a sensor or a run still running)."""
+    found = ownership(state, key or TaskKey("", "", "", -1), ti_state)
+    return bool(found and found.orphan)
 
 
 def build_row(
     entry: Mapping[str, Any],
     inspected: Mapping[str, Any] | None = None,
     used: Usage | None = None,
-    ti_state: str | None = None,
+    ti_state: str | HandedOff | None = None,
+    stopping: Stopping | None = None,
 ) -> ContainerRow:
+    """One row; `ti_state` is its task instance's state, or `HandedOff` (`task_states` gives either)."""
     labels = entry.get("Labels") or {}
     state = entry.get("State") or ""
+    key = TaskKey.from_labels(labels)
+    owned = ownership(state, key, ti_state)
+    own_state = ti_state.ti_state if isinstance(ti_state, HandedOff) else ti_state
     outcome = (inspected or {}).get("State") or {}
     ended = state in ENDED
     names = entry.get("Names") or [entry.get("Id", "")[:12]]
     return ContainerRow(
         container_id=entry.get("Id", ""),
         name=str(names[0]).lstrip("/"),
-        task=TaskKey.from_labels(labels),
+        task=key,
         try_number=_int(labels.get("dood.try_number"), 1),
         image=str(entry.get("Image") or ""),
         state=state,
@@ -128,9 +203,11 @@ def build_row(
         gpus=_gpus(labels, inspected) if state in ALIVE else None,
         exit_code=outcome.get("ExitCode") if ended else None,
         oom_killed=bool(outcome.get("OOMKilled")) if ended else False,
-        ti_state=ti_state,
-        orphan=is_orphan(state, ti_state),
+        ti_state=own_state,
+        orphan=bool(owned and owned.orphan),
         host=str(labels.get(HOST_LABEL) or entry.get(HOST_KEY) or ""),
+        owner=owned.owner if owned and ti_state is not None else None,
+        stopping=stopping if state in ALIVE else None,
     )
 
 
@@ -140,7 +217,12 @@ def select(rows: Iterable[ContainerRow], *, dag_id: str | None, state: str | Non
         row
         for row in rows
         if (not dag_id or row.task.dag_id == dag_id)
-        and (not state or row.state == state or (state == "orphan" and row.orphan))
+        and (
+            not state
+            or row.state == state
+            or (state == "orphan" and row.orphan)
+            or (state == "stopping" and row.shown_state == "stopping")
+        )
     ]
     oldest = datetime.min.replace(tzinfo=timezone.utc)
     return sorted(kept, key=lambda row: (row.created or oldest, row.name), reverse=True)

@@ -1,15 +1,22 @@
-"""Task instance states for containers' labels, from Airflow's metadata database (the api-server has it)."""
+"""Task instance states for containers' labels, from Airflow's metadata database (the api-server has it).
+
+A handed-off container's key (`TaskKey.handoff`: label ``dood.handoff``) gets its waiters' and its DAG
+run's states too (`HandedOff`), so the page applies the janitor's whole rule (`dood.janitor.running_ownership`).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
+from dood.handoff import waiters
 from dood.janitor import MISSING
-from dood.ui.rows import TaskKey
+from dood.ui.rows import HandedOff, TaskKey
 
 
-def task_states(keys: Iterable[TaskKey]) -> dict[TaskKey, str]:
-    """Current state of each task instance; `MISSING` (the janitor's marker) when it does not exist."""
+def task_states(keys: Iterable[TaskKey]) -> dict[TaskKey, str | HandedOff]:
+    """Current state of each task instance; `MISSING` (the janitor's marker) when it does not exist; a
+    `HandedOff` for a handed-off container's key."""
+    from airflow.models.dagrun import DagRun
     from airflow.models.taskinstance import TaskInstance
     from airflow.utils.session import create_session
     from sqlalchemy import select
@@ -17,7 +24,8 @@ def task_states(keys: Iterable[TaskKey]) -> dict[TaskKey, str]:
     wanted = set(keys)
     if not wanted:
         return {}
-    found: dict[TaskKey, str] = {}
+    found: dict[tuple[str, str, str, int], str] = {}
+    runs: dict[tuple[str, str], str] = {}
     with create_session() as session:
         rows = session.execute(
             select(
@@ -31,8 +39,33 @@ def task_states(keys: Iterable[TaskKey]) -> dict[TaskKey, str]:
                 TaskInstance.run_id.in_({k.run_id for k in wanted}),
             )
         )
-        for dag_id, run_id, task_id, map_index, state in rows:
-            key = TaskKey(dag_id, run_id, task_id, map_index)
-            if key in wanted:
-                found[key] = str(state.value if hasattr(state, "value") else state) if state else "none"
-    return {key: found.get(key, MISSING) for key in wanted}
+        for dag_id, run_id, task_id, map_index, state in rows:  # every task of these runs: waiters included
+            found[(dag_id, run_id, task_id, map_index)] = _text(state) if state else "none"
+        handed = [key for key in wanted if key.handoff is not None]
+        if handed:
+            for dag_id, run_id, state in session.execute(
+                select(DagRun.dag_id, DagRun.run_id, DagRun.state).where(
+                    DagRun.dag_id.in_({k.dag_id for k in handed}), DagRun.run_id.in_({k.run_id for k in handed})
+                )
+            ):
+                runs[(dag_id, run_id)] = _text(state)
+
+    def state_of(key: TaskKey, task_id: str | None = None) -> str:
+        return found.get((key.dag_id, key.run_id, task_id or key.task_id, key.map_index), MISSING)
+
+    states: dict[TaskKey, str | HandedOff] = {}
+    for key in wanted:
+        if key.handoff is None:
+            states[key] = state_of(key)
+        else:
+            named = waiters(key.labels()) or ()
+            states[key] = HandedOff(
+                state_of(key),
+                {waiter: state_of(key, waiter) for waiter in named},
+                runs.get((key.dag_id, key.run_id), MISSING),
+            )
+    return states
+
+
+def _text(state: object) -> str:
+    return str(getattr(state, "value", state))
