@@ -48,7 +48,7 @@ def test_a_run_directory_is_asked_fresh_and_never_cleared():
     proxy = Proxy(Answer(200), Answer(200), Answer(200))
     made = directories(proxy)
     made.for_container("/data/runs/dood-a-t1-0123456789", "50000", fresh=True, what="run")
-    made.for_container("/data/runs/dood-a-t2-0123456789", "50000:0", clear=["result.json"], what="run")  # old spelling
+    made.for_container("/data/runs/dood-a-t2-0123456789", "50000:0", fresh=True, what="run")
     made.for_container("/data/ml/artifacts/p/part", "50000:0", what="partition")
     assert proxy.asked == [
         {"path": "/data/runs/dood-a-t1-0123456789", "user": "50000:0", "fresh": True},
