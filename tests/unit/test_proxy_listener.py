@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import socket
 import ssl
 import stat
 import subprocess
@@ -188,11 +189,21 @@ def test_reclaim_memory_collects_cycles():
     assert collected == [True]
 
 
-def test_a_unix_socket_has_its_mode_before_it_listens(tmp_path):
+def test_a_unix_socket_appears_listening_and_with_its_mode(tmp_path):
+    """Made aside and renamed into place: whoever waits for the path to exist connects at once (no race with
+    listen) and never finds it with the umask's mode."""
     path = str(tmp_path / "proxy.sock")
+    (tmp_path / "proxy.sock.new").touch()  # not a socket: left alone, and the bind fails loudly
+    with pytest.raises(OSError):
+        bind_unix(path, 0o660)
+    assert not os.path.exists(path)
+    os.unlink(tmp_path / "proxy.sock.new")
     sock = bind_unix(path, 0o660)
     try:
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o660
+        assert not os.path.exists(path + ".new")
+        with socket.socket(socket.AF_UNIX) as client:
+            client.connect(path)
     finally:
         sock.close()
         with contextlib.suppress(FileNotFoundError):

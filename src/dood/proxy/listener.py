@@ -30,6 +30,7 @@ import logging
 import os
 import socket
 import ssl
+import stat
 import struct
 import time
 from collections import Counter
@@ -80,15 +81,28 @@ class Limits:
 
 
 def bind_unix(path: str, mode: int) -> socket.socket:
-    """A listening unix socket at `path` with `mode` (set before it listens: no client connects earlier)."""
+    """A listening unix socket at `path` with `mode`. It is made beside `path` and renamed into place once it
+    listens with its mode: whoever waits for `path` to exist can connect at once, and never before the mode."""
+    staged = f"{path}.new"
+    if len(os.fsencode(staged)) >= 108:  # sun_path's size: no room for the suffix, bind in place
+        staged = path
+    elif os.path.exists(staged) and stat.S_ISSOCK(os.lstat(staged).st_mode):
+        os.unlink(staged)  # left by a proxy that died while starting
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        sock.bind(path)
-        os.chmod(path, mode)
-        sock.listen(BACKLOG)
-        sock.setblocking(False)
+        sock.bind(staged)
     except BaseException:
         sock.close()
+        raise
+    try:
+        os.chmod(staged, mode)
+        sock.listen(BACKLOG)
+        sock.setblocking(False)
+        os.replace(staged, path)
+    except BaseException:
+        sock.close()
+        with contextlib.suppress(OSError):
+            os.unlink(staged)  # ours: bound just now
         raise
     return sock
 
