@@ -24,6 +24,7 @@ import argparse
 import json
 import os
 import select
+import shutil
 import socket
 import ssl
 import subprocess
@@ -205,6 +206,7 @@ def main() -> None:
         proxy.terminate()
         proxy.wait(timeout=30)
         log.close()
+        shutil.rmtree(work, ignore_errors=True)
     print(json.dumps(results, indent=2))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
