@@ -72,9 +72,7 @@ class HostDirectories:
         self.mount_map = mount_map
         self.through_proxy = through_proxy
 
-    def for_container(
-        self, airflow_path: str, user: str | None, *, fresh: bool = False, what: str
-    ) -> str:
+    def for_container(self, airflow_path: str, user: str | None, *, fresh: bool = False, what: str) -> str:
         """Make `airflow_path` a directory the container's user writes (a leaf); returns its host path.
 
         With `fresh` (a run directory: one per try, named after its container) it must be new, or empty: what

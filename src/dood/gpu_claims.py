@@ -114,7 +114,8 @@ class GpuClaims:
         wanted = asked(body)
         if wanted is None:
             return create(dict(body))
-        self.inventory, _ = inventory_of(self.api, self.host, self.inventory)  # the config's, or discovered
+        # the config's, or discovered (the probe runs as the step's identity: the one the policy allows)
+        self.inventory, _ = inventory_of(self.api, self.host, self.inventory, self.user)
         why = never_fits(self.inventory.devices, wanted)
         if why:
             raise DoodConfigError(f"resources.gpus: {why}")

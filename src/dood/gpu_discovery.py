@@ -60,12 +60,17 @@ class DiscoveryFailed(DoodConfigError):
         )
 
 
-def probe_body(image: str) -> dict[str, Any]:
+#: Who the probe runs as when no step identity is given: nobody (GPU device nodes are open to all). Behind
+#: dood-proxy it must be an identity of policy.allowed_users: the steps' own is passed in.
+PROBE_USER = "65534:65534"
+
+
+def probe_body(image: str, user: str | None = None) -> dict[str, Any]:
     return {
         "Image": image,
         "Entrypoint": PROBE_ENTRYPOINT,
         "Cmd": PROBE_QUERY,
-        "User": "65534:65534",  # nobody: GPU device nodes are open to all, and dood-proxy's policy wants non-root
+        "User": user or PROBE_USER,
         "Labels": {PROBE_LABEL: image},
         "HostConfig": {
             "DeviceRequests": [{"Driver": "nvidia", "Count": -1, "Capabilities": [["gpu", "utility"]]}],
@@ -74,11 +79,13 @@ def probe_body(image: str) -> dict[str, Any]:
     }
 
 
-def inventory_of(api: APIClient, url: str, inventory: GpuInventory) -> tuple[GpuInventory, Discovered]:
+def inventory_of(
+    api: APIClient, url: str, inventory: GpuInventory, user: str | None = None
+) -> tuple[GpuInventory, Discovered]:
     """The inventory with its devices: the config's when it lists them, else discovered (cached)."""
     if inventory.devices:
         return inventory, Discovered(inventory.devices, "config")
-    found = discover(api, url, image=inventory.probe_image, timeout=inventory.probe_timeout_seconds)
+    found = discover(api, url, image=inventory.probe_image, timeout=inventory.probe_timeout_seconds, user=user)
     return inventory.model_copy(update={"devices": found.devices}), found
 
 
@@ -88,7 +95,9 @@ def known_devices(url: str) -> tuple[str, ...]:
     return found.devices if found else ()
 
 
-def discover(api: APIClient, url: str, *, image: str, timeout: float = 60, again: bool = False) -> Discovered:
+def discover(
+    api: APIClient, url: str, *, image: str, timeout: float = 60, again: bool = False, user: str | None = None
+) -> Discovered:
     """The engine's GPUs: this process's cache, else the probe container's record, else a probe."""
     if again:
         _FOUND.pop(url, None)
@@ -97,14 +106,14 @@ def discover(api: APIClient, url: str, *, image: str, timeout: float = 60, again
         return _FOUND[url]
     deadline = time.monotonic() + timeout
     try:
-        found = _read_or_probe(api, url, image, deadline)
+        found = _read_or_probe(api, url, image, deadline, user)
     except (DockerException, OSError) as exc:
         raise DiscoveryFailed(url, image, f"the engine refused the probe: {exc}") from exc
     _FOUND[url] = found
     return found
 
 
-def _read_or_probe(api: APIClient, url: str, image: str, deadline: float) -> Discovered:
+def _read_or_probe(api: APIClient, url: str, image: str, deadline: float, user: str | None) -> Discovered:
     while True:
         try:
             probe = api.inspect_container(PROBE_NAME)
@@ -122,7 +131,7 @@ def _read_or_probe(api: APIClient, url: str, image: str, deadline: float) -> Dis
                 continue
             _remove(api, probe["Id"])  # failed, or another image's: probe again
         try:
-            created = api.create_container_from_config(probe_body(image), name=PROBE_NAME)["Id"]
+            created = api.create_container_from_config(probe_body(image, user), name=PROBE_NAME)["Id"]
         except ImageNotFound:
             api.pull(image)
             continue

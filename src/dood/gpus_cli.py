@@ -73,7 +73,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = load_config(args.config)
         api, host, gpus = DoodHook(config).api, config.docker.url, config.gpus
-        found = CONFIG if gpus.devices else discover(api, host, image=gpus.probe_image, again=args.rediscover)
+        user = config.policy.allowed_users[0]  # the probe runs as an identity the policy allows
+        again = args.rediscover
+        found = CONFIG if gpus.devices else discover(api, host, image=gpus.probe_image, again=again, user=user)
         holding = GpuClaims.of(api, config, image="").holding()
     except (DoodError, DockerException) as exc:
         print(f"dood-gpus: {exc}", file=sys.stderr)

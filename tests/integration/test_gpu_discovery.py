@@ -166,6 +166,7 @@ def test_discovery_through_dood_proxy_passes_its_gpu_referee(engine, tmp_path):
     policy = (
         "  allowed_images: ['dood-test-busybox:*', 'dood-test-nvidia-smi:*']\n  allow_gpus: true\n"
         f"  gpu_probe_images: ['{PROBE_IMAGE}']\n"
+        "  allowed_users: ['1000:1000', '65534:65534']\n"
     )
     with running_proxy(tmp_path, policy, "--upstream", engine.url) as proxy:
         api = docker.APIClient(base_url=proxy.url, version="auto", timeout=60)

@@ -242,7 +242,9 @@ def test_the_operator_through_airflow_claims_a_free_gpu_not_gpu_0(engine, airflo
 
 # --- through dood-proxy: the referee ---
 
-GPU_POLICY = "  allowed_images: ['dood-test-busybox:*']\n  allow_gpus: true\n"
+GPU_POLICY = (
+    "  allowed_images: ['dood-test-busybox:*']\n  allow_gpus: true\n  allowed_users: ['1000:1000', '65534:65534']\n"
+)
 
 
 @pytest.fixture

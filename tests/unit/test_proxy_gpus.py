@@ -72,7 +72,6 @@ def test_the_config_gives_the_proxy_its_hosts_inventory(tmp_path):
         (LOCK_NAME, {}, PROXY_TAKES_LOCK),
         ("/" + LOCK_NAME, {}, PROXY_TAKES_LOCK),
         (None, {"dood.gpu_lock": "x"}, PROXY_TAKES_LOCK),
-        ("dood-gpu-mine", {}, "names are dood's GPU bookkeeping"),
         (None, {"dood.gpu_other": "1"}, "dood.gpu* labels are dood's GPU bookkeeping"),
         ("dood-gpu-probe", {"dood.gpu_ticket": "1"}, "not both"),
     ],

@@ -6,7 +6,11 @@ Run it with the raw socket mounted into it alone, and point Airflow at it (`dock
         --config config/dood.yaml
 
 Modules, one concern each: `wire` (HTTP/1.1 on streams), `rules` (which calls pass, and how they are
-rewritten), `ownership` (is this container ours), `daemon` (reaching the real socket), `server` (wiring).
+rewritten), `ownership` (is this container ours), `identity` (who a created container is: its user, groups,
+labels and name), `gpus` (no two containers share a GPU, the engine-wide claim lock), `directories` (the
+directories endpoint), `listener` (listening sockets: how many connections anyone who reaches a port may
+hold, and for how long), `readonly` (the UI's listener), `relay` (streams), `tls`, `daemon` (reaching the
+real socket), `server` (wiring).
 The container policy itself is `dood.policy`, shared with the operator. See docs/security.md.
 """
 

@@ -22,6 +22,7 @@ from dood.naming import DEFAULT_STACK, HOST_LABEL, HOST_PATTERN, STACK_LABEL, ST
 from dood.policy import Policy
 from dood.proxy import wire
 from dood.proxy.daemon import Daemon, Endpoint
+from dood.proxy.gpus import configured_inventory
 from dood.proxy.listener import Limits
 from dood.proxy.readonly import ReadOnlyProxyServer
 from dood.proxy.server import DEFAULT_MAX_BODY, ProxyServer
@@ -162,6 +163,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         upstream = Endpoint.parse(args.upstream)
         socket_mode = int(args.socket_mode, 8)
         policy = load_config(args.config, section="policy") if args.config else Policy()
+        gpus = configured_inventory(args.config, args.host)  # what DeviceIDs and tickets are checked against
     except ValueError as exc:
         print(f"dood-proxy: {exc}", file=sys.stderr)
         return 2
@@ -195,6 +197,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         inspectable_labels=args.inspectable_label,
         stack=stack,
         host=args.host,
+        gpus=gpus,
     )
     unsafe = proxy.identity.problems()
     if unsafe:  # an identity that owns the bind sources' directories, or opens the socket: never a step's

@@ -424,12 +424,8 @@ def _kind(name: str | None, labels: Mapping[str, str]) -> str:
         return "ticket"
     if probe:
         return "probe"
-    if name and name.startswith(GPU_NAME_PREFIX):
-        raise Refused(
-            403,
-            f"name {name!r}: {GPU_NAME_PREFIX}… names are dood's GPU bookkeeping ({LOCK_NAME}, {PROBE_NAME}, "
-            "dood-gpu-ticket-<key>-<hex>); choose another name",
-        )
+    # Any other dood-… name (`dood-gpu…` included: a DAG id may start with `gpu`) is a task container's, which
+    # `proxy.identity.check_name` holds to the name its task labels give.
     return "plain"
 
 

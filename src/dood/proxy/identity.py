@@ -17,6 +17,7 @@ import tarfile
 from collections.abc import Mapping
 from typing import Any
 
+from dood.gpus import LOCK_NAME, PROBE_NAME
 from dood.hostpaths import trusted_uids
 from dood.naming import (
     DAG_ID_LABEL,
@@ -39,9 +40,10 @@ TASK_LABELS = (DAG_ID_LABEL, TASK_ID_LABEL, RUN_ID_LABEL, MAP_INDEX_LABEL, TRY_N
 #: Labels of GPU claims, tickets, the engine lock and the probe: passed on to `proxy.gpus`, which checks
 #: their exact shapes (and drops or refuses the rest).
 GPU_LABEL_PREFIX = "dood.gpu"
-#: Names of dood's task containers; `dood-gpu…` names belong to `proxy.gpus`.
+#: Names of dood's task containers; the GPU bookkeeping's own (the lock, the probe, tickets) are
+#: `proxy.gpus`'s to check.
 TASK_NAME_PREFIX = "dood-"
-GPU_NAME_PREFIX = "dood-gpu"
+GPU_TICKET_PREFIX = "dood-gpu-ticket-"
 
 
 def forbidden_gids(socket_path: str | None) -> frozenset[int]:
@@ -122,9 +124,12 @@ class IdentityGuard:
     def check_name(self, name: str | None, labels: Mapping[str, str]) -> None:
         """A `dood-…` name must be the one its task labels give in this stack (`TaskIdentity.container_name`):
         names are a shared namespace on the engine, and another stack would otherwise take ours (our create
-        then fails with 409). `dood-gpu…` names are `proxy.gpus`'s to check."""
+        then fails with 409). The GPU lock's, probe's and tickets' names are `proxy.gpus`'s to check (a task
+        of a DAG whose id starts with `gpu` is a task name like any other)."""
         name = (name or "").lstrip("/")
-        if not name.startswith(TASK_NAME_PREFIX) or name.startswith(GPU_NAME_PREFIX):
+        if not name.startswith(TASK_NAME_PREFIX) or name in (LOCK_NAME, PROBE_NAME):
+            return
+        if name.startswith(GPU_TICKET_PREFIX):
             return
         expected = _task_name(labels, self.stack)
         if name != expected:

@@ -16,6 +16,7 @@ import stat
 from collections.abc import Callable, Iterable
 
 from dood import engine_security
+from dood.gpu_inventory import GpuInventory
 from dood.hostpaths import unsafe_bind_sources
 from dood.naming import DEFAULT_STACK, HOST_LABEL, MANAGED_LABEL, STACK_LABEL
 from dood.policy import MalformedBody, Policy, apply_defaults, canonical_create_body, parse_json, violations
@@ -32,6 +33,7 @@ log = logging.getLogger("dood.proxy")
 DEFAULT_MAX_BODY = 1024 * 1024
 _SMALL_BODY = 4096  # the most any other allowed call may carry (and it must be empty JSON)
 _AUTH_BODY = 64 * 1024  # registry credentials, identity tokens
+BODY_SECONDS = 60  # a request's body (at most --max-body-bytes) must arrive within this, not drip for minutes
 IDLE_SECONDS = 300  # a client that sends no (complete) request for this long is disconnected
 FIRST_REQUEST_SECONDS = 10  # ... and before its first request (after the TLS handshake): anyone can connect
 
@@ -48,10 +50,13 @@ class ProxyServer:
         inspectable_labels: Iterable[str] = (),
         stack: str = DEFAULT_STACK,
         host: str | None = None,
+        gpus: GpuInventory | None = None,
     ) -> None:
         self.policy = policy
         self.daemon = Daemon(upstream)
-        self.gpus = GpuReferee(self.daemon, probe_images=policy.gpu_probe_images)
+        self.gpus = GpuReferee(
+            self.daemon, probe_images=policy.gpu_probe_images, max_gpus=policy.max_gpus, inventory=gpus
+        )
         self.stack = stack
         self.host = host  # this Docker host's name when the deployment has several: label dood.host, forced
         self.ownership = Ownership(self.daemon, inspectable=inspectable_labels, stack=stack, host=host)
@@ -142,7 +147,7 @@ class ProxyServer:
                 if length is not None and length > limit:
                     raise wire.HttpError(413, f"body of {length} bytes is larger than the {limit} bytes allowed")
                 writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-            body = await asyncio.wait_for(wire.read_body(reader, length, limit), IDLE_SECONDS)
+            body = await asyncio.wait_for(wire.read_body(reader, length, limit), BODY_SECONDS)
             body_read = True
             if not takes_body and body.strip() not in (b"", b"{}", b"null"):
                 raise Refused(400, f"{request.method} {target.path} takes no request body")
