@@ -206,7 +206,7 @@ def test_forged_tickets_locks_and_names_are_refused(engine, proxies):
     assert "HostConfig ['CpuShares']" in _refused(a, {**body, "HostConfig": {"CpuShares": 512}}, name=name)
     assert "a GPU ticket is named" in _refused(a, body, name="dood-gpu-ticket-x")
     assert "a GPU ticket is named" in _refused(a, body)
-    assert "dood-gpu… names" in _refused(a, _body(None), name="dood-gpu-anything")
+    assert "must be the name their task labels give" in _refused(a, _body(None), name="dood-gpu-anything")
     assert "GPU discovery's record" in _refused(a, _body(None, ("sh", "-c", "echo 0, GPU-x")), name="dood-gpu-probe")
     assert "dood.gpu* labels" in _refused(a, _body(None, labels={"dood.gpu_whatever": "1"}))
     placed = a.create_container_from_config(body, name=name)["Id"]  # dood's own ticket passes
