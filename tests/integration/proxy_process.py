@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import grp
+import http.client
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import sysconfig
@@ -23,7 +25,9 @@ PROXY_GID = 0
 _SRC = Path(__file__).resolve().parents[2] / "src"
 
 
-def as_proxy_user(command: list[str], uid: int = PROXY_UID) -> tuple[list[str], dict[str, str]]:
+def as_proxy_user(
+    command: list[str], uid: int = PROXY_UID, extra_groups: tuple[int, ...] = ()
+) -> tuple[list[str], dict[str, str]]:
     """`command` (a `python -m ...` list) run as `uid` with the Docker socket's group, as compose runs the proxy.
 
     The venv's interpreter may live under /root (0700), which another uid cannot execute: Debian's
@@ -35,7 +39,7 @@ def as_proxy_user(command: list[str], uid: int = PROXY_UID) -> tuple[list[str], 
         "setpriv",
         f"--reuid={uid}",
         f"--regid={PROXY_GID}",
-        f"--groups={socket_gid}",
+        f"--groups={','.join(map(str, (socket_gid, *extra_groups)))}",
         "--inh-caps=-all",
         "--bounding-set=-all",
         python,
@@ -69,11 +73,14 @@ def traversable(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def running_proxy(root: Path, policy_yaml: str, *extra_args: str, uid: int | None = None) -> Iterator[SimpleNamespace]:
+def running_proxy(
+    root: Path, policy_yaml: str, *extra_args: str, uid: int | None = None, extra_groups: tuple[int, ...] = ()
+) -> Iterator[SimpleNamespace]:
     """Start `python -m dood.proxy` with `policy_yaml` as its config's `policy:` section; stop it after.
 
     With `uid` (e.g. `PROXY_UID`), the proxy runs as that non-root uid with the socket's group, as in the
-    compose stack; `root` must then be reachable by it (the caller chowns what the proxy must own)."""
+    compose stack (`extra_groups`: more supplementary groups); `root` must then be reachable by it (the caller
+    chowns what the proxy must own)."""
     config = root / "dood.yaml"
     config.write_text("policy:\n" + policy_yaml)
     sock = root / "proxy.sock"
@@ -83,7 +90,7 @@ def running_proxy(root: Path, policy_yaml: str, *extra_args: str, uid: int | Non
     if uid is not None:
         traversable(root)
         os.chown(root, uid, PROXY_GID)  # its socket and log live here
-        command, env = as_proxy_user(command, uid)
+        command, env = as_proxy_user(command, uid, extra_groups)
     with log_path.open("wb") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
         try:
@@ -96,6 +103,19 @@ def running_proxy(root: Path, policy_yaml: str, *extra_args: str, uid: int | Non
         finally:
             process.terminate()
             process.wait(timeout=10)
+
+
+class UnixHTTPConnection(http.client.HTTPConnection):
+    """Raw HTTP over a unix socket (requests the docker SDK would not send)."""
+
+    def __init__(self, path: str, timeout: float = 30) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self.socket_path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self.socket_path)
 
 
 def remove_labelled(docker_api, label: str) -> None:

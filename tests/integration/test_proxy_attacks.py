@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import http.client
 import json
 import re
 import socket
@@ -28,24 +27,13 @@ from docker.utils.socket import frames_iter
 
 from dood.naming import MANAGED_LABEL
 from tests.integration.conftest import TEST_IMAGE
-from tests.integration.proxy_process import remove_labelled, running_proxy
+from tests.integration.proxy_process import UnixHTTPConnection, remove_labelled, running_proxy
 
 DAG_LABEL = {"dood.dag_id": "dood_it_proxy"}
 USER = "1000:1000"  # the policy runs containers as a numeric non-root user
 
 
 # --- the proxy, and clients on both sides of it ---
-
-
-class UnixHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float = 30) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self.socket_path = path
-
-    def connect(self) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(self.timeout)
-        self.sock.connect(self.socket_path)
 
 
 @pytest.fixture(scope="module")

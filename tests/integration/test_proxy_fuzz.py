@@ -34,7 +34,7 @@ from hypothesis import HealthCheck, Phase, given, seed, settings
 
 from tests.create_fuzz import NONCE_LABEL, Expect, FuzzPolicy, broken_invariants, create_bodies
 from tests.integration.conftest import TEST_IMAGE
-from tests.integration.proxy_process import PROXY_UID, running_proxy
+from tests.integration.proxy_process import PROXY_UID, UnixHTTPConnection, running_proxy
 
 CORPUS = Path(__file__).parent / "fuzz_corpus"
 EXAMPLES = int(os.environ.get("DOOD_FUZZ_EXAMPLES", "3000"))
@@ -42,17 +42,6 @@ SECONDS = float(os.environ.get("DOOD_FUZZ_SECONDS", "110"))
 SEED = os.environ.get("DOOD_FUZZ_SEED")
 SAVE = os.environ.get("DOOD_FUZZ_SAVE")
 API = "/v1.41"
-
-
-class UnixHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float = 30) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self.socket_path = path
-
-    def connect(self) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(self.timeout)
-        self.sock.connect(self.socket_path)
 
 
 def _layout(base: Path) -> Path:

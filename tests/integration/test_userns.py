@@ -12,11 +12,8 @@ it makes for "50000:0" must be group-owned by the host gid the container's gid 0
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,7 +25,7 @@ import pytest
 from dood.engine_security import EngineSecurity, RemapIds
 from dood.ui.engine import EngineReader
 from tests.integration.conftest import TEST_IMAGE, xcom_value
-from tests.integration.proxy_process import PROXY_GID, PROXY_UID, as_proxy_user
+from tests.integration.proxy_process import PROXY_GID, PROXY_UID, running_proxy
 from tests.integration.second_engine import SecondEngine
 
 STEP_USER = "50000:0"  # the default allowed identity (the Airflow image's user)
@@ -71,31 +68,10 @@ def base() -> Iterator[Path]:
     shutil.rmtree(made, ignore_errors=True)
 
 
-@contextlib.contextmanager
-def proxy_as_user(
-    root: Path, upstream: str, policy_yaml: str, extra_groups: tuple[int, ...] = ()
-) -> Iterator[SimpleNamespace]:
-    """dood-proxy as uid 50001 with the socket's group (as `proxy_process.running_proxy(uid=PROXY_UID)`), and
-    `extra_groups` as supplementary groups (the remapped gid a leaf is given: chown needs membership)."""
-    config, sock, log_path = root / "dood.yaml", root / "proxy.sock", root / "proxy.log"
-    config.write_text("policy:\n" + policy_yaml)
-    os.chown(root, PROXY_UID, PROXY_GID)
-    command = [sys.executable, "-m", "dood.proxy", "--listen", f"unix://{sock}", "--config", str(config)]
-    command, env = as_proxy_user([*command, "--upstream", upstream])
-    command = [f"{arg},{','.join(map(str, extra_groups))}" if arg.startswith("--groups=") and extra_groups else arg
-               for arg in command]  # fmt: skip
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
-        try:
-            deadline = time.monotonic() + 30
-            while not sock.exists():
-                if process.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"dood-proxy did not open {sock} within 30 s: {log_path.read_text()}")
-                time.sleep(0.05)
-            yield SimpleNamespace(url=f"unix://{sock}", log=log_path)
-        finally:
-            process.terminate()
-            process.wait(timeout=10)
+def proxy_as_user(root: Path, upstream: str, policy_yaml: str, extra_groups: tuple[int, ...] = ()):
+    """dood-proxy as uid 50001 with the socket's group, and `extra_groups` (the remapped gid a leaf is given:
+    chown needs membership)."""
+    return running_proxy(root, policy_yaml, "--upstream", upstream, uid=PROXY_UID, extra_groups=extra_groups)
 
 
 @pytest.fixture(scope="module")
