@@ -128,3 +128,20 @@ def test_a_trigger_event_that_is_not_an_end_ends_the_sensor(monkeypatch, event, 
     handle = {"container_id": "c", "container_name": "dood-c", "run_dir": "/runs/dood-c"}
     with pytest.raises(error, match=message):
         sensor.execute_complete({"ti": TI}, event, handle=handle)
+
+
+def test_a_sensor_the_handoff_label_does_not_count_says_the_janitor_may_remove_it(monkeypatch):
+    said: list[str] = []
+    told = SimpleNamespace(warning=lambda message, *args: said.append(message % args), info=lambda *a: None)
+    monkeypatch.setattr(DoodContainerSensor, "log", property(lambda self: told))
+
+    def locate(handoff):
+        labels = _labels("start", 1) | ({"dood.handoff": handoff} if handoff is not None else {})
+        hook = FakeHook({"c1": _container("c1", labels, "running")})
+        said.clear()
+        DoodContainerSensor(task_id="wait", upstream_task_id="start")._locate(hook, CONFIG, {"ti": TI})
+        return " ".join(said)
+
+    assert locate("wait") == "" and locate("*") == ""  # counted: by name, or the run waits
+    assert "handed off to other, not to wait: the janitor removes it once those ended" in locate("other")
+    assert "was not handed off" in locate(None)

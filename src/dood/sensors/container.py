@@ -1,4 +1,9 @@
-"""DoodContainerSensor: wait for a container started with ``DoodContainerOperator(wait=False)``."""
+"""DoodContainerSensor: wait for a container started with ``DoodContainerOperator(wait=False)``.
+
+Such a container is handed off: once its start task succeeded, it belongs to the sensors waiting for it
+(label ``dood.handoff``, `dood.handoff`), and the janitor keeps it while one of them has not finished
+(poking, up for reschedule, up for retry) and its DAG run runs.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +18,7 @@ from dood.arguments import exit_codes, one_of
 from dood.completion import ContainerHandle, finish, resume, task_deadline
 from dood.config import AutoRemove, DoodConfig, load_config
 from dood.exceptions import DoodConfigError, DoodError
+from dood.handoff import waiters
 from dood.hooks.dood import DoodHook
 from dood.hosts import remote_view, task_placement
 from dood.launcher import ContainerLauncher
@@ -100,7 +106,27 @@ class DoodContainerSensor(BaseSensorOperator):
                 f"{where}; not touching it"
             )
         name = found["Name"].lstrip("/")
+        self._check_handoff(name, found["Config"].get("Labels") or {})
         return ContainerHandle.of(found["Id"], name, config.runs_root, config.host), found["State"]
+
+    def _check_handoff(self, name: str, labels: dict[str, str]) -> None:
+        """Say so when the janitor would not count this sensor among the container's waiters (`dood.handoff`):
+        it then keeps the container only while the sensors it names, or its run, still wait."""
+        named = waiters(labels)
+        if named is None:
+            self.log.warning(
+                "Container %s was not handed off (its task waits for it itself: wait=True, or a dood older than "
+                "dood.handoff): the janitor removes it once its task instance has ended.",
+                name,
+            )
+        elif named and self.task_id not in named:
+            self.log.warning(
+                "Container %s is handed off to %s, not to %s: the janitor removes it once those ended. Give this "
+                "sensor upstream_task_id=, downstream of the task that started it, to be counted.",
+                name,
+                ", ".join(named),
+                self.task_id,
+            )
 
     def _finish(self, config: DoodConfig, launcher: ContainerLauncher, handle: ContainerHandle, outcome=None):
         return finish(

@@ -1,0 +1,76 @@
+"""A training started with wait=False, waited for by a rescheduling sensor, while the janitor sweeps the
+same run every few seconds (tests/integration/test_handoff.py)."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timedelta
+
+from airflow.sdk import DAG, task
+
+from dood import DoodContainerOperator
+from dood.sensors.container import DoodContainerSensor
+
+IMAGE = "dood-test-busybox:latest"
+TRAINING_SECONDS = 60
+SWEEP_EVERY_SECONDS = 3
+RESULT = 'printf \'{"done": true}\' > "$DOOD_RESULT_FILE"'
+
+with DAG(
+    "dood_sched_handoff",
+    schedule=None,
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    tags=["dood-integration-test"],
+) as handoff:
+    start = DoodContainerOperator(
+        task_id="start",
+        image=IMAGE,
+        command=["sh", "-c", f"echo training-started; sleep {TRAINING_SECONDS}; {RESULT}"],
+        wait=False,
+    )
+    # Retries: Airflow 3.3 can fail a reschedule-mode sensor on a stale executor success of its previous poke
+    # (apache/airflow#71172, seen here on a loaded machine); its retry must find the training still there.
+    wait = DoodContainerSensor(
+        task_id="wait",
+        upstream_task_id="start",
+        mode="reschedule",
+        poke_interval=5,
+        timeout=300,
+        retries=6,
+        retry_delay=timedelta(seconds=1),
+    )
+    start >> wait
+
+    @task(execution_timeout=timedelta(seconds=TRAINING_SECONDS + 120))
+    def janitor(dag_run=None) -> list[str]:
+        """The janitor (Task SDK lookups, as the maintenance DAG asks) sweeping this run every few seconds
+        until the training's container is gone; returns every removal it made."""
+        from dood.config import load_config
+        from dood.hooks.dood import DoodHook
+        from dood.janitor import sweep, task_sdk_states
+
+        hook = DoodHook(load_config())
+        scope = {"dood.dag_id": dag_run.dag_id, "dood.run_id": dag_run.run_id}
+        removed: list[str] = []
+        seen_training = False
+        deadline = time.monotonic() + TRAINING_SECONDS + 100
+        while time.monotonic() < deadline:
+            verdicts = sweep(
+                hook.api,
+                task_sdk_states,
+                ttl=timedelta(hours=24),
+                dry_run=False,
+                grace_seconds=2,
+                only_labels=scope,
+                stack=hook.stack,
+            )
+            removed += [f"{v.name}: {v.reason}" for v in verdicts]
+            training = hook.find_containers({**scope, "dood.task_id": "start", "dood.try_number": "1"})
+            seen_training = seen_training or bool(training)
+            if seen_training and not training:
+                return removed
+            time.sleep(SWEEP_EVERY_SECONDS)
+        raise TimeoutError(f"the training's container was still there after the sweeps; removed: {removed}")
+
+    janitor()
