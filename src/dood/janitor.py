@@ -9,9 +9,9 @@ it goes once they all ended, or once the run ended, whatever the label says. An 
 once older than the TTL. States come from Airflow's APIs (the Task SDK inside a task, the public REST API
 from the CLI), never from the metadata database.
 
-Orphans are stopped concurrently (at most `STOP_WORKERS` at a time), each with stop-then-remove
-(`dood.teardown.discard`): a sweep of many orphans that ignore SIGTERM takes about one grace period per
-`STOP_WORKERS` of them, not one per orphan.
+Orphans are ended together (`dood.teardown.discard_all`, `STOP_WORKERS` API calls at a time): each is
+signalled first, then waited for until its own grace period ends, SIGKILLed if still running, and removed;
+a sweep of many orphans that ignore SIGTERM takes about one grace period, not one per orphan.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -33,12 +32,12 @@ from dood.outcome import RUNNING
 from dood.owner import NO_TASK_INSTANCE
 from dood.owner import run_state as airflow_run_state
 from dood.owner import task_state as airflow_task_state
-from dood.teardown import discard, note_stopping
+from dood.teardown import discard_all, note_stopping
 
 MISSING = NO_TASK_INSTANCE
 ENDED_TASK_STATES = frozenset({"success", "failed", "skipped", "upstream_failed", "removed"})
 ENDED_RUN_STATES = frozenset({"success", "failed"})
-STOP_WORKERS = 16  # orphans stopped at once: each stop holds one thread (and connection) for its grace period
+STOP_WORKERS = 16  # Docker API calls at once while ending orphans (a wait holds one until its grace period ends)
 
 #: The state of the task instance a container's labels name (`MISSING`: none).
 TaskStateLookup = Callable[[Mapping[str, str]], "str | None"]
@@ -141,9 +140,10 @@ def sweep(
     runs_root: str | None = None,
 ) -> list[Verdict]:
     """Find our stack's containers (of Docker host `host` only, when given; only those also carrying
-    `only_labels`, when given), decide, and (unless dry run) stop and remove the orphans, `workers` at a
-    time. With `runs_root`, each stop is noted in the container's run directory for the DooD page
-    (`dood.teardown.note_stopping`). A stop that failed is logged, the others go on; the sweep then raises."""
+    `only_labels`, when given), decide, and (unless dry run) stop and remove the orphans, their grace periods
+    running at once (`workers` Docker calls at a time). With `runs_root`, each stop is noted in the
+    container's run directory for the DooD page (`dood.teardown.note_stopping`). A stop that failed is
+    logged, the others go on; the sweep then raises."""
     wanted = {**(only_labels or {}), MANAGED_LABEL: "true", STACK_LABEL: stack}
     if host is not None:
         wanted[HOST_LABEL] = host
@@ -155,18 +155,14 @@ def sweep(
     for verdict in verdicts:
         log(f"{'would remove' if dry_run else 'removing'} {verdict.name}: {verdict.reason}")
     if not dry_run and verdicts:
-
-        def end(verdict: Verdict) -> None:
-            if runs_root:
+        if runs_root:
+            for verdict in verdicts:
                 note_stopping(runs_root, verdict.name, f"the janitor: {verdict.reason}", grace_seconds)
-            discard(api, verdict.container_id, grace_seconds)
-
-        with ThreadPoolExecutor(max_workers=max(1, min(workers, len(verdicts))), thread_name_prefix="janitor") as pool:
-            failed = [
-                (verdict, exc)
-                for verdict, exc in zip(verdicts, pool.map(_outcome(end), verdicts), strict=True)
-                if exc is not None
-            ]
+        signals = {c["Id"]: c["Config"].get("StopSignal") for c in inspected if c["Config"].get("StopSignal")}
+        errors = discard_all(
+            api, [v.container_id for v in verdicts], grace_seconds, workers=workers, stop_signals=signals
+        )
+        failed = [(verdict, errors[verdict.container_id]) for verdict in verdicts if errors[verdict.container_id]]
         for verdict, exc in failed:
             log(f"could not remove {verdict.name}: {type(exc).__name__}: {exc}")
         if failed:
@@ -184,17 +180,6 @@ def _no_run_state(labels: Mapping[str, str]) -> str | None:
         "janitor.plan: a handed-off container (label dood.handoff) needs run_state, the DAG run's state; "
         "pass run_state=, or a task_state lookup with a run_state method (RestApiStates, task_sdk_states)"
     )
-
-
-def _outcome(call: Callable[[Verdict], None]) -> Callable[[Verdict], BaseException | None]:
-    def run(verdict: Verdict) -> BaseException | None:
-        try:
-            call(verdict)
-        except Exception as exc:  # noqa: BLE001 - reported by the caller, after the other stops
-            return exc
-        return None
-
-    return run
 
 
 class TaskSdkStates:

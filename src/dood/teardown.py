@@ -34,17 +34,19 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from docker import APIClient
 from docker.errors import APIError, NotFound
 from docker.tls import TLSConfig
+from requests.exceptions import RequestException
 
 from dood.tls import EndpointTLS
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
 
     from dood.config import DockerEndpoint
 
@@ -100,6 +102,78 @@ def note_stopping(runs_root: str | None, container_name: str, who: str, grace_se
         pass  # a display aid: a stop never fails for want of it
     finally:
         os.close(directory)
+
+
+def discard_all(
+    api: APIClient,
+    containers: Sequence[str],
+    grace_seconds: int,
+    *,
+    workers: int = 16,
+    stop_signals: Mapping[str, str] | None = None,
+) -> dict[str, BaseException | None]:
+    """End many containers for good, their grace periods running at once: `docker stop` of each (its stop
+    signal, at most `grace_seconds` for it to exit, then SIGKILL), then its removal, as `discard` does for
+    one; but every container is signalled first (`workers` API calls at a time), so a container that
+    ignores its signal keeps no other waiting for its grace period: N such orphans take one grace period,
+    not N / `workers`. Each gets its full grace period from its own signal, and one signal only (a second
+    SIGTERM is "abort now" to some programs). `stop_signals`: a container's own `Config.StopSignal`, when it
+    has one (SIGTERM otherwise). Returns, per container, the error that kept it from being ended (None: ended)."""
+    signals = stop_signals or {}
+    signalled: dict[str, float] = {}
+    errors: dict[str, BaseException | None] = {}
+
+    def signal(container: str) -> None:
+        try:
+            api.kill(container, signal=signals.get(container) or "SIGTERM")
+        except NotFound:
+            pass
+        except APIError as exc:
+            if exc.status_code != 409:  # 409: it is not running (ended meanwhile): nothing to signal
+                raise
+        signalled[container] = time.monotonic()
+
+    def end(container: str) -> None:
+        if container not in signalled:
+            return  # the signal failed: reported, not removed behind its back
+        remaining = signalled[container] + grace_seconds - time.monotonic()
+        try:
+            api.wait(container, timeout=max(remaining, 0.05))  # the HTTP timeout: the end of its grace period
+        except NotFound:
+            return
+        except RequestException:
+            pass  # still running at the end of its grace period: SIGKILL
+        except APIError:  # the wait itself failed: the grace period still runs its full length
+            time.sleep(max(0.0, signalled[container] + grace_seconds - time.monotonic()))
+        else:
+            remove_container(api, container)
+            return
+        try:
+            api.kill(container, signal="SIGKILL")
+        except NotFound:
+            return
+        except APIError as exc:
+            if exc.status_code != 409:
+                raise
+        remove_container(api, container)
+
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(containers) or 1))) as pool:
+        for step in (signal, end):
+            for container, error in zip(containers, pool.map(_caught(step), containers), strict=True):
+                if error is not None and errors.get(container) is None:
+                    errors[container] = error
+    return {container: errors.get(container) for container in containers}
+
+
+def _caught(call):
+    def run(container: str) -> BaseException | None:
+        try:
+            call(container)
+        except Exception as exc:  # noqa: BLE001 - the caller reports it, after the other containers
+            return exc
+        return None
+
+    return run
 
 
 @dataclass(frozen=True)

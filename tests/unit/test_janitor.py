@@ -214,8 +214,7 @@ def test_the_sdk_and_rest_lookups_carry_the_run_state():
     assert states.run_state(labels) == MISSING
 
 
-def test_sweep_stops_orphans_concurrently_and_reports_every_failure():
-    import threading
+def test_sweep_signals_every_orphan_before_waiting_for_any_and_reports_every_failure():
     from unittest.mock import MagicMock
 
     import pytest
@@ -225,19 +224,62 @@ def test_sweep_stops_orphans_concurrently_and_reports_every_failure():
     names = [f"o{i}" for i in range(6)]
     api = MagicMock()
     api.containers.return_value = [{"Id": f"id-{n}"} for n in names]
-    api.inspect_container.side_effect = lambda cid: container(cid.removeprefix("id-"), "running")
-    together = threading.Barrier(3, timeout=5)  # three stops must be under way at once, or this breaks
 
-    def stop(cid, timeout):
-        together.wait()
+    def inspect(cid):
+        found = container(cid.removeprefix("id-"), "running")
+        if cid == "id-o2":
+            found["Config"]["StopSignal"] = "SIGINT"  # its own stop signal, as docker stop sends it
+        return found
+
+    api.inspect_container.side_effect = inspect
+    calls = []
+    api.kill.side_effect = lambda cid, signal: calls.append(("kill", cid, signal))
+    api.wait.side_effect = lambda cid, timeout: calls.append(("wait", cid))
+
+    def remove(cid, force, v):
+        calls.append(("remove", cid))
         if cid == "id-o4":
             raise RuntimeError("engine said no")
 
-    api.stop.side_effect = stop
+    api.remove_container.side_effect = remove
     told = []
     with pytest.raises(RuntimeError, match="engine said no"):
         sweep(api, lambda labels: MISSING, ttl=timedelta(hours=1), dry_run=False, workers=3, log=told.append)
-    assert sorted(call.args[0] for call in api.stop.call_args_list) == sorted(f"id-{n}" for n in names)
-    removed = sorted(call.args[0] for call in api.remove_container.call_args_list)
-    assert removed == sorted(f"id-{n}" for n in names if n != "o4")
+    signals = [c for c in calls if c[0] == "kill"]
+    first_wait = next(i for i, c in enumerate(calls) if c[0] == "wait")
+    assert len(signals) == 6 and all(c[0] == "kill" for c in calls[:first_wait])  # every grace period at once
+    assert ("kill", "id-o2", "SIGINT") in signals and ("kill", "id-o0", "SIGTERM") in signals
+    assert sorted(c[1] for c in calls if c[0] == "remove") == sorted(f"id-{n}" for n in names)
     assert "could not remove o4: RuntimeError: engine said no" in told
+
+
+def test_discard_all_gives_each_its_grace_period_then_sigkill_and_removes_it():
+    from unittest.mock import MagicMock
+
+    from docker.errors import APIError, NotFound
+    from requests.exceptions import ReadTimeout
+
+    from dood.teardown import discard_all
+
+    api = MagicMock()
+    timeouts = {}
+
+    def wait(cid, timeout):
+        timeouts[cid] = timeout
+        if cid == "stubborn":
+            raise ReadTimeout("still running")
+        if cid == "gone":
+            raise NotFound("gone")
+
+    def kill(cid, signal):
+        if cid == "ended" and signal == "SIGTERM":
+            raise APIError("409", response=MagicMock(status_code=409))
+
+    api.wait.side_effect = wait
+    api.kill.side_effect = kill
+    errors = discard_all(api, ["stubborn", "quick", "ended", "gone"], 5, workers=2)
+    assert errors == {"stubborn": None, "quick": None, "ended": None, "gone": None}
+    assert 4 < timeouts["stubborn"] <= 5  # the rest of its grace period, counted from its own signal
+    kills = [(c.args[0], c.kwargs["signal"]) for c in api.kill.call_args_list]
+    assert ("stubborn", "SIGKILL") in kills and ("quick", "SIGKILL") not in kills
+    assert sorted(c.args[0] for c in api.remove_container.call_args_list) == ["ended", "quick", "stubborn"]
