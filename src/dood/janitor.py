@@ -162,7 +162,7 @@ def sweep(
         errors = discard_all(
             api, [v.container_id for v in verdicts], grace_seconds, workers=workers, stop_signals=signals
         )
-        failed = [(verdict, errors[verdict.container_id]) for verdict in verdicts if errors[verdict.container_id]]
+        failed = [(verdict, exc) for verdict in verdicts if (exc := errors[verdict.container_id]) is not None]
         for verdict, exc in failed:
             log(f"could not remove {verdict.name}: {type(exc).__name__}: {exc}")
         if failed:
