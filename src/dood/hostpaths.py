@@ -64,8 +64,8 @@ def covering_root(path: str, roots: Iterable[str]) -> str | None:
 def check_bind_source(path: str, roots: Iterable[str], trusted: frozenset[int] | None = None) -> None:
     """Raise `UnsafePath` unless no untrusted party can change any component of `path` (see module doc).
 
-    A missing last component is fine (the daemon creates it, as root, in a directory only trusted users
-    write); a missing directory above it is not.
+    The source must exist: the daemon would create a missing one, as root, wherever the path says (a new
+    entry in a read-only root, in a champion's directory), which is writing for whoever asked.
     """
     trusted = trusted if trusted is not None else trusted_uids()
     clean = clean_path(path)
@@ -123,7 +123,10 @@ def _check_last(path: str, trusted: frozenset[int]) -> None:
     try:
         info = os.lstat(path)
     except FileNotFoundError:
-        return
+        raise UnsafePath(
+            f"{path} does not exist: the daemon would create it, as root; make it first (a run's directories are "
+            "made through dood-proxy's directories endpoint)"
+        ) from None
     if stat.S_ISLNK(info.st_mode):
         raise UnsafePath(f"{path} is a symlink; a bind source must be the real directory or file")
     if not (stat.S_ISDIR(info.st_mode) or stat.S_ISREG(info.st_mode)):
@@ -281,6 +284,9 @@ def _check_existing(parent_fd: int, name: str, path: str, trusted: frozenset[int
         raise LeafConflict(f"{path} exists and is not a directory; remove it or choose another path")
     if not fresh:
         return  # kept as it is
+    if info.st_uid == os.geteuid() and not info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        _skeleton_to_leaf(parent_fd, name, path, gid)  # an empty directory only we write: nobody's output
+        return
     problems = []
     if info.st_uid not in trusted:
         problems.append(f"it is owned by uid {info.st_uid}, not by {sorted(trusted)}")
@@ -291,6 +297,21 @@ def _check_existing(parent_fd: int, name: str, path: str, trusted: frozenset[int
     if problems:
         raise LeafConflict(f"{path} exists but is not a fresh leaf for group {gid}: {'; '.join(problems)}")
     _check_empty(parent_fd, name, path)
+
+
+def _skeleton_to_leaf(parent_fd: int, name: str, path: str, gid: int) -> None:
+    """Make an empty directory only this process writes (a skeleton asked for where a run directory will be:
+    one client squatting another stack's next run directory) the fresh leaf asked for. Nobody else can have
+    put anything in it, so nothing can appear between the check and the change."""
+    fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=parent_fd)
+    try:
+        with os.scandir(fd) as entries:
+            if next(iter(entries), None) is not None:
+                raise LeafConflict(f"{path} exists and is not empty; it is never reused for a new try")
+        os.fchown(fd, -1, gid)
+        os.fchmod(fd, LEAF_MODE)
+    finally:
+        os.close(fd)
 
 
 def _check_empty(parent_fd: int, name: str, path: str) -> None:

@@ -37,7 +37,8 @@ def root(tmp_path):
 def test_a_plain_directory_chain_is_safe(root):
     (root / "work").mkdir(mode=0o755)
     check_bind_source(str(root / "work"), [str(root)], ME)
-    check_bind_source(str(root / "work" / "missing-leaf"), [str(root)], ME)  # the daemon makes it, as root
+    with pytest.raises(UnsafePath, match="does not exist: the daemon would create it"):
+        check_bind_source(str(root / "work" / "missing-leaf"), [str(root)], ME)  # as root, where the path says
 
 
 def test_a_symlink_anywhere_in_the_chain_is_refused(root):
@@ -119,11 +120,27 @@ def test_a_fresh_leaf_is_new_or_an_empty_leaf_of_the_group_and_nothing_is_remove
 def test_a_fresh_leaf_of_another_group_or_mode_is_refused(root):
     other = root / "runs" / "theirs"
     other.parent.mkdir()
-    other.mkdir(mode=0o755)
-    with pytest.raises(LeafConflict, match="mode is 755, not 2770"):
+    other.mkdir()
+    os.chmod(other, 0o775)  # writable by its group: what others may have put there is never taken
+    with pytest.raises(LeafConflict, match="mode is 775, not 2770"):
         make_leaf(str(other), [str(root)], gid=os.getegid(), fresh=True, trusted=ME)
+    os.chmod(other, 0o2770)
     with pytest.raises(LeafConflict, match=f"group is {os.getegid()}, not {os.getegid() + 1}"):
         make_leaf(str(other), [str(root)], gid=os.getegid() + 1, fresh=True, trusted=ME | {0})
+
+
+def test_an_empty_directory_only_we_write_squatting_a_run_directory_becomes_the_leaf(root):
+    """Someone asked a plain directory where another stack's next run directory will be: it is empty and only
+    this process writes it, so it becomes the fresh leaf asked for (not a 409 forever)."""
+    squatted = root / "runs" / "next"
+    squatted.parent.mkdir()
+    squatted.mkdir(mode=0o755)
+    assert make_leaf(str(squatted), [str(root)], gid=os.getegid(), fresh=True, trusted=ME) is False
+    assert stat.S_IMODE(squatted.stat().st_mode) == 0o2770
+    (squatted / "result.json").write_text("{}")
+    os.chmod(squatted, 0o755)
+    with pytest.raises(LeafConflict, match="not empty"):
+        make_leaf(str(squatted), [str(root)], gid=os.getegid(), fresh=True, trusted=ME)
 
 
 def test_what_is_not_a_directory_at_the_leaf_is_refused_and_kept(root):

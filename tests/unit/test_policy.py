@@ -673,3 +673,47 @@ def test_max_gpus_counts_all_and_device_ids(requests, expected):
     sent = {"Image": OK_IMAGE, "User": "50000:0", "HostConfig": host}
     found = violations(sent, Policy(allow_gpus=True, max_gpus=1))
     assert rules(found) == expected
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        ({"Binds": ["/tmp/dood/a:/w", "/tmp/dood/b:/x"]}, []),
+        ({"Binds": ["/tmp/dood/a:/w", "/tmp/dood/b:/w/pwned"]}, [("HostConfig.Binds[1]", "nested-mount")]),
+        ({"Binds": ["/tmp/dood/a:/w", "/tmp/dood/b:/w/./d//pwned:ro"]}, [("HostConfig.Binds[1]", "nested-mount")]),
+        ({"Binds": ["/tmp/dood/a:/w/", "/tmp/dood/b:/w/x/../y"]}, [("HostConfig.Binds[1]", "nested-mount")]),
+        ({"Binds": ["/tmp/dood/a:/w", "/w/anon"]}, [("HostConfig.Binds[1]", "nested-mount")]),
+        ({"Binds": ["/tmp/dood/a:/w"], "Tmpfs": {"/w/t": "size=1m"}}, [("HostConfig.Tmpfs['/w/t']", "nested-mount")]),
+        (
+            {"Binds": ["/tmp/dood/a:/w"], "Mounts": [{"Type": "volume", "Target": "/w/v"}]},
+            [("HostConfig.Mounts[0].Target", "nested-mount")],
+        ),
+        (
+            {"Mounts": [{"Type": "bind", "Source": "/tmp/dood/a", "Target": "/w"}], "Binds": ["/tmp/dood/b:/w/in"]},
+            [("HostConfig.Binds[0]", "nested-mount")],
+        ),
+        ({"Binds": ["pip-cache:/cache", "/tmp/dood/a:/cache/x"]}, []),  # inside a volume: Docker's own directory
+        ({"Tmpfs": {"/t": ""}, "Binds": ["/tmp/dood/a:/t/x"]}, []),  # a bind on a tmpfs: nothing of the host's
+    ],
+)
+def test_no_mount_stands_inside_a_bind(extra, expected):
+    """runc makes a missing mount point, as root, in whatever is mounted above it: inside a bind, that is the
+    host directory (a read-only root, a champion's directory), and symlinks raced in a leaf steer it anywhere."""
+    sent = {**body(), "HostConfig": extra}
+    assert rules(violations(sent, Policy(allowed_volumes=["pip-cache"]))) == expected
+
+
+@pytest.mark.parametrize(
+    ("workdir", "ok"),
+    [
+        ("/dood/work", True),
+        ("/w", True),
+        ("/w/sub", False),
+        ("/proc/self/fd/7", False),
+        ("/dev/shm", False),
+        ("x", False),
+    ],
+)
+def test_the_working_directory_stays_off_binds_and_kernel_views(workdir, ok):
+    sent = {**body(), "WorkingDir": workdir, "HostConfig": {"Binds": ["/tmp/dood/a:/w"]}}
+    assert (rules(violations(sent, Policy())) == []) is ok

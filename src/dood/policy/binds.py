@@ -10,7 +10,7 @@ import fnmatch
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from dood.policy.paths import clean_path, socket_like, system_path_conflict, under_any
+from dood.policy.paths import clean_path, socket_like, system_path_conflict, under, under_any
 from dood.policy.problems import Problems, as_list, is_set
 
 if TYPE_CHECKING:
@@ -117,3 +117,68 @@ def mounts(host: Mapping, policy: Policy) -> list[Violation]:
 def _named_volume(name: Any, field: str, policy: Policy, found: Problems) -> None:
     if not isinstance(name, str) or not any(fnmatch.fnmatchcase(name, p) for p in policy.allowed_volumes):
         found.add(field, "named-volume", f"named volume {name!r} is not in policy.allowed_volumes")
+
+
+#: Where no working directory may be: the kernel's views (a /proc/self/fd/N working directory is how runc's
+#: leaked-descriptor escape, CVE-2024-21626, reached the host).
+KERNEL_PATHS = ("/proc", "/sys", "/dev")
+
+
+def nesting(body: Mapping, host: Mapping, policy: Policy) -> list[Violation]:
+    """No mount target (bind, volume, tmpfs) and no working directory inside a bind's target.
+
+    The runtime makes a missing mount point, as root, inside whatever is mounted above it: a target nested
+    in a bind of a host directory creates entries in that host directory (into a read-only root too), and
+    racing symlinks in a leaf bound above it steers that root-owned creation anywhere on the host (runc's
+    CVE-2024-45310). Targets are compared cleaned; each mount must stand on the container's own filesystem."""
+    found = Problems()
+    targets = _targets(body, host)
+    binds = [(field, target) for field, target, is_bind in targets if is_bind]
+    for field, target, _ in targets:
+        for outer_field, outer in binds:
+            if outer_field != field and target != outer and under(target, outer):
+                found.add(
+                    field,
+                    "nested-mount",
+                    f"target {target!r} lies inside the bind at {outer!r} ({outer_field}): the runtime would create "
+                    "its mount point, as root, in that host directory; mount it beside the bind, not in it",
+                )
+                break
+    workdir = body.get("WorkingDir")
+    if isinstance(workdir, str) and workdir:
+        clean = clean_path(workdir) if workdir.startswith("/") else workdir
+        if not clean.startswith("/") or under_any(clean, KERNEL_PATHS):
+            found.add("WorkingDir", "working-dir", f"{workdir!r}: an absolute path outside /proc, /sys and /dev")
+        else:
+            for outer_field, outer in binds:
+                if clean != outer and under(clean, outer):
+                    found.add(
+                        "WorkingDir",
+                        "working-dir",
+                        f"{workdir!r} lies inside the bind at {outer!r} ({outer_field}): the runtime would create it, "
+                        "as root, in that host directory; use the bind's target itself or a path beside it",
+                    )
+                    break
+    return found
+
+
+def _targets(body: Mapping, host: Mapping) -> list[tuple[str, str, bool]]:
+    """`(field, cleaned target, is a bind of a host path)` of every mount the body asks for."""
+    found: list[tuple[str, str, bool]] = []
+    for index, bind in enumerate(host.get("Binds") or [] if isinstance(host.get("Binds"), list) else []):
+        parts = bind.split(":") if isinstance(bind, str) else []
+        if len(parts) == 1 and parts[0].startswith("/"):
+            found.append((f"HostConfig.Binds[{index}]", clean_path(parts[0]), False))  # an anonymous volume
+        elif len(parts) >= 2 and parts[1].startswith("/"):
+            found.append((f"HostConfig.Binds[{index}]", clean_path(parts[1]), parts[0].startswith("/")))
+    for index, mount in enumerate(host.get("Mounts") or [] if isinstance(host.get("Mounts"), list) else []):
+        target = mount.get("Target") if isinstance(mount, Mapping) else None
+        if isinstance(target, str) and target.startswith("/"):
+            kind = mount.get("Type") or "volume"
+            found.append((f"HostConfig.Mounts[{index}].Target", clean_path(target), kind == "bind"))
+    for key, what in ((host.get("Tmpfs"), "HostConfig.Tmpfs"), (body.get("Volumes"), "Volumes")):
+        if isinstance(key, Mapping):
+            for target in key:
+                if isinstance(target, str) and target.startswith("/"):
+                    found.append((f"{what}[{target!r}]", clean_path(target.split(":", 1)[0]), False))
+    return found

@@ -63,6 +63,8 @@ def parse_json(raw: bytes | str) -> Any:
         raise
     except (ValueError, UnicodeDecodeError) as exc:
         raise MalformedBody(f"not valid JSON: {exc}") from None
+    except RecursionError:  # a body nested thousands deep: no Docker request is
+        raise MalformedBody("nested too deeply to be a Docker request") from None
 
 
 # --- the create body's schema, as Go decodes it ---

@@ -43,6 +43,7 @@ def violations(create_body: Mapping[str, Any], policy: Policy) -> list[Violation
         found.extend(rule(body, host, policy))
     found.extend(binds.binds(host, policy))
     found.extend(binds.mounts(host, policy))
+    found.extend(binds.nesting(body, host, policy))
     for rule in (_ports, _resources, _runtime, _networking):
         found.extend(rule(body, host, policy))
     return found
