@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from dood.proxy import listener as listener_module
-from dood.proxy.listener import Limits, Listener, bind_tcp, bind_unix
+from dood.proxy.listener import Limits, Listener, bind_tcp, bind_unix, peer_of
 from dood.proxy.tls import server_context
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "make-host-certs.sh"
@@ -79,33 +79,156 @@ def test_max_connections_shrinks_the_pending_bounds_with_it():
         Limits.of(0)
 
 
-def test_pending_connections_are_bounded_per_peer_and_per_listener():
+def test_a_peer_beyond_its_bound_loses_its_own_oldest_pending_connection():
     async def scenario():
-        server, port = await _started(Limits(max_connections=16, max_pending=4, max_pending_per_peer=2))
+        server, port = await _started(Limits(max_connections=16, max_pending=8, max_pending_per_peer=2))
         opened = []
         try:
-            for _ in range(2):
+            for source in ("127.0.0.2", "127.0.0.2", "127.0.0.3"):
+                opened.append(await _connect(port, source))
+            await _until(lambda: server.pending == 3, "three pending connections")
+            opened.append(await _connect(port, "127.0.0.2"))  # a third from 127.0.0.2: its oldest makes room
+            assert await _closed_by_server(opened[0][0]), "127.0.0.2's oldest pending connection was kept"
+            await _until(lambda: server.pending_of("127.0.0.2") == 2, "127.0.0.2 back at its bound of 2")
+            for reader, _ in opened[1:]:
+                assert not await _closed_by_server(reader, 0.1), "another pending connection was closed"
+            assert server.evicted == 1
+            # A connection that sends its first request is no longer pending, and no longer closed for room.
+            second_reader, second_writer = opened[1]
+            second_writer.write(b"GET /_ping HTTP/1.1\r\n")
+            assert await second_reader.readline() == b"ok\n"
+            await _until(lambda: server.pending_of("127.0.0.2") == 1, "the served one to leave the pending count")
+            for _ in range(3):
                 opened.append(await _connect(port, "127.0.0.2"))
-            await _until(lambda: server.pending == 2, "two pending connections from 127.0.0.2")
-            third_reader, third_writer = await _connect(port, "127.0.0.2")
-            opened.append((third_reader, third_writer))
-            assert await _closed_by_server(third_reader), "a third pending connection from one peer was kept"
-            for _ in range(2):
-                opened.append(await _connect(port, "127.0.0.3"))
-            await _until(lambda: server.pending == 4, "four pending connections")
-            other_reader, other_writer = await _connect(port, "127.0.0.4")
-            opened.append((other_reader, other_writer))
-            assert await _closed_by_server(other_reader), "a fifth pending connection was kept (listener cap 4)"
-            assert server.pending == 4
-            # A connection that sends its first request is no longer pending: 127.0.0.2 may open another.
-            first_reader, first_writer = opened[0]
-            first_writer.write(b"GET /_ping HTTP/1.1\r\n")
-            assert await first_reader.readline() == b"ok\n"
-            await _until(lambda: server.pending == 3, "the served connection to leave the pending count")
-            again_reader, again_writer = await _connect(port, "127.0.0.2")
-            opened.append((again_reader, again_writer))
-            await _until(lambda: server.pending == 4, "the new connection from 127.0.0.2 to be held")
-            assert not await _closed_by_server(again_reader, 0.2)
+            await _until(lambda: server.evicted == 3, "two more of 127.0.0.2's pending connections to be closed")
+            assert server.pending_of("127.0.0.2") == 2
+            assert not await _closed_by_server(second_reader, 0.1), "a served connection was closed for room"
+        finally:
+            for _, writer in opened:
+                writer.close()
+            server.close()
+            await server.wait_closed()
+
+    asyncio.run(scenario())
+
+
+def test_a_full_listener_closes_the_oldest_pending_connection_of_the_peer_holding_the_most():
+    async def scenario():
+        server, port = await _started(Limits(max_connections=16, max_pending=4, max_pending_per_peer=3))
+        opened = {}
+        try:
+            for name, source in (("a1", "127.0.0.2"), ("b1", "127.0.0.3"), ("a2", "127.0.0.2"), ("a3", "127.0.0.2")):
+                opened[name] = await _connect(port, source)
+                count = len(opened)
+                await _until(lambda: server.pending == count, f"{count} pending connections")  # noqa: B023
+            opened["c1"] = await _connect(port, "127.0.0.4")  # full: 127.0.0.2 holds the most, its oldest goes
+            assert await _closed_by_server(opened["a1"][0]), "the heaviest peer's oldest connection was kept"
+            for name in ("b1", "a2", "a3", "c1"):
+                assert not await _closed_by_server(opened[name][0], 0.1), f"{name} was closed"
+            opened["c2"] = await _connect(port, "127.0.0.4")  # 127.0.0.2 still holds the most (2)
+            assert await _closed_by_server(opened["a2"][0]), "the heaviest peer's oldest connection was kept"
+            opened["b2"] = await _connect(port, "127.0.0.3")  # now 127.0.0.4 holds the most (2)
+            assert await _closed_by_server(opened["c1"][0]), "the heaviest peer's oldest connection was kept"
+            opened["d1"] = await _connect(port, "127.0.0.5")  # 127.0.0.3 holds the most (2)
+            assert await _closed_by_server(opened["b1"][0]), "the heaviest peer's oldest connection was kept"
+            # a3, c2, b2, d1: four peers holding one each. Of equals, the one holding the oldest loses it.
+            opened["e1"] = await _connect(port, "127.0.0.6")
+            assert await _closed_by_server(opened["a3"][0]), "of peers holding as many, the oldest was kept"
+            for name in ("c2", "b2", "d1", "e1"):
+                assert not await _closed_by_server(opened[name][0], 0.1), f"{name} was closed"
+            assert server.pending == 4 and server.evicted == 5
+        finally:
+            for _, writer in opened.values():
+                writer.close()
+            server.close()
+            await server.wait_closed()
+
+    asyncio.run(scenario())
+
+
+def test_a_client_is_served_while_idle_connections_from_several_addresses_keep_the_listener_full():
+    """F4: connections that never send a request, from three addresses, reopened as soon as they are closed,
+    more than the listener holds; a client from a fourth address connects and asks 50 times."""
+
+    async def scenario():
+        server, port = await _started(Limits(max_connections=64, max_pending=8, max_pending_per_peer=4))
+        stop = asyncio.Event()
+        reopened = 0
+
+        async def flood(source: str) -> None:
+            nonlocal reopened
+            while not stop.is_set():
+                try:
+                    reader, writer = await _connect(port, source)
+                except OSError:
+                    continue
+                try:
+                    await _closed_by_server(reader, 1)
+                finally:
+                    writer.close()
+                reopened += 1
+
+        flooders = [asyncio.create_task(flood(source)) for source in ("127.0.0.2", "127.0.0.3", "127.0.0.4") * 4]
+        try:
+            await _until(lambda: server.evicted > 50, "the flood to fill the listener and be closed for room")
+            answered = 0
+            for _ in range(50):
+                reader, writer = await _connect(port, "127.0.0.1")
+                try:
+                    writer.write(b"GET /_ping HTTP/1.1\r\n")
+                    answered += await asyncio.wait_for(reader.readline(), 5) == b"ok\n"
+                except (ConnectionError, asyncio.TimeoutError):
+                    pass
+                finally:
+                    writer.close()
+            assert answered == 50, f"{answered} of 50 answered while the flood reopened {reopened} connections"
+            assert server.pending <= 8
+        finally:
+            stop.set()
+            for task in flooders:
+                task.cancel()
+            await asyncio.gather(*flooders, return_exceptions=True)
+            server.close()
+            await server.wait_closed()
+
+    asyncio.run(scenario())
+
+
+def test_a_unix_peer_is_its_uid_and_pid_and_an_ipv6_peer_its_network(tmp_path):
+    path = str(tmp_path / "peer.sock")
+    listening = bind_unix(path, 0o600)
+    try:
+        listening.setblocking(True)
+        with socket.socket(socket.AF_UNIX) as client:
+            client.connect(path)
+            conn, address = listening.accept()
+            with conn:
+                assert peer_of(conn, address) == (f"uid {os.getuid()}", f"pid {os.getpid()}")
+    finally:
+        listening.close()
+    with socket.socket(socket.AF_INET6) as six:
+        assert peer_of(six, ("2001:db8:1:2:3::4", 5, 0, 0)) == ("2001:db8:1:2::/64", "2001:db8:1:2:3::4")
+        assert peer_of(six, ("fe80::1%eth0", 5, 0, 2)) == ("fe80::/64", "fe80::1%eth0")
+        assert peer_of(six, ("::ffff:10.0.0.1", 5, 0, 0)) == ("::ffff:10.0.0.1", "::ffff:10.0.0.1")
+    with socket.socket() as four:
+        assert peer_of(four, ("10.0.0.1", 5)) == ("10.0.0.1", "10.0.0.1")
+
+
+def test_with_every_slot_held_a_newcomer_takes_the_place_of_a_pending_connection():
+    async def scenario():
+        server, port = await _started(Limits(max_connections=2, max_pending=2, max_pending_per_peer=2))
+        opened = []
+        try:
+            served_reader, served_writer = await _connect(port, "127.0.0.2")
+            opened.append((served_reader, served_writer))
+            served_writer.write(b"first request\n")
+            assert await served_reader.readline() == b"ok\n"
+            opened.append(await _connect(port, "127.0.0.3"))
+            await _until(lambda: server.active == 2 and server.pending == 1, "one served and one pending")
+            opened.append(await _connect(port, "127.0.0.4"))
+            assert await _closed_by_server(opened[1][0]), "the pending connection kept its slot"
+            await _until(lambda: server.pending_of("127.0.0.4") == 1, "the newcomer to hold the freed slot")
+            assert not await _closed_by_server(served_reader, 0.1), "the served connection was closed"
         finally:
             for _, writer in opened:
                 writer.close()

@@ -3,20 +3,29 @@
 A connection is *pending* from its accept until its first complete request head: on a mutual-TLS listener
 that covers the handshake, where the client proves itself; on a unix socket or plain TCP, the wait for a
 first request. Pending connections are what anyone who reaches the port can open, so they are bounded
-(`Limits`):
+(`Limits`), and a flood of them must not lock real clients out:
 
-* at most `max_pending` per listener and `max_pending_per_peer` per peer address at once: one more is
-  accepted and closed at once (left in the kernel's backlog, a flood would queue ahead of real clients);
+* at most `max_pending` per listener and `max_pending_per_peer` per peer at once. A newcomer beyond either
+  is admitted and an older pending connection is closed (a reset) to make room: the oldest of the peer that
+  holds the most (of the newcomer's own peer when that one is at its bound). A real client is pending for
+  milliseconds (connect, handshake, head), and is never the one closed while another peer holds more than
+  it does: to close it, a flood must come from as many peers as the listener holds, and open
+  `max_pending` connections while it is pending. (Refusing newcomers instead, as before, let one client
+  with `max_pending` idle connections lock everyone out.)
+* a peer is the client's address on TCP (an IPv6 client's /64 network, one member per address), and its
+  credentials on a unix socket (SO_PEERCRED: the uid, one member per pid; a client in another pid
+  namespace shows pid 0). Within a peer, the member holding the most is closed first;
 * the TLS handshake must end within `handshake_seconds`, and the first request head must follow within
   `server.FIRST_REQUEST_SECONDS` (`ProxyServer.handle`);
-* at most `max_connections` connections per listener in all: beyond it the listener stops accepting (the
-  kernel queues, clients wait) until one ends. Pending ones alone can never fill it.
+* at most `max_connections` connections per listener in all: when they are all past their first request,
+  the listener stops accepting (the kernel queues, clients wait) until one ends; while some are pending, a
+  newcomer takes the place of one of them as above.
 
 What closed connections leave is given back. CPython 3.11's asyncio keeps a failed TLS handshake's buffers
 (a 256 KB read buffer and OpenSSL's state, about 300 KB) in reference cycles until a full garbage collection
 (python/cpython#109534), and glibc keeps freed heap pages: after a connection that never got past its first
 request ends, one `gc.collect()` and `malloc_trim(0)` run within `RECLAIM_SECONDS` (at most one run per
-`RECLAIM_SECONDS` per listener, about 20 ms each).
+`RECLAIM_SECONDS` per listener, about 20 ms each), or at once after `RECLAIM_AFTER` such connections.
 """
 
 from __future__ import annotations
@@ -26,6 +35,7 @@ import contextlib
 import ctypes
 import errno
 import gc
+import ipaddress
 import logging
 import os
 import socket
@@ -43,7 +53,8 @@ log = logging.getLogger("dood.proxy")
 
 BACKLOG = 128
 RECLAIM_SECONDS = 2.0
-_REFUSAL_LOG_SECONDS = 10.0  # a flood is logged once per this, with the count, not once per connection
+RECLAIM_AFTER = 64  # connections ended while pending: reclaim at once after this many (a fast flood)
+_EVICTION_LOG_SECONDS = 10.0  # a flood is logged once per this, with the counts, not once per connection
 
 #: `handler(reader, writer, on_first_request=...)`: serves one connection; calls `on_first_request()` once its
 #: first request head is read (the connection is then no longer pending).
@@ -131,6 +142,43 @@ async def bind_tcp(host: str, port: int) -> list[socket.socket]:
     return sockets
 
 
+class _Connection:
+    """One accepted connection's bookkeeping: its peer, whether it is pending, whether it holds a slot."""
+
+    __slots__ = ("conn", "evicted", "group", "member", "order", "owned", "pending", "slot", "task")
+
+    def __init__(self, conn: socket.socket, group: str, member: str, order: int) -> None:
+        self.conn = conn
+        self.group = group  # the peer the per-peer bound counts: an address, an IPv6 /64, a unix uid
+        self.member = member  # within it: the address, the pid
+        self.order = order  # accept order: lower is older
+        self.owned = False  # once asyncio's transport holds `conn`, it closes it
+        self.pending = True
+        self.evicted = False
+        self.slot = True
+        self.task: asyncio.Task[None] | None = None
+
+
+def peer_of(conn: socket.socket, address: object) -> tuple[str, str]:
+    """(peer, member): the client's address (an IPv6 client's /64, then its address), or on a unix socket
+    its credentials (SO_PEERCRED: the uid, then the pid)."""
+    if isinstance(address, tuple):
+        host = str(address[0])
+        if conn.family == socket.AF_INET6:
+            try:
+                address_only = ipaddress.IPv6Address(host.split("%", 1)[0])
+            except ValueError:
+                return host, host
+            if address_only.ipv4_mapped is None:  # a mapped IPv4 client is its own peer
+                return str(ipaddress.IPv6Network((address_only, 64), strict=False)), host
+        return host, host
+    try:
+        pid, uid, _ = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+    except (OSError, AttributeError, struct.error):  # not Linux: one peer for the whole socket
+        return "unix", "unix"
+    return f"uid {uid}", f"pid {pid}"
+
+
 class Listener:
     """Accepts on `sockets` within `limits` and hands each connection (TLS done, if `tls`) to `handler`.
 
@@ -151,14 +199,20 @@ class Listener:
         self.limits = limits or Limits()
         self._handler = handler
         self._tls = tls
-        self._slots = asyncio.Semaphore(self.limits.max_connections)
+        self._held = 0  # connections holding a slot (of max_connections)
+        self._room_made = asyncio.Event()
+        # Pending connections, per peer, per member, oldest first (dicts keep insertion order).
+        self._pending_by_peer: dict[str, dict[str, dict[_Connection, None]]] = {}
+        self._pending_count: Counter[str] = Counter()
         self._pending = 0
-        self._pending_by_peer: Counter[str] = Counter()
+        self._accepted = 0
         self._accepting: list[asyncio.Task[None]] = []
         self._connections: set[asyncio.Task[None]] = set()
         self._reclaim: asyncio.TimerHandle | None = None
-        self._refused = 0
-        self._refusals_logged_at = 0.0
+        self._unreclaimed = 0
+        self._evicted = 0  # since the last log line
+        self._evicted_total = 0
+        self._evictions_logged_at = float("-inf")
 
     @property
     def active(self) -> int:
@@ -168,6 +222,15 @@ class Listener:
     @property
     def pending(self) -> int:
         return self._pending
+
+    def pending_of(self, peer: str) -> int:
+        """Pending connections of `peer` (as `peer_of` names it: an address, an IPv6 /64, `uid N`)."""
+        return self._pending_count[peer]
+
+    @property
+    def evicted(self) -> int:
+        """Pending connections closed to make room, since the listener started."""
+        return self._evicted_total
 
     def start(self) -> Listener:
         loop = asyncio.get_running_loop()
@@ -191,51 +254,91 @@ class Listener:
     async def _accept(self, sock: socket.socket) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            await self._slots.acquire()  # all slots taken: stop accepting until a connection ends
+            await self._room()  # not taken from the kernel's backlog while there is no room
             try:
                 conn, address = await loop.sock_accept(sock)
             except OSError as exc:
-                self._slots.release()
                 if exc.errno in (errno.ECONNABORTED, errno.EAGAIN, errno.EINTR, errno.EPROTO):
                     continue
                 # EMFILE, ENFILE, ENOBUFS, ENOMEM: out of descriptors or memory; give the others a moment
                 log.warning("dood-proxy: accepting on %s failed (%s); retrying in 1 s", self.name, exc)
                 await asyncio.sleep(1)
                 continue
+            try:
+                await self._room()  # connections may have got past their first request while accept waited
             except BaseException:
-                self._slots.release()
+                conn.close()
                 raise
-            peer = address[0] if isinstance(address, tuple) else "unix"
-            if self._pending >= self.limits.max_pending or (
-                peer != "unix" and self._pending_by_peer[peer] >= self.limits.max_pending_per_peer
-            ):
-                self._slots.release()
-                _drop(conn)
-                self._note_refusal(peer)
-                continue
-            self._pending += 1
-            self._pending_by_peer[peer] += 1
-            task = loop.create_task(self._serve(conn, peer))
-            self._connections.add(task)
-            task.add_done_callback(self._connections.discard)
+            self._admit(conn, *peer_of(conn, address))
 
-    async def _serve(self, conn: socket.socket, peer: str) -> None:
+    async def _room(self) -> None:
+        """Until a connection may be admitted: a slot is free, or one is held by a pending connection (whose
+        place a newcomer may take)."""
+        while self._held >= self.limits.max_connections and not self._pending:
+            self._room_made.clear()
+            await self._room_made.wait()
+
+    def _admit(self, conn: socket.socket, group: str, member: str) -> None:
+        victim = self._victim(group)
+        if victim is not None:
+            self._evict(victim)
+        self._accepted += 1
+        connection = _Connection(conn, group, member, self._accepted)
+        self._held += 1
+        self._pending += 1
+        self._pending_count[group] += 1
+        self._pending_by_peer.setdefault(group, {}).setdefault(member, {})[connection] = None
+        task = asyncio.get_running_loop().create_task(self._serve(connection))
+        connection.task = task
+        self._connections.add(task)
+        task.add_done_callback(self._connections.discard)
+        if victim is not None:
+            self._note(victim.group)
+
+    def _victim(self, group: str) -> _Connection | None:
+        """The pending connection to close so that one more from `group` fits, or None if it fits."""
+        if self._pending_count[group] >= self.limits.max_pending_per_peer:
+            return self._oldest_of(group)
+        if self._pending and (self._pending >= self.limits.max_pending or self._held >= self.limits.max_connections):
+            # The peer holding the most; of equals, the one holding the oldest.
+            heaviest = max(
+                self._pending_by_peer,
+                key=lambda peer: (self._pending_count[peer], -self._oldest_of(peer).order),
+            )
+            return self._oldest_of(heaviest)
+        return None
+
+    def _oldest_of(self, group: str) -> _Connection:
+        """The oldest pending connection of the member of `group` holding the most (of equals, the oldest)."""
+        members = self._pending_by_peer[group].values()
+        held = max(members, key=lambda connections: (len(connections), -next(iter(connections)).order))
+        return next(iter(held))
+
+    def _evict(self, connection: _Connection) -> None:
+        """Close a pending connection now, with a reset, and give its place back."""
+        self._end_pending(connection)
+        self._release(connection)
+        connection.evicted = True
+        self._evicted += 1
+        self._evicted_total += 1
+        _reset_on_close(connection.conn)
+        if not connection.owned:  # its task has not started: it never will
+            connection.conn.close()
+        if connection.task is not None:
+            connection.task.cancel()  # in the handshake or the first-request wait: asyncio closes the transport
+
+    async def _serve(self, connection: _Connection) -> None:
         loop = asyncio.get_running_loop()
-        pending = True
-        owned = False  # once asyncio's transport holds `conn`, it closes it (here, a reused fd could be closed)
+        conn = connection.conn
 
         def on_first_request() -> None:
-            nonlocal pending
-            if pending:
-                pending = False
-                self._end_pending(peer)
+            self._end_pending(connection)
 
         reader = asyncio.StreamReader(limit=wire.MAX_HEAD_BYTES)
         protocol = asyncio.StreamReaderProtocol(reader)
 
         def protocol_factory() -> asyncio.StreamReaderProtocol:
-            nonlocal owned
-            owned = True  # called by asyncio right before it makes the transport over `conn`
+            connection.owned = True  # called by asyncio right before it makes the transport over `conn`
             return protocol
 
         try:
@@ -251,52 +354,81 @@ class Listener:
                         ssl_shutdown_timeout=self.limits.tls_shutdown_seconds,
                     )
             except (OSError, EOFError) as exc:  # a failed or timed-out handshake, or the client gone
-                log.debug("dood-proxy: a connection from %s to %s ended in its handshake: %r", peer, self.name, exc)
+                log.debug(
+                    "dood-proxy: a connection from %s to %s ended in its handshake: %r",
+                    connection.member,
+                    self.name,
+                    exc,
+                )
                 return
             writer = asyncio.StreamWriter(transport, protocol, reader, loop)
             await self._handler(reader, writer, on_first_request=on_first_request)
         except asyncio.CancelledError:
-            pass  # the proxy is stopping
+            pass  # evicted (_evict), or the proxy is stopping
         except Exception:  # one broken connection must not take the listener down
             log.exception("dood-proxy: unexpected error on a connection to %s", self.name)
         finally:
-            if not owned:
+            if not connection.owned:
                 conn.close()
-            if pending:
-                self._end_pending(peer)
+            if connection.pending or connection.evicted:  # what it leaves is reclaimed
+                self._end_pending(connection)
                 self._reclaim_soon()
-            self._slots.release()
+            self._release(connection)
 
-    def _end_pending(self, peer: str) -> None:
+    def _end_pending(self, connection: _Connection) -> None:
+        if not connection.pending:
+            return
+        connection.pending = False
         self._pending -= 1
-        self._pending_by_peer[peer] -= 1
-        if self._pending_by_peer[peer] <= 0:
-            del self._pending_by_peer[peer]
+        group = connection.group
+        self._pending_count[group] -= 1
+        if self._pending_count[group] <= 0:
+            del self._pending_count[group]
+        members = self._pending_by_peer[group]
+        connections = members[connection.member]
+        del connections[connection]
+        if not connections:
+            del members[connection.member]
+            if not members:
+                del self._pending_by_peer[group]
 
-    def _note_refusal(self, peer: str) -> None:
-        self._refused += 1
+    def _release(self, connection: _Connection) -> None:
+        if connection.slot:
+            connection.slot = False
+            self._held -= 1
+            self._room_made.set()
+
+    def _note(self, group: str) -> None:
         now = time.monotonic()
-        if now - self._refusals_logged_at >= _REFUSAL_LOG_SECONDS:
-            log.warning(
-                "dood-proxy: %s: refused %d connection(s) that would have exceeded the limit of connections not yet "
-                "past their first request (now %d of %d; %d of %d from %s, the last refused)",
-                self.name,
-                self._refused,
-                self._pending,
-                self.limits.max_pending,
-                self._pending_by_peer[peer],
-                self.limits.max_pending_per_peer,
-                peer,
-            )
-            self._refused = 0
-            self._refusals_logged_at = now
+        if now - self._evictions_logged_at < _EVICTION_LOG_SECONDS:
+            return
+        log.warning(
+            "dood-proxy: %s: closed %d connection(s) not yet past their first request to admit newer ones (the "
+            "oldest of the peer holding the most; now %d of %d pending, %d of %d from %s, the last closed one's)",
+            self.name,
+            self._evicted,
+            self._pending,
+            self.limits.max_pending,
+            self._pending_count[group],
+            self.limits.max_pending_per_peer,
+            group,
+        )
+        self._evicted = 0
+        self._evictions_logged_at = now
 
     def _reclaim_soon(self) -> None:
-        if self._reclaim is None:
-            self._reclaim = asyncio.get_running_loop().call_later(RECLAIM_SECONDS, self._reclaim_now)
+        self._unreclaimed += 1
+        loop = asyncio.get_running_loop()
+        if self._unreclaimed >= RECLAIM_AFTER:
+            if self._reclaim is not None:
+                self._reclaim.cancel()
+            self._reclaim = loop.call_later(0, self._reclaim_now)
+        elif self._reclaim is None:
+            self._reclaim = loop.call_later(RECLAIM_SECONDS, self._reclaim_now)
 
     def _reclaim_now(self) -> None:
         self._reclaim = None
+        self._unreclaimed = 0
         reclaim_memory()
 
 
@@ -323,8 +455,7 @@ def _libc() -> ctypes.CDLL | None:
     return _LIBC
 
 
-def _drop(conn: socket.socket) -> None:
-    """Close at once with a reset: nothing is read or written, and no TIME_WAIT is left on our side."""
+def _reset_on_close(conn: socket.socket) -> None:
+    """Its close will be a reset: nothing more is read or written, and no TIME_WAIT is left on our side."""
     with contextlib.suppress(OSError):
         conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    conn.close()
