@@ -81,3 +81,41 @@ def test_a_group_add_number_the_image_names_otherwise_is_found():
     assert image_group_problems(_tar(b"root:x:0:\nstaff:x:2000:\n"), ["2000"]) == []
     assert image_group_problems(_tar(b"", link=True), ["2000"]) != []
     assert image_group_problems(b"not a tar", ["2000"]) != []
+
+
+class _Daemon:
+    """Answers an inspect with the given labels (Ownership's only daemon call)."""
+
+    def __init__(self, labels):
+        self.labels = labels
+
+    async def call(self, method, target, body=b""):
+        import json
+
+        return 200, json.dumps({"Id": "c" * 64, "Config": {"Labels": self.labels}}).encode()
+
+
+@pytest.mark.parametrize(
+    ("labels", "host", "ours"),
+    [
+        ({"dood.managed": "true", "dood.stack": "s"}, None, True),
+        ({"dood.managed": "true", "dood.stack": "s", "dood.host": "gpu-b"}, None, False),  # another host's
+        ({"dood.managed": "true", "dood.stack": "s", "dood.host": "gpu-b"}, "gpu-b", True),
+        ({"dood.managed": "true", "dood.stack": "s"}, "gpu-b", False),
+        ({"dood.managed": "true", "dood.stack": "theirs"}, None, False),
+    ],
+)
+def test_ownership_is_this_stack_and_this_host_both_ways(labels, host, ours):
+    import asyncio
+
+    from dood.proxy.ownership import Ownership
+
+    ownership = Ownership(_Daemon(labels), stack="s", host=host)
+    if ours:
+        asyncio.run(ownership.resolve("x"))
+    else:
+        with pytest.raises(Refused) as refused:
+            asyncio.run(ownership.resolve("x"))
+        assert refused.value.status == 403
+        foreign = {labels.get("dood.stack"), labels.get("dood.host")} - {"s", host, None}
+        assert not any(value in refused.value.message for value in foreign)  # the others are not named

@@ -76,16 +76,20 @@ class Ownership:
             container_id = info["Id"]
         except (ValueError, KeyError, AttributeError):
             raise Refused(502, f"the daemon's inspect of {container!r} is not readable") from None
-        foreign_host = self.host is not None and labels.get(HOST_LABEL) != self.host
+        foreign_host = labels.get(HOST_LABEL) != self.host  # without --host: only containers of no host
         if labels.get(MANAGED_LABEL) != "true" or labels.get(STACK_LABEL) != self.stack or foreign_host:
             if read_only and any(_carries(labels, label) for label in self.inspectable):
                 return Owned(container_id, body)
             if labels.get(MANAGED_LABEL) != "true":
                 whose = f"is not managed by dood (it lacks the label {MANAGED_LABEL}=true)"
             elif labels.get(STACK_LABEL) != self.stack:
-                whose = f"belongs to another dood stack ({labels.get(STACK_LABEL)!r}, not {self.stack!r})"
+                whose = f"belongs to another dood stack, not {self.stack!r}"  # which one is not ours to say
             else:
-                whose = f"was launched for another Docker host ({labels.get(HOST_LABEL)!r}, not {self.host!r})"
+                whose = (
+                    f"was launched for another Docker host, not {self.host!r}"
+                    if self.host is not None
+                    else "was launched for a named Docker host (this proxy runs without --host)"
+                )
             raise Refused(403, f"container {container!r} {whose}; dood-proxy only touches its own stack's containers")
         self.remember(container_id)
         return Owned(container_id, body)
