@@ -1,4 +1,5 @@
-"""Devices and GPUs: no host device, no block-IO device paths, GPUs only through DeviceRequests."""
+"""Devices and GPUs: no host device, no block-IO device paths, GPUs only through DeviceRequests (named or
+counted, never both in one request), and no restart policy on a container asking for GPUs."""
 
 from __future__ import annotations
 
@@ -38,6 +39,7 @@ def devices(body: Mapping, host: Mapping, policy: Policy) -> list[Violation]:
                 f"{name} names host device paths (the daemon's errors tell which exist); not allowed",
             )
     _gpu_requests(host, policy, found)
+    _restart_policy(host, found)
     for index, entry in enumerate(as_list(body.get("Env"), "Env", found)):
         name = entry.partition("=")[0] if isinstance(entry, str) else ""
         if name.startswith(GPU_ENV_PREFIX):
@@ -65,6 +67,14 @@ def _gpu_requests(host: Mapping, policy: Policy, found: Problems) -> None:
         capabilities = request.get("Capabilities") or []
         if not capabilities or not all(isinstance(c, list) and "gpu" in c for c in capabilities):
             found.add(f"{field}.Capabilities", "gpu", "only requests for the 'gpu' capability are allowed")
+        count = request.get("Count")
+        if request.get("DeviceIDs") and is_set(count):
+            found.add(
+                f"{field}.Count",
+                "gpu",
+                f"Count {count!r} together with DeviceIDs: the engine starts no request with both; name the GPUs "
+                "in DeviceIDs alone (Count 0 or left out)",
+            )
         asked = _gpus_asked(request)
         if asked == 0:
             found.add(
@@ -85,6 +95,25 @@ def _gpu_requests(host: Mapping, policy: Policy, found: Problems) -> None:
             "gpu",
             f"asks for {total} GPUs over all requests; policy.max_gpus is {policy.max_gpus}",
         )
+
+
+def _restart_policy(host: Mapping, found: Problems) -> None:
+    """A container asking for GPUs takes no restart policy: the daemon would start it again by itself (after
+    an exit, or when the daemon itself restarts), without dood-proxy checking that its GPUs are still free,
+    and an exited container holds no GPU (`dood.gpus.holders`)."""
+    if not is_set(host.get("DeviceRequests")):
+        return
+    restart = host.get("RestartPolicy")
+    name = restart.get("Name") if isinstance(restart, Mapping) else restart
+    if name in (None, "", "no"):
+        return
+    found.add(
+        "HostConfig.RestartPolicy.Name",
+        "gpu",
+        f"{name!r}: the daemon would restart this GPU container by itself, without dood-proxy checking that its "
+        "GPUs are still free (an exited container holds none); a container asking for GPUs takes no restart "
+        "policy ('no' or none): retry the task instead",
+    )
 
 
 def _gpus_asked(request: Mapping) -> int | None:
