@@ -270,3 +270,62 @@ def test_the_launcher_through_the_proxy_leaves_the_lock_to_it(engine, proxies):
     container_id, claims = _claim(proxies[0].url, stack="a")
     assert claims.lock.refereed and claims.claimed == ("0",)
     assert engine.api().inspect_container(container_id)["Config"]["Labels"]["dood.gpus"] == "0"
+
+
+def _state(engine, container_id: str) -> dict:
+    return engine.api().inspect_container(container_id)["State"]
+
+
+def _running_on_gpu_0(engine) -> list[str]:
+    """The engine's running containers that were given GPU 0 (the fake hook's record of their start)."""
+    running = engine.api().containers(filters={"status": "running"})
+    return [c["Id"] for c in running if "0" in engine.gpus_given(c["Id"], wait_seconds=0)]
+
+
+def test_an_exited_containers_restart_is_refused_while_another_stack_holds_its_gpu(engine, proxies):
+    """F3: A (stack a) ran on GPU 0 and exited; B (stack b) took GPU 0; starting A again is refused, and only
+    once B is gone does A's start pass."""
+    a, b = (_client(proxy) for proxy in proxies)
+    once = ("sh", "-c", "[ -e /tmp/once ] && exec sleep 120; touch /tmp/once")
+    first = a.create_container_from_config(_body(["0"], once))["Id"]
+    a.start(first)
+    assert a.wait(first, timeout=30)["StatusCode"] == 0
+    ran = _state(engine, first)
+    assert ran["Status"] == "exited" and engine.gpus_given(first) == ("0",)
+    second = b.create_container_from_config(_body(["0"], ("sleep", "120")))["Id"]
+    b.start(second)
+
+    with pytest.raises(docker.errors.APIError) as caught:
+        a.start(first)
+    assert caught.value.status_code == 403, caught.value
+    message = str(caught.value.explanation)
+    assert "refusing to start" in message and "the container's GPUs would collide: GPU 0 is held by" in message
+    after = _state(engine, first)
+    assert after["Status"] == "exited" and after["StartedAt"] == ran["StartedAt"], "A was started after all"
+    assert _running_on_gpu_0(engine) == [second]
+
+    b.kill(second)
+    assert b.wait(second, timeout=30)["StatusCode"] != 0
+    a.start(first)  # GPU 0 is free again: a plain restart passes
+    again = _state(engine, first)
+    assert again["Status"] == "running" and again["StartedAt"] != ran["StartedAt"]
+    assert _running_on_gpu_0(engine) == [first]
+    assert engine.api().containers(all=True, filters={"name": "dood-gpu-lock"}) == []  # every lock released
+
+
+def test_count_with_device_ids_and_restart_policies_on_gpu_containers_are_refused(engine, proxies):
+    a, _ = (_client(proxy) for proxy in proxies)
+    both = _body(["2"])
+    both["HostConfig"]["DeviceRequests"][0]["Count"] = 1
+    message = _refused(a, both)
+    assert "HostConfig.DeviceRequests[0].Count" in message and "together with DeviceIDs" in message
+    for name in ("always", "unless-stopped", "on-failure"):
+        restarting = _body(["2"])
+        restarting["HostConfig"]["RestartPolicy"] = {"Name": name, "MaximumRetryCount": 0}
+        message = _refused(a, restarting)
+        assert "HostConfig.RestartPolicy.Name" in message and "without dood-proxy checking" in message, name
+    plain = _body(["2"])
+    plain["HostConfig"]["RestartPolicy"] = {"Name": "no"}
+    container_id = a.create_container_from_config(plain)["Id"]
+    a.start(container_id)
+    assert engine.gpus_given(container_id) == ("2",)

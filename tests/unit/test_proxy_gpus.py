@@ -14,7 +14,15 @@ from docker.errors import APIError
 from dood.gpu_inventory import GpuInventory
 from dood.gpu_lock import REFEREED, EngineLock
 from dood.gpu_queue import KEY_NOT_CURRENT, Stalls, ticket_body, ticket_key, tickets
-from dood.gpus import GPUS_LABEL, LOCK_NAME, PROXY_TAKES_LOCK, SERVED_LABEL, canonical_device_ids, holders
+from dood.gpus import (
+    GPUS_LABEL,
+    LOCK_NAME,
+    PROXY_TAKES_LOCK,
+    SERVED_LABEL,
+    canonical_device_ids,
+    holders,
+    refused_as_held,
+)
 from dood.naming import STACK_LABEL
 from dood.proxy.gpus import GpuReferee, _kind, configured_inventory
 from dood.proxy.rules import Refused
@@ -245,3 +253,58 @@ def test_behind_the_proxy_the_launchers_lock_is_the_proxys():
     lock = EngineLock(Api(), image="i", user=None, stale_seconds=30)  # type: ignore[arg-type]
     assert lock.acquire() == REFEREED and lock.acquire() == REFEREED and Api.creates == 1
     assert lock.holds(REFEREED) and lock.released(REFEREED)
+
+
+# --- starts: an exited container's GPUs may be another's by now ---
+
+
+def _inspected(cid: str, *ids: str, label: str | None = None) -> dict:
+    return {
+        "Id": cid * 8,
+        "Name": f"/{cid}",
+        "Image": "sha256:" + "ab" * 32,
+        "Config": {"Labels": {GPUS_LABEL: ",".join(ids) if label is None else label}},
+        "HostConfig": {"DeviceRequests": [{"Capabilities": [["gpu"]], "Count": 0, "DeviceIDs": list(ids)}]},
+    }
+
+
+def _start(referee: GpuReferee, inspected: dict, during=lambda: None) -> None:
+    async def run():
+        async with referee.starting(inspected, "/v1.41"):
+            during()
+
+    asyncio.run(run())
+
+
+def test_a_start_without_named_gpus_makes_no_daemon_call():
+    daemon = FakeDaemon(listed=[holder_entry("h", "running", "0")])
+    _start(_referee(daemon), {"Id": "x" * 64, "Config": {"Labels": {}}, "HostConfig": {"Binds": []}})
+    probe = {"Id": "p" * 64, "HostConfig": {"DeviceRequests": [{"Capabilities": [["gpu", "utility"]], "Count": -1}]}}
+    _start(_referee(daemon), probe)  # discovery's probe: counted, holding none
+    assert daemon.calls == []
+
+
+def test_a_start_is_refused_while_another_container_holds_its_gpu_and_the_lock_spans_the_start():
+    other = holder_entry("b", "running", "1,0", created=time.time(), **{STACK_LABEL: "b"})
+    daemon = FakeDaemon(listed=[holder_entry("a", "exited", "0"), other])
+    with pytest.raises(Refused, match="refusing to start a: the container's GPUs would collide") as caught:
+        _start(_referee(daemon), _inspected("a", "0"))
+    assert caught.value.status == 403 and refused_as_held(caught.value.reason) == ("0",)  # the launcher's reading
+    assert daemon.calls[-1] == ("DELETE", "/v1.41/containers/lock-id")  # released
+
+    # its own holding (created, or running for a start that answers 304) is no collision; an exited other is none
+    daemon = FakeDaemon(
+        listed=[holder_entry("a", "created", "0", created=time.time()), holder_entry("c", "exited", "0")]
+    )
+    seen = []
+    _start(_referee(daemon), _inspected("a", "0"), during=lambda: seen.extend(daemon.calls))
+    assert seen == [("POST", "/v1.41/containers/create"), ("GET", "/v1.41/containers/json")]  # held while starting
+    assert daemon.calls[len(seen) :] == [("DELETE", "/v1.41/containers/lock-id")]
+
+
+def test_a_start_whose_label_is_not_its_gpus_is_refused():
+    for label in ("", "1", "0,1"):
+        daemon = FakeDaemon()
+        with pytest.raises(Refused, match=r"its GPUs \['0'\] \(HostConfig.DeviceRequests\) are not its label"):
+            _start(_referee(daemon), _inspected("a", "0", label=label))
+        assert daemon.calls == []

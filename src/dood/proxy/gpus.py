@@ -5,12 +5,14 @@ not. So a create asking for GPUs is refused (403) when it asks by `Count` (the e
 0…N-1 whoever holds them), names a GPU the inventory does not have (`DeviceIDs` are rewritten to the
 inventory's own ids, so an alias such as '00' or a UUID is the GPU it names), or names a GPU that another
 running (or just created) container holds; the holdings are read from the engine, over every stack.
+An exited container holds nothing, so every start (the first one too) is checked again the same way: a
+container is started only while no other holds one of its GPUs.
 
-Look-and-create is atomic on the engine, not just in this process: it runs under the engine-wide lock
-`dood-gpu-lock` (`dood.gpu_lock`), the one dood's launcher takes on the raw socket, so two proxies (two
-stacks), launchers on the raw socket and every client of this proxy take turns. Behind the proxy, the lock is
-the proxy's alone: a client's create of it is refused with `PROXY_TAKES_LOCK`, and dood's launcher then
-leaves the serialising to the proxy.
+Look-and-create (and look-and-start) is atomic on the engine, not just in this process: it runs under the
+engine-wide lock `dood-gpu-lock` (`dood.gpu_lock`), the one dood's launcher takes on the raw socket, so two
+proxies (two stacks), launchers on the raw socket and every client of this proxy take turns. Behind the proxy,
+the lock is the proxy's alone: a client's create of it is refused with `PROXY_TAKES_LOCK`, and dood's launcher
+then leaves the serialising to the proxy.
 
 Every `dood.gpu*` label and `dood-gpu…` name is the referee's to check (`dood.proxy.identity` passes them on):
 `dood.gpus` is forced to the GPUs the body names (dropped elsewhere); `dood.gpu_served` is kept only on a
@@ -62,8 +64,10 @@ from dood.gpus import (
     SERVED_LABEL,
     asked,
     canonical_device_ids,
+    held_by,
     holders,
     is_probe,
+    label_ids,
     named,
     parse_gpus,
     referee,
@@ -119,7 +123,8 @@ def configured_inventory(path: str | os.PathLike[str] | None, host: str | None =
 
 
 class GpuReferee:
-    """Checks, under the engine-wide lock, every create through the proxy that names GPUs or GPU labels."""
+    """Checks, under the engine-wide lock, every create through the proxy that names GPUs or GPU labels, and
+    every start of a container that names GPUs."""
 
     def __init__(
         self,
@@ -185,6 +190,39 @@ class GpuReferee:
             labels[GPUS_LABEL] = ",".join(ids)
             if served is not None and await self._live_ticket(served, labels.get(STACK_LABEL, ""), prefix):
                 labels[SERVED_LABEL] = served
+            yield
+
+    # --- the check around a start ---
+
+    @contextlib.asynccontextmanager
+    async def starting(self, inspected: Mapping[str, Any], prefix: str) -> AsyncIterator[None]:
+        """Around the upstream start of a container (`inspected`: its inspect): when it names GPUs, refuse (403)
+        to start it while another container holds one of them (an exited container holds none, so its claim
+        lapsed), or when its `dood.gpus` label is not exactly the GPUs it names (what others read it to hold).
+        The engine lock is held until the daemon answered, so a concurrent create or start sees it running. A
+        container without named GPUs passes untouched: no GPU create is counted but discovery's probe."""
+        host_config = inspected.get("HostConfig") or {}
+        ids = named({"HostConfig": host_config}) if isinstance(host_config, Mapping) else ()
+        if not ids:
+            yield
+            return
+        container_id = str(inspected.get("Id") or "")
+        name = str(inspected.get("Name") or container_id[:12]).lstrip("/")
+        labels = (inspected.get("Config") or {}).get("Labels") or {}
+        if label_ids(labels.get(GPUS_LABEL)) != ids:
+            raise Refused(
+                403,
+                f"refusing to start {name}: its GPUs {list(ids)} (HostConfig.DeviceRequests) are not its label "
+                f"{GPUS_LABEL}={labels.get(GPUS_LABEL)!r}, which other claimers read as what it holds; create it "
+                "again through dood-proxy",
+            )
+        self._lock = self._lock or asyncio.Lock()
+        async with self._lock, self._engine_lock(str(inspected.get("Image") or ""), prefix):
+            others = [holder for holder in await self._holding(prefix) if holder.container_id != container_id]
+            taken = held_by(others)
+            problems = [f"GPU {gpu} is held by {taken[gpu].describe()}" for gpu in dict.fromkeys(ids) if gpu in taken]
+            if problems:
+                raise Refused(403, f"refusing to start {name}: {COLLISION}: " + "; ".join(problems))
             yield
 
     # --- the engine-wide lock ---

@@ -302,12 +302,16 @@ class ProxyServer:
             writer.write(wire.json_bytes_response(200, owned.inspect))
             await writer.drain()
             return True
+        gpus: contextlib.AbstractAsyncContextManager = contextlib.nullcontext()
         if route.action == "start":  # the daemon resolves bind sources now: check them again, now
-            host_config = await self._host_config(owned, target.prefix)
+            inspected = await self._inspect(owned, target.prefix)
+            host_config = inspected.get("HostConfig") or {}
             await self._check_bind_sources(host_config, "start")
             await self._check_group_names(owned, host_config.get("GroupAdd") or [], target.prefix)
+            gpus = self.gpus.starting(inspected, target.prefix)  # an exited container's GPUs may be another's now
         path = target.path.replace(f"/containers/{route.container}", f"/containers/{owned.container_id}", 1)
-        keep = await self._forward(request, target.uri(path=path), b"", reader, writer, upgrade=route.upgrade)
+        async with gpus:
+            keep = await self._forward(request, target.uri(path=path), b"", reader, writer, upgrade=route.upgrade)
         if route.action == "remove":
             self.ownership.forget(owned.container_id)
         return keep
@@ -335,17 +339,20 @@ class ProxyServer:
         if problems:
             raise Refused(403, "refusing to start: " + "; ".join(problems))
 
-    async def _host_config(self, owned: Owned, prefix: str) -> dict:
-        """The container's HostConfig as the daemon holds it (binds cannot change after create)."""
+    async def _inspect(self, owned: Owned, prefix: str) -> dict:
+        """The container's inspect as the daemon holds it (binds and GPUs cannot change after create)."""
         body = owned.inspect
         if body is None:
             status, body = await self.daemon.call("GET", f"{prefix}/containers/{owned.container_id}/json")
             if status != 200:
                 raise Refused(502, f"inspecting {owned.container_id[:12]} before start failed ({status})")
         try:
-            return json.loads(body).get("HostConfig") or {}
-        except (ValueError, AttributeError):
-            raise Refused(502, "the daemon's inspect is not readable") from None
+            inspected = json.loads(body)
+        except ValueError:
+            inspected = None
+        if not isinstance(inspected, dict) or not isinstance(inspected.get("HostConfig") or {}, dict):
+            raise Refused(502, "the daemon's inspect is not readable")
+        return inspected
 
     # --- relaying ---
 
