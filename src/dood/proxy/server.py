@@ -258,7 +258,10 @@ class ProxyServer:
             parsed = parse_json(body or b"{}")
         except MalformedBody as exc:
             raise Refused(400, f"create body: {exc}") from None
-        found = violations(parsed, self.policy)
+        try:
+            found = violations(parsed, self.policy)
+        except RecursionError:  # nested below what the parser took, deeper than any Docker request
+            raise Refused(400, "create body: nested too deeply to be a Docker request") from None
         if found:
             status = 400 if any(v.structural for v in found) else 403
             raise Refused(status, "the container breaks the dood policy: " + "; ".join(str(v) for v in found))
