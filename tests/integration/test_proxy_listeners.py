@@ -1,11 +1,13 @@
 """dood-proxy's listeners against unauthenticated clients, as a real process (uid 50001 with the socket's group, as
 compose runs it) in front of the real engine: a flood of half-handshaken TLS connections is bounded (per peer),
-closed at the handshake deadline and its memory given back, while a client with a certificate is served; a
-connection that sends no request is closed long before a served keep-alive one; plain TCP beyond loopback is
-refused unless forced."""
+closed at the handshake deadline and its memory given back, while a client with a certificate is served; idle
+connections reopened as fast as they are closed, more than the listener holds, do not lock real clients out
+(F4: on the unix socket from one process of the same uid, on TLS from three addresses); a connection that sends
+no request is closed long before a served keep-alive one; plain TCP beyond loopback is refused unless forced."""
 
 from __future__ import annotations
 
+import json
 import os
 import select
 import shutil
@@ -19,10 +21,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.proxy_process import PROXY_GID, PROXY_UID, as_proxy_user, running_proxy
+from tests.integration.proxy_process import PROXY_GID, PROXY_UID, UnixHTTPConnection, as_proxy_user, running_proxy
 from tests.ports import free_port, wait_for_port
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "make-host-certs.sh"
+FLOODER = Path(__file__).resolve().parent / "flooder.py"
 POLICY = "  allowed_images: ['dood-test-busybox:*']\n"
 PER_PEER = 64  # dood.proxy.listener.Limits.max_pending_per_peer
 FLOOD = 200
@@ -63,10 +66,10 @@ def _client_hello(certs: Path) -> bytes:
     return outgoing.read()
 
 
-def _ping(port: int, certs: Path) -> bytes:
+def _ping(port: int, certs: Path, timeout: float = 10) -> bytes:
     context = ssl.create_default_context(cafile=str(certs / "ca.pem"))
     context.load_cert_chain(str(certs / "client" / "cert.pem"), str(certs / "client" / "key.pem"))
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as raw:
         with context.wrap_socket(raw, server_hostname="localhost") as tls:
             tls.sendall(b"GET /_ping HTTP/1.1\r\nHost: docker\r\nConnection: close\r\n\r\n")
             answer = b""
@@ -124,6 +127,7 @@ def test_half_handshaken_connections_are_bounded_closed_and_their_memory_returne
                     sock.sendall(hello)
                 except ConnectionError:
                     pass  # refused at once: the reset came before the connect returned or the hello went out
+            # Each one beyond the peer's bound closed one of its older ones: at most PER_PEER stay.
             _until(lambda: sum(not _closed(s) for s in flood) <= PER_PEER, f"at most {PER_PEER} held", 10)
             held = sum(not _closed(s) for s in flood)
             assert held > 0, "the proxy held none of the half-handshaken connections (nothing was measured)"
@@ -137,7 +141,99 @@ def test_half_handshaken_connections_are_bounded_closed_and_their_memory_returne
                 sock.close()
         _until(lambda: _rss_mb(pid) < at_rest + 5, f"RSS back within 5 MB of {at_rest:.0f} MB at rest", 30)
         assert _ping(port, certs).startswith(b"HTTP/1.1 200")
-        assert "refused" in proxy.log.read_text() and "not yet past their first request" in proxy.log.read_text()
+        assert "closed 1 connection(s) not yet past their first request to admit newer ones" in proxy.log.read_text()
+
+
+def _answered(answer: bytes) -> bool:
+    if not answer.startswith(b"HTTP/1.1 200"):
+        raise ConnectionError(f"answered {answer[:80]!r}")
+    return True
+
+
+class _Flood:
+    """tests/integration/flooder.py running: idle connections held and reopened as the proxy closes them."""
+
+    def __init__(self, *args: str, seconds: float) -> None:
+        command = [sys.executable, str(FLOODER), *args, "--seconds", str(seconds)]
+        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+        assert self.process.stdout is not None
+        assert json.loads(self.process.stdout.readline()) == {"started": True}, "the flooder did not start"
+
+    def stop(self) -> dict:
+        self.process.terminate()
+        out, _ = self.process.communicate(timeout=10)
+        return json.loads(out.strip().splitlines()[-1])
+
+
+def _served_while_flooded(ask, flood: _Flood, times: int, seconds: float) -> tuple[int, int, list[str]]:
+    """Ask `times` (or until `seconds` are up: those not asked count as failed): (answered, asked, the first
+    failures)."""
+    answered = asked = 0
+    failures: list[str] = []
+    deadline = time.monotonic() + seconds
+    try:
+        while asked < times and time.monotonic() < deadline:
+            asked += 1
+            try:
+                if ask():
+                    answered += 1
+            except (OSError, ssl.SSLError) as exc:
+                if len(failures) < 5:
+                    failures.append(repr(exc))
+    finally:
+        assert flood.process.poll() is None, "the flood ended before the client finished"
+    return answered, asked, failures
+
+
+def test_an_idle_flood_on_the_unix_socket_does_not_lock_clients_out(root):
+    """F4 on the unix socket: one process (same uid as the client) holds 200 idle connections, reopened as the
+    proxy closes them; the listener holds 128 pending in all and 64 per uid, and closes the flooder's own."""
+    with running_proxy(root, POLICY, uid=PROXY_UID) as proxy:
+
+        def ping() -> bool:
+            connection = UnixHTTPConnection(proxy.socket, timeout=5)
+            try:
+                connection.request("GET", "/_ping")
+                return connection.getresponse().status == 200
+            finally:
+                connection.close()
+
+        assert ping()
+        flood = _Flood("--unix", proxy.socket, "--per-source", "200", seconds=60)
+        try:
+            _until(lambda: "closed 1 connection(s) not yet past" in proxy.log.read_text(), "the flood to fill it", 10)
+            answered, asked, failures = _served_while_flooded(ping, flood, 100, 25)
+        finally:
+            stats = flood.stop()
+        assert stats["closed_by_server"] > 100, f"the flood was not pressing: {stats}"
+        assert answered >= 95, f"{answered} of 100 pings answered ({asked} asked in 25 s) under {stats}: {failures}"
+        assert f"from uid {os.getuid()}, the last closed one's" in proxy.log.read_text()
+
+
+def test_idle_floods_from_three_addresses_on_tls_do_not_lock_certificate_holders_out(root, certs):
+    """F4 on TLS, before any certificate: 64 idle connections from each of 127.0.0.2, .3 and .4 (192, more than
+    the 128 the listener holds), reopened as the proxy closes them; a client with a certificate asks 100 times."""
+    port = free_port()
+    args = [
+        "--tls-listen", f"tcp://127.0.0.1:{port}",
+        "--tls-cert", str(certs / "host-b" / "server-cert.pem"),
+        "--tls-key", str(certs / "host-b" / "server-key.pem"),
+        "--tls-ca-cert", str(certs / "ca.pem"),
+    ]  # fmt: skip
+    with running_proxy(root, POLICY, *args, uid=PROXY_UID) as proxy:
+        wait_for_port(port, proxy.log)
+        assert _ping(port, certs).startswith(b"HTTP/1.1 200")
+        sources = [arg for source in ("127.0.0.2", "127.0.0.3", "127.0.0.4") for arg in ("--source", source)]
+        flood = _Flood("--tcp", f"127.0.0.1:{port}", *sources, "--per-source", str(PER_PEER), seconds=60)
+        try:
+            _until(lambda: "closed 1 connection(s) not yet past" in proxy.log.read_text(), "the flood to fill it", 10)
+            answered, asked, failures = _served_while_flooded(
+                lambda: _answered(_ping(port, certs, timeout=5)), flood, 100, 25
+            )
+        finally:
+            stats = flood.stop()
+        assert stats["closed_by_server"] > 64, f"the flood was not pressing: {stats}"
+        assert answered >= 95, f"{answered} of 100 answered ({asked} asked in 25 s) under {stats}: {failures}"
 
 
 def test_a_connection_without_a_request_is_closed_before_a_served_keep_alive_one(root):

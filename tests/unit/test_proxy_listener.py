@@ -60,6 +60,14 @@ async def _started(limits: Limits, tls: ssl.SSLContext | None = None) -> tuple[L
     return server, sockets[0].getsockname()[1]
 
 
+def server_context_of(certs: Path) -> ssl.SSLContext:
+    return server_context(
+        cert=str(certs / "host-b/server-cert.pem"),
+        key=str(certs / "host-b/server-key.pem"),
+        client_ca=str(certs / "ca.pem"),
+    )
+
+
 async def _connect(port: int, source: str):
     return await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
 
@@ -146,12 +154,30 @@ def test_a_full_listener_closes_the_oldest_pending_connection_of_the_peer_holdin
     asyncio.run(scenario())
 
 
-def test_a_client_is_served_while_idle_connections_from_several_addresses_keep_the_listener_full():
-    """F4: connections that never send a request, from three addresses, reopened as soon as they are closed,
-    more than the listener holds; a client from a fourth address connects and asks 50 times."""
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("certs")
+    subprocess.run(["bash", str(SCRIPT), str(root), "host-b"], check=True, capture_output=True)
+    return root
+
+
+@pytest.fixture(scope="module")
+def tls_context(certs):
+    return server_context_of(certs)
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["plain", "tls"])
+def test_a_client_is_served_while_idle_connections_from_several_addresses_keep_the_listener_full(tls, certs):
+    """F4: connections that never send a byte, from three addresses, reopened as soon as they are closed,
+    more than the listener holds; a client from a fourth address (with a certificate) connects and asks 50 times."""
+    context = None
+    if tls:
+        context = ssl.create_default_context(cafile=str(certs / "ca.pem"))
+        context.load_cert_chain(str(certs / "client/cert.pem"), str(certs / "client/key.pem"))
 
     async def scenario():
-        server, port = await _started(Limits(max_connections=64, max_pending=8, max_pending_per_peer=4))
+        limits = Limits(max_connections=64, max_pending=8, max_pending_per_peer=4)
+        server, port = await _started(limits, tls=server_context_of(certs) if tls else None)
         stop = asyncio.Event()
         reopened = 0
 
@@ -173,7 +199,9 @@ def test_a_client_is_served_while_idle_connections_from_several_addresses_keep_t
             await _until(lambda: server.evicted > 50, "the flood to fill the listener and be closed for room")
             answered = 0
             for _ in range(50):
-                reader, writer = await _connect(port, "127.0.0.1")
+                reader, writer = await asyncio.open_connection(
+                    "127.0.0.1", port, ssl=context, server_hostname="localhost" if tls else None
+                )
                 try:
                     writer.write(b"GET /_ping HTTP/1.1\r\n")
                     answered += await asyncio.wait_for(reader.readline(), 5) == b"ok\n"
@@ -263,17 +291,6 @@ def test_beyond_max_connections_the_listener_stops_accepting_until_one_ends():
             await server.wait_closed()
 
     asyncio.run(scenario())
-
-
-@pytest.fixture(scope="module")
-def tls_context(tmp_path_factory):
-    root = tmp_path_factory.mktemp("certs")
-    subprocess.run(["bash", str(SCRIPT), str(root), "host-b"], check=True, capture_output=True)
-    return server_context(
-        cert=str(root / "host-b/server-cert.pem"),
-        key=str(root / "host-b/server-key.pem"),
-        client_ca=str(root / "ca.pem"),
-    )
 
 
 def test_a_tls_handshake_that_does_not_finish_is_closed_and_reclaimed(tls_context, monkeypatch):
