@@ -48,6 +48,7 @@ with DAG(
             only_labels={str(k): str(v) for k, v in (params.get("only_labels") or {}).items()},
             stack=hook.stack,
             host=config.host,  # with several Docker hosts: the one this worker is on ($DOOD_HOST)
+            runs_root=config.runs_root,  # stop notes: the DooD page shows "stopping" (who, until when)
         )
         return [f"{v.name}: {v.reason}" for v in verdicts]
 

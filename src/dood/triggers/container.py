@@ -188,7 +188,13 @@ class DoodContainerTrigger(BaseTrigger):
         if self.stop_grace_seconds is None:
             return
         await self._reach_host()
-        ending = detach(self._target(), self.container_id, self.stop_grace_seconds)
+        ending = detach(
+            self._target(),
+            self.container_id,
+            self.stop_grace_seconds,
+            runs_root=_runs_root(),
+            who="a kill of its deferred task",
+        )
         self.log.info(
             "Stopping container %s (grace %ss), then removing it, in pid %s, which outlives this trigger",
             self.container_id[:12],
@@ -418,3 +424,14 @@ def _validate(
         raise ValueError(
             f"stop_grace_seconds: must be >= 0 (or None to leave the container), got {stop_grace_seconds!r}"
         )
+
+
+def _runs_root() -> str | None:
+    """Where the stop note goes (the DooD page shows "stopping" from it); None when the config cannot be
+    read: the stop itself never depends on it."""
+    try:
+        from dood.config import load_config
+
+        return load_config().runs_root
+    except Exception:  # a config broken during the wait must not keep the container running
+        return None

@@ -13,6 +13,7 @@ from typing import Any
 from dood.ui import access
 from dood.ui.engines import Engines
 from dood.ui.rows import ALIVE, ContainerRow, TaskKey, build_row, select
+from dood.ui.stopping import stopping
 from dood.ui.task_states import task_states
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,17 @@ def _gpus(rows: Iterable[ContainerRow]) -> int | str:
     return "all" if "all" in held else sum(int(g) for g in held)
 
 
+def _runs_root() -> str | None:
+    """Where the stoppers' notes are; None (no "stopping" shown) when the config cannot be read."""
+    try:
+        from dood.config import load_config
+
+        return load_config().runs_root
+    except Exception as exc:  # the page must render whatever the config says
+        log.warning("dood UI: no runs_root to read stop notes from: %s", exc)
+        return None
+
+
 def overview(reader: Engines, user, *, dag_id: str | None, state: str | None) -> Overview:
     started = perf_counter()
     now = datetime.now(timezone.utc)
@@ -64,7 +76,11 @@ def overview(reader: Engines, user, *, dag_id: str | None, state: str | None) ->
     used = reader.usage_many(e["Id"] for e in wanted if e.get("State") == "running")
     keys = {e["Id"]: TaskKey.from_labels(e.get("Labels") or {}) for e in entries}
     states = task_states(keys[e["Id"]] for e in entries if e.get("State") in ALIVE)
-    rows = [build_row(e, inspected.get(e["Id"]), used.get(e["Id"]), states.get(keys[e["Id"]])) for e in entries]
+    stops = stopping(_runs_root(), entries, now)  # who asked a stop, and when its grace ends
+    rows = [
+        build_row(e, inspected.get(e["Id"]), used.get(e["Id"]), states.get(keys[e["Id"]]), stops.get(e["Id"]))
+        for e in entries
+    ]
     summary.total = len(rows)
     summary.running = sum(row.state == "running" for row in rows)
     summary.orphans = sum(row.orphan for row in rows)
