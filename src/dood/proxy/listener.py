@@ -281,6 +281,9 @@ class Listener:
                 conn.close()
                 raise
             self._admit(conn, *peer_of(conn, address))
+            # sock_accept does not yield while the kernel's queue has connections: without this, a flood that
+            # refills the queue as fast as it is closed keeps every other connection of the loop waiting.
+            await asyncio.sleep(0)
 
     async def _room(self) -> None:
         """Until a connection may be admitted: a slot is free, or one is held by a pending connection (whose
@@ -333,6 +336,11 @@ class Listener:
         self._evicted += 1
         self._evicted_total += 1
         _reset_on_close(connection.conn)
+        # Cancelling alone may not close it: asyncio's TLS protocol cancelled before its connection_made (a
+        # call_soon) has no transport to abort, and would carry on to its handshake deadline. Shut down, the
+        # socket reads EOF at once whoever holds it.
+        with contextlib.suppress(OSError):
+            connection.conn.shutdown(socket.SHUT_RDWR)
         if not connection.started:  # cancelled before its first step, the task never runs: close it here
             connection.conn.close()
         if connection.task is not None:  # the task closes it: its selector registrations go first
