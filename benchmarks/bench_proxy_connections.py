@@ -1,7 +1,7 @@
 """dood-proxy under many unauthenticated connections to its mutual-TLS listener: memory, and service.
 
     .venv/bin/python benchmarks/bench_proxy_connections.py [--connections 1000] [--mode half|idle]
-                                                           [--env NAME=VALUE ...] [--json PATH]
+                                                           [--source ADDRESS ...] [--env NAME=VALUE ...] [--json PATH]
 
 Starts its own `python -m dood.proxy` (a unix listener and `--tls-listen` on 127.0.0.1, certificates from
 scripts/make-host-certs.sh), then opens `--connections` TCP connections to the TLS port that never finish
@@ -9,9 +9,11 @@ the handshake: `half` sends a ClientHello and stops there (the proxy answers wit
 for the client's), `idle` sends nothing. It reports the proxy's resident memory (VmRSS of its process)
 
 * at rest, after one real request (a client with a certificate: `GET /_ping`);
-* with the connections open (the highest sample, once no new connection gets further);
-* how many of them the proxy still holds after the handshake timeout, and whether a real client (from
-  127.0.0.1; the flood comes from `--source`, 127.0.0.2 by default) is served, and how fast, while they are open;
+* with the connections open (once RSS has been steady for 1 s);
+* how many of them the proxy still holds (at most 64 per source address and 128 in all: each one beyond
+  closes an older one), and whether a real client (from 127.0.0.1; the flood comes from `--source`,
+  127.0.0.2 by default, round robin when several) is served, and how fast, while they are open; and how
+  many it still holds 8 s after the last one opened (past the 5 s handshake deadline: none);
 * after they are closed, once RSS has been steady for 2 s.
 
 `--env` passes variables to the proxy (e.g. `--env MALLOC_ARENA_MAX=2` to compare). No Docker call is made
@@ -117,11 +119,13 @@ def main() -> None:
     parser.add_argument("--upstream", default="unix:///var/run/docker.sock")
     parser.add_argument(
         "--source",
-        default="127.0.0.2",
-        help="the flood's source address (the real client's is 127.0.0.1: the proxy bounds each peer apart)",
+        action="append",
+        help="the flood's source address, repeatable (default 127.0.0.2; the real client's is 127.0.0.1: the proxy "
+        "bounds each peer apart)",
     )
     parser.add_argument("--json", type=Path, help="write the results there too")
     args = parser.parse_args()
+    sources = args.source or ["127.0.0.2"]
 
     work = Path(tempfile.mkdtemp(prefix="bench-proxy-connections-"))
     certs = work / "certs"
@@ -157,11 +161,11 @@ def main() -> None:
         hello = client_hello(certs) if args.mode == "half" else b""
         began = time.monotonic()
         failed = 0
-        for _ in range(args.connections):
+        for index in range(args.connections):
             sock = socket.socket()
             sock.settimeout(10)
             try:
-                sock.bind((args.source, 0))
+                sock.bind((sources[index % len(sources)], 0))
                 sock.connect(("127.0.0.1", port))
                 if hello:
                     sock.sendall(hello)
@@ -174,7 +178,8 @@ def main() -> None:
         peak = settle(proxy.pid, steady_seconds=1.0)
         held_at_peak = still_open(sockets)
         served_during = ping_seconds(port, certs)
-        time.sleep(max(0.0, 8 - (time.monotonic() - began)))  # past a handshake timeout of a few seconds
+        # 8 s after the last one opened: past the handshake deadline (5 s) of those the proxy still holds
+        time.sleep(max(0.0, 8 - (time.monotonic() - began - opened_in)))
         held_later = still_open(sockets)
         under_load = settle(proxy.pid, steady_seconds=1.0)
         for sock in sockets:
@@ -184,7 +189,7 @@ def main() -> None:
         served_after = ping_seconds(port, certs)
         results = {
             "connections": args.connections,
-            "source": args.source,
+            "sources": sources,
             "mode": args.mode,
             "env": args.env,
             "python": sys.version.split()[0],

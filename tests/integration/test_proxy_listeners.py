@@ -203,7 +203,7 @@ def test_an_idle_flood_on_the_unix_socket_does_not_lock_clients_out(root):
         try:
             _until(lambda: "closed 1 connection(s) not yet past" in proxy.log.read_text(), "the flood to fill it", 10)
             began = time.monotonic()
-            answered, asked, failures = _served_while_flooded(ping, flood, 100, 25)
+            answered, asked, failures = _served_while_flooded(ping, flood, 100, 28)
             stats_seconds = round(time.monotonic() - began, 1)
         finally:
             stats = flood.stop()
@@ -211,7 +211,7 @@ def test_an_idle_flood_on_the_unix_socket_does_not_lock_clients_out(root):
         print(
             f"unix flood: {answered} of {asked} pings answered in {stats_seconds} s under {stats}"
         )  # shown with pytest -s
-        assert answered >= 95, f"{answered} of 100 pings answered ({asked} asked in 25 s) under {stats}: {failures}"
+        assert answered >= 95, f"{answered} of 100 pings answered ({asked} asked in 28 s) under {stats}: {failures}"
         assert f"from uid {os.getuid()}, the last closed one's" in proxy.log.read_text()
 
 
@@ -234,7 +234,7 @@ def test_idle_floods_from_three_addresses_on_tls_do_not_lock_certificate_holders
             _until(lambda: "closed 1 connection(s) not yet past" in proxy.log.read_text(), "the flood to fill it", 10)
             began = time.monotonic()
             answered, asked, failures = _served_while_flooded(
-                lambda: _answered(_ping(port, certs, timeout=5)), flood, 100, 25
+                lambda: _answered(_ping(port, certs, timeout=5)), flood, 100, 28
             )
             stats_seconds = round(time.monotonic() - began, 1)
         finally:
@@ -243,7 +243,7 @@ def test_idle_floods_from_three_addresses_on_tls_do_not_lock_certificate_holders
         print(
             f"TLS flood: {answered} of {asked} requests answered in {stats_seconds} s under {stats}"
         )  # shown with pytest -s
-        assert answered >= 95, f"{answered} of 100 answered ({asked} asked in 25 s) under {stats}: {failures}"
+        assert answered >= 95, f"{answered} of 100 answered ({asked} asked in 28 s) under {stats}: {failures}"
 
 
 def test_a_connection_without_a_request_is_closed_before_a_served_keep_alive_one(root):
