@@ -54,7 +54,8 @@ def _parser() -> argparse.ArgumentParser:
         "--max-connections",
         type=int,
         default=Limits().max_connections,
-        help="connections held at once per listener; beyond it, it stops accepting until one ends while all are past their first request; a pending one otherwise gives its place "
+        help="connections held at once per listener; beyond it, it stops accepting until one ends while all are "
+        "past their first request; a pending one otherwise gives its place "
         "(default: %(default)s). Connections not yet past their first request are bounded apart "
         "(dood.proxy.listener)",
     )
