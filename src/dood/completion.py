@@ -9,6 +9,8 @@ same on every path. The shapes it reads live beside it: the trigger's event and 
 from __future__ import annotations
 
 import logging
+import math
+import os
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta, timezone
@@ -17,10 +19,10 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from docker.errors import NotFound
 
-from dood.exceptions import ContainerFailed, DoodError
+from dood.exceptions import ContainerFailed, DoodConfigError, DoodError
 from dood.following import follow_to_end
 from dood.gone import ContainerGone
-from dood.outcome import Outcome
+from dood.outcome import RESUME_KEY, Outcome
 from dood.owner import still_owner
 from dood.reconnect import Reconnector
 from dood.results import NO_RETRY_EXIT_CODE, read_result, run_dir_for
@@ -67,7 +69,9 @@ class ContainerHandle:
         cls, handle: dict[str, str] | None, event: dict[str, Any], api, runs_root: str, host: str | None = None
     ) -> ContainerHandle:
         """The handle given to `defer`, or rebuilt from the trigger event where a runner dropped it
-        (`dag.test()` in Airflow 3.3 passes only the event; then on `host`, the resuming worker's)."""
+        (`dag.test()` in Airflow 3.3 passes only the event: the handle it carries, else inspected, then on
+        `host`, the resuming worker's)."""
+        handle = handle or (event.get(RESUME_KEY) or {}).get("handle")
         if handle:
             return cls.from_xcom(handle)
         try:
@@ -88,6 +92,112 @@ def task_deadline(context: Mapping[str, Any], timeout: timedelta | float | None)
         timeout = timedelta(seconds=float(timeout))
     started = context["ti"].start_date or datetime.now(timezone.utc)
     return (started + timeout).timestamp()
+
+
+def resume_carry(
+    handle: ContainerHandle, config: DoodConfig, *, auto_remove: AutoRemove | None, stop_grace_seconds: int, stack: str
+) -> dict[str, Any]:
+    """What a deferred task's resume needs to finish without reading its dood config, given to its trigger
+    (`DoodContainerTrigger(resume=...)`), which echoes it, with the Docker endpoint it was handed, in its
+    event (`dood.outcome.RESUME_KEY`): the handle (its run directory), the result's size limit, the removal
+    policy in force, the log batching, the grace period and the stack. Read only when the config cannot be
+    (`carried_config`)."""
+    return {
+        "handle": handle.to_xcom(),
+        "max_result_bytes": config.max_result_bytes,
+        "auto_remove": auto_remove or config.defaults.auto_remove,
+        "log_lines_per_record": config.defaults.log_lines_per_record,
+        "stop_grace_seconds": stop_grace_seconds,
+        "docker_timeout_seconds": config.reachable_docker.timeout_seconds,
+        "stack": stack,
+    }
+
+
+#: What `carried_config` cannot do without, as named in its error.
+_CARRIED = ("handle", "max_result_bytes", "auto_remove", "log_lines_per_record", "stop_grace_seconds", "stack")
+
+
+def carried_config(event: Mapping[str, Any], handle: Mapping[str, str] | None, problem: DoodConfigError) -> DoodConfig:
+    """The config a resume finishes with when its own cannot be read (`problem`): the Docker endpoint, run
+    directory and settings its trigger's event carries (`resume_carry`), nothing else (no policy, no mount
+    map: a resume creates nothing). A DoodConfigError saying what is missing when the event lacks any (a
+    trigger deferred by an older dood carries none)."""
+    from dood.config import DoodConfig  # the model, only on this rare path
+
+    carried = dict(event.get(RESUME_KEY) or {})
+    docker = carried.get("docker") or {}
+    handle = handle or carried.get("handle")
+    missing = [key for key in _CARRIED if carried.get(key) is None and not (key == "handle" and handle)]
+    if not docker.get("url"):
+        missing.insert(0, "the Docker endpoint")
+    if missing:
+        container = (handle or {}).get("container_name") or str(event.get("container_id") or "?")[:12]
+        raise DoodConfigError(
+            f"{problem}\nThe resume of container {container} cannot go on without it: its trigger's event does not "
+            f"carry {', '.join(missing)} (a trigger deferred by an older dood carries none). The container is left "
+            f"as it is ({event.get('message') or 'its outcome unread'}). Fix the config, then clear the task; the "
+            "janitor removes the container."
+        ) from None
+    assert handle is not None
+    try:
+        config = DoodConfig.model_validate(
+            {
+                "stack": carried["stack"],
+                "docker": {
+                    "url": docker["url"],
+                    "api_version": docker.get("api_version") or "auto",
+                    "timeout_seconds": carried.get("docker_timeout_seconds") or 120,
+                    "unreachable_timeout_seconds": max(
+                        1, math.ceil(float(docker.get("unreachable_timeout_seconds") or 120))
+                    ),
+                    "tls_ca_cert": docker.get("tls_ca_cert"),
+                    "tls_client_cert": docker.get("tls_client_cert"),
+                    "tls_client_key": docker.get("tls_client_key"),
+                },
+                "runs_root": os.path.dirname(handle["run_dir"]),
+                "max_result_bytes": carried["max_result_bytes"],
+                "mount_discovery": {"mode": "off"},
+                "defaults": {
+                    "auto_remove": carried["auto_remove"],
+                    "log_lines_per_record": carried["log_lines_per_record"],
+                    "stop_grace_period_seconds": carried["stop_grace_seconds"],
+                },
+            }
+        )
+    except ValueError as exc:  # pydantic's ValidationError is one
+        raise DoodConfigError(f"{problem}\nWhat the trigger's event carries is no config either: {exc}") from None
+    config._host = handle.get("host")
+    return config
+
+
+def resume_config(
+    load: Callable[[], DoodConfig],
+    event: Mapping[str, Any],
+    handle: Mapping[str, str] | None,
+    warn: Callable[..., None],
+) -> tuple[DoodConfig, bool]:
+    """The config a deferred task resumes with: its dood config (`load`), else, when that cannot be read (made
+    invalid while the task waited), what the trigger's event carries (`carried_config`), with a warning
+    saying so. True when carried: the endpoint is then already the container's host's."""
+    try:
+        return load(), False
+    except DoodConfigError as problem:
+        config = carried_config(event, handle, problem)
+        reason = str(problem).splitlines()[0]
+    carried = handle or (event.get(RESUME_KEY) or {}).get("handle") or {}
+    warn(
+        "The dood config cannot be read (%s). Finishing container %s with what its trigger carried: Docker at "
+        "%s, run directory %s, max_result_bytes %s, auto_remove %s, stop grace %ss. Fix the config: every task "
+        "that starts meanwhile fails.",
+        reason,
+        carried.get("container_name"),
+        config.docker.url,
+        carried.get("run_dir"),
+        config.max_result_bytes,
+        config.defaults.auto_remove,
+        config.defaults.stop_grace_period_seconds,
+    )
+    return config, True
 
 
 def resume(event: Mapping[str, Any], container_name: str) -> Outcome:

@@ -25,6 +25,14 @@ NOT_RUNNING = ("created", "exited", "dead")
 
 EventStatus = Literal["success", "failed", "error", "timeout"]
 
+#: The event's key for what a deferred task's resume needs when its own dood config cannot be read there (a
+#: config made invalid while it waited): the handle, the Docker endpoint, the finishing settings
+#: (`dood.completion.resume_carry`, `carried_config`). The trigger echoes it into every event it fires.
+RESUME_KEY = "resume"
+#: The event's key, on a ``timeout``, saying that the trigger itself has begun to end the container (stop, then
+#: remove, in a process of its own): the resume, which Airflow may terminate, need not end it again.
+ENDING_KEY = "ending"
+
 
 @dataclass(frozen=True)
 class Outcome:

@@ -1,5 +1,6 @@
 """How a container's end becomes the task's end (dood.completion): success with its result, skip, failure,
-the final failure Airflow does not retry, and the handle any process can find a container by."""
+the final failure Airflow does not retry, the handle any process can find a container by, and the config a
+resume finishes with when its own cannot be read."""
 
 from __future__ import annotations
 
@@ -12,9 +13,18 @@ from types import SimpleNamespace
 import pytest
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-from dood.completion import ContainerFailedNoRetry, ContainerHandle, conclude, task_deadline
-from dood.exceptions import ContainerFailed
-from dood.outcome import Outcome
+from dood.completion import (
+    ContainerFailedNoRetry,
+    ContainerHandle,
+    carried_config,
+    conclude,
+    resume_carry,
+    resume_config,
+    task_deadline,
+)
+from dood.config import parse_config
+from dood.exceptions import ContainerFailed, DoodConfigError
+from dood.outcome import RESUME_KEY, Outcome
 from dood.results import NO_RETRY_EXIT_CODE, RESULT_FILE_NAME
 
 
@@ -111,3 +121,73 @@ def test_the_deadline_counts_from_the_task_start_and_never_from_1970():
     assert task_deadline(context, 90) == started.timestamp() + 90  # a sensor's timeout, in seconds
     unstarted = task_deadline({"ti": SimpleNamespace(start_date=None)}, 90)
     assert time.time() + 80 < unstarted <= time.time() + 90
+
+
+# --- a resume whose dood config cannot be read: what the trigger's event carries ---------------------------
+
+BROKEN = DoodConfigError("Invalid dood config /etc/dood.yaml: not valid YAML: mapping values are not allowed here")
+
+
+def _carried_event(handle: ContainerHandle, **docker) -> dict:
+    config = parse_config({"max_result_bytes": 4096, "defaults": {"auto_remove": "on_success"}})
+    carry = resume_carry(handle, config, auto_remove=None, stop_grace_seconds=7, stack="team-a")
+    endpoint = {"url": "tcp://proxy:2375", "api_version": "1.41", "unreachable_timeout_seconds": 45.5, **docker}
+    return {"status": "success", "exit_code": 0, RESUME_KEY: {**carry, "docker": endpoint}}
+
+
+def test_the_carried_config_finishes_as_the_one_the_task_deferred_with(handle):
+    config = carried_config(_carried_event(handle, tls_ca_cert="/certs/ca.pem"), None, BROKEN)
+    assert (config.docker.url, config.docker.api_version, config.docker.tls_ca_cert) == (
+        "tcp://proxy:2375",
+        "1.41",
+        "/certs/ca.pem",
+    )
+    assert config.docker.unreachable_timeout_seconds == 46  # whole seconds, never less than the trigger's
+    assert (config.max_result_bytes, config.defaults.auto_remove, config.stack) == (4096, "on_success", "team-a")
+    assert config.defaults.stop_grace_period_seconds == 7
+    assert ContainerHandle.of("x", handle.container_name, config.runs_root).run_dir == handle.run_dir
+
+
+def test_the_task_s_own_auto_remove_wins_over_the_config_s(handle):
+    config = parse_config({"defaults": {"auto_remove": "always"}})
+    assert resume_carry(handle, config, auto_remove="never", stop_grace_seconds=1, stack="s")["auto_remove"] == "never"
+
+
+def test_a_resume_reads_its_config_when_it_can_and_falls_back_with_a_warning_when_not(handle):
+    warnings: list[str] = []
+    good = parse_config({})
+    event = _carried_event(handle)
+    assert resume_config(lambda: good, event, handle.to_xcom(), warnings.append) == (good, False)
+    assert warnings == []
+
+    def broken():
+        raise BROKEN
+
+    def warn(message, *args):
+        warnings.append(message % args)
+
+    config, carried = resume_config(broken, event, None, warn)
+    assert carried and config.docker.url == "tcp://proxy:2375"
+    (warning,) = warnings
+    assert "The dood config cannot be read (Invalid dood config /etc/dood.yaml: not valid YAML" in warning
+    assert (
+        f"Finishing container {handle.container_name} with what its trigger carried: Docker at tcp://proxy:2375"
+        in warning
+    )
+    assert f"run directory {handle.run_dir}, max_result_bytes 4096, auto_remove on_success" in warning
+
+
+def test_an_event_that_carries_nothing_fails_saying_what_is_missing_and_the_fix(handle):
+    event = {"status": "success", "exit_code": 0, "container_id": "c" * 64, "message": "exited with code 0."}
+    with pytest.raises(DoodConfigError) as caught:
+        carried_config(event, handle.to_xcom(), BROKEN)
+    message = str(caught.value)
+    assert message.startswith("Invalid dood config /etc/dood.yaml: not valid YAML")
+    assert f"The resume of container {handle.container_name} cannot go on without it" in message
+    assert "does not carry the Docker endpoint, max_result_bytes, auto_remove" in message  # the handle was given
+    assert "Fix the config, then clear the task" in message
+
+
+def test_the_handle_a_runner_dropped_is_taken_from_the_event(handle):
+    event = _carried_event(handle)
+    assert ContainerHandle.resumed(None, event, api=None, runs_root="/elsewhere") == handle

@@ -12,7 +12,7 @@ from docker.types import Mount
 
 from dood.adoption import adoptable, adoptable_elsewhere
 from dood.arguments import exit_codes, one_of, validated_resources
-from dood.completion import ContainerHandle, finish, resume, task_deadline
+from dood.completion import ContainerHandle, finish, resume, resume_carry, resume_config, task_deadline
 from dood.config import AutoRemove, DoodConfig, PullPolicy, load_config
 from dood.directories import HostDirectories, default_user
 from dood.exceptions import ContainerFailed, DoodConfigError, ResultFileError
@@ -26,6 +26,7 @@ from dood.logs import task_log_emitter
 from dood.mounts import DoodMount, check_bind_sources, host_mounts
 from dood.naming import TaskIdentity, check_user_labels, run_env
 from dood.operators.gpu_waiting import WaitsForGpus
+from dood.outcome import ENDING_KEY
 from dood.owner import end_if_owner
 from dood.placement import Placement
 from dood.policy import apply_defaults
@@ -324,9 +325,16 @@ class DoodContainerOperator(WaitsForGpus, BaseOperator):
     def _defer(self, handle: ContainerHandle, config: DoodConfig, context: Context) -> None:
         deadline = self._gpu_deadline or task_deadline(context, self.execution_timeout)
         self._container_id = None  # the trigger owns it now; its on_kill stops it on a user kill
+        carry = resume_carry(  # the resume finishes with it when the config cannot be read then
+            handle,
+            config,
+            auto_remove=self.auto_remove,
+            stop_grace_seconds=self._grace_seconds,
+            stack=self._identity.stack if self._identity else config.stack,
+        )
         self.defer(
             trigger=DoodContainerTrigger.from_config(
-                config, handle.container_id, deadline=deadline, stop_grace_seconds=self._grace_seconds
+                config, handle.container_id, deadline=deadline, stop_grace_seconds=self._grace_seconds, resume=carry
             ),
             method_name="execute_complete",
             kwargs={"handle": handle.to_xcom()},
@@ -335,8 +343,10 @@ class DoodContainerOperator(WaitsForGpus, BaseOperator):
     def execute_complete(self, context: Context, event: dict[str, Any], handle: dict[str, str] | None = None) -> Any:
         """Resume after the trigger fired: show the logs (none were shown yet), then conclude. On the container's
         own host: a placement on several hosts (a shared queue) may resume on another of them."""
-        config = load_config(self.config_path)
-        launched_on = (handle or {}).get("host")
+        config, carried = resume_config(lambda: load_config(self.config_path), event, handle, self.log.warning)
+        if carried:
+            self._docker = config.docker  # the container's host's, as handed to the trigger
+        launched_on = None if carried else (handle or {}).get("host")
         if launched_on and launched_on != config.host:
             self.log.info(
                 "Container launched on host %s; this worker is on %s: reaching it there", launched_on, config.host
@@ -352,9 +362,12 @@ class DoodContainerOperator(WaitsForGpus, BaseOperator):
         self._identity = TaskIdentity.from_context(context, stack=hook.stack, host=config.host)
         self._container_id = container.container_id
         if event.get("status") == "timeout":
-            self.log.error("execution_timeout passed while deferred: stopping %s", container.container_name)
             self._container_id = None
-            self._end_container(container.container_id, "execution_timeout", leave_if_running=False)
+            if event.get(ENDING_KEY):  # the trigger began it at the deadline: one stop, one SIGTERM
+                self.log.error("execution_timeout passed while deferred: %s.", event[ENDING_KEY])
+            else:
+                self.log.error("execution_timeout passed while deferred: stopping %s", container.container_name)
+                self._end_container(container.container_id, "execution_timeout", leave_if_running=False)
             raise AirflowTaskTimeout(f"Container {container.container_name} outlived execution_timeout")
         return self._finish(container, config, follow=False, outcome=resume(event, container.container_name))
 

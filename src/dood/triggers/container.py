@@ -27,7 +27,7 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from dood.docker_time import epoch_ns
 from dood.hooks.async_docker import async_docker, tls_files
-from dood.outcome import ENDED, Outcome, gone_event, wait_event
+from dood.outcome import ENDED, ENDING_KEY, RESUME_KEY, Outcome, gone_event, wait_event
 from dood.reconnect import KILL_EXIT_CODES, Backoff, Outages, shutdown_note, unreachable_message
 from dood.teardown import DockerTarget, detach
 from dood.triggers.event_hub import EventHub, Feed, shared_hub
@@ -76,12 +76,18 @@ class DoodContainerTrigger(BaseTrigger):
     :param timeout_seconds: shorthand for ``deadline = now + timeout_seconds``; only the deadline is kept.
     :param retry_budget_seconds: how long Docker may stay unreachable before the wait gives up (the config's
         ``docker.unreachable_timeout_seconds``).
-    :param stop_grace_seconds: when a user kills the deferred task (mark failed, clear...), stop the
-        container with this grace, then remove it, as the operator's ``on_kill`` does; None leaves it alone.
+    :param stop_grace_seconds: when a user kills the deferred task (mark failed, clear...), or the deadline
+        passes, stop the container with this grace, then remove it, as the operator's ``on_kill`` does; None
+        leaves it alone (a waiter that does not own the container). At the deadline the ``timeout`` event then
+        says so in ``ending``: the resume, which Airflow may terminate (a late executor event of the deferring
+        worker fails the try), does not have to be the one that ends it.
     :param tls_ca_cert: CA file for a TLS endpoint; with ``tls_client_cert``/``tls_client_key``.
     :param host: the Docker host (the config's ``hosts:``) the container runs on. The triggerer then reaches
         it the way its own dood config says (`dood.hosts.endpoint_from_here`), and uses the endpoint above
         only when its config does not know the host.
+    :param resume: what the task's resume needs when its dood config cannot be read
+        (`dood.completion.resume_carry`): echoed in every event under ``resume``, with the endpoint handed
+        over above (``docker``), so a config made invalid during the wait fails no finished training.
     """
 
     def __init__(
@@ -98,6 +104,7 @@ class DoodContainerTrigger(BaseTrigger):
         tls_client_cert: str | None = None,
         tls_client_key: str | None = None,
         host: str | None = None,
+        resume: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         _validate(container_id, api_version, deadline, timeout_seconds, retry_budget_seconds, stop_grace_seconds)
@@ -113,6 +120,9 @@ class DoodContainerTrigger(BaseTrigger):
         self.tls_client_cert = tls_client_cert
         self.tls_client_key = tls_client_key
         self.host = host
+        self.resume = resume
+        self._handed_over = self._target()  # before `_reach_host`: the endpoint the task's worker reaches
+        self._ending: str | None = None  # set once this trigger began to end the container at its deadline
 
     @classmethod
     def from_config(
@@ -123,6 +133,7 @@ class DoodContainerTrigger(BaseTrigger):
         timeout_seconds: float | None = None,
         deadline: float | None = None,
         stop_grace_seconds: int | None | Literal["config"] = "config",
+        resume: dict[str, Any] | None = None,
     ) -> DoodContainerTrigger:
         """The trigger for a container launched through this config's Docker endpoint. On a user kill it
         stops the container with the config's grace period, unless `stop_grace_seconds` says otherwise
@@ -142,6 +153,7 @@ class DoodContainerTrigger(BaseTrigger):
             tls_client_cert=docker.tls_client_cert,
             tls_client_key=docker.tls_client_key,
             host=config.host,
+            resume=resume,
         )
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
@@ -156,17 +168,28 @@ class DoodContainerTrigger(BaseTrigger):
             "tls_client_cert": self.tls_client_cert,
             "tls_client_key": self.tls_client_key,
             "host": self.host,
+            "resume": self.resume,
         }
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         """Yield exactly one event; the Docker session is already closed when it is yielded."""
-        yield TriggerEvent(await self.wait())
+        yield TriggerEvent(self._for_resume(await self.wait()))
 
     async def wait(self) -> dict[str, Any]:
         """The payload of the one event. The session is closed whatever happens, cancellation included."""
         remaining = None if self.deadline is None else self.deadline - time.time()
         if remaining is not None and remaining <= 0:
-            return self._timed_out()
+            return await self._at_deadline()
+        try:
+            return await self._wait_until(remaining)
+        except asyncio.CancelledError:
+            # Airflow's own deadline check (the scheduler's, same deadline) cancels a wait it times out without
+            # calling on_kill: end the container here, or nobody does (the resume never reaches the operator).
+            if self.deadline is not None and time.time() >= self.deadline and self._ending is None:
+                await self._end_at_deadline()
+            raise
+
+    async def _wait_until(self, remaining: float | None) -> dict[str, Any]:
         await self._reach_host()
         self.log.info("Waiting for container %s to end (Docker events at %s)", self.container_id[:12], self.docker_url)
         target = self._target()
@@ -175,7 +198,60 @@ class DoodContainerTrigger(BaseTrigger):
             try:
                 return await asyncio.wait_for(self._watch(hub), timeout=remaining)
             except asyncio.TimeoutError:
-                return self._timed_out()
+                pass
+        return await self._at_deadline()
+
+    async def _at_deadline(self) -> dict[str, Any]:
+        """The ``timeout`` event, once the container's end is under way when this trigger owns it: whoever
+        ends the try last (a resume Airflow may terminate, or nobody) must not leave it running."""
+        event = self._timed_out()
+        await self._end_at_deadline()
+        if self._ending is not None:
+            event[ENDING_KEY] = self._ending
+        return event
+
+    async def _end_at_deadline(self) -> None:
+        """Stop (grace period), then remove, in a process that outlives this trigger (`dood.teardown`); not
+        waited for, so the event fires at once. A failure to start it is logged: the resume then ends it."""
+        if self.stop_grace_seconds is None:
+            return
+        try:
+            await self._reach_host()
+            ending = detach(
+                self._target(),
+                self.container_id,
+                self.stop_grace_seconds,
+                runs_root=self._runs_root_carried() or _runs_root(),
+                who="its deadline (execution_timeout), in the triggerer",
+            )
+        except Exception as exc:  # noqa: BLE001 - the resume's own stop is the fallback
+            self.log.warning("Could not start ending container %s at its deadline: %s", self.container_id[:12], exc)
+            return
+        self._ending = (
+            f"The triggerer is stopping container {self.container_id[:12]} (grace {self.stop_grace_seconds}s), "
+            f"then removing it, in pid {ending.pid}"
+        )
+        self.log.info("Deadline passed: %s, which outlives this trigger", self._ending)
+
+    def _runs_root_carried(self) -> str | None:
+        """The runs root the task's handle names (its run directory's parent), without reading the config."""
+        run_dir = ((self.resume or {}).get("handle") or {}).get("run_dir")
+        return run_dir.rsplit("/", 1)[0] if run_dir else None
+
+    def _for_resume(self, event: dict[str, Any]) -> dict[str, Any]:
+        """The event with what the resume needs when its config cannot be read (`resume`), when given."""
+        if self.resume is None:
+            return event
+        handed = self._handed_over
+        docker = {
+            "url": handed.url,
+            "api_version": handed.api_version,
+            "tls_ca_cert": handed.tls_ca_cert,
+            "tls_client_cert": handed.tls_client_cert,
+            "tls_client_key": handed.tls_client_key,
+            "unreachable_timeout_seconds": self.retry_budget_seconds,
+        }
+        return {**event, RESUME_KEY: {**self.resume, "docker": docker}}
 
     async def on_kill(self) -> None:
         """A user killed the deferred task: no worker runs the operator's on_kill, so end the container here.
