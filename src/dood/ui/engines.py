@@ -15,6 +15,7 @@ from concurrent import futures
 from typing import Any
 
 from dood.ui.engine import STATS_BUDGET_SECONDS, EngineReader
+from dood.ui.problems import NoEngineAnswered, host_not_counted, why
 from dood.ui.rows import HOST_KEY
 from dood.ui.samples import Usage
 
@@ -56,7 +57,8 @@ class Engines:
             try:
                 readers[name] = EngineReader.from_endpoint(endpoint, url)
             except Exception as exc:  # noqa: BLE001 - the page shows the other hosts, and says why not this one
-                down[name] = str(exc)
+                log.warning("dood UI: no client for host %s: %s", name or "main", exc)
+                down[name] = why(exc)  # the page's words; the raw text (internal hosts) stays in the log
         return cls(readers, unreadable, down)
 
     @property
@@ -70,22 +72,25 @@ class Engines:
 
     def containers(self) -> list[dict[str, Any]]:
         """Every dood container of every host that answers, each entry marked with its host (`HOST_KEY`);
-        raises only when no host answers."""
-        entries, errors = [], []
+        raises `NoEngineAnswered` only when no host answers. What the page says of a host that did not answer
+        is why in words (`dood.ui.problems`); the exception's own text goes to the log."""
+        entries, failed = [], {}
         for name, reader in self.readers.items():
             try:
                 listed = reader.containers()
             except Exception as exc:  # one host down must not blank the page
-                errors.append(f"host {name or 'main'}: {exc}")
+                log.warning("dood UI: host %s did not answer: %s", name or "main", exc)
+                failed[name] = why(exc)
                 continue
             entries.extend(self._mark(name, reader, listed))
-        errors += [f"host {name or 'main'}: {problem}" for name, problem in self.down.items()]
+        failed.update(self.down)
+        errors = [host_not_counted(name, reason) for name, reason in failed.items()]
         self.errors = errors + [
             f"host {name}: not readable from the UI (give hosts.{name}.ui_docker, its read-only dood-proxy)"
             for name in self.unreadable
         ]
         if not entries and errors and len(errors) >= len(self.readers):
-            raise RuntimeError("; ".join(errors))
+            raise NoEngineAnswered(failed)
         return entries
 
     def find(self, filters: dict[str, Any]) -> list[dict[str, Any]]:

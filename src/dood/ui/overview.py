@@ -12,6 +12,7 @@ from typing import Any
 
 from dood.ui import access
 from dood.ui.engines import Engines
+from dood.ui.problems import counts_unknown
 from dood.ui.rows import ALIVE, ContainerRow, TaskKey, build_row, select
 from dood.ui.stopping import stopping
 from dood.ui.task_states import task_states
@@ -21,15 +22,18 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Summary:
-    running: int = 0
-    total: int = 0
-    orphans: int = 0
-    gpus_held: int | str = 0
+    """The counts on top of the DooD page; all None (`unknown`, shown as such) when no engine answered."""
+
+    running: int | None = 0
+    total: int | None = 0
+    orphans: int | None = 0
+    gpus_held: int | str | None = 0
     image_disk: int | None = None
     host: dict[str, Any] = field(default_factory=dict)
     hosts: list[str] = field(default_factory=list)  # with several Docker hosts: their names (a host column)
     engines: dict[str, dict[str, Any]] = field(default_factory=dict)  # with several: each host's summary
     error: str | None = None
+    unknown: bool = False  # no engine answered: nothing is known, not "0 running"
 
 
 @dataclass
@@ -65,8 +69,10 @@ def overview(reader: Engines, user, *, dag_id: str | None, state: str | None) ->
         entries = reader.containers()
         summary.host = reader.host()
     except Exception as exc:  # the page still renders, saying why the engine did not answer
-        log.warning("dood UI: the Docker engine did not answer: %s", exc)
-        summary.error = f"The Docker engine did not answer: {exc}"
+        log.warning("dood UI: the Docker engine did not answer: %s", exc)  # the raw text: the log only
+        summary.error = counts_unknown(exc)
+        summary.unknown = True
+        summary.running = summary.total = summary.orphans = summary.gpus_held = None
         return Overview([], [], summary, now, (perf_counter() - started) * 1000)
     label_dag = {e["Id"]: (e.get("Labels") or {}).get("dood.dag_id", "") for e in entries}
     allowed = access.readable(user, label_dag.values())
