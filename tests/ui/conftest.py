@@ -32,13 +32,21 @@ USERS = {"admin": "admin-ui-test-pw", "outsider": "outsider-ui-test-pw"}
 IMAGE = "dood-test-busybox:latest"
 
 
+#: Evaluate's result also has text beyond ASCII, a right-to-left override (the Container tab shows it as
+#: <U+202E>) and many metrics with long names (the Model metrics table scrolls inside its box).
+WIDE = ", ".join(
+    ['\\"model\\": \\"𝐱-net café\\"', '\\"note\\": \\"abc\u202edcba\\"']
+    + [f'\\"validation_metric_{i:02d}\\": 0.{i:02d}' for i in range(24)]
+)
+
+
 def dood_config(home: Path) -> str:
     evaluate = (
         # The whole date, not the day: the scheduled run's date is today's, and on the 2nd of a month it would
         # promote too (CI failed on 2026-12-02 with two champions).
         "d=${DOOD_DATA_INTERVAL_START:0:10}; "
         "case $d in 2026-01-01) a=0.88;; 2026-01-02) a=0.93;; 2026-01-03) a=0.83;; *) a=0.9;; esac; "
-        'printf "{\\"accuracy\\": %s, \\"f1\\": 0.8}" "$a" > "$DOOD_RESULT_FILE"'
+        'printf "{\\"accuracy\\": %s, \\"f1\\": 0.8, ' + WIDE + '}" "$a" > "$DOOD_RESULT_FILE"'
     )
     promote = (
         'case "${DOOD_DATA_INTERVAL_START:0:10}" in '

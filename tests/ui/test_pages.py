@@ -8,6 +8,7 @@ an unauthenticated request. Screenshots go to var/ui-screenshots/.
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
@@ -126,6 +127,27 @@ def test_container_tab_shows_host_mounts_output_tail_and_escapes_everything(ui_s
     page.context.close()
 
 
+def test_container_tab_shows_the_output_as_a_terminal_would_and_times_as_airflow_does(ui_stack, browser, running):
+    """A progress bar redrawn with carriage returns is one line in its last state, colours are dropped, a
+    right-to-left override is shown as <U+202E> (the DAG's script: tests/ui/dags/dood_ui_dags.py)."""
+    run_id, _ = running[SLEEP]
+    page = signed_in_page(browser, ui_stack, "admin")
+    page.goto(f"{ui_stack.api_url}/dags/{SLEEP}/runs/{run_id}/tasks/run/plugin/dood-container")
+    frame = page.frame_locator("iframe")
+    frame.locator("#log-tail").wait_for(timeout=30_000)
+    tail = frame.locator("#log-tail")
+    wait_until(lambda: "name: abc" in tail.inner_text(), 30, "the script's last line in the output tail")
+    lines = tail.inner_text().splitlines()
+    assert [line for line in lines if "/100" in line] == ["100%|##########| 100/100"], lines
+    assert "INFO trained" in lines and not any("\x1b" in line or "[32m" in line for line in lines), lines
+    assert "name: abc<U+202E>dcba" in lines and not any("\u202e" in line for line in lines), lines
+    started = frame.locator("#container time").first
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", started.inner_text()), started.inner_text()
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+Z", started.get_attribute("title") or "")
+    screenshot(page, "container-tab-terminal")
+    page.context.close()
+
+
 def test_a_container_marked_failed_leaves_the_dood_page(ui_stack, browser, running, docker_api):
     run_id, entry = running[SLEEP]
     ui_stack.set_task_state(SLEEP, run_id, "failed")
@@ -198,4 +220,46 @@ def test_metrics_tab_has_a_point_per_backfilled_run_the_gate_and_the_champion(ui
     promoted = [r for r in runs if r["logical_date"].startswith("2026-01-02")][0]
     links = ui_stack.api("GET", f"/dags/{PIPELINE}/dagRuns/{promoted['dag_run_id']}/taskInstances/evaluate/links")
     assert links["extra_links"]["Container"].endswith("/tasks/evaluate/plugin/dood-container"), links
+    page.context.close()
+
+
+def test_metrics_table_scrolls_in_its_box_result_shows_unicode_and_other_dags_get_a_note(ui_stack, browser, backfill):
+    """Evaluate returns 26 metrics with long names: the table scrolls inside its box, the page does not; the
+    dates are Airflow's `YYYY-MM-DD HH:MM:SS` (the full value on hover); evaluate's result on its Container
+    tab shows `𝐱-net café` as text and its right-to-left override as <U+202E>; a DAG that is not a pipeline
+    gets a short note on the tab Airflow shows on every DAG."""
+
+    def finished():
+        runs = ui_stack.api("GET", f"/dags/{PIPELINE}/dagRuns")["dag_runs"]
+        done = [r for r in runs if r["run_type"] == "backfill" and r["state"] in ("success", "failed")]
+        return done if len(done) == 3 else None
+
+    done = wait_until(finished, 420, "three finished backfill runs", every=2)
+    page = signed_in_page(browser, ui_stack, "admin")
+    page.goto(f"{ui_stack.api_url}/dags/{PIPELINE}/plugin/dood-metrics")
+    frame = page.frame_locator("iframe")
+    frame.locator("#runs").wait_for(timeout=30_000)
+    assert frame.locator("#runs th").all_inner_texts()[-2] == "validation_metric_23"
+    inner = next(f for f in page.frames if f.url.split("?")[0].endswith(f"/dood/dags/{PIPELINE}/metrics"))
+    widths = inner.evaluate(
+        "() => { const box = document.getElementById('runs-box'), page = document.documentElement;"
+        " return {box: box.scrollWidth, boxShown: box.clientWidth, page: page.scrollWidth, shown: page.clientWidth}; }"
+    )
+    assert widths["box"] > widths["boxShown"] and widths["page"] <= widths["shown"], widths
+    date = frame.locator("#runs td.when time").first
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", date.inner_text()), date.inner_text()
+    assert (date.get_attribute("title") or "").startswith(date.inner_text()[:10] + "T")
+    screenshot(page, "metrics-tab-wide")
+
+    page.goto(f"{ui_stack.api_url}/dags/{PIPELINE}/runs/{done[0]['dag_run_id']}/tasks/evaluate/plugin/dood-container")
+    result = page.frame_locator("iframe").locator("#result")
+    result.wait_for(timeout=30_000)
+    text = result.inner_text()
+    assert '"model": "𝐱-net café"' in text and "\\ud835" not in text and "\\u00e9" not in text, text
+    assert '"note": "abc<U+202E>dcba"' in text and "\u202e" not in text, text
+
+    page.goto(f"{ui_stack.api_url}/dags/{SLEEP}/plugin/dood-metrics")
+    note = page.frame_locator("iframe").locator("#not-pipeline")
+    note.wait_for(timeout=30_000)
+    assert note.inner_text().startswith("No model metrics for this DAG"), note.inner_text()
     page.context.close()

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from dataclasses import dataclass
 from typing import Any
 
 from dood.naming import MANAGED_LABEL
 from dood.ui.engine import LOG_TAIL_LINES
 from dood.ui.engines import Engines
+from dood.ui.problems import why
 from dood.ui.rows import TaskKey
 from dood.ui.samples import Usage, gpus_held
 
@@ -68,17 +70,28 @@ def detail(reader: Engines, task: TaskKey, try_number: int | None, *, may_read_l
         try:
             view.log_lines = tuple(reader.log_tail(inspected["Id"]))
         except Exception as exc:
-            view.log_error = f"The engine did not give the output: {exc}"
+            log.warning("dood UI: no output of %s: %s", inspected["Id"][:12], exc)  # raw text: the log only
+            reason = why(exc)
+            view.log_error = f"The Docker engine did not give the output{f' ({reason})' if reason else ''}."
     else:
         view.log_error = "You may not read this DAG's task logs."
     return view
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def result_text(value: Any) -> str | None:
-    """A result, as the page shows it (pretty JSON, bounded)."""
+    """A result, as the page shows it: pretty JSON, bounded, its text as text (`é`, `𝐱`, not `\\u00e9`),
+    with what would act on the page rather than show made visible (bidi overrides as `<U+202E>`, C1
+    controls; `dood.logs.inert`) and a lone surrogate, which no page can carry, as `<U+D835>`."""
+    from dood.logs import inert
+
     if value is None:
         return None
-    text = json.dumps(value, indent=2, sort_keys=True, default=str)
+    text = json.dumps(value, indent=2, sort_keys=True, default=str, ensure_ascii=False)
+    text = _SURROGATE.sub(lambda m: f"<U+{ord(m[0]):04X}>", text)
+    text = "\n".join(inert(line) for line in text.split("\n"))  # JSON escapes C0 itself: no CR is left
     return text if len(text) <= RESULT_CHARS else text[:RESULT_CHARS] + "\n… (cut)"
 
 

@@ -154,10 +154,19 @@ class EngineReader:
         return usage(sample, before)
 
     def log_tail(self, container_id: str, lines: int = LOG_TAIL_LINES) -> list[str]:
-        """The last `lines` lines of the container's output (stdout and stderr), each cut to a bounded length."""
+        """The last `lines` lines of the container's output (stdout and stderr), each as a terminal shows it
+        and cut to a bounded length: lines end at newlines only (Docker's `tail` counts those), a carriage
+        return overwrites the start of its line (a tqdm bar is one line, in its last state), colours are
+        dropped and every other control or bidi override is made visible (`dood.logs.inert`, as in the task
+        log)."""
+        from dood.logs import inert
+
         raw = self.api.logs(container_id, stdout=True, stderr=True, stream=False, follow=False, tail=lines)
         text = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else str(raw)
-        return [line[:LOG_LINE_CHARS] for line in text.splitlines()[-lines:]]
+        split = text.split("\n")
+        if split and split[-1] == "":
+            split.pop()
+        return [inert(line)[:LOG_LINE_CHARS] for line in split[-lines:]]
 
     def image_size(self, reference: str) -> int | None:
         size = self._images.get(reference)

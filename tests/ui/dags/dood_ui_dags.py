@@ -13,7 +13,15 @@ from dood.dag_factory import build_dags
 ROOT = os.environ.get("DOOD_STACK_ROOT", "/tmp/dood-stack")
 IMAGE = "dood-test-busybox:latest"
 # Attacker-controlled text in the output and the labels: the pages must show it, escaped.
-SCRIPT = "echo hello-from-dood; echo '<script>window.pwned=1</script><b>bold</b>'; sleep 600"  # outlives slow tests
+# And what a terminal acts on: a progress bar redrawn with carriage returns, colours, a right-to-left override.
+TERMINAL = (
+    r"printf '  0%%|          | 0/100\r 50%%|#####     | 50/100\r100%%|##########| 100/100\n'; "
+    r"printf '\033[32mINFO\033[0m trained\n'; "
+    r"printf 'name: abc\342\200\256dcba\n'; "
+)
+SCRIPT = (
+    "echo hello-from-dood; echo '<script>window.pwned=1</script><b>bold</b>'; " + TERMINAL + "sleep 600"
+)  # outlives slow tests
 
 
 def _sleeper(dag_id: str) -> DAG:
