@@ -7,7 +7,9 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
+from airflow.sdk.bases.operator import TRIGGER_FAIL_REPR, TriggerFailureReason
 from airflow.sdk.exceptions import AirflowSkipException, AirflowTaskTimeout
+from docker.errors import NotFound
 from docker.types import Mount
 
 from dood.adoption import adoptable, adoptable_elsewhere
@@ -370,6 +372,35 @@ class DoodContainerOperator(WaitsForGpus, BaseOperator):
                 self._end_container(container.container_id, "execution_timeout", leave_if_running=False)
             raise AirflowTaskTimeout(f"Container {container.container_name} outlived execution_timeout")
         return self._finish(container, config, follow=False, outcome=resume(event, container.container_name))
+
+    def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
+        """Airflow's own deadline check (the scheduler's, same deadline as the trigger's) can time the deferral
+        out before the triggerer ran the trigger (a slow worker deferred past its deadline): then nothing
+        ended the container, so this try ends it before Airflow fails it (TaskDeferralTimeout)."""
+        if (
+            next_method == TRIGGER_FAIL_REPR
+            and (next_kwargs or {}).get("error") == TriggerFailureReason.TRIGGER_TIMEOUT
+        ):
+            self._end_timed_out(context)
+        return super().resume_execution(next_method, next_kwargs, context)
+
+    def _end_timed_out(self, context: Context) -> None:
+        """Stop, then remove, this try's container (found by its name) when it still exists; best effort:
+        the janitor ends whatever this leaves."""
+        try:
+            config = load_config(self.config_path)
+            hook = DoodHook(config, answered_before=True)
+            self._identity = TaskIdentity.from_context(context, stack=hook.stack, host=config.host)
+            name = self._identity.container_name()
+            try:
+                container_id = hook.api.inspect_container(name)["Id"]
+            except NotFound:
+                return  # never created, or already ended by the trigger
+            self._grace_seconds = self._grace(config)
+            self.log.error("execution_timeout passed before the trigger fired: stopping %s", name)
+            self._end_container(container_id, "execution_timeout", leave_if_running=False)
+        except Exception as exc:  # noqa: BLE001 - the timeout is what the task reports; the janitor backs this
+            self.log.warning("Could not end this try's container after its deferral timed out: %s", exc)
 
     def _grace(self, config: DoodConfig) -> int:
         if self.stop_grace_period is not None:
