@@ -1,0 +1,66 @@
+"""DAGs run by a real scheduler in tests/integration/test_resume_paths.py: finished trainings that must not
+fail for reasons that are not theirs (a dood config broken while they wait; a deadline before the start)."""
+
+from __future__ import annotations
+
+import os
+import time
+from datetime import datetime, timedelta
+
+from airflow.sdk import DAG
+
+from dood import DoodContainerOperator
+
+IMAGE = "dood-test-busybox:latest"
+MARKS = f"{os.environ.get('DOOD_STACK_ROOT', '/tmp/dood-stack')}/marks"
+GRACE = 6
+TRAINING_SECONDS = 25  # long enough for the test to see both tasks deferred, then break the config
+SLOW_START_SECONDS = 7  # the worker's start-up: longer than the timeout below
+TIMEOUT_SECONDS = 5  # execution_timeout: passes before the container starts; execute() itself stays within it
+
+RESULT = 'printf \'{"task": "%s", "done": true}\' "$DOOD_TASK_ID" > "$DOOD_RESULT_FILE"'
+# Notes a SIGTERM in the bind mount and exits; otherwise runs 20 s.
+GRACEFUL_20S = (
+    "trap 'touch /marks/$DOOD_DAG_ID-$DOOD_TRY_NUMBER.term; exit 143' TERM; "
+    "i=0; while [ $i -lt 20 ]; do sleep 1; i=$((i+1)); done"
+)
+
+
+def _slow_worker(context) -> None:
+    """A worker slow to start (loaded host, slow imports): the time counts towards execution_timeout, which
+    Airflow measures from the task's start, but runs before execute() and its own timeout alarm."""
+    time.sleep(SLOW_START_SECONDS)
+
+
+with DAG(
+    "dood_sched_config_broken_while_waiting",
+    schedule=None,
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    tags=["dood-integration-test"],
+) as config_broken_while_waiting:
+    for task_id in ("train_a", "train_b"):
+        DoodContainerOperator(
+            task_id=task_id,
+            image=IMAGE,
+            command=["sh", "-c", f"echo training-started; sleep {TRAINING_SECONDS}; {RESULT}"],
+            deferrable=True,
+        )
+
+with DAG(
+    "dood_sched_deadline_before_start",
+    schedule=None,
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    tags=["dood-integration-test"],
+) as deadline_before_start:
+    DoodContainerOperator(
+        task_id="run",
+        image=IMAGE,
+        command=["sh", "-c", GRACEFUL_20S],
+        mounts=[f"{MARKS}:/marks"],
+        stop_grace_period=GRACE,
+        execution_timeout=timedelta(seconds=TIMEOUT_SECONDS),
+        pre_execute=_slow_worker,
+        deferrable=True,
+    )
