@@ -91,6 +91,26 @@ def test_deadline_already_passed_times_out_at_once(container):
     assert payload["status"] == "timeout"
 
 
+def test_a_trigger_owning_its_container_ends_it_at_the_deadline_and_says_so(container, docker_api):
+    """The case of a slow worker: the deadline passed before the container started. The trigger fires at
+    once and the container is stopped (`sleep` as PID 1 ignores SIGTERM: SIGKILL after the 1 s grace), then removed."""
+    cid = container(["sleep", "30"])
+    started = time.monotonic()
+    payload = wait_for(trigger_for(cid, deadline=time.time() - 1, stop_grace_seconds=1))
+    fired = time.monotonic() - started
+    assert payload["status"] == "timeout"
+    assert f"stopping container {cid[:12]} (grace 1s), then removing it" in payload["ending"]
+    assert fired < 2, f"the event waited {fired:.1f}s for the teardown"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if not docker_api.containers(all=True, filters={"id": cid}):
+            break
+        time.sleep(0.2)
+    else:
+        pytest.fail(f"container {cid[:12]} still exists 30 s after the trigger fired at its deadline")
+    print(f"fired after {fired:.2f}s, container gone after {time.monotonic() - started:.1f}s")
+
+
 def test_container_removed_while_running_is_an_error(container, docker_api):
     cid = container(["sleep", "30"])
 
