@@ -343,14 +343,61 @@ def bind_sources(host_config: Mapping[str, Any]) -> list[tuple[str, str]]:
     return found
 
 
+def read_write_directory_binds(host_config: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """`(field, host path)` of the binds mounted read-write (the runtime, as root, makes mount points in them)."""
+    found: list[tuple[str, str]] = []
+    for index, bind in enumerate(host_config.get("Binds") or []):
+        parts = bind.split(":") if isinstance(bind, str) else []
+        if len(parts) >= 2 and parts[0].startswith("/") and "ro" not in (parts[2] if len(parts) > 2 else "").split(","):
+            found.append((f"HostConfig.Binds[{index}]", parts[0]))
+    for index, mount in enumerate(host_config.get("Mounts") or []):
+        if isinstance(mount, Mapping) and mount.get("Type") == "bind" and not mount.get("ReadOnly"):
+            if isinstance(mount.get("Source"), str):
+                found.append((f"HostConfig.Mounts[{index}].Source", mount["Source"]))
+    return found
+
+
+def writable_by(info: os.stat_result, uid: int, gids: Iterable[int]) -> bool:
+    """Whether a process of `uid` with groups `gids` may write what `info` describes (no capabilities)."""
+    if info.st_uid == uid:
+        return bool(info.st_mode & stat.S_IWUSR)
+    if info.st_gid in set(gids):
+        return bool(info.st_mode & stat.S_IWGRP)
+    return bool(info.st_mode & stat.S_IWOTH)
+
+
 def unsafe_bind_sources(
-    host_config: Mapping[str, Any], roots: Iterable[str], trusted: frozenset[int] | None = None
+    host_config: Mapping[str, Any],
+    roots: Iterable[str],
+    trusted: frozenset[int] | None = None,
+    *,
+    identity: tuple[int, tuple[int, ...]] | None = None,
 ) -> list[str]:
-    """Why each bind source of `host_config` could be re-pointed by someone untrusted (empty: none can)."""
+    """Why each bind source of `host_config` could be re-pointed by someone untrusted (empty: none can).
+
+    With `identity` (the container's uid and groups): a directory bound read-write must be one that identity
+    may write itself. The runtime makes missing mount points, as root, inside what is mounted above them, and
+    an image's symlinks (`/lib -> usr/lib`) can put a mount point inside a bind however the targets are
+    spelled; in a directory the container may write anyway, that gives it nothing. Bind the others read-only
+    (then the runtime's mkdir fails: read-only file system)."""
     problems = []
     for field, source in bind_sources(host_config):
         try:
             check_bind_source(source, roots, trusted)
         except UnsafePath as exc:
             problems.append(f"{field}: {exc}")
+    if identity is None:
+        return problems
+    uid, gids = identity
+    for field, source in read_write_directory_binds(host_config):
+        try:
+            info = os.lstat(clean_path(source))
+        except OSError:
+            continue  # said above
+        if stat.S_ISDIR(info.st_mode) and not writable_by(info, uid, gids):
+            problems.append(
+                f"{field}: {source} is bound read-write but uid {uid} (groups {sorted(set(gids))}) may not write it: "
+                "the runtime would make mount points in it as root; bind it read-only (':ro'), or bind a directory "
+                "made for the container (a leaf)"
+            )
     return problems

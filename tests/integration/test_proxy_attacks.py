@@ -477,7 +477,7 @@ def test_registry_login_to_a_registry_the_policy_names_is_passed_to_the_daemon(p
 
 def test_allowed_bind_mounts_work(api, proxy, marker):
     host_config = api.create_host_config(
-        binds=[f"{proxy.allowed}/data:/data", f"{proxy.allowed}/ro:/ro:ro"], network_mode="none"
+        binds=[f"{proxy.allowed}/data:/data:ro", f"{proxy.allowed}/ro:/ro:ro"], network_mode="none"
     )
     cid = api.create_container(
         TEST_IMAGE, ["cat", "/data/hello.txt"], user=USER, labels=marker.labels, host_config=host_config

@@ -121,13 +121,16 @@ def test_root_and_named_users_are_refused(setup):
 
 
 def test_directories_above_a_bind_source_cannot_be_changed_by_a_container(setup):
-    """The allowed root is bound read-write, yet a non-root container cannot swap an entry for a link."""
+    """The allowed root cannot be bound read-write by a container that may not write it (the runtime would
+    make mount points in it as root); bound read-only, a non-root container cannot swap an entry for a link."""
+    error = refused(lambda: create(setup, [f"{setup.allowed}:/w"]))
+    assert "bound read-write but uid 4242" in error.explanation
     code, output = run(
-        setup, [f"{setup.allowed}:/w"], "mv /w/plain /w/moved; ln -s / /w/plain; ln -s / /w/new; ls -la /w; true"
+        setup, [f"{setup.allowed}:/w:ro"], "mv /w/plain /w/moved; ln -s / /w/plain; ln -s / /w/new; ls -la /w; true"
     )
     assert (setup.allowed / "plain" / "marker.txt").exists() and not (setup.allowed / "plain").is_symlink()
     assert not (setup.allowed / "new").exists() and not (setup.allowed / "moved").exists()
-    assert "Permission denied" in output
+    assert "Read-only file system" in output
 
 
 def test_a_source_re_pointed_between_create_and_start_is_refused_at_start(setup, docker_api):
@@ -155,7 +158,7 @@ def test_a_flip_loop_racing_create_and_start_never_wins(setup, docker_api):
     )
     root_flipper = create(
         setup,
-        [f"{setup.allowed}:/r"],
+        [f"{setup.allowed}:/r:ro"],  # read-write is refused: the container may not write the root
         "while true; do mv /r/plain /r/x 2>/dev/null; ln -s / /r/plain 2>/dev/null; done",
     )
     setup.api.start(flipper)

@@ -47,7 +47,8 @@ def data_root(base):
 @pytest.fixture(scope="module")
 def proxy(base, data_root, docker_api):
     policy = (
-        "  allowed_images: ['dood-test-busybox:*', 'dood-it-identity-groups:*', 'dood-it-identity-groupname:*']\n"
+        "  allowed_images: ['dood-test-busybox:*', 'dood-it-identity-groups:*', 'dood-it-identity-groupname:*',"
+        " 'dood-ml-example:*']\n"
         f"  allowed_host_roots: ['{data_root}']\n"
         f"  read_only_host_roots: ['{data_root / 'ro'}']\n"
         f"  allowed_users: ['{STEP}', '{OTHER}']\n"
@@ -261,15 +262,24 @@ def test_limits_default_and_are_bounded(proxy, docker_api, data_root, mark):
 
 
 def test_a_step_as_an_allowed_identity_cannot_touch_a_read_only_root(proxy, data_root, mark):
-    """The finding's first step, with an identity that is allowed: the proxy-owned root is not its."""
+    """The finding's first step, with an identity that is allowed: the proxy-owned root is not its. Bound
+    read-write it is refused (the step may not write it, so the runtime must not make mount points in it);
+    bound read-only, the step writes nothing."""
+    error = refused(
+        lambda: proxy.api.create_container(
+            TEST_IMAGE, ["true"], user=STEP, labels=mark.labels,
+            host_config=proxy.api.create_host_config(binds=[f"{data_root}:/w"]),
+        )
+    )  # fmt: skip
+    assert "bound read-write but uid 50000" in error
     script = "echo evil > /w/ro/model.txt; chmod 777 /w/ro/model.txt; mkdir /w/x; echo rc=$?"
-    host_config = proxy.api.create_host_config(binds=[f"{data_root}:/w"])
+    host_config = proxy.api.create_host_config(binds=[f"{data_root}:/w:ro"])
     made = proxy.api.create_container(
         TEST_IMAGE, ["sh", "-c", script], user=STEP, labels=mark.labels, host_config=host_config
     )["Id"]
     proxy.api.start(made)
     proxy.api.wait(made, timeout=60)
-    assert "Permission denied" in proxy.api.logs(made).decode()
+    assert "Read-only file system" in proxy.api.logs(made).decode()
     assert (data_root / "ro" / "model.txt").read_text() == "the champion\n"
     assert oct((data_root / "ro" / "model.txt").stat().st_mode & 0o777) == "0o644"
     assert not (data_root / "x").exists()
@@ -278,3 +288,27 @@ def test_a_step_as_an_allowed_identity_cannot_touch_a_read_only_root(proxy, data
 def _made(path):
     path.mkdir(exist_ok=True)
     return path
+
+
+def test_an_image_symlink_cannot_put_a_mount_point_in_a_directory_the_step_may_not_write(proxy, data_root, mark):
+    """Second attack pass: Debian's `/lib -> usr/lib` put the mount point `/lib/model_v2.pkl` inside a champion
+    directory bound at `/usr/lib`, whatever the lexical rule said; runc made it there, as root. A directory bound
+    read-write must be one the step may write; read-only, the runtime's mkdir fails."""
+    image = "dood-ml-example:latest"
+    champion = data_root / "champion"
+    champion.mkdir(exist_ok=True)
+    os.chown(champion, PROXY_UID, 0)
+    binds = [f"{champion}:/usr/lib", f"{data_root / 'ro' / 'model.txt'}:/lib/model_v2.pkl:ro"]
+    error = refused(
+        lambda: proxy.api.create_container(
+            image, ["true"], user=STEP, labels=mark.labels, host_config=proxy.api.create_host_config(binds=binds)
+        )
+    )
+    assert "bound read-write but uid 50000" in error
+    binds[0] += ":ro"
+    made = proxy.api.create_container(
+        image, ["true"], user=STEP, labels=mark.labels, host_config=proxy.api.create_host_config(binds=binds)
+    )["Id"]
+    with pytest.raises(APIError):  # runc: read-only file system, making the mount point
+        proxy.api.start(made)
+    assert list(champion.iterdir()) == []

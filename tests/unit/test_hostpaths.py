@@ -241,3 +241,28 @@ def test_unsafe_bind_sources_lists_each_problem(root):
     (root / "link").symlink_to("/")
     problems = unsafe_bind_sources({"Binds": [f"{root}/link:/host"]}, [str(root)], ME)
     assert len(problems) == 1 and "HostConfig.Binds[0]" in problems[0] and "symlink" in problems[0]
+
+
+def test_a_directory_bound_read_write_must_be_one_the_container_may_write(root):
+    """The runtime makes mount points, as root, in what is mounted above them (an image's `/lib -> usr/lib`
+    puts one inside a bind however targets are spelled): read-write only where the container writes anyway."""
+    from dood.hostpaths import unsafe_bind_sources
+
+    theirs = root / "theirs"
+    theirs.mkdir(mode=0o755)
+    shared = root / "shared"
+    shared.mkdir()
+    os.chown(shared, os.geteuid(), 4242)
+    os.chmod(shared, 0o2770)
+
+    def problems(binds, uid=50000, gids=(0,)):
+        return unsafe_bind_sources({"Binds": binds}, [str(root)], ME, identity=(uid, gids))
+
+    assert problems([f"{theirs}:/w:ro"]) == []
+    assert "bound read-write but uid 50000" in problems([f"{theirs}:/w"])[0]
+    assert problems([f"{shared}:/w"], gids=(4242,)) == []  # a leaf of its group
+    assert problems([f"{shared}:/w"], gids=(0,)) != []
+    assert problems([f"{theirs}:/w"], uid=os.geteuid(), gids=(0,)) == []  # its owner
+    mount = {"Type": "bind", "Source": str(theirs), "Target": "/w"}
+    assert unsafe_bind_sources({"Mounts": [mount]}, [str(root)], ME, identity=(50000, (0,))) != []
+    assert unsafe_bind_sources({"Mounts": [{**mount, "ReadOnly": True}]}, [str(root)], ME, identity=(50000, (0,))) == []

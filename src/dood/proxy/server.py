@@ -20,6 +20,7 @@ from dood.gpu_inventory import GpuInventory
 from dood.hostpaths import unsafe_bind_sources
 from dood.naming import DEFAULT_STACK, HOST_LABEL, MANAGED_LABEL, STACK_LABEL
 from dood.policy import MalformedBody, Policy, apply_defaults, canonical_create_body, parse_json, violations
+from dood.policy.model import parse_user
 from dood.proxy import directories, rules, wire
 from dood.proxy.daemon import Daemon, Endpoint
 from dood.proxy.gpus import GpuReferee
@@ -270,7 +271,7 @@ class ProxyServer:
         canonical["Labels"] = self.identity.labels(canonical.get("Labels"))  # every dood.* label is ours
         name = target.query.get("name")
         self.identity.check_name(name, canonical["Labels"])  # another stack's names are not free to take
-        await self._check_bind_sources(canonical.get("HostConfig") or {}, "create")
+        await self._check_bind_sources(canonical.get("HostConfig") or {}, "create", canonical.get("User"))
         apply_defaults(canonical, self.policy)  # the policy's process (and memory) limits where none is set
         # No setuid or file capability may lift a container above its (non-root) user: what keeps it from
         # changing the directories above its bind sources.
@@ -309,7 +310,7 @@ class ProxyServer:
         if route.action == "start":  # the daemon resolves bind sources now: check them again, now
             inspected = await self._inspect(owned, target.prefix)
             host_config = inspected.get("HostConfig") or {}
-            await self._check_bind_sources(host_config, "start")
+            await self._check_bind_sources(host_config, "start", (inspected.get("Config") or {}).get("User"))
             await self._check_group_names(owned, host_config.get("GroupAdd") or [], target.prefix)
             gpus = self.gpus.starting(inspected, target.prefix)  # an exited container's GPUs may be another's now
         path = target.path.replace(f"/containers/{route.container}", f"/containers/{owned.container_id}", 1)
@@ -319,9 +320,15 @@ class ProxyServer:
             self.ownership.forget(owned.container_id)
         return keep
 
-    async def _check_bind_sources(self, host_config: dict, when: str) -> None:
-        """Refuse (403) a bind source whose directories someone untrusted could re-point (dood.hostpaths)."""
-        problems = await asyncio.to_thread(unsafe_bind_sources, host_config, self.policy.allowed_host_roots)
+    async def _check_bind_sources(self, host_config: dict, when: str, user: object = None) -> None:
+        """Refuse (403) a bind source whose directories someone untrusted could re-point, or a directory bound
+        read-write that the container's identity may not write (dood.hostpaths)."""
+        owner = parse_user(user)
+        groups = tuple(int(g) for g in host_config.get("GroupAdd") or [] if str(g).isdigit())
+        identity = (owner[0], (owner[1], *groups)) if owner is not None and not self.policy.allow_root_user else None
+        problems = await asyncio.to_thread(
+            unsafe_bind_sources, host_config, self.policy.allowed_host_roots, identity=identity
+        )
         if problems:
             raise Refused(403, f"refusing to {when}: a bind source could be re-pointed: " + "; ".join(problems))
 
