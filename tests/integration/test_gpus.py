@@ -286,6 +286,11 @@ def test_through_the_proxy_colliding_gpu_requests_are_refused(engine, gpu_proxy)
     _, free = _raw_create(gpu_proxy.url, _gpu_request(Count=0, DeviceIDs=["2"]))  # a free one passes
     client.start(free)
     assert engine.gpus_given(free) == ("2",) and engine.gpus_given(first) == ("1",)
+    # The proxy's engine lock around a GPU start goes once the start's answer is relayed: wait for it to go.
+    deadline = time.monotonic() + 30
+    while any("/dood-gpu-lock" in c["Names"] for c in engine.api().containers(all=True)):
+        assert time.monotonic() < deadline, "the proxy's dood-gpu-lock was not removed within 30 s of the start"
+        time.sleep(0.1)
     assert len(engine.api().containers(all=True)) == 2  # nothing refused was created
 
 
