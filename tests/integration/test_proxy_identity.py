@@ -312,3 +312,20 @@ def test_an_image_symlink_cannot_put_a_mount_point_in_a_directory_the_step_may_n
     with pytest.raises(APIError):  # runc: read-only file system, making the mount point
         proxy.api.start(made)
     assert list(champion.iterdir()) == []
+
+
+def test_named_hosts_containers_and_name_holders_stay_unnamed(proxy, docker_api, mark):
+    """Second attack pass: a proxy without --host listed its stack's containers launched for a named host, and
+    a name conflict's 409 carried the full id of the container holding the name (another stack's, say)."""
+    labels = {**mark.labels, "dood.managed": "true", "dood.stack": "ident", "dood.host": "gpu-b"}
+    elsewhere = docker_api.create_container(TEST_IMAGE, ["true"], labels=labels, name=f"held-{mark.labels[MARK]}")
+    listed = {c["Id"] for c in proxy.api.containers(all=True, filters={"label": f"{MARK}={mark.labels[MARK]}"})}
+    assert elsewhere["Id"] not in listed
+    ours = proxy.api.create_container(TEST_IMAGE, ["true"], user=STEP, labels=mark.labels)["Id"]
+    assert ours in {c["Id"] for c in proxy.api.containers(all=True, filters={"label": f"{MARK}={mark.labels[MARK]}"})}
+    with pytest.raises(APIError) as caught:
+        proxy.api.create_container(
+            TEST_IMAGE, ["true"], user=STEP, labels=mark.labels, name=f"held-{mark.labels[MARK]}"
+        )
+    assert caught.value.status_code == 409  # the SDK's conflict, as before
+    assert elsewhere["Id"][:12] not in str(caught.value.explanation)

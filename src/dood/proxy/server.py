@@ -187,6 +187,8 @@ class ProxyServer:
         if route.kind == "pull":
             self._check_image(rules.pull_reference(target.query))
             return await self._forward(request, target.uri(), b"", reader, writer)
+        if route.kind == "list" and self.host is None:  # "no dood.host label" is no filter Docker has
+            return await self._list_of_no_host(target, writer)
         if route.kind in ("list", "events"):
             query = self._only_ours(target.query)
             return await self._forward(request, target.uri(query=query), b"", reader, writer)
@@ -223,6 +225,21 @@ class ProxyServer:
             # every value logged was checked: no control character reaches the log
             log.info("directory %s ready for %s", answer["path"], answer.get("user") or "trusted users")
         writer.write(wire.json_bytes_response(200, json.dumps(answer).encode()))
+        await writer.drain()
+        return True
+
+    async def _list_of_no_host(self, target: Target, writer: asyncio.StreamWriter) -> bool:
+        """A proxy without --host lists its stack's containers launched for no named host (those launched for
+        one are another proxy's: it does not touch them, nor show them)."""
+        status, answer = await self.daemon.call("GET", target.uri(query=self._only_ours(target.query)))
+        if status == 200:
+            try:
+                listed = json.loads(answer)
+                kept = [c for c in listed if HOST_LABEL not in (c.get("Labels") or {})]
+                answer = json.dumps(kept).encode()
+            except (ValueError, TypeError, AttributeError):
+                raise Refused(502, "the daemon's container list is not readable") from None
+        writer.write(wire.json_bytes_response(status, answer))
         await writer.drain()
         return True
 
@@ -288,6 +305,11 @@ class ProxyServer:
         if response.status == 201:
             with contextlib.suppress(ValueError, KeyError, TypeError, AttributeError):
                 self.ownership.remember(json.loads(answer)["Id"])
+        elif response.status == 409:  # the daemon names the container holding the name: maybe another stack's
+            message = f"dood-proxy: the container name {name!r} is already in use on this Docker host"
+            writer.write(wire.error_response(409, message))
+            await writer.drain()
+            return True
         writer.write(complete(response, answer))
         await writer.drain()
         return True
