@@ -113,6 +113,22 @@ async def host_gid_map(daemon: Any, user: str = DEFAULT_REMAP_USER) -> Callable[
     return await asyncio.to_thread(gid_map_of, info, user)
 
 
+async def host_ids(daemon: Any, user: str = DEFAULT_REMAP_USER) -> RemapIds | None:
+    """The engine's remap (container ids -> host ids), None when it does not remap; RemapUnknown as
+    `host_gid_map` says. For checks of host files against a container's identity."""
+    status, body = await daemon.call("GET", "/info")
+    try:
+        info = json.loads(body) if status == 200 else None
+    except ValueError:
+        info = None
+    if not isinstance(info, dict):
+        raise RemapUnknown(f"the Docker daemon's /info answered {status}: its user namespaces are unknown")
+    security = EngineSecurity.from_info(info)
+    if not security.userns:
+        return None
+    return await asyncio.to_thread(RemapIds.load, security.remapped_root, user)
+
+
 def gid_map_of(
     info: Mapping[str, Any], user: str = DEFAULT_REMAP_USER, subuid: str = SUBUID, subgid: str = SUBGID
 ) -> Callable[[int], int | None] | None:

@@ -8,6 +8,7 @@ raw daemon. Each case asserts the refusal and, on the raw socket, that nothing w
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import uuid
@@ -309,9 +310,11 @@ def test_an_image_symlink_cannot_put_a_mount_point_in_a_directory_the_step_may_n
     made = proxy.api.create_container(
         image, ["true"], user=STEP, labels=mark.labels, host_config=proxy.api.create_host_config(binds=binds)
     )["Id"]
-    with pytest.raises(APIError):  # runc: read-only file system, making the mount point
+    # Docker orders mounts of one depth in no fixed order: mounted first, the file's mount point is made in the
+    # image's own /usr/lib (then hidden); mounted after the read-only bind, runc's mkdir fails. Either way:
+    with contextlib.suppress(APIError):
         proxy.api.start(made)
-    assert list(champion.iterdir()) == []
+    assert list(champion.iterdir()) == []  # nothing was made in the directory the step may not write
 
 
 def test_named_hosts_containers_and_name_holders_stay_unnamed(proxy, docker_api, mark):

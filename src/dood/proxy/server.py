@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 
 from dood import engine_security
 from dood.gpu_inventory import GpuInventory
-from dood.hostpaths import unsafe_bind_sources
+from dood.hostpaths import read_write_directory_binds, unsafe_bind_sources
 from dood.naming import DEFAULT_STACK, HOST_LABEL, MANAGED_LABEL, STACK_LABEL
 from dood.policy import MalformedBody, Policy, apply_defaults, canonical_create_body, parse_json, violations
 from dood.policy.model import parse_user
@@ -347,12 +347,28 @@ class ProxyServer:
         read-write that the container's identity may not write (dood.hostpaths)."""
         owner = parse_user(user)
         groups = tuple(int(g) for g in host_config.get("GroupAdd") or [] if str(g).isdigit())
-        identity = (owner[0], (owner[1], *groups)) if owner is not None and not self.policy.allow_root_user else None
+        identity = None
+        if owner is not None and not self.policy.allow_root_user and read_write_directory_binds(host_config):
+            identity = await self._host_identity(owner[0], (owner[1], *groups))
         problems = await asyncio.to_thread(
             unsafe_bind_sources, host_config, self.policy.allowed_host_roots, identity=identity
         )
         if problems:
             raise Refused(403, f"refusing to {when}: a bind source could be re-pointed: " + "; ".join(problems))
+
+    async def _host_identity(self, uid: int, gids: tuple[int, ...]) -> tuple[int, tuple[int, ...]]:
+        """The container's ids as the host sees them: the same, or mapped on an engine that remaps user
+        namespaces (a file's owner on the host is compared with the host ids)."""
+        try:
+            remap = await engine_security.host_ids(self.daemon)
+        except engine_security.RemapUnknown as exc:
+            raise Refused(503, str(exc)) from None
+        if remap is None:
+            return uid, gids
+        host_uid = remap.host_uid(uid)
+        if host_uid is None:
+            raise Refused(403, f"uid {uid} is outside the engine's user-namespace ranges")
+        return host_uid, tuple(g for g in map(remap.host_gid, gids) if g is not None)
 
     async def _check_group_names(self, owned: Owned, groups: list, prefix: str) -> None:
         """Refuse (403) to start a container whose image would resolve a `GroupAdd` number to another gid
