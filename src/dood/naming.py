@@ -17,6 +17,9 @@ from typing import Any
 from dood.exceptions import DoodConfigError
 
 LABEL_PREFIX = "dood."
+#: A pipeline's DAG id is this prefix and the pipeline's name (`dood.dag_factory`); the UI reads it back
+#: (`dood.ui.metrics`) without importing the DAG factory and, through it, the operators.
+DAG_ID_PREFIX = "dood_"
 MANAGED_LABEL = "dood.managed"
 #: Which deployment (stack) launched a container: two stacks sharing a Docker host never see, adopt, stop
 #: or remove each other's containers. Forced by a stack's dood-proxy.

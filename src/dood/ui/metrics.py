@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from dood.dag_factory import DAG_ID_PREFIX
+from dood.naming import DAG_ID_PREFIX
 
 EVALUATE, PROMOTE = "evaluate", "promote"
 MAX_RUNS = 1000

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from dood.handoff import waiters
-from dood.janitor import MISSING
+from dood.owner import NO_TASK_INSTANCE as MISSING
 from dood.ui.rows import HandedOff, TaskKey
 
 
