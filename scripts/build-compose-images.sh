@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build, locally, the images docker-compose.yml runs (the ML step image comes from scripts/build-images.sh).
-#   scripts/build-compose-images.sh [airflow|postgres|redis|all]     (default: all; redis: for the celery profile)
+#   scripts/build-compose-images.sh [airflow|postgres|redis|all]     (default: all, redis included)
 #
 # - AIRFLOW_IMAGE (default dood-airflow:3.3.2): images/airflow/Dockerfile on AIRFLOW_BASE
 #   (default apache/airflow:3.3.2-python3.11) when it can be pulled; otherwise (no registry, or OFFLINE=1) on
@@ -8,8 +8,9 @@
 #   Rebuilt when the plugin, pyproject.toml or images/airflow/ changed (a hash kept as an image label).
 # - Postgres: the public POSTGRES_PUBLIC (default postgres:16) when it can be pulled; otherwise
 #   dood-postgres:15 from images/postgres/ (Debian's postgresql package).
-# - Redis (only for `--profile celery`): REDIS_PUBLIC (default redis:7.2-bookworm), else dood-redis:7 (Debian's
-#   redis-server on the local base).
+# - Redis (the broker of `--profile celery`): REDIS_PUBLIC (default redis:7.2-bookworm) when it can be pulled;
+#   otherwise dood-redis:7 from images/redis/ on the local base, with Debian's redis-server .deb files fetched
+#   by the host's apt (resolved against the base's dpkg status) and built with --network none.
 # Skips what is up to date unless FORCE=1. Writes the image names to use into var/compose/images.env
 # (KEY=VALUE lines, read by scripts/compose-e2e.sh and tests/e2e).
 set -euo pipefail
@@ -144,27 +145,56 @@ build_postgres() {
   done_msg "$POSTGRES_LOCAL" "$t0"
 }
 
+# host_debs DIR BASE PACKAGE...: into DIR, the host's .deb files of PACKAGE and of every dependency BASE lacks,
+# resolved by the host's apt against BASE's own dpkg status (so versions match BASE's libraries), fetched with
+# `apt-get download` on the host (the Debian mirror the host's apt uses, or its cache): the image build then
+# installs them with dpkg and needs no network. BASE must be the host's Debian release (bookworm).
+host_debs() {
+  local dir="$1" base="$2" status="$WORK/base-dpkg-status" plan
+  shift 2
+  command -v apt-get >/dev/null || die "apt-get is not on this host: the offline build takes Debian packages from the host's apt"
+  docker run --rm --network none --entrypoint cat "$base" /var/lib/dpkg/status >"$status" ||
+    die "cannot read the dpkg status of $base"
+  resolve() {  # the packages (name=version) apt would install on top of BASE
+    apt-get -s -o Dir::State::status="$status" -o Debug::NoLocking=1 install --no-install-recommends "$@" 2>"$WORK/apt.err" |
+      sed -n 's/^Inst \([^ ]*\) (\([^ ]*\) .*/\1=\2/p'
+  }
+  plan="$(resolve "$@" || true)"
+  if [[ -z "$plan" ]] || ! (mkdir -p "$dir" && cd "$dir" && xargs apt-get download -qq <<<"$plan" >"$WORK/apt-download.log" 2>&1); then
+    say "the host's package lists look stale: apt-get update"
+    [[ $(id -u) -eq 0 ]] || die "cannot resolve $* on the host and cannot refresh apt's lists (not root): apt-get update"
+    apt-get -qq -o DPkg::Lock::Timeout=300 update >/dev/null || die "apt-get update failed"
+    plan="$(resolve "$@" || true)"
+    [[ -n "$plan" ]] || { cat "$WORK/apt.err" >&2; die "the host's apt cannot resolve $* for $base"; }
+    rm -f "$dir"/*.deb
+    (cd "$dir" && xargs apt-get download -qq <<<"$plan" >"$WORK/apt-download.log" 2>&1) ||
+      { tail -n 20 "$WORK/apt-download.log" >&2; die "apt-get download of $(tr '\n' ' ' <<<"$plan") failed"; }
+  fi
+  say "host packages for $base: $(tr '\n' ' ' <<<"$plan")"
+}
+
 REDIS_IMAGE_CHOSEN=""
 build_redis() {
+  if [[ -n "${REDIS_IMAGE:-}" ]]; then  # chosen by the user: only check it is there
+    have_image "$REDIS_IMAGE" || can_use_public "$REDIS_IMAGE" || die "REDIS_IMAGE=$REDIS_IMAGE is not available"
+    REDIS_IMAGE_CHOSEN="$REDIS_IMAGE"; say "$REDIS_IMAGE: given by REDIS_IMAGE"; return
+  fi
   if can_use_public "$REDIS_PUBLIC"; then
     REDIS_IMAGE_CHOSEN="$REDIS_PUBLIC"; say "$REDIS_PUBLIC: available"; return
   fi
   REDIS_IMAGE_CHOSEN="$REDIS_LOCAL"
   if [[ "$FORCE" != 1 ]] && have_image "$REDIS_LOCAL"; then say "$REDIS_LOCAL: exists, skipped"; return; fi
-  local t0 out="$WORK/redis-build.log"
+  local t0 out="$WORK/redis-build.log" ctx="$WORK/redis-context"
   t0=$(date +%s)
-  say "$REDIS_LOCAL: $REDIS_PUBLIC is not available; building Debian's redis-server on $BASE_IMAGE"
+  say "$REDIS_LOCAL: $REDIS_PUBLIC is not available; docker build images/redis (BASE_IMAGE=$BASE_IMAGE, Debian's redis-server from the host's apt, no network in the build)"
   have_image "$BASE_IMAGE" || bash "$ROOT/scripts/build-images.sh" base ||
     die "$BASE_IMAGE is missing and could not be built (scripts/build-images.sh base)"
-  # Small enough to keep inline: the broker of the celery profile, nothing persisted.
-  docker build -t "$REDIS_LOCAL" - >"$out" 2>&1 <<DOCKERFILE || { tail -n 30 "$out" >&2; die "docker build of $REDIS_LOCAL failed"; }
-FROM $BASE_IMAGE
-RUN apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server >/dev/null \\
- && rm -rf /var/lib/apt/lists/* /var/cache/apt/archives/*.deb
-USER redis
-EXPOSE 6379
-CMD ["redis-server", "--protected-mode", "no", "--save", "", "--appendonly", "no"]
-DOCKERFILE
+  mkdir -p "$ctx"
+  cp -r "$ROOT/images/redis/." "$ctx/"
+  rm -f "$ctx"/debs/*.deb
+  host_debs "$ctx/debs" "$BASE_IMAGE" redis-server
+  docker build --network none --build-arg "BASE_IMAGE=$BASE_IMAGE" -t "$REDIS_LOCAL" "$ctx" >"$out" 2>&1 ||
+    { tail -n 30 "$out" >&2; die "docker build of $REDIS_LOCAL failed"; }
   done_msg "$REDIS_LOCAL" "$t0"
 }
 
@@ -191,7 +221,7 @@ case "$TARGET" in
   airflow) build_airflow ;;
   postgres) build_postgres ;;
   redis) build_redis ;;
-  all) build_airflow; build_postgres ;;
+  all) build_airflow; build_postgres; build_redis ;;
   *) die "usage: $0 [airflow|postgres|redis|all]" ;;
 esac
 write_env_file

@@ -65,3 +65,6 @@ cp "$DIR/ca.pem" "$DIR/client/ca.pem"
 openssl verify -CAfile "$DIR/ca.pem" "$DIR/$HOST/server-cert.pem" "$DIR/client/cert.pem" >/dev/null \
   || die "the certificates do not verify against $DIR/ca.pem"
 say "done: proxy --tls-cert $DIR/$HOST/server-cert.pem --tls-key $DIR/$HOST/server-key.pem --tls-ca-cert $DIR/ca.pem"
+# For docker-compose: a path it reads as a path (it takes `var/certs`, without ./, for a volume's name)
+case "$DIR" in /* | ./* | ../*) compose_dir="$DIR" ;; *) compose_dir="./$DIR" ;; esac
+say "compose: DOOD_CERTS=$compose_dir (or DOOD_UI_CERTS, for the UI's own CA; relative to the checkout)"
