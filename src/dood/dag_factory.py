@@ -5,7 +5,7 @@ Runs at DAG-parse time, so it only reads the config file: no Docker, no network.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING
 
 from airflow.sdk import DAG, Param
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from dood.config import Host
-    from dood.pipeline_config import Pipeline
+    from dood.pipeline_config import Pipeline, Step
 
 DAG_ID_PREFIX = "dood_"
 
@@ -92,6 +92,16 @@ def run_params(pipeline: Pipeline) -> dict[str, Param]:
     return params
 
 
+def step_retries(step: Step) -> dict[str, object]:
+    """A step's own `retries` and `retry_delay` (BaseOperator arguments), where it overrides the pipeline's."""
+    own: dict[str, object] = {}
+    if step.retries is not None:
+        own["retries"] = step.retries
+    if step.retry_delay_seconds is not None:
+        own["retry_delay"] = timedelta(seconds=step.retry_delay_seconds)
+    return own
+
+
 def build_dag(
     name: str, pipeline: Pipeline, config_path: str | None = None, hosts: Mapping[str, Host] | None = None
 ) -> DAG:
@@ -106,6 +116,7 @@ def build_dag(
         params=run_params(pipeline),
         default_args={
             "retries": pipeline.retries,
+            "retry_delay": timedelta(seconds=pipeline.retry_delay_seconds),
             # Every kind of run obeys this, backfills too (their own max_active_runs does not bound trainings).
             "max_active_tis_per_dag": pipeline.max_active_trainings or pipeline.max_active_runs,
             **({"pool": pipeline.pool} if pipeline.pool else {}),
@@ -125,6 +136,7 @@ def build_dag(
                 step_name=step_name,
                 config_path=config_path,
                 placement=step_placement(pipeline.steps[step_name], hosts or {}),
+                **step_retries(pipeline.steps[step_name]),
             )
             if previous is not None:
                 previous >> task

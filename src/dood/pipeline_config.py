@@ -54,6 +54,19 @@ class Step(_Strict):
         description="Run on any host carrying all these labels (hosts.<name>.labels).",
         examples=[{"gpu": "a100"}],
     )
+    retries: int | None = Field(
+        default=None,
+        ge=0,
+        description="Retries of this step; none: the pipeline's `retries`. A retry adopts the earlier try's "
+        "container while it still runs (a worker that died), so a retry costs a wait, not a second training.",
+    )
+    retry_delay_seconds: int | None = Field(
+        default=None,
+        ge=0,
+        le=86400,
+        description="Seconds between a failed try and the next of this step; none: the pipeline's "
+        "`retry_delay_seconds`.",
+    )
 
     @model_validator(mode="after")
     def _one_placement(self) -> Step:
@@ -141,7 +154,21 @@ class Pipeline(_Strict):
         ),
     )
     pool: str | None = Field(default=None, description="Airflow pool bounding concurrent steps (create it first).")
-    retries: int = Field(default=1, ge=0, description="Retries of each step.")
+    retries: int = Field(
+        default=1,
+        ge=0,
+        description="Retries of each step (a step's `retries` overrides it). A try whose worker died fails "
+        "after Airflow's task heartbeat timeout; its retry adopts the container, which ran on meanwhile "
+        "(docs/hosts.md). With 0, that run fails while its container goes on.",
+    )
+    retry_delay_seconds: int = Field(
+        default=15,
+        ge=0,
+        le=86400,
+        description="Seconds between a failed try and the next, for each step (a step's own overrides it; "
+        "Airflow's default is 300). Short, since a retry first adopts the earlier try's running container; "
+        "a step that failed for real is started again that much sooner.",
+    )
     data_root: str = Field(description="Input data (Airflow-side path), mounted read-only.")
     model_root: str = Field(description="Model registry (Airflow-side path) holding the champion.")
     artifact_root: str = Field(description="Where each run's partition (data slice, model, metrics) is written.")

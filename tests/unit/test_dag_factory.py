@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -105,6 +106,15 @@ def test_bad_param_value_is_rejected():
         ({"artifact_root": "relative/dir"}, "pipelines.p.artifact_root"),
         ({"hyperparameters": {"depth": {"default": 50, "maximum": 10}}}, "pipelines.p.hyperparameters.depth"),
         ({"max_active_runs": 0}, "pipelines.p.max_active_runs"),
+        ({"retry_delay_seconds": -1}, "pipelines.p.retry_delay_seconds"),
+        (
+            {"steps": {"prepare": STEP, "train": {**STEP, "retries": -1}, "evaluate": STEP}},
+            "pipelines.p.steps.train.retries",
+        ),
+        (
+            {"steps": {"prepare": STEP, "train": {**STEP, "retry_delay_seconds": "soon"}, "evaluate": STEP}},
+            "pipelines.p.steps.train.retry_delay_seconds",
+        ),
     ],
 )
 def test_config_errors_name_pipeline_step_and_field(change, path):
@@ -129,6 +139,20 @@ def test_every_step_is_bounded_across_all_runs_backfills_included():
     assert {t.max_active_tis_per_dag for t in dag.tasks} == {2}
     tighter = build_dags(parse_config({"pipelines": {"p": pipeline(max_active_runs=3, max_active_trainings=1)}}))
     assert {t.max_active_tis_per_dag for t in tighter["dood_p"].tasks} == {1}
+
+
+def test_retries_and_their_delay_default_short_and_each_step_may_set_its_own():
+    """A retry adopts the earlier try's running container, so the default delay is seconds, not Airflow's 300."""
+    dag = build_dags(parse_config({"pipelines": {"p": pipeline()}}))["dood_p"]
+    assert {(t.retries, t.retry_delay) for t in dag.tasks} == {(1, timedelta(seconds=15))}
+    steps = {"prepare": STEP, "train": {**STEP, "retries": 3, "retry_delay_seconds": 30}, "evaluate": STEP}
+    config = parse_config({"pipelines": {"p": pipeline(retries=0, retry_delay_seconds=5, steps=steps)}})
+    tasks = {t.task_id: (t.retries, t.retry_delay) for t in build_dags(config)["dood_p"].tasks}
+    assert tasks == {
+        "prepare": (0, timedelta(seconds=5)),
+        "train": (3, timedelta(seconds=30)),
+        "evaluate": (0, timedelta(seconds=5)),
+    }
 
 
 def test_promotion_defaults_are_safe_for_backfills():
