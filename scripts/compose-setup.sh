@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # One step before `docker-compose up -d`, with or without a registry: builds the images (the public bases
 # where a registry answers, local fallbacks where none does) and writes `.env` next to docker-compose.yml
-# with everything compose needs: the data root, the socket's group, the image names, an admin password.
+# with everything compose needs: the data root, the engine's socket and its group, the image names, an admin
+# password. The socket: DOOD_DOCKER_SOCKET, else the path of DOCKER_HOST=unix://..., else .env's, else
+# /var/run/docker.sock; the group is read from that socket.
 #   scripts/compose-setup.sh            # then: docker-compose up -d   (or: docker compose up -d)
 # An existing .env keeps its values (password, port, root); only the image names are refreshed.
 # DOOD_ENV_FILE=path writes another file instead (then: docker-compose --env-file path up -d); the compose
@@ -22,6 +24,27 @@ put() {  # put KEY VALUE: set (or replace) one line of .env
 }
 
 bash "$ROOT/scripts/ensure-docker.sh"
+# The engine's socket, mounted into the two proxies, and its group (DOCKER_GID, the proxies' only privilege):
+# the shell's DOOD_DOCKER_SOCKET, else the path of the shell's DOCKER_HOST=unix://..., else .env's
+# DOOD_DOCKER_SOCKET, else /var/run/docker.sock. The group is read from that socket, never from another.
+socket="${DOOD_DOCKER_SOCKET:-}"
+gid=""
+case "${DOCKER_HOST:-}" in
+  "") ;;
+  unix://*) socket="${socket:-${DOCKER_HOST#unix://}}" ;;
+  *) # tcp://, ssh://: the socket is on another host; its path and group cannot be read from here
+    gid="${DOCKER_GID:-$(get DOCKER_GID)}"
+    [[ -n "$gid" ]] || die "DOCKER_HOST=$DOCKER_HOST is not a unix socket on this host: set DOOD_DOCKER_SOCKET (the socket's path on the engine's host) and DOCKER_GID (its group there: stat -c %g SOCKET) in $ENV_FILE" ;;
+esac
+socket="${socket:-$(get DOOD_DOCKER_SOCKET)}"
+socket="${socket:-/var/run/docker.sock}"
+[[ "$socket" == /* ]] || die "DOOD_DOCKER_SOCKET=$socket: give the absolute host path of the engine's unix socket"
+if [[ -z "$gid" ]]; then
+  [[ -S "$socket" ]] || die "DOOD_DOCKER_SOCKET=$socket is not a unix socket on this host: give the path of the engine's socket (rootless Docker: \$XDG_RUNTIME_DIR/docker.sock; docker context inspect shows it)"
+  gid="$(stat -c %g "$socket")"
+fi
+put DOOD_DOCKER_SOCKET "$socket"
+put DOCKER_GID "$gid"
 DOCKER_BUILDKIT=0 bash "$ROOT/scripts/build-images.sh" ml
 DOCKER_BUILDKIT=0 bash "$ROOT/scripts/build-compose-images.sh"
 [[ -f "$IMAGES_ENV" ]] || die "$IMAGES_ENV was not written by scripts/build-compose-images.sh"
@@ -30,7 +53,15 @@ host_root=$(get DOOD_HOST_ROOT)
 host_root=${host_root:-$ROOT/var/compose/dood}
 mkdir -p "$host_root"
 put DOOD_HOST_ROOT "$host_root"
-put DOCKER_GID "$(stat -c %g /var/run/docker.sock)"
+# The certificate directories of docs/hosts.md: compose reads a path that starts with neither / nor . as a
+# volume's name, so a relative one (var/certs, the docs' own) is written back as ./var/certs.
+for key in DOOD_CERTS DOOD_UI_CERTS; do
+  value=$(get "$key")
+  case "$value" in
+    "" | /* | ./* | ../* | "~"*) ;;
+    *) put "$key" "./$value"; say "$key=$value in $ENV_FILE written as ./$value (compose would take it for a volume's name)" ;;
+  esac
+done
 [[ -n "$(get _AIRFLOW_WWW_USER_PASSWORD)" ]] || put _AIRFLOW_WWW_USER_PASSWORD "$(python3 -c 'import secrets; print(secrets.token_urlsafe(12))')"
 while IFS='=' read -r key value; do
   [[ "$key" =~ ^[A-Z_]+$ ]] && put "$key" "$value"
