@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test unit integration e2e venv docker chromium redis images images-test bench clean
+.PHONY: demo test check unit integration e2e venv docker chromium redis images images-test bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,14 @@ images: docker
 test: venv images chromium redis
 	$(BIN)/python -m pytest tests --ignore=tests/e2e
 	@bash scripts/compose-e2e.sh
+
+## make check: lint, formatting, types and the unit tests, in about a minute; CI runs it before `make test`.
+## As a pre-commit hook: ln -s ../../scripts/pre-commit .git/hooks/pre-commit
+check: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/python -m pytest tests/unit -q -p no:cacheprovider
 
 unit: venv
 	$(BIN)/python -m pytest tests/unit

@@ -66,7 +66,7 @@ def configure_task_logging(log_path: Path):
     """
     from airflow.sdk.log import configure_logging
 
-    stream = open(log_path, "wb", buffering=0)  # noqa: SIM115 - lives as long as the process
+    stream = open(log_path, "wb", buffering=0)
     configure_logging(json_output=True, output=stream, sending_to_supervisor=True)
     return stream
 

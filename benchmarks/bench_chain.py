@@ -147,10 +147,10 @@ def worker(variant: str, tasks: int, when: str, out: Path) -> int:
     """One dag.test() of the variant's chain; writes the elapsed time, task states and request counts to `out`."""
     import docker  # noqa: F401  (imported before the clock starts, as a task process has its operator imported)
     from airflow.models.dagrun import DagRun
-    from airflow.providers.docker.operators.docker import DockerOperator  # noqa: F401
+    from airflow.providers.docker.operators.docker import DockerOperator
     from airflow.utils.session import create_session
 
-    from dood.operators.container import DoodContainerOperator  # noqa: F401
+    from dood.operators.container import DoodContainerOperator
 
     sys.path.insert(0, os.environ["AIRFLOW__CORE__DAGS_FOLDER"])
     import bench_chain_dags  # the DAG file dag.test() finds in the dags folder (it serializes the DAGs there)

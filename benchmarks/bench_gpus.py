@@ -39,14 +39,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import docker  # noqa: E402
+import docker
 
-from dood.config import parse_config  # noqa: E402
-from dood.gpu_claims import GpuClaims  # noqa: E402
-from dood.launcher import ContainerLauncher, ContainerSpec  # noqa: E402
-from dood.naming import TaskIdentity  # noqa: E402
-from dood.resources import Resources  # noqa: E402
-from tests.integration.second_engine import SecondEngine  # noqa: E402
+from dood.config import parse_config
+from dood.gpu_claims import GpuClaims
+from dood.launcher import ContainerLauncher, ContainerSpec
+from dood.naming import TaskIdentity
+from dood.resources import Resources
+from tests.integration.second_engine import SecondEngine
 
 IMAGE = "dood-test-busybox:latest"
 OLD_COMMIT = "03572e6"  # the claims before the queue: every die/destroy woke every waiter

@@ -38,10 +38,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import docker  # noqa: E402
+import docker
 
-from tests.integration.airflow_stack import MAIN_ENGINE_URL  # noqa: E402
-from tests.integration.celery_stack import BENCH_DAGS, two_hosts  # noqa: E402
+from tests.integration.airflow_stack import MAIN_ENGINE_URL
+from tests.integration.celery_stack import BENCH_DAGS, two_hosts
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DAGS = {"a": "dood_hc_pinned_a", "b": "dood_hc_pinned"}
@@ -60,7 +60,7 @@ def _patient(read, *args, seconds: float = 120):
     while True:
         try:
             return read(*args)
-        except Exception:  # noqa: BLE001 - the single api-server is busy: ask again
+        except Exception:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.5)

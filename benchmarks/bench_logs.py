@@ -116,7 +116,7 @@ def worker(variant: str, lines: int, out: Path) -> int:
     rss_before = common.current_rss_mib()
     peak_before = common.peak_rss_mib()
 
-    sink = open(log_path, "wb") if variant in ("raw", "raw_attach") else None  # noqa: SIM115
+    sink = open(log_path, "wb") if variant in ("raw", "raw_attach") else None
     usage_before = resource.getrusage(resource.RUSAGE_SELF)
     start = time.perf_counter()
     try:

@@ -32,7 +32,7 @@ from pathlib import Path
 import docker
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import IMAGE, median  # noqa: E402
+from _common import IMAGE, median
 
 DIRECT_URL = "unix:///var/run/docker.sock"
 GOAL = 1.10

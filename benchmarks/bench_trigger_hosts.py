@@ -30,9 +30,9 @@ from bench_trigger import IMAGE, CountedTrigger, measure, percentile, sleeps, st
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.integration.proxy_process import running_proxy  # noqa: E402
-from tests.integration.second_engine import SecondEngine  # noqa: E402
-from tests.ports import free_port, wait_for_port  # noqa: E402
+from tests.integration.proxy_process import running_proxy
+from tests.integration.second_engine import SecondEngine
+from tests.ports import free_port, wait_for_port
 
 ROOT = Path(__file__).resolve().parents[1]
 STACK = "bench-hosts"

@@ -19,8 +19,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import _common as common  # noqa: E402
-from bench_logs import count_forwarded  # noqa: E402
+import _common as common
+from bench_logs import count_forwarded
 
 
 def main() -> int:

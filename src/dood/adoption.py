@@ -20,6 +20,7 @@ from dood.owner import being_ended
 if TYPE_CHECKING:
     from dood.config import DoodConfig
     from dood.hooks.dood import DoodHook
+    from dood.logs import TaskLog
     from dood.placement import Placement
 
 log = logging.getLogger(__name__)
@@ -28,7 +29,7 @@ ADOPTION_SETTLE_SECONDS = 6  # > the triggerer's default 5 s heartbeat, in which
 
 
 def adoptable(
-    hook: DoodHook, identity: TaskIdentity, config: DoodConfig, logger: logging.Logger = log
+    hook: DoodHook, identity: TaskIdentity, config: DoodConfig, logger: TaskLog = log
 ) -> ContainerHandle | None:
     """The earlier try's container this try takes over, on this host, or None (start a new one); said in
     `logger` (the task's log). A first try has no earlier try (Airflow numbers a cleared task's next run
@@ -64,7 +65,7 @@ def adoptable(
 
 
 def adoptable_elsewhere(
-    config: DoodConfig, identity: TaskIdentity, placement: Placement | None, logger: logging.Logger = log
+    config: DoodConfig, identity: TaskIdentity, placement: Placement | None, logger: TaskLog = log
 ) -> tuple[ContainerHandle, DoodConfig] | None:
     """With a placement on several hosts (a shared queue), a retry may land on another host than the try it
     follows: the earlier try's container, on any other host of the placement, with the view of that host as

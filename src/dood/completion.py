@@ -138,7 +138,7 @@ def carried_config(event: Mapping[str, Any], handle: Mapping[str, str] | None, p
             f"as it is ({event.get('message') or 'its outcome unread'}). Fix the config, then clear the task; the "
             "janitor removes the container."
         ) from None
-    assert handle is not None
+    assert handle is not None  # noqa: S101 - narrowing: every path above returned or raised without one
     try:
         config = DoodConfig.model_validate(
             {

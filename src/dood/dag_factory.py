@@ -6,7 +6,7 @@ Runs at DAG-parse time, so it only reads the config file: no Docker, no network.
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import DAG, Param
 
@@ -34,7 +34,9 @@ def run_params(pipeline: Pipeline) -> dict[str, Param]:
 
     params = {}
     for name, hp in pipeline.hyperparameters.items():
-        limits = {k: number(v) for k, v in (("minimum", hp.minimum), ("maximum", hp.maximum)) if v is not None}
+        limits: dict[str, Any] = {
+            k: number(v) for k, v in (("minimum", hp.minimum), ("maximum", hp.maximum)) if v is not None
+        }
         bounds = "–".join(str(limits[k]) for k in ("minimum", "maximum") if k in limits)
         params[name] = Param(
             number(hp.default),

@@ -150,19 +150,19 @@ class GpuClaims:
                             if container_id is not None:
                                 return container_id
                             continue  # taken first by another: look again (then wait)
-                        queued.place(queue)
+                        key = queued.place(queue)
                         described = tuple(sorted({h.describe() for h in holding}))
                         if described != announced:
                             announced = described
-                            self.emit(self._waiting_line(wanted, holding, ahead_of(queue, queued.key)))
+                            self.emit(self._waiting_line(wanted, holding, ahead_of(queue, key)))
                         if not self.wait:
                             raise GpusBusy(
-                                f"{_count(wanted)} not free on host {self.host}: waiting deferred, ticket {queued.key}",
-                                ticket=queued.key,
+                                f"{_count(wanted)} not free on host {self.host}: waiting deferred, ticket {key}",
+                                ticket=key,
                                 wanted=wanted,
                             )
                         self._check_deadline()
-                        wakeup = Wakeup(self.inventory.devices, queued.key, wanted, ended=self._ended)
+                        wakeup = Wakeup(self.inventory.devices, key, wanted, ended=self._ended)
                         wakeup.looked(holding, queue)
                         if not any(wakeup.saw(event) for event in events):
                             break  # the stream's window ended (re-check, renewal, deadline): open another
@@ -177,7 +177,7 @@ class GpuClaims:
                 self._check_deadline()
                 if time.monotonic() - failing_since > UNREACHABLE_SECONDS:
                     raise DoodError(f"Docker at {self.host} stayed unreachable while claiming GPUs: {exc}") from exc
-                delay = min(0.1 * 2**failures, 1.0) * (0.5 + random.random() / 2)
+                delay = min(0.1 * 2**failures, 1.0) * (0.5 + random.random() / 2)  # noqa: S311 - jitter
                 log.warning("Claiming GPUs on %s: %s; again in %.1fs", self.host, exc, delay)
                 time.sleep(delay)
 
@@ -220,7 +220,7 @@ class GpuClaims:
                 held = refused_as_held(str(exc.explanation or ""))
                 if exc.status_code != 403 or held is None:
                     raise
-                unseen.update(held or ids)
+                unseen.update(held or ids or ())
                 return None
             except BaseException:
                 self.lock.release(lock_id)
@@ -268,7 +268,7 @@ class GpuClaims:
             until=f"{until + self._clock_offset():.9f}",  # the daemon's clock
             filters={"type": ["container"], "event": list(WATCHED)},
             decode=True,
-        )
+        )  # type: ignore[call-overload] # the stubs miss events(until=str)
         try:
             yield iter(stream)
         finally:

@@ -145,7 +145,7 @@ def _read_or_probe(api: APIClient, url: str, image: str, deadline: float, user: 
 def _run(api: APIClient, url: str, image: str, container_id: str, deadline: float) -> Discovered:
     try:
         api.start(container_id)
-        exit_code = api.wait(container_id, timeout=max(1.0, deadline - time.monotonic()))["StatusCode"]
+        exit_code = api.wait(container_id, timeout=max(1.0, deadline - time.monotonic()))["StatusCode"]  # type: ignore[arg-type] # requests takes a float
         output = api.logs(container_id, stdout=True, stderr=True).decode(errors="replace")
     except BaseException:
         _remove(api, container_id)

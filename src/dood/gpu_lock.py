@@ -93,7 +93,7 @@ class EngineLock:
                 looked_give_up = time.monotonic()
                 if give_up():  # two list calls: not after every 409 of a herd of newcomers
                     return None
-            time.sleep(delay * (0.5 + random.random()))
+            time.sleep(delay * (0.5 + random.random()))  # noqa: S311 - jitter
             delay = min(delay * 2, 0.1)
 
     def holds(self, lock_id: str) -> bool:

@@ -42,9 +42,9 @@ class QueuePlace:
         self.until = 0.0
         self.ids: set[str] = set()
 
-    def place(self, queue: list[Ticket]) -> None:
+    def place(self, queue: list[Ticket]) -> str:
         """Take a place (an earlier try's of this same task instance, if it left one), or renew ours once a
-        third of its lease has passed."""
+        third of its lease has passed; returns the ticket's key."""
         lease = self.claims.inventory.ticket_lease_seconds
         mine = [t for t in queue if t.key == self.key] if self.key else []
         if self.key is None and self.waiter:
@@ -57,7 +57,7 @@ class QueuePlace:
         if mine and (self.until or mine[0].until) - now > lease * 2 / 3:
             self.until = self.until or mine[0].until
             self.ids.add(mine[0].container_id)
-            return
+            return self.key
         api = self.claims.api
         self.until = now + lease
         try:
@@ -76,9 +76,10 @@ class QueuePlace:
             _remove(api, container_id)
         for container_id in expired(self.claims.tickets_listed(), daemon_now=now):
             _remove(api, container_id)  # tickets of waiters that died
+        return self.key
 
     def _create(self, api: APIClient) -> str:
-        assert self.key is not None
+        assert self.key is not None  # noqa: S101 - narrowing: a ticket is made only after its key
         body = ticket_body(
             image=self.claims.image,
             user=self.claims.user,
@@ -88,7 +89,7 @@ class QueuePlace:
             waiter=self.waiter,
             labels=self.labels,
         )
-        name = f"dood-gpu-ticket-{self.key}-{random.randrange(16**6):06x}"
+        name = f"dood-gpu-ticket-{self.key}-{random.randrange(16**6):06x}"  # noqa: S311 - uniqueness, not secrecy
         return api.create_container_from_config(body, name=name)["Id"]
 
     def leave(self, *, in_thread: bool = True) -> None:

@@ -110,7 +110,7 @@ def _active_queues() -> dict[str, list[str]]:
         ) from None
     try:
         answer = app.control.inspect(timeout=5).active_queues() or {}
-    except Exception as exc:  # kombu's connection errors vary by transport
+    except Exception as exc:  # noqa: BLE001 - kombu's connection errors vary by transport
         raise DoodError(f"workers: cannot ask Celery ({app.conf.broker_url}): {exc}") from None
     return {worker: [queue["name"] for queue in queues] for worker, queues in answer.items()}
 

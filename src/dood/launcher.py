@@ -134,8 +134,8 @@ class ContainerLauncher:
         )
         return self.api.create_container_config(
             image=spec.image,
-            command=spec.command,
-            entrypoint=spec.entrypoint,
+            command=list(spec.command) if spec.command is not None else None,  # type: ignore[arg-type] # None: CMD
+            entrypoint=list(spec.entrypoint) if spec.entrypoint is not None else None,
             environment=dict(spec.environment),
             working_dir=spec.working_dir,
             user=spec.user,
@@ -190,7 +190,7 @@ class ContainerLauncher:
         try:
             return LineForwarder(emit, lines_per_record=lines_per_record, tail=tail).consume_demuxed(output)
         finally:
-            output.close()
+            output.close()  # type: ignore[attr-defined] # docker's stream (a generator) has one
 
     def forward_logs(
         self,

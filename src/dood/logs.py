@@ -14,6 +14,16 @@ from __future__ import annotations
 import re
 from collections import deque
 from collections.abc import Callable, Iterable
+from typing import Any, Protocol
+
+
+class TaskLog(Protocol):
+    """What dood writes to: a `logging.Logger`, or the task's own `self.log` (Airflow's structured logger)."""
+
+    def info(self, msg: str, /, *args: Any) -> Any: ...
+
+    def warning(self, msg: str, /, *args: Any) -> Any: ...
+
 
 DEFAULT_TAIL_LINES = 50
 DEFAULT_MAX_LINE_BYTES = 64 * 1024

@@ -46,7 +46,7 @@ class DoodMount(BaseModel):
                 if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] not in ("ro", "rw")):
                     raise ValueError(f"expected 'source:target[:ro|rw]', got {spec!r}")
                 source = parts[0]
-                mount_type = "bind" if source.startswith(("/", ".")) else "volume"
+                mount_type: Literal["bind", "volume"] = "bind" if source.startswith(("/", ".")) else "volume"
                 return cls(source=source, target=parts[1], read_only=parts[2:] == ["ro"], type=mount_type)
             return cls.model_validate(spec)
         except (ValidationError, ValueError) as exc:

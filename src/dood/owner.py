@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from docker import APIClient
 
     from dood.config import DockerEndpoint
+    from dood.logs import TaskLog
     from dood.naming import TaskIdentity
 
 log = logging.getLogger(__name__)
@@ -105,7 +106,7 @@ def end_if_owner(
     reason: str,
     *,
     leave_if_running: bool,
-    log: logging.Logger = log,
+    log: TaskLog = log,
 ) -> bool:
     """Stop (SIGTERM, the grace period, SIGKILL), then remove, in a process that outlives this one
     (`dood.teardown`: the supervisor SIGKILLs a task runner 5 s after its SIGTERM). Left alone, and False

@@ -133,7 +133,7 @@ class Backoff:
         left = self.budget_seconds - (now - self._failing_since)
         if left <= 0:
             return None
-        delay = min(self._delay * random.uniform(0.5, 1.0), left)
+        delay = min(self._delay * random.uniform(0.5, 1.0), left)  # noqa: S311 - jitter
         self._delay = min(self._delay * 2, MAX_RETRY_SECONDS)
         return delay
 

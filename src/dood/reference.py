@@ -56,7 +56,7 @@ def _type_name(annotation: object) -> str:
 def _default(field: FieldInfo) -> str:
     if field.default_factory is not None:
         try:
-            value = field.default_factory()
+            value = field.default_factory()  # type: ignore[call-arg] # one taking the data raises TypeError
         except TypeError:
             return "(computed)"
         if isinstance(value, BaseModel):

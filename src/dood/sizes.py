@@ -48,4 +48,4 @@ def parse_size(value: int | str | None) -> int | None:
         raise ValueError(f"{exc}; use bytes or a size such as '512m' or '4g'") from None
     if parsed <= 0:
         raise ValueError("must be a positive size such as '512m' or '4g'")
-    return parsed
+    return int(parsed)

@@ -138,7 +138,7 @@ def discard_all(
             return  # the signal failed: reported, not removed behind its back
         remaining = signalled[container] + grace_seconds - time.monotonic()
         try:
-            api.wait(container, timeout=max(remaining, 0.05))  # the HTTP timeout: the end of its grace period
+            api.wait(container, timeout=max(remaining, 0.05))  # type: ignore[arg-type] # HTTP timeout: the grace end
         except NotFound:
             return
         except RequestException:
@@ -210,7 +210,7 @@ class DockerTarget:
     def client(self, timeout_seconds: int = 60) -> APIClient:
         tls: TLSConfig | bool = False
         if self.tls_ca_cert or self.tls_client_cert:
-            cert = (self.tls_client_cert, self.tls_client_key) if self.tls_client_cert else None
+            cert = (self.tls_client_cert, self.tls_client_key or "") if self.tls_client_cert else None
             tls = EndpointTLS.of(TLSConfig(ca_cert=self.tls_ca_cert, client_cert=cert, verify=self.tls_ca_cert or True))
         url = self.url.replace("tcp://", "https://", 1) if tls and self.url.startswith("tcp://") else self.url
         return APIClient(base_url=url, version=self.api_version, tls=tls, timeout=timeout_seconds)

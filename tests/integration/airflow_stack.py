@@ -58,7 +58,7 @@ class AirflowStack:
         args = [AIRFLOW, service]
         if service == "api-server":
             args += ["--host", "127.0.0.1", "--port", self.api_url.rsplit(":", 1)[1], "--workers", "1"]
-        log = open(self.home / f"{service}.log", "ab")  # noqa: SIM115 - kept open while the service runs
+        log = open(self.home / f"{service}.log", "ab")
         self.processes[service] = subprocess.Popen(
             args, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
@@ -243,7 +243,7 @@ def airflow_stack(tmp_path_factory, docker_api):
     shutil.copytree(SCHEDULED_DAGS, home / "dags", ignore=shutil.ignore_patterns("__pycache__"))
     marks = home / "marks"
     marks.mkdir()
-    os.chmod(marks, 0o777)  # noqa: S103 - the containers may run as any uid
+    os.chmod(marks, 0o777)
     port = free_port()
     stack = AirflowStack(home, f"http://127.0.0.1:{port}", stack_env(home, port))
     remove_scheduled_containers(docker_api)  # leftovers of an interrupted earlier session must not count

@@ -108,7 +108,7 @@ class CeleryWorker:
         env = {**self.stack.env, "DOOD_HOST": self.dood_host}
         args = [AIRFLOW, "celery", "worker", "--queues", self.queues, "--celery-hostname", f"{self.name}@%h"]
         args += ["--skip-serve-logs", "--without-gossip", "--without-mingle"]  # task logs are files on this host
-        log = open(self.stack.home / f"worker-{self.name}.log", "ab")  # noqa: SIM115 - open while it runs
+        log = open(self.stack.home / f"worker-{self.name}.log", "ab")
         self.process = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         if wait:
             self.wait_ready()

@@ -431,7 +431,7 @@ def test_a_worker_sigkilled_mid_training_and_the_retry_keep_the_same_gpus(engine
     _holder(engine, ["sleep", "600"], asked=1)  # GPU 0 is taken: the training gets GPU 1
     api = engine.api()
     since = time.time() - 1
-    log = open(tmp_path / "worker.log", "wb")  # noqa: SIM115 - closed by the OS when the worker dies
+    log = open(tmp_path / "worker.log", "wb")
     worker = subprocess.Popen(
         [sys.executable, "-c", WORKER, str(Path(__file__).parent / "dags"), next_date.isoformat()],
         stdout=log,

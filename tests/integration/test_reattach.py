@@ -26,7 +26,7 @@ WORKER = (
 
 
 def start_worker(when, tmp_path):
-    log = open(tmp_path / "worker.log", "wb")  # noqa: SIM115 - closed by the OS when the worker dies
+    log = open(tmp_path / "worker.log", "wb")
     return subprocess.Popen(
         [sys.executable, "-c", WORKER, str(DAGS_DIR), when.isoformat(), DAG_ID],
         stdout=log,

@@ -4,6 +4,7 @@ Each step runs in its own container started by the Airflow operator, so everythi
 knows comes from the DOOD_* environment variables and from files in the run's work dir.
 Nothing here touches the network.
 """
+
 import ctypes
 import datetime as dt
 import json
@@ -104,7 +105,7 @@ def host_path(path):
     reads; the container path when the host path is not known."""
     root, host_root = env("DOOD_WORK_DIR"), env("DOOD_HOST_WORK_DIR")
     if root and host_root and (path == root or path.startswith(root.rstrip("/") + "/")):
-        return host_root.rstrip("/") + path[len(root.rstrip("/")):]
+        return host_root.rstrip("/") + path[len(root.rstrip("/")) :]
     return path
 
 
@@ -168,8 +169,14 @@ def save_split(name, X, y, feature_names):
     import numpy as np
 
     path = work_dir("data", f"{name}.csv")
-    np.savetxt(path, np.column_stack([X, y]), delimiter=",", fmt="%.10g",
-               header=",".join([*feature_names, "target"]), comments="")
+    np.savetxt(
+        path,
+        np.column_stack([X, y]),
+        delimiter=",",
+        fmt="%.10g",
+        header=",".join([*feature_names, "target"]),
+        comments="",
+    )
     return path
 
 

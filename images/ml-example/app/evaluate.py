@@ -4,6 +4,7 @@
 Exits with code 3 when accuracy is below min_accuracy, so a bad model fails the run
 before promote can even consider it. eval.json is written either way for inspection.
 """
+
 import os
 
 import joblib
@@ -20,9 +21,12 @@ def main():
     model = joblib.load(model_path)
     X, y = load_split("test")
     pred = model.predict(X)
-    metrics = {"accuracy": round(float(accuracy_score(y, pred)), 6),
-               "f1": round(float(f1_score(y, pred)), 6),
-               "test_rows": len(y), "min_accuracy": p["min_accuracy"]}
+    metrics = {
+        "accuracy": round(float(accuracy_score(y, pred)), 6),
+        "f1": round(float(f1_score(y, pred)), 6),
+        "test_rows": len(y),
+        "min_accuracy": p["min_accuracy"],
+    }
     metrics["passed"] = metrics["accuracy"] >= p["min_accuracy"]
     write_json(work_dir("metrics", "eval.json"), metrics)
     log(f"test accuracy {metrics['accuracy']}, f1 {metrics['f1']} on {len(y)} rows")

@@ -5,6 +5,7 @@ The data set (breast cancer, 569 rows) ships inside scikit-learn, so nothing is 
 The sample is seeded by the run's date: re-running a date gives identical data, while
 different dates see different data, much like daily partitions would.
 """
+
 import os
 
 import numpy as np
@@ -32,14 +33,21 @@ def main():
     log(f"sampled {size} of {len(data.target)} rows ({p['sample_fraction']:.0%})")
 
     X_train, X_test, y_train, y_test = train_test_split(
-        X, y, test_size=p["test_size"], random_state=seed % 2**32, stratify=y)
+        X, y, test_size=p["test_size"], random_state=seed % 2**32, stratify=y
+    )
     names = list(data.feature_names)
     log(f"wrote {save_split('train', X_train, y_train, names)} ({len(y_train)} rows)")
     log(f"wrote {save_split('test', X_test, y_test, names)} ({len(y_test)} rows)")
 
-    meta = {"dataset": "sklearn breast_cancer", "data_date": day.isoformat(), "seed": seed,
-            "rows": int(size), "train_rows": len(y_train), "test_rows": len(y_test),
-            "features": X.shape[1]}
+    meta = {
+        "dataset": "sklearn breast_cancer",
+        "data_date": day.isoformat(),
+        "seed": seed,
+        "rows": int(size),
+        "train_rows": len(y_train),
+        "test_rows": len(y_test),
+        "features": X.shape[1],
+    }
     write_json(work_dir("data", "meta.json"), meta)  # promote records it in source.json
     write_result(meta)
 

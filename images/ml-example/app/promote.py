@@ -8,13 +8,27 @@ The champion lives in $DOOD_MODELS_DIR/champion/ (model.joblib, metrics.json, so
 It is rebuilt in a temp dir next to it and swapped in with a rename, so readers never see
 a half-written champion. Exit code 99 means "kept the current champion" (task skipped).
 """
+
 import datetime as dt
 import os
 import shutil
 import tempfile
 
-from common import (EXIT_BAD_CONFIG, EXIT_SKIP, env, fail, log, params, read_json, remove_tree,
-                    run_info, swap_dirs, work_dir, write_json, write_result)
+from common import (
+    EXIT_BAD_CONFIG,
+    EXIT_SKIP,
+    env,
+    fail,
+    log,
+    params,
+    read_json,
+    remove_tree,
+    run_info,
+    swap_dirs,
+    work_dir,
+    write_json,
+    write_result,
+)
 
 
 def main():
@@ -46,8 +60,10 @@ def main():
 
     better = old_acc is None or new["accuracy"] > old_acc
     if not better and not p["force_promote"]:
-        log(f"not promoting: new accuracy {new['accuracy']} is not greater than the champion's "
-            f"{old_acc} (set force_promote to override)")
+        log(
+            f"not promoting: new accuracy {new['accuracy']} is not greater than the champion's "
+            f"{old_acc} (set force_promote to override)"
+        )
         raise SystemExit(EXIT_SKIP)
 
     staging = tempfile.mkdtemp(prefix=".champion-new-", dir=models_dir)
@@ -55,19 +71,32 @@ def main():
     write_json(os.path.join(staging, "metrics.json"), new)
     meta_path = work_dir("data", "meta.json")
     data = read_json(meta_path) if os.path.exists(meta_path) else {}
-    source = {**run_info(), "partition": env("DOOD_HOST_WORK_DIR") or env("DOOD_WORK_DIR"),
-              "run_type": env("DOOD_RUN_TYPE"), "data_interval_end": env("DOOD_DATA_INTERVAL_END"),
-              "data_date": data.get("data_date"),
-              "seed": data.get("seed"), "previous_accuracy": old_acc,
-              "forced": not better, "promoted_at": dt.datetime.now(dt.timezone.utc).isoformat()}
+    source = {
+        **run_info(),
+        "partition": env("DOOD_HOST_WORK_DIR") or env("DOOD_WORK_DIR"),
+        "run_type": env("DOOD_RUN_TYPE"),
+        "data_interval_end": env("DOOD_DATA_INTERVAL_END"),
+        "data_date": data.get("data_date"),
+        "seed": data.get("seed"),
+        "previous_accuracy": old_acc,
+        "forced": not better,
+        "promoted_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+    }
     write_json(os.path.join(staging, "source.json"), source)
-    os.chmod(staging, 0o755)  # mkdtemp creates 0700; the registry should stay readable
+    os.chmod(staging, 0o755)  # noqa: S103 - mkdtemp creates 0700; the registry should stay readable
     remove_tree(swap_dirs(staging, champion))
     reason = "forced" if not better else ("first champion" if old_acc is None else "better accuracy")
     log(f"promoted ({reason}): {champion} now holds run {source['run_id'] or '-'}")
     champion_host = os.path.join(env("DOOD_HOST_MODELS_DIR"), "champion") if env("DOOD_HOST_MODELS_DIR") else champion
-    write_result({"promoted": True, "reason": reason, "accuracy": new["accuracy"],
-                  "previous_accuracy": old_acc, "champion_dir": champion_host})
+    write_result(
+        {
+            "promoted": True,
+            "reason": reason,
+            "accuracy": new["accuracy"],
+            "previous_accuracy": old_acc,
+            "champion_dir": champion_host,
+        }
+    )
 
 
 def policy_refusal(champion):
@@ -80,8 +109,10 @@ def policy_refusal(champion):
         theirs = _instant(read_json(source_path).get("data_interval_end"))
         ours = _instant(env("DOOD_DATA_INTERVAL_END"))
         if theirs and ours and ours < theirs:
-            return (f"this run's data ends {ours.isoformat()}, before the champion's ({theirs.isoformat()}), "
-                    "and promotion.require_newer_data is on")
+            return (
+                f"this run's data ends {ours.isoformat()}, before the champion's ({theirs.isoformat()}), "
+                "and promotion.require_newer_data is on"
+            )
     return None
 
 

@@ -32,7 +32,7 @@ _CONTAINER_ID_IN_MOUNTINFO = re.compile(r"/containers/([0-9a-f]{64})/")
 
 def own_container_candidates() -> list[str]:
     """Ids or names that may designate our own container: the full id from mountinfo, then the hostname."""
-    candidates = []
+    candidates: list[str] = []
     try:
         with open("/proc/self/mountinfo", encoding="utf-8") as handle:
             candidates.extend(dict.fromkeys(_CONTAINER_ID_IN_MOUNTINFO.findall(handle.read())))
@@ -51,7 +51,7 @@ class DoodHook(DockerHook):
         """`answered_before`: this daemon answered earlier in this task (a deferred task's resume), so a
         missing socket is reported as a restart, not as a socket never mounted."""
         endpoint = config.docker
-        tls = False
+        tls: EndpointTLS | bool = False
         if endpoint.tls_ca_cert or endpoint.tls_client_cert:
             tls = EndpointTLS.of(  # the provider's TLS settings; its CA not replaced by $REQUESTS_CA_BUNDLE
                 DockerHook.construct_tls_config(

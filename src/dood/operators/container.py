@@ -42,6 +42,7 @@ from dood.ui.extra_link import DoodContainerLink
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
+    from dood.config import DockerEndpoint
     from dood.outcome import Outcome
 
 
@@ -228,7 +229,7 @@ class DoodContainerOperator(WaitsForGpus, BaseOperator):
         identity = self._identity = TaskIdentity.from_context(context, stack=hook.stack, host=config.host)
         launcher = self._launcher = ContainerLauncher(hook.api)
         handle = adoptable(hook, identity, config, self.log) if self.reattach else None
-        elsewhere = None
+        elsewhere: tuple[ContainerHandle, DoodConfig] | None = None
         if self.reattach and handle is None:  # a shared queue's retry may follow a container on another host
             elsewhere = adoptable_elsewhere(config, identity, self.placement, self.log)
         if elsewhere is not None:
@@ -296,7 +297,7 @@ class DoodContainerOperator(WaitsForGpus, BaseOperator):
         outcome: Outcome | None = None,
         output: Iterator[tuple[bytes | None, bytes | None]] | None = None,
     ):
-        assert self._launcher is not None
+        assert self._launcher is not None  # noqa: S101 - narrowing: set by execute before this is reached
         try:
             return finish(
                 self._launcher,
@@ -408,7 +409,7 @@ class DoodContainerOperator(WaitsForGpus, BaseOperator):
         return config.defaults.stop_grace_period_seconds
 
     _killed_on_request = False  # set by on_kill once it ends the container (the main thread then ends quietly)
-    _docker = None  # the Docker endpoint of the container's host, when a resume reached it from another host
+    _docker: DockerEndpoint | None = None  # the container's host's endpoint, when a resume reached it from another
 
     def on_kill(self) -> None:
         """Mark failed, clear: stop the container (grace period), then remove it.

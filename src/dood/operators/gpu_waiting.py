@@ -21,6 +21,8 @@ from dood.naming import MANAGED_LABEL, STACK_LABEL
 from dood.triggers.gpus import DoodGpuTrigger
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from airflow.sdk import Context
 
     from dood.config import DoodConfig
@@ -32,13 +34,17 @@ class WaitsForGpus:
 
     _gpu_ticket: str | None = None  # the task's place in the GPU queue, once it has waited (deferrable)
     _gpu_deadline: float | None = None  # its execution_timeout's end, carried across that deferral
+    if TYPE_CHECKING:  # given by DoodContainerOperator
+        config_path: str | None
+        defer: Callable[..., Any]
+        execute: Callable[..., Any]
 
     def _defer_for_gpus(self, busy: GpusBusy, config: DoodConfig, body: Mapping[str, Any], spec, deadline) -> None:
         labels = dict(body.get("Labels") or {})
         trigger = DoodGpuTrigger.from_config(
             config,
             ticket=busy.ticket,
-            wanted=busy.wanted,
+            wanted=busy.wanted,  # type: ignore[arg-type] # GpusBusy carries a validated request
             image=spec.image,
             user=spec.user,
             waiter=waiter_of(labels),

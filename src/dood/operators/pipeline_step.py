@@ -30,7 +30,7 @@ class PipelineStepOperator(DoodContainerOperator):
     """
 
     def __init__(self, *, pipeline_name: str, pipeline: Pipeline, step_name: str, **kwargs: Any) -> None:
-        step = pipeline.steps[step_name]
+        step = pipeline.steps[step_name]  # type: ignore[index] # dag_factory passes the config's own keys
         super().__init__(
             # An emptied form field is null: the pipeline's tag then (the tag pattern admits no quote).
             image=f"{step.image}:{{{{ params.image_tag or '{pipeline.image_tag}' }}}}",

@@ -75,13 +75,13 @@ class Policy(BaseModel):
         examples=[["registry.example.com/ml/*:*", "dood-ml-example:*"]],
     )
     allowed_host_roots: tuple[str, ...] = Field(
-        default=("/tmp/dood", "/tmp/dood-runs"),
+        default=("/tmp/dood", "/tmp/dood-runs"),  # noqa: S108 - the defaults of config.py's roots
         description=(
             "Host directories (after the mount map) under which bind-mount sources must lie. The defaults "
             "are the project's default data and run directories; list your own. A root may not be or "
             "contain a system path (/, /etc, /var/run, /var/lib/docker, ...)."
         ),
-        examples=[["/srv/ml", "/tmp/dood"]],
+        examples=[["/srv/ml", "/tmp/dood"]],  # noqa: S108 - an example
     )
     read_only_host_roots: tuple[str, ...] = Field(
         default=(),

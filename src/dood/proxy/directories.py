@@ -159,7 +159,7 @@ def make_directory(
     count = missing_directories(asked.path, [asked.root])
     budget.take(count)  # what exists costs nothing
     try:
-        if asked.owner is None:
+        if asked.owner is None or asked.group is None:  # _check_user gives both or neither
             created = make_skeleton(asked.path, [asked.root], fresh=asked.fresh)
         else:
             created = make_leaf(asked.path, [asked.root], gid=asked.group, fresh=asked.fresh)
@@ -180,7 +180,7 @@ def _refusal(path: str, exc: Exception) -> Refused:
         return Refused(409, str(exc))
     if isinstance(exc, PermissionError):
         return Refused(403, f"dood-proxy may not make {path} ({exc.strerror}); it must own the allowed root")
-    assert isinstance(exc, OSError)
+    assert isinstance(exc, OSError)  # noqa: S101 - narrowing: the only errors caught above
     return Refused(500, f"dood-proxy cannot make {path}: {exc.strerror}")
 
 

@@ -268,7 +268,7 @@ class GpuReferee:
                 await self._break_if_stale(first_seen, prefix)
             if time.monotonic() - started > stale * 2 + 5:
                 raise Refused(503, f"the GPU claim lock {LOCK_NAME} stayed held for {stale * 2 + 5:.0f}s; try again")
-            await asyncio.sleep(delay * (0.5 + random.random()))
+            await asyncio.sleep(delay * (0.5 + random.random()))  # noqa: S311 - jitter
             delay = min(delay * 2, 0.1)
 
     async def _break_if_stale(self, first_seen: dict[str, float], prefix: str) -> None:

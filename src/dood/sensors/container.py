@@ -62,7 +62,8 @@ class DoodContainerSensor(BaseSensorOperator):
             placement = task_placement(
                 host=host, hosts=None, host_labels=None, placement=None, config_path=config_path, what=what
             )
-            kwargs.setdefault("queue", placement.queue)
+            if placement is not None:  # a host given: always one
+                kwargs.setdefault("queue", placement.queue)
         super().__init__(**kwargs)
         self.host = host
         if bool(container_id) == bool(upstream_task_id):

@@ -288,7 +288,7 @@ class DoodContainerTrigger(BaseTrigger):
 
         try:
             endpoint = await asyncio.to_thread(endpoint_from_here, self.host)
-        except Exception as exc:  # the wait goes on the way the task saw it
+        except Exception as exc:  # noqa: BLE001 - the wait goes on the way the task saw it
             self.log.warning("Host %s: this dood config cannot be read (%s); using %s", self.host, exc, self.docker_url)
             return
         if endpoint is None:
@@ -509,5 +509,5 @@ def _runs_root() -> str | None:
         from dood.config import load_config
 
         return load_config().runs_root
-    except Exception:  # a config broken during the wait must not keep the container running
+    except Exception:  # noqa: BLE001 - a config broken during the wait must not keep the container running
         return None

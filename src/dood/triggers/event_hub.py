@@ -154,7 +154,7 @@ class EventHub:
         except asyncio.CancelledError:
             connected.cancel()  # closing: nobody waits any more
             raise
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - handed to the waiters, who say what failed
             if not connected.done():
                 connected.set_exception(exc)
                 connected.exception()  # marked as read: every wait that asked raises its own copy

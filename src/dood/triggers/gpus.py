@@ -247,7 +247,7 @@ class DoodGpuTrigger(BaseTrigger):
 
     async def _pause(self, failing_since: float | None, problem: Exception) -> float:
         failing_since = failing_since or time.monotonic()
-        delay = min(2.0, 0.2 + (time.monotonic() - failing_since) / 4) * random.uniform(0.5, 1.0)
+        delay = min(2.0, 0.2 + (time.monotonic() - failing_since) / 4) * random.uniform(0.5, 1.0)  # noqa: S311 - jitter
         self.log.warning("GPU wait on %s: %s; looking again in %.1fs", self.docker_url, problem, delay)
         await asyncio.sleep(delay)
         return failing_since
@@ -297,7 +297,7 @@ class DoodGpuTrigger(BaseTrigger):
             waiter=self.waiter,
             labels=self.labels,
         )
-        name = f"dood-gpu-ticket-{self.ticket}-{random.randrange(16**6):06x}"
+        name = f"dood-gpu-ticket-{self.ticket}-{random.randrange(16**6):06x}"  # noqa: S311 - uniqueness, not secrecy
         await docker._query_json("containers/create", method="POST", params={"name": name}, data=body)
 
     async def _remove_tickets(self, docker: aiodocker.Docker) -> None:

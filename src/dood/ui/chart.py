@@ -7,6 +7,7 @@ would otherwise sit in one pixel column. The dates are the ticks."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from html import escape
 
 from dood.ui.metrics import RunMetrics
@@ -34,7 +35,8 @@ def _shape(kind: str, x: float, y: float, title: str) -> str:
 def svg(runs: Sequence[RunMetrics], metric: str, threshold: float | None) -> str:
     """The chart of `metric` over `runs` (runs without it or without a date are left out)."""
     points = sorted(
-        ((r, r.values[metric]) for r in runs if metric in r.values and r.when is not None), key=lambda p: p[0].when
+        ((r, r.values[metric]) for r in runs if metric in r.values and r.when is not None),
+        key=lambda p: p[0].when or datetime.min,  # only runs with a date are here
     )
     if not points:
         return f'<p class="empty">No run has reported {escape(metric)} yet.</p>'

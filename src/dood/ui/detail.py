@@ -69,7 +69,7 @@ def detail(reader: Engines, task: TaskKey, try_number: int | None, *, may_read_l
     if may_read_logs:
         try:
             view.log_lines = tuple(reader.log_tail(inspected["Id"]))
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - the tab renders and says why there is no output
             log.warning("dood UI: no output of %s: %s", inspected["Id"][:12], exc)  # raw text: the log only
             reason = why(exc)
             view.log_error = f"The Docker engine did not give the output{f' ({reason})' if reason else ''}."
@@ -133,7 +133,7 @@ def attach_result(view: Detail, *, may_read_xcom: bool) -> None:
     if name:
         try:
             value = run_dir_result(name)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - the tab renders and says why there is no result
             view.result_error = str(exc)
             value = None
         if value is not None:
@@ -143,7 +143,7 @@ def attach_result(view: Detail, *, may_read_xcom: bool) -> None:
         return
     try:
         value = xcom_result(view.task)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - the tab renders and says why there is no result
         view.result_error = str(exc)
         return
     if value is not None:

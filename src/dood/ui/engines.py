@@ -78,7 +78,7 @@ class Engines:
         for name, reader in self.readers.items():
             try:
                 listed = reader.containers()
-            except Exception as exc:  # one host down must not blank the page
+            except Exception as exc:  # noqa: BLE001 - one host down must not blank the page
                 log.warning("dood UI: host %s did not answer: %s", name or "main", exc)
                 failed[name] = why(exc)
                 continue

@@ -70,9 +70,10 @@ def when(value: Any) -> str:
 def timestamp(value: Any) -> Markup:
     """`when` in a `<time>` whose title (a hover) is the full value: Docker's nanoseconds are still there."""
     shown = when(value)
-    if moment(value) is None:
+    found = moment(value)
+    if found is None:
         return escape(shown)
-    full = moment(value).isoformat() if isinstance(value, datetime) else str(value)
+    full = found.isoformat() if isinstance(value, datetime) else str(value)
     return Markup('<time datetime="{0}" title="{0}">{1}</time>').format(full, shown)
 
 
