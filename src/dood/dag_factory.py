@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import DAG, Param
 
+from dood.checkpoints import CHECKPOINTS_DIR_NAME
 from dood.config import DoodConfig, load_config
 from dood.config import config_path as dood_config_path
 from dood.exceptions import InvalidPipelines
@@ -104,6 +105,18 @@ def step_retries(step: Step) -> dict[str, object]:
     return own
 
 
+def step_checkpoint(pipeline: Pipeline, step: Step) -> dict[str, object]:
+    """A step's checkpoint (`checkpoint: true`): below the pipeline's artifact root, which every host running
+    its steps mounts (a retry may run on another host of a shared queue)."""
+    if not step.checkpoint:
+        return {}
+    return {
+        "checkpoint": True,
+        "checkpoint_retention": step.checkpoint_retention,
+        "checkpoint_root": f"{pipeline.artifact_root.rstrip('/')}/{CHECKPOINTS_DIR_NAME}",
+    }
+
+
 def build_dag(
     name: str, pipeline: Pipeline, config_path: str | None = None, hosts: Mapping[str, Host] | None = None
 ) -> DAG:
@@ -139,6 +152,7 @@ def build_dag(
                 config_path=config_path,
                 placement=step_placement(pipeline.steps[step_name], hosts or {}),
                 **step_retries(pipeline.steps[step_name]),
+                **step_checkpoint(pipeline, pipeline.steps[step_name]),
             )
             if previous is not None:
                 previous >> task

@@ -13,6 +13,7 @@ import os
 import time
 from typing import TYPE_CHECKING, Any
 
+from dood import checkpoints
 from dood.exceptions import DoodConfigError, DoodError
 from dood.hostpaths import LeafConflict, UnsafePath, make_leaf, make_skeleton, unsafe_bind_sources
 
@@ -95,6 +96,79 @@ class HostDirectories:
         self._make(airflow_path, {"path": host_path}, what)
         return host_path
 
+    def for_checkpoint(self, airflow_root: str, key: checkpoints.CheckpointKey, user: str | None, *, what: str) -> str:
+        """Make (or find, whatever it holds) the checkpoint directory of `key` below `airflow_root`, a leaf the
+        container's user writes; returns its host path. Behind dood-proxy the proxy derives the directory from
+        the task instance and its own stack (`kind: checkpoint`); the answer must be the path derived here."""
+        host_root = self.mount_map.to_host(airflow_root, what)
+        expected = checkpoints.checkpoint_path(host_root, key)
+        owner = numeric_owner(user)
+        if owner is None:
+            raise DoodConfigError(
+                f"{what}: a checkpoint directory is written by the container's user, which must be a numeric "
+                f"non-root 'uid:gid' (got {user!r}); set user= or defaults.user"
+            )
+        if self.through_proxy:
+            request = {
+                "kind": "checkpoint",
+                "root": host_root,
+                "task": key.to_request(),
+                "user": f"{owner[0]}:{owner[1]}",
+            }
+            answer = self._ask_proxy(request, what, path=expected)
+            if answer.get("path") != expected:
+                raise DoodError(
+                    f"{what}: dood-proxy made the checkpoint directory {answer.get('path')!r}, not {expected!r}: "
+                    "its stack differs from the one this process uses (DoodHook.stack)"
+                )
+            return expected
+        roots = _local_roots(airflow_root, host_root, self.policy.allowed_host_roots)
+        try:
+            checkpoints.open_checkpoint(airflow_root, key, roots, gid=owner[1])
+        except UnsafePath as exc:
+            raise DoodConfigError(f"{what}: cannot prepare the checkpoint directory: {exc}") from None
+        except LeafConflict as exc:
+            raise DoodError(f"{what}: cannot prepare the checkpoint directory: {exc}") from None
+        except PermissionError as exc:
+            raise DoodConfigError(
+                f"{what}: cannot prepare the checkpoint directory below {airflow_root} ({exc.strerror}). Run this "
+                "process as the owner of the data root, or put dood-proxy in front of the socket"
+            ) from None
+        return expected
+
+    def finish_checkpoint(
+        self, airflow_root: str, key: checkpoints.CheckpointKey, *, keep: int, what: str
+    ) -> checkpoints.Finished:
+        """The task succeeded: remove its checkpoint directory, or keep it among the task's `keep` newest
+        (`dood.checkpoints.finish_checkpoint`); host paths in the answer."""
+        host_root = self.mount_map.to_host(airflow_root, what)
+        if self.through_proxy:
+            request = {
+                "kind": "checkpoint",
+                "root": host_root,
+                "task": key.to_request(),
+                "action": "finish",
+                "keep": keep,
+            }
+            answer = self._ask_proxy(request, what, path=checkpoints.checkpoint_path(host_root, key))
+            return checkpoints.Finished(
+                answer.get("kept"), tuple(answer.get("removed") or ()), tuple(answer.get("problems") or ())
+            )
+        try:
+            done = checkpoints.finish_checkpoint(airflow_root, key, keep=keep)
+        except (UnsafePath, OSError) as exc:
+            raise DoodError(f"{what}: cannot finish the checkpoint directory: {exc}") from None
+        local = airflow_root.rstrip("/")
+
+        def host(path: str) -> str:
+            return host_root.rstrip("/") + path[len(local) :] if path.startswith(local + "/") else path
+
+        return checkpoints.Finished(
+            host(done.kept) if done.kept else None,
+            tuple(host(p) for p in done.removed),
+            tuple(p.replace(local + "/", host_root.rstrip("/") + "/") for p in done.problems),
+        )
+
     def check_binds(self, host_config: Mapping[str, Any], subject: str) -> None:
         """Refuse bind sources someone untrusted could re-point, where this process sees host paths.
 
@@ -130,8 +204,10 @@ class HostDirectories:
                 "front of the socket (it makes the directories)."
             ) from None
 
-    def _ask_proxy(self, request: dict[str, Any], what: str) -> None:
-        """POST the request to dood-proxy; a 429 (its directories budget) is waited out, as it says."""
+    def _ask_proxy(self, request: dict[str, Any], what: str, *, path: str | None = None) -> dict[str, Any]:
+        """POST the request to dood-proxy; a 429 (its directories budget) is waited out, as it says. Returns
+        its answer. `path`: what the request is about, for messages (a checkpoint names no path)."""
+        path = path or request["path"]
         deadline = time.monotonic() + BUDGET_PATIENCE_SECONDS
         while True:
             answer = self.api.post(f"{self.api.base_url}/dood/v1/directories", json=request, timeout=30)
@@ -140,16 +216,21 @@ class HostDirectories:
             wait = _retry_after(answer)
             if time.monotonic() + wait > deadline:
                 raise DoodError(
-                    f"{what}: dood-proxy kept refusing to make {request['path']} for {BUDGET_PATIENCE_SECONDS:.0f} s: "
+                    f"{what}: dood-proxy kept refusing to make {path} for {BUDGET_PATIENCE_SECONDS:.0f} s: "
                     f"{_message(answer)}. Something asks it for directories far faster than tasks do; its log "
                     "names the requests"
                 )
             log.info("%s: dood-proxy's directories budget is spent; asking again in %.0f s", what, wait)
             time.sleep(wait)
         if answer.status_code == 409:  # an earlier attempt's leftovers: a new try has a directory of its own
-            raise DoodError(f"{what}: dood-proxy cannot prepare {request['path']}: {_message(answer)}")
+            raise DoodError(f"{what}: dood-proxy cannot prepare {path}: {_message(answer)}")
         if answer.status_code != 200:
-            raise DoodConfigError(f"{what}: dood-proxy cannot prepare {request['path']}: {_message(answer)}")
+            raise DoodConfigError(f"{what}: dood-proxy cannot prepare {path}: {_message(answer)}")
+        try:
+            body = answer.json()
+        except ValueError:
+            return {}
+        return body if isinstance(body, dict) else {}
 
 
 def _local_roots(airflow_path: str, host_path: str, host_roots: Iterable[str]) -> list[str]:

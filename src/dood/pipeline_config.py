@@ -67,6 +67,18 @@ class Step(_Strict):
         description="Seconds between a failed try and the next of this step; none: the pipeline's "
         "`retry_delay_seconds`.",
     )
+    checkpoint: bool = Field(
+        default=False,
+        description="Mount a checkpoint directory at $DOOD_CHECKPOINT_DIR, the same for every try of the task "
+        "instance (under `<artifact_root>/dood-checkpoints`): a retried training resumes from what an earlier "
+        "try saved. Kept when a try fails, removed when the step succeeds; a clear starts from an empty one.",
+    )
+    checkpoint_retention: int = Field(
+        default=0,
+        ge=0,
+        le=100,
+        description="With `checkpoint`: keep the step's N newest finished checkpoints instead of removing them.",
+    )
 
     @model_validator(mode="after")
     def _one_placement(self) -> Step:

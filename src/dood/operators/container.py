@@ -14,6 +14,7 @@ from docker.types import Mount
 
 from dood.adoption import adoptable, adoptable_elsewhere
 from dood.arguments import exit_codes, one_of, validated_resources
+from dood.checkpoint_task import TaskCheckpoint
 from dood.completion import ContainerHandle, finish, resume, resume_carry, resume_config, task_deadline
 from dood.config import AutoRemove, DoodConfig, PullPolicy, load_config
 from dood.directories import HostDirectories, default_user
@@ -42,6 +43,7 @@ from dood.ui.extra_link import DoodContainerLink
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
+    from dood.checkpoints import CheckpointKey
     from dood.config import DockerEndpoint
     from dood.outcome import Outcome
 
@@ -81,6 +83,11 @@ class DoodContainerOperator(WaitsForGpus, BaseOperator):
     :param hosts: run on any of these hosts (their shared queue), instead of ``host``.
     :param host_labels: run on any host carrying all these labels, e.g. ``{"gpu": "a100"}``.
     :param placement: an already resolved ``dood.placement.Placement`` (the DAG factory's), instead of the above.
+    :param checkpoint: mount a directory of this task instance (the same for every try, on every host) at
+        ``$DOOD_CHECKPOINT_DIR``; kept when a try fails, removed when the task succeeds (``dood.checkpoints``).
+    :param checkpoint_retention: keep the task's N newest finished checkpoints instead (0: remove).
+    :param checkpoint_root: Airflow-side directory holding checkpoints (default ``<runs_root>/checkpoints``);
+        on storage every host mounts when the step may run on several.
     """
 
     template_fields: Sequence[str] = (
@@ -140,6 +147,9 @@ class DoodContainerOperator(WaitsForGpus, BaseOperator):
         hosts: Sequence[str] | None = None,
         host_labels: Mapping[str, str] | None = None,
         placement: Placement | None = None,
+        checkpoint: bool = False,
+        checkpoint_retention: int | None = None,
+        checkpoint_root: str | None = None,
         **kwargs: Any,
     ) -> None:
         what = str(kwargs.get("task_id"))
@@ -177,6 +187,9 @@ class DoodContainerOperator(WaitsForGpus, BaseOperator):
         self.deferrable = deferrable
         self.wait = wait
         self.reattach = reattach
+        self.checkpoint = TaskCheckpoint.of(
+            checkpoint, retention=checkpoint_retention, root=checkpoint_root, placement=placement, task_id=what
+        )
         self._launcher: ContainerLauncher | None = None
         self._container_id: str | None = None
         self._identity: TaskIdentity | None = None
@@ -195,6 +208,8 @@ class DoodContainerOperator(WaitsForGpus, BaseOperator):
         environment.update({str(k): str(v) for k, v in self.private_environment.items()})
         environment.update(run_env(identity, context))
         environment.update(result_env())
+        if self.checkpoint is not None and self._checkpoint_key is not None:  # every try's, the same directory
+            environment.update(self.checkpoint.mount(config, mount_map, self._checkpoint_key, mounts))
         spec = ContainerSpec(
             identity=identity,
             image=self.image,
@@ -227,6 +242,7 @@ class DoodContainerOperator(WaitsForGpus, BaseOperator):
         hook = DoodHook(config)
         check_proxy_host(hook.api, config, self.task_id)  # its own host's proxy, not another's
         identity = self._identity = TaskIdentity.from_context(context, stack=hook.stack, host=config.host)
+        self._checkpoint_key = TaskCheckpoint.key(context, identity, self.retries) if self.checkpoint else None
         launcher = self._launcher = ContainerLauncher(hook.api)
         handle = adoptable(hook, identity, config, self.log) if self.reattach else None
         elsewhere: tuple[ContainerHandle, DoodConfig] | None = None
@@ -251,6 +267,8 @@ class DoodContainerOperator(WaitsForGpus, BaseOperator):
             hook.directories.for_container(
                 run_dir, spec.user, fresh=True, what=f"{self.task_id}: runs_root (dood config)"
             )
+            if self.checkpoint is not None and self._checkpoint_key is not None:
+                self.checkpoint.prepare(hook.directories, config, self._checkpoint_key, spec.user, self.log.info)
             hook.directories.check_binds(body["HostConfig"], f"{self.task_id}: the container")
             self.log.info("Creating container %s from %s", spec.name, spec.image)
             deadline = self._gpu_deadline or task_deadline(context, self.execution_timeout)
@@ -299,7 +317,7 @@ class DoodContainerOperator(WaitsForGpus, BaseOperator):
     ):
         assert self._launcher is not None  # noqa: S101 - narrowing: set by execute before this is reached
         try:
-            return finish(
+            value = finish(
                 self._launcher,
                 handle,
                 config,
@@ -311,7 +329,10 @@ class DoodContainerOperator(WaitsForGpus, BaseOperator):
                 output=output,
                 owner=self._identity,
             )
+            self._checkpoint_after(config, succeeded=True)
+            return value
         except BaseException as exc:
+            self._checkpoint_after(config, succeeded=False)
             container_id, self._container_id = self._container_id, None
             if self._killed_on_request:
                 # on_kill ran (mark failed, clear) and ends the container: its exit, or its absence, seen
@@ -363,6 +384,7 @@ class DoodContainerOperator(WaitsForGpus, BaseOperator):
         container = reconnect.call(lambda: ContainerHandle.resumed(handle, event, api, config.runs_root, config.host))
         self._launcher = ContainerLauncher(api)
         self._identity = TaskIdentity.from_context(context, stack=hook.stack, host=config.host)
+        self._checkpoint_key = TaskCheckpoint.key(context, self._identity, self.retries) if self.checkpoint else None
         self._container_id = container.container_id
         if event.get("status") == "timeout":
             self._container_id = None
@@ -407,6 +429,19 @@ class DoodContainerOperator(WaitsForGpus, BaseOperator):
         if self.stop_grace_period is not None:
             return self.stop_grace_period
         return config.defaults.stop_grace_period_seconds
+
+    _checkpoint_key: CheckpointKey | None = None  # this instance's checkpoint (dood.checkpoints), with checkpoint=True
+
+    def _checkpoint_after(self, config: DoodConfig, *, succeeded: bool) -> None:
+        """Say what the try left in its checkpoint; the task succeeded: remove it (or keep the newest)."""
+        if self.checkpoint is None or self._checkpoint_key is None:
+            return
+        try:
+            directories = DoodHook(config, answered_before=True).directories
+        except Exception as exc:  # noqa: BLE001 - the task's outcome is the container's
+            self.log.warning("Checkpoint: could not reach Docker to finish it (%s)", exc)
+            return
+        self.checkpoint.after(directories, config, self._checkpoint_key, succeeded=succeeded, emit=self.log.info)
 
     _killed_on_request = False  # set by on_kill once it ends the container (the main thread then ends quietly)
     _docker: DockerEndpoint | None = None  # the container's host's endpoint, when a resume reached it from another

@@ -17,6 +17,14 @@ before anything is made, so a refusal leaves nothing on disk:
 - `fresh` (a run directory, one per try): the directory must be new, or an empty leaf of that group. A
   stale result of an earlier attempt with the same name is never removed, and never read as this one's.
 
+`POST /dood/v1/directories` with `{"kind": "checkpoint", "root", "task": {"dag_id", "task_id", "run_id",
+"map_index", "first_try"}, "user"}` makes (or finds, whatever it holds) a task instance's checkpoint
+directory, reused by every try of the instance (`dood.checkpoints`). The client names a task instance and a
+root, never the directory: the proxy derives `<root>/<its own stack>/<task>/<instance>` itself, and every
+rule above holds for that path. `"action": "finish"` (with `"keep": N`, no `user`) is the one place the proxy
+removes anything: that derived directory (or renames it `done-...` and keeps the task's N newest), older
+clear generations of the same instance, and finished ones beyond N, never following a link.
+
 At most `BURST` directories at once and `PER_MINUTE` a minute are made (`DirectoryBudget`); more is answered
 429 with Retry-After, which the Airflow side waits out (`dood.directories.HostDirectories`).
 """
@@ -33,6 +41,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from dood.checkpoints import MAX_RETENTION, CheckpointKey, checkpoint_path, finish_checkpoint, open_checkpoint
 from dood.hostpaths import (
     LeafConflict,
     UnsafePath,
@@ -47,7 +56,7 @@ from dood.policy.paths import clean_path, under
 from dood.proxy import wire
 from dood.proxy.rules import Refused
 
-API_VERSION = 2  # 2: `clear` is gone (nothing is deleted), `fresh` asks for a new run directory
+API_VERSION = 3  # 2: `clear` is gone, `fresh` asks for a new run directory; 3: `kind: checkpoint`
 #: The longest path accepted (the kernel's PATH_MAX is 4096; dood's own paths stay well under 300).
 MAX_PATH_CHARS = 1024
 #: The most names below the allowed root (a run directory is 1-3 deep, a partition 3-5).
@@ -65,6 +74,7 @@ _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 PER_MINUTE = 300
 BURST = 120
 _FIELDS = {"path", "user", "fresh"}
+_CHECKPOINT_FIELDS = {"kind", "root", "task", "user", "action", "keep"}
 
 
 def info() -> dict[str, Any]:
@@ -151,10 +161,14 @@ def make_directory(
     budget: DirectoryBudget = BUDGET,
     *,
     host_gid: Callable[[int], int | None] | None = None,
+    stack: str | None = None,
 ) -> dict[str, Any]:
     """`POST /dood/v1/directories` (module doc): `{"path", "created"[, "user"]}`, or `Refused` with why.
     `host_gid`: on an engine that remaps user namespaces, the host gid of a container's gid
-    (`dood.engine_security.host_gid_map`): the leaf's group is the one the container's group is on the host."""
+    (`dood.engine_security.EngineRemap`): the leaf's group is the one the container's group is on the host.
+    `stack`: this proxy's stack, which a checkpoint's path is derived with (`kind: checkpoint`)."""
+    if isinstance(request, Mapping) and "kind" in request:
+        return checkpoint_directory(request, policy, budget, host_gid=host_gid, stack=stack)
     asked = check_request(request, policy, host_gid=host_gid)
     count = missing_directories(asked.path, [asked.root])
     budget.take(count)  # what exists costs nothing
@@ -171,6 +185,69 @@ def make_directory(
     if asked.user:
         answer["user"] = asked.user
     return answer
+
+
+def checkpoint_directory(
+    request: Mapping[str, Any],
+    policy: Policy,
+    budget: DirectoryBudget = BUDGET,
+    *,
+    host_gid: Callable[[int], int | None] | None = None,
+    stack: str | None,
+) -> dict[str, Any]:
+    """`kind: checkpoint` (module doc): the task instance's checkpoint directory, at the path this proxy derives
+    from the instance and its own stack; opened (made or found) or, with `action: finish`, finished."""
+    if request.get("kind") != "checkpoint":
+        raise Refused(
+            400, f"kind must be 'checkpoint' (or absent, for a plain directory), got {shown(request.get('kind'))}"
+        )
+    unknown = sorted(set(request) - _CHECKPOINT_FIELDS)
+    if unknown:
+        raise Refused(
+            400,
+            f"unknown field(s) {shown(unknown)} for a checkpoint; expected 'root', 'task', 'user', 'action', 'keep'",
+        )
+    if not stack:
+        raise Refused(
+            501, "this dood-proxy cannot derive checkpoint directories: its server does not pass its stack (upgrade it)"
+        )
+    action = request.get("action", "open")
+    if action not in ("open", "finish"):
+        raise Refused(400, f"action must be 'open' or 'finish', got {shown(action)}")
+    try:
+        key = CheckpointKey.from_request(request.get("task"), stack)
+    except ValueError as exc:
+        raise Refused(400, f"task: {exc}") from None
+    root = request.get("root")
+    if not isinstance(root, str) or not root.startswith("/") or clean_path(root) != (root.rstrip("/") or "/"):
+        raise Refused(400, f"root {shown(root)} must be an absolute, clean host path (no '..', '.', '//')")
+    derived = checkpoint_path(root, key)
+    if action == "finish":
+        keep = request.get("keep", 0)
+        if type(keep) is not int or not 0 <= keep <= MAX_RETENTION:
+            raise Refused(400, f"keep must be an integer from 0 to {MAX_RETENTION}, got {shown(keep)}")
+        if "user" in request:
+            raise Refused(400, "a checkpoint's finish takes no 'user'")
+        check_request({"path": derived}, policy)  # the same path rules: below an allowed root, clean names
+        try:
+            finished = finish_checkpoint(root, key, keep=keep)
+        except (UnsafePath, OSError) as exc:
+            raise _refusal(derived, exc) from None
+        return {"kind": "checkpoint", "path": derived, **finished.to_answer()}
+    if "keep" in request:
+        raise Refused(400, "'keep' is given with action 'finish'")
+    if request.get("user") is None:
+        raise Refused(400, "a checkpoint directory needs 'user' (the container's 'uid:gid'): its steps write it")
+    asked = check_request({"path": derived, "user": request["user"]}, policy, host_gid=host_gid)
+    assert asked.group is not None  # noqa: S101 - narrowing: a user's leaf always has its group
+    count = missing_directories(asked.path, [asked.root])
+    budget.take(count)
+    try:
+        path, created = open_checkpoint(root, key, [asked.root], gid=asked.group)
+    except (UnsafePath, LeafConflict, OSError) as exc:
+        budget.give_back(min(count, missing_directories(asked.path, [asked.root])))
+        raise _refusal(derived, exc) from None
+    return {"kind": "checkpoint", "path": path, "created": created, "user": asked.user}
 
 
 def _refusal(path: str, exc: Exception) -> Refused:
