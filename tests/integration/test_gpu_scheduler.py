@@ -2,6 +2,8 @@
 second engine with the fake NVIDIA hook and 4 GPUs: 8 `gpus: 1` tasks at once never run more than 4
 containers, two running ones never share a GPU (the hook's record), all succeed, and the ones that found
 no free GPU waited deferred, in the triggerer (no worker slot). Then mixed sizes (2, 1, 1, all, 1, 2).
+Every step holds its GPUs until the test has seen each task either holding GPUs (a running container) or
+waiting deferred; then the test opens the DAG's gate (dood_sched_gpus.py) and the steps end as GPUs free.
 
 Containers and GPUs are counted from the engine (start/die events, the hook's records), task states from
 the REST API, never from what dood says it did.
@@ -32,6 +34,8 @@ def gpu_stack(tmp_path_factory, gpu_engine):
     os.chmod(home, 0o755)
     (home / "dags").mkdir()
     shutil.copy(SCHEDULED_DAGS / "dood_sched_gpus.py", home / "dags")
+    (home / "marks").mkdir()  # the gates the steps wait for
+    os.chmod(home / "marks", 0o777)
     port = free_port()
     env = stack_env(home, port)
     # eight task starts at once against one api-server on SQLite, on a loaded 2-core machine: its 5 s default
@@ -94,8 +98,24 @@ def _run(stack: AirflowStack, engine, dag_id: str, tasks: int):
     since = time.time() - 1
     run_id = stack.trigger(dag_id)
     watch = StateWatch(stack, dag_id, run_id)
+    api = engine.api()
+    holding: list[str] = []
+
+    def all_hold_or_wait() -> bool:
+        """Every task holds GPUs (its container runs, waiting at the gate) or waits deferred, at least one."""
+        running = api.containers(filters={"label": f"dood.dag_id={dag_id}", "status": "running"})
+        holding[:] = sorted(c["Labels"]["dood.task_id"] for c in running)
+        waiting = {task for task, states in watch.seen.items() if "deferred" in states} - set(holding)
+        return bool(waiting) and len(holding) + len(waiting) == tasks
+
     try:
-        stack._wait_until(lambda: watch.run_state in ("success", "failed"), 900, f"{dag_id} to finish", every=2)
+        try:
+            stack._wait_until(all_hold_or_wait, 600, "", every=1)
+        except pytest.fail.Exception:
+            what = f"every task of {dag_id} to hold GPUs or wait deferred"
+            pytest.fail(f"timed out after 600s waiting for {what}; holding {holding}, seen {watch.seen}")
+        (stack.home / "marks" / f"{dag_id}.go").touch()  # the gate: the steps end, the waiting ones get GPUs
+        stack._wait_until(lambda: watch.run_state in ("success", "failed"), 600, f"{dag_id} to finish", every=1)
     finally:
         watch.stop()
     assert len(watch.seen) == tasks, watch.seen

@@ -1,8 +1,13 @@
 """GPU DAGs run by a real scheduler in tests/integration/test_gpu_scheduler.py: deferrable GPU tasks competing
-for the 4 GPUs of the second engine (its fake NVIDIA hook records which GPUs each container got)."""
+for the 4 GPUs of the second engine (its fake NVIDIA hook records which GPUs each container got).
+
+Each step holds its GPUs until the test opens its DAG's gate (`marks/<dag_id>.go`, once every task either holds
+GPUs or waits deferred): the contention is certain, not a matter of how fast a loaded machine starts tasks, and
+no step sleeps longer than the scenario needs."""
 
 from __future__ import annotations
 
+import os
 from datetime import datetime, timedelta
 
 from airflow.sdk import DAG
@@ -10,6 +15,9 @@ from airflow.sdk import DAG
 from dood import DoodContainerOperator
 
 IMAGE = "dood-test-busybox:latest"
+MARKS = f"{os.environ.get('DOOD_STACK_ROOT', '/tmp/dood-stack')}/marks"
+# waits for the gate (5 minutes at most: a failed test leaves no step running), then writes its GPUs
+GATED = "for i in $(seq 1500); do [ -e /marks/$DOOD_DAG_ID.go ] && break; sleep 0.2; done; "
 RESULT = 'printf \'{"gpus": "%s"}\' "$NVIDIA_VISIBLE_DEVICES" > "$DOOD_RESULT_FILE"'
 MIXED = {"two_a": 2, "one_a": 1, "one_b": 1, "all": "all", "one_c": 1, "two_b": 2}
 
@@ -20,7 +28,8 @@ def _dag(dag_id: str, sizes: dict[str, int | str]) -> DAG:
             DoodContainerOperator(
                 task_id=task_id,
                 image=IMAGE,
-                command=["sh", "-c", f"sleep 30; {RESULT}"],
+                command=["sh", "-c", GATED + RESULT],
+                mounts=[f"{MARKS}:/marks"],
                 resources={"gpus": gpus},
                 deferrable=True,
                 # Airflow's own race on a loaded machine: a trigger firing before the scheduler has handled the
