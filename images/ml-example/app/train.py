@@ -75,9 +75,15 @@ def save_checkpoint(directory, model, epoch, epochs, fp):
 def main():
     p = params()
     X, y = load_split("train")
-    epochs = int(p.get("epochs") or 10)
-    if not 1 <= epochs <= p["n_estimators"]:
-        fail(f"epochs must be from 1 to n_estimators ({p['n_estimators']}), got {epochs}", EXIT_BAD_CONFIG)
+    try:
+        epochs = int(p.get("epochs") or 10)
+    except (TypeError, ValueError):
+        fail(f"epochs must be a whole number, got {p.get('epochs')!r}", EXIT_BAD_CONFIG)
+    if epochs < 1:
+        fail(f"epochs must be 1 or more, got {epochs}", EXIT_BAD_CONFIG)
+    if epochs > p["n_estimators"]:
+        log(f"{epochs} epochs of {p['n_estimators']} trees: one tree an epoch, {p['n_estimators']} epochs")
+        epochs = p["n_estimators"]
     pause = float(env("DOOD_EPOCH_SECONDS", "0"))
     hyper = {k: p[k] for k in ("n_estimators", "max_depth", "random_state")}
     fp = fingerprint({**hyper, "epochs": epochs}, X, y)
