@@ -129,6 +129,7 @@ class TaskCheckpoint:
         root: str | None,
         placement: Placement | None,
         task_id: str,
+        wait: bool = True,
     ) -> TaskCheckpoint | None:
         """The setting, or None without `checkpoint`; a retention or root without it is a mistake."""
         if not isinstance(checkpoint, bool):
@@ -137,6 +138,11 @@ class TaskCheckpoint:
             if retention or root:
                 raise DoodConfigError(f"{task_id}: checkpoint_retention and checkpoint_root need checkpoint=True")
             return None
+        if not wait:
+            raise DoodConfigError(
+                f"{task_id}: checkpoint=True needs wait=True: a handed-off container (wait=False) outlives this "
+                "task, which could then neither keep its checkpoint for a retry nor remove it after success"
+            )
         if placement is not None and len(placement.hosts) > 1 and root is None:
             raise DoodConfigError(
                 f"{task_id}: checkpoint=True on a step placed on several hosts ({', '.join(placement.hosts)}) needs "

@@ -309,6 +309,8 @@ def test_the_setting_is_validated_with_the_fix_in_the_message():
         TaskCheckpoint.of(True, retention=-1, root=None, placement=None, task_id="t")
     with pytest.raises(DoodConfigError, match="absolute"):
         TaskCheckpoint.of(True, retention=0, root="rel", placement=None, task_id="t")
+    with pytest.raises(DoodConfigError, match="needs wait=True"):
+        TaskCheckpoint.of(True, retention=0, root=None, placement=None, task_id="t", wait=False)
     shared = Placement(hosts=("a", "b"), queue="q", pool="p", pool_slots=1)
     with pytest.raises(DoodConfigError, match="every one of them mounts"):
         TaskCheckpoint.of(True, retention=0, root=None, placement=shared, task_id="t")
