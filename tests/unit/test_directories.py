@@ -88,3 +88,42 @@ def test_an_earlier_attempts_leftovers_fail_the_try_and_a_refusal_names_the_fix(
     assert not isinstance(caught.value, DoodConfigError)  # not the config: the next try has its own directory
     with pytest.raises(DoodConfigError, match="4242:4242"):
         directories(proxy).for_container("/data/runs/y", "4242:4242", what="run")
+
+
+class Body(Answer):
+    def __init__(self, body: dict) -> None:
+        super().__init__(200)
+        self.body = body
+
+    def json(self):
+        return self.body
+
+
+def test_a_checkpoint_names_the_task_instance_never_a_path():
+    from dood.checkpoints import CheckpointKey, checkpoint_path
+
+    key = CheckpointKey("dood", "dag", "train", "run1", map_index=2, first_try=1)
+    expected = checkpoint_path("/data/ckpt", key)
+    proxy = Proxy(
+        Body({"kind": "checkpoint", "path": expected, "created": True}),
+        Body({"kind": "checkpoint", "path": expected, "kept": None, "removed": [expected], "problems": []}),
+    )
+    made = directories(proxy)
+    assert made.for_checkpoint("/data/ckpt", key, "50000:0", what="train") == expected
+    done = made.finish_checkpoint("/data/ckpt", key, keep=0, what="train")
+    assert done.removed == (expected,)
+    assert proxy.asked == [
+        {"kind": "checkpoint", "root": "/data/ckpt", "task": key.to_request(), "user": "50000:0"},
+        {"kind": "checkpoint", "root": "/data/ckpt", "task": key.to_request(), "action": "finish", "keep": 0},
+    ]
+
+
+def test_a_checkpoint_the_proxy_derived_elsewhere_fails_the_try_saying_why():
+    from dood.checkpoints import CheckpointKey
+
+    key = CheckpointKey("dood", "dag", "train", "run1")
+    proxy = Proxy(Body({"kind": "checkpoint", "path": "/data/ckpt/other-stack/x/y", "created": True}))
+    with pytest.raises(DoodError, match="stack differs"):
+        directories(proxy).for_checkpoint("/data/ckpt", key, "50000:0", what="train")
+    with pytest.raises(DoodConfigError, match="numeric non-root"):
+        directories(Proxy()).for_checkpoint("/data/ckpt", key, "0:0", what="train")
