@@ -153,6 +153,11 @@ host_debs() {
   local dir="$1" base="$2" status="$WORK/base-dpkg-status" plan
   shift 2
   command -v apt-get >/dev/null || die "apt-get is not on this host: the offline build takes Debian packages from the host's apt"
+  local release_of='. /etc/os-release && echo "$ID $VERSION_CODENAME"' host_release base_release
+  host_release="$(sh -c "$release_of" 2>/dev/null || true)"
+  base_release="$(docker run --rm --network none --entrypoint sh "$base" -c "$release_of" 2>/dev/null || true)"
+  [[ -n "$host_release" && "$host_release" == "$base_release" ]] ||
+    die "the host ($host_release) is not the release of $base ($base_release): its apt cannot fetch packages for it; build $REDIS_LOCAL where a registry answers (REDIS_PUBLIC) or on a $base_release host"
   docker run --rm --network none --entrypoint cat "$base" /var/lib/dpkg/status >"$status" ||
     die "cannot read the dpkg status of $base"
   resolve() {  # the packages (name=version) apt would install on top of BASE
