@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -96,31 +97,17 @@ async def startup_line(daemon: Any) -> str:
     return f"Engine {daemon.endpoint} (Docker {info.get('ServerVersion', '?')}): {security.summary()}"
 
 
-async def host_gid_map(daemon: Any, user: str = DEFAULT_REMAP_USER) -> Callable[[int], int | None] | None:
-    """For dood-proxy's directories: None when the engine does not remap (a container gid is the host gid),
-    else the function giving the host gid of a container gid (None outside the ranges). Asked at each
-    request, so an engine restarted with other options is seen at once; RemapUnknown (said with the fix)
-    when /info does not answer or the ranges cannot be known: never a guess."""
+async def host_ids(daemon: Any, user: str = DEFAULT_REMAP_USER) -> RemapIds | None:
+    """The engine's remap (container ids -> host ids), None when it does not remap (a container id is the
+    host id). RemapUnknown (said with the fix) when /info does not answer or the ranges cannot be known:
+    never a guess."""
     try:
         status, body = await daemon.call("GET", "/info")
         info = json.loads(body) if status == 200 else None
-    except Exception as exc:  # noqa: BLE001 - said to the client; no directory without knowing the remap
+    except Exception as exc:  # noqa: BLE001 - said to the client; nothing is decided without the remap
         raise RemapUnknown(
             f"the Docker daemon's /info did not answer ({exc}): its user namespaces are unknown"
         ) from None
-    if not isinstance(info, dict):
-        raise RemapUnknown(f"the Docker daemon's /info answered {status}: its user namespaces are unknown")
-    return await asyncio.to_thread(gid_map_of, info, user)
-
-
-async def host_ids(daemon: Any, user: str = DEFAULT_REMAP_USER) -> RemapIds | None:
-    """The engine's remap (container ids -> host ids), None when it does not remap; RemapUnknown as
-    `host_gid_map` says. For checks of host files against a container's identity."""
-    status, body = await daemon.call("GET", "/info")
-    try:
-        info = json.loads(body) if status == 200 else None
-    except ValueError:
-        info = None
     if not isinstance(info, dict):
         raise RemapUnknown(f"the Docker daemon's /info answered {status}: its user namespaces are unknown")
     security = EngineSecurity.from_info(info)
@@ -129,10 +116,31 @@ async def host_ids(daemon: Any, user: str = DEFAULT_REMAP_USER) -> RemapIds | No
     return await asyncio.to_thread(RemapIds.load, security.remapped_root, user)
 
 
+class EngineRemap:
+    """`host_ids` of one engine, asked again once `max_age` seconds have passed: dood-proxy needs it for
+    every create or start with a read-write bind and every directory with a user, and /info is one of the
+    engine's slowest calls. What can change in between: only the engine's own `--userns-remap`, which only
+    the host's administrator can change, and only by restarting the engine (which the proxy's clients see
+    as a failure, then a refusal while the remap cannot be read). A failure is never kept."""
+
+    def __init__(self, daemon: Any, *, max_age: float = 5.0, user: str = DEFAULT_REMAP_USER) -> None:
+        self.daemon, self.max_age, self.user = daemon, max_age, user
+        self._known: tuple[float, RemapIds | None] | None = None
+
+    async def get(self) -> RemapIds | None:
+        now = time.monotonic()
+        if self._known is not None and now - self._known[0] < self.max_age:
+            return self._known[1]
+        remap = await host_ids(self.daemon, self.user)
+        self._known = (now, remap)
+        return remap
+
+
 def gid_map_of(
     info: Mapping[str, Any], user: str = DEFAULT_REMAP_USER, subuid: str = SUBUID, subgid: str = SUBGID
 ) -> Callable[[int], int | None] | None:
-    """`host_gid_map` from an `/info` already read (the Airflow side with the raw socket: `api.info()`)."""
+    """The host gid of a container gid, from an `/info` already read (the Airflow side with the raw socket:
+    `api.info()`); None when the engine does not remap."""
     security = EngineSecurity.from_info(info)
     if not security.userns:
         return None

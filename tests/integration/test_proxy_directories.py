@@ -216,7 +216,8 @@ def test_a_planted_link_racing_the_request_never_leads_outside(setup):
     with contextlib.suppress(docker.errors.NotFound):  # another session's janitor may have removed it
         setup.api.remove_container(container, force=True)
     print(f"requests below a flipping link: {answers}")
-    assert set(answers) == {403} and answers[403] > 10, answers
+    # every request refused: 403, or 429 once the directories budget is spent (the proxy answers fast)
+    assert set(answers) <= {403, 429} and answers.get(403, 0) > 10, answers
     assert list(target.iterdir()) == []
 
 

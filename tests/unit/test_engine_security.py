@@ -9,11 +9,12 @@ import json
 import pytest
 
 from dood.engine_security import (
+    EngineRemap,
     EngineSecurity,
     RemapIds,
     RemapUnknown,
     gid_map_of,
-    host_gid_map,
+    host_ids,
     parse_subid,
     startup_line,
 )
@@ -91,9 +92,11 @@ class FakeDaemon:
 
     def __init__(self, info=None, error: Exception | None = None) -> None:
         self.info, self.error = info, error
+        self.calls = 0
 
     async def call(self, method: str, target: str):
         assert (method, target) == ("GET", "/info")
+        self.calls += 1
         if self.error:
             raise self.error
         return 200, json.dumps(self.info).encode()
@@ -107,9 +110,25 @@ def test_the_startup_line_never_fails_the_start():
 
 
 def test_no_map_without_remapping_and_no_guess_when_the_daemon_is_silent():
-    assert asyncio.run(host_gid_map(FakeDaemon(PLAIN))) is None
+    assert asyncio.run(host_ids(FakeDaemon(PLAIN))) is None
     with pytest.raises(RemapUnknown, match="did not answer"):
-        asyncio.run(host_gid_map(FakeDaemon(error=OSError("refused"))))
+        asyncio.run(host_ids(FakeDaemon(error=OSError("refused"))))
+
+
+def test_the_remap_is_asked_again_after_its_age_and_a_failure_is_never_kept():
+    daemon = FakeDaemon(PLAIN)
+    remap = EngineRemap(daemon, max_age=60)
+    assert asyncio.run(remap.get()) is None and asyncio.run(remap.get()) is None
+    assert daemon.calls == 1, "a second create within max_age reads no /info"
+    failing = EngineRemap(FakeDaemon(error=OSError("refused")), max_age=60)
+    for _ in range(2):
+        with pytest.raises(RemapUnknown, match="did not answer"):
+            asyncio.run(failing.get())
+    assert failing.daemon.calls == 2, "a failure is asked again at once"
+    aged = EngineRemap(daemon, max_age=0)
+    asyncio.run(aged.get())
+    asyncio.run(aged.get())
+    assert daemon.calls == 3
 
 
 def test_the_gid_map_of_an_info_already_read(tmp_path):

@@ -55,6 +55,7 @@ class ProxyServer:
     ) -> None:
         self.policy = policy
         self.daemon = Daemon(upstream)
+        self.remap = engine_security.EngineRemap(self.daemon)  # the engine's --userns-remap, read every 5 s
         self.gpus = GpuReferee(
             self.daemon, probe_images=policy.gpu_probe_images, max_gpus=policy.max_gpus, inventory=gpus
         )
@@ -209,12 +210,13 @@ class ProxyServer:
                 asked = parse_json(body or b"{}")
             except MalformedBody as exc:
                 raise Refused(400, f"directories body: {exc}") from None
-            host_gid = None  # on an engine with --userns-remap: the host gid of a container's gid
+            remap = None  # on an engine with --userns-remap: the host ids of a container's ids
             if isinstance(asked, dict) and asked.get("user") is not None:
                 try:
-                    host_gid = await engine_security.host_gid_map(self.daemon)
+                    remap = await self.remap.get()
                 except engine_security.RemapUnknown as exc:
                     raise Refused(503, str(exc)) from None
+            host_gid = remap.host_gid if remap is not None else None
             try:
                 answer = await asyncio.to_thread(directories.make_directory, asked, self.policy, host_gid=host_gid)
             except directories.TooMany as busy:  # 429 with Retry-After, which a plain refusal does not carry
@@ -360,7 +362,7 @@ class ProxyServer:
         """The container's ids as the host sees them: the same, or mapped on an engine that remaps user
         namespaces (a file's owner on the host is compared with the host ids)."""
         try:
-            remap = await engine_security.host_ids(self.daemon)
+            remap = await self.remap.get()
         except engine_security.RemapUnknown as exc:
             raise Refused(503, str(exc)) from None
         if remap is None:
