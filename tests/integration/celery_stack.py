@@ -24,6 +24,7 @@ import docker
 import psutil
 import pytest
 import redis
+import yaml
 
 from tests.integration.airflow_stack import (
     AIRFLOW,
@@ -43,6 +44,11 @@ DAGS = HERE / "celery_dags" / "dood_hc_dags.py"
 BENCH_DAGS = HERE / "celery_dags" / "dood_hc_bench_dags.py"
 STACK = "dood-hc"  # the config's stack, forced by both proxies
 IMAGE = "dood-test-busybox:latest"
+# What worker b records as its hostname (the task instances' `hostname`), as a worker in a container of another
+# machine does: its container id, which resolves nowhere else. The api-server can therefore never reach B's
+# log server (nor does B serve one: --skip-serve-logs); B's task logs reach it through the shared log folder.
+HOST_B_WORKER_HOSTNAME = "3f2a9c41d7be"
+SHARED_LOGS = "shared-logs"  # the compose stacks' DOOD_LOG_ROOT: one folder on the storage every host mounts
 
 
 @dataclass
@@ -102,10 +108,11 @@ class CeleryWorker:
     queues: str
     dood_host: str
     process: subprocess.Popen | None = None
+    env: dict[str, str] = field(default_factory=dict)  # its own settings, over the stack's
 
     def start(self, wait: bool = True) -> None:
         """Start it; with `wait`, return once Celery says it is ready (else call `wait_ready`)."""
-        env = {**self.stack.env, "DOOD_HOST": self.dood_host}
+        env = {**self.stack.env, **self.env, "DOOD_HOST": self.dood_host}
         args = [AIRFLOW, "celery", "worker", "--queues", self.queues, "--celery-hostname", f"{self.name}@%h"]
         args += ["--skip-serve-logs", "--without-gossip", "--without-mingle"]  # task logs are files on this host
         log = open(self.stack.home / f"worker-{self.name}.log", "ab")
@@ -189,6 +196,7 @@ class TwoHosts:
     workers: dict[str, CeleryWorker]
     proxy_a_url: str
     proxy_b_url: str
+    proxy_b_read_only_url: str  # what the api-server reads host-b through (hosts.host-b.ui_docker)
 
 
 @contextlib.contextmanager
@@ -199,7 +207,11 @@ def two_hosts(
     config hosts_celery.yaml naming both, and Airflow's services with the DAGs of celery_dags/. Under
     CeleryExecutor: Redis, and worker a (queue `default`, DOOD_HOST=host-a) and worker b (`host-b`,
     DOOD_HOST=host-b). Under LocalExecutor every service has DOOD_HOST=host-a (the scheduler runs the tasks).
-    Every container of the stack is removed from both engines before and after."""
+    Every container of the stack is removed from both engines before and after.
+
+    As the two-host compose files arrange it: every process' task logs go to one shared folder (`SHARED_LOGS`,
+    their DOOD_LOG_ROOT), worker b records a hostname nothing resolves (`HOST_B_WORKER_HOSTNAME`) and serves
+    no logs; host-b also has a read-only dood-proxy, the api-server's `ui_docker` for it."""
     os.chmod(home, 0o755)
     (home / "dags").mkdir()
     for dag_file in dag_files:
@@ -213,11 +225,16 @@ def two_hosts(
         cleanup.callback(engine_b.stop)
         engine_b.load_image(IMAGE)
         proxies = {}
-        for name, upstream in (("a", MAIN_ENGINE_URL), ("b", engine_b.url)):
+        for name, upstream, *mode in (
+            ("a", MAIN_ENGINE_URL),
+            ("b", engine_b.url),
+            ("b-ro", engine_b.url, "--read-only"),
+        ):
             (home / f"proxy-{name}").mkdir()
+            host = f"host-{name[0]}"
             proxies[name] = cleanup.enter_context(
                 running_proxy(
-                    home / f"proxy-{name}", policy, "--stack", STACK, "--host", f"host-{name}", "--upstream", upstream
+                    home / f"proxy-{name}", policy, "--stack", STACK, "--host", host, "--upstream", upstream, *mode
                 )
             )
         stack.env = stack_env(home, port, executor=executor)
@@ -229,10 +246,12 @@ def two_hosts(
         else:
             stack.env["DOOD_HOST"] = "host-a"
         stack.env.update(
-            DOOD_CONFIG=str(CONFIG),
+            DOOD_CONFIG=str(_config_with_ui_docker(home)),
             DOOD_HC_ROOT=str(home),
             DOOD_HC_PROXY_A=proxies["a"].url,
             DOOD_HC_PROXY_B=proxies["b"].url,
+            DOOD_HC_PROXY_B_RO=proxies["b-ro"].url,
+            AIRFLOW__LOGGING__BASE_LOG_FOLDER=str(home / SHARED_LOGS),
             **env,
         )
         apis = (docker.APIClient(base_url=MAIN_ENGINE_URL), engine_b.api())
@@ -244,7 +263,7 @@ def two_hosts(
         if executor == "CeleryExecutor":
             workers = {
                 "a": CeleryWorker(stack, "a", "default", "host-a"),
-                "b": CeleryWorker(stack, "b", "host-b", "host-b"),
+                "b": CeleryWorker(stack, "b", "host-b", "host-b", env=_elsewhere(home)),
             }
             for worker in workers.values():
                 cleanup.callback(worker.stop)
@@ -252,7 +271,25 @@ def two_hosts(
         import_pools(stack)  # while the workers start
         for worker in workers.values():
             worker.wait_ready()
-        yield TwoHosts(stack, engine_b, workers, proxies["a"].url, proxies["b"].url)
+        yield TwoHosts(stack, engine_b, workers, proxies["a"].url, proxies["b"].url, proxies["b-ro"].url)
+
+
+def _config_with_ui_docker(home: Path) -> Path:
+    """hosts_celery.yaml, with host-b's read-only listener as the UI's way to it (`hosts.host-b.ui_docker`)."""
+    config = yaml.safe_load(CONFIG.read_text())
+    config["hosts"]["host-b"]["ui_docker"] = {"url": "${DOOD_HC_PROXY_B_RO}"}
+    path = home / "hosts_celery.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def _elsewhere(home: Path) -> dict[str, str]:
+    """Worker b's settings of a worker on another machine: its hostname resolves nowhere here
+    (`[core] hostname_callable`, a module of its own on its PYTHONPATH)."""
+    library = home / "worker-b-lib"
+    library.mkdir()
+    (library / "dood_hc_hostname.py").write_text(f"def container_id():\n    return {HOST_B_WORKER_HOSTNAME!r}\n")
+    return {"AIRFLOW__CORE__HOSTNAME_CALLABLE": "dood_hc_hostname.container_id", "PYTHONPATH": str(library)}
 
 
 def remove_stack_containers(*apis) -> None:

@@ -22,7 +22,14 @@ import requests
 
 from dood.naming import HOST_LABEL, MANAGED_LABEL, STACK_LABEL
 from tests.integration.airflow_stack import MAIN_ENGINE_URL, AirflowStack, EngineEvents
-from tests.integration.celery_stack import IMAGE, STACK, CeleryWorker, kill_service, two_hosts
+from tests.integration.celery_stack import (
+    HOST_B_WORKER_HOSTNAME,
+    IMAGE,
+    STACK,
+    CeleryWorker,
+    kill_service,
+    two_hosts,
+)
 
 PREFIX = "dood_hc_"  # not "dood_it": other sessions' integration tests remove every dood_it* container
 STACK_FILTER = f"{STACK_LABEL}={STACK}"
@@ -107,6 +114,24 @@ class _Hosts:
             return self.task(dag_id, run_id)["state"] == state
 
         self.stack._wait_until(reached, timeout, f"{dag_id} {run_id} to be {state}", every=1)
+
+    def task_log(self, dag_id: str, run_id: str, try_number: int, task_id: str = "run") -> str:
+        """The task log of one try as the main api-server serves it (REST), "" while it has none."""
+        try:
+            return self.stack.task_log(dag_id, run_id, try_number, task_id)
+        except (requests.RequestException, AssertionError):
+            return ""
+
+    def container_tab(self, dag_id: str, run_id: str, task_id: str = "run") -> str:
+        """The Container tab's page (the dood plugin on the main api-server), as a signed-in user."""
+        token = requests.get(f"{self.stack.api_url}/auth/token", timeout=30).json()["access_token"]
+        page = requests.get(
+            f"{self.stack.api_url}/dood/dags/{dag_id}/runs/{run_id}/tasks/{task_id}/container",
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=60,
+        )
+        assert page.status_code == 200, f"Container tab: {page.status_code} {page.text[:500]}"
+        return page.text
 
     def why(self, *workers: str) -> str:
         return "\n".join(
@@ -272,3 +297,81 @@ def test_with_worker_b_stopped_its_tasks_stay_queued_and_run_when_it_comes_back(
     (container,) = hosts.containers("b", dag_id, run_id)
     assert container["Labels"][HOST_LABEL] == "host-b"
     assert hosts.containers("a", dag_id) == []
+
+
+def test_the_main_api_server_reads_b_s_task_log_from_the_shared_log_folder_while_it_runs_and_after(hosts):
+    """Worker b records a hostname nothing here resolves and serves no logs (as a worker on another machine):
+    the api-server reads B's task log from the log folder every host shares (the compose stacks' DOOD_LOG_ROOT),
+    and the Container tab reads B's container through B's read-only listener (hosts.host-b.ui_docker)."""
+    dag_id = f"{PREFIX}logged"
+    run_id = hosts.ask(hosts.stack.trigger, dag_id)
+    first, last = f"first line of {run_id}", f"last line of {run_id}"
+    hosts.stack._wait_until(
+        lambda: first in hosts.task_log(dag_id, run_id, 1) and hosts.task(dag_id, run_id)["state"] == "running",
+        180,
+        f"the REST task log of {dag_id} try 1 to show {first!r} while the task runs",
+        every=1,
+    )
+    assert hosts.task(dag_id, run_id)["hostname"] == HOST_B_WORKER_HOSTNAME, "the task ran on worker b"
+    tab = hosts.container_tab(dag_id, run_id)
+    assert first in tab, f"the Container tab does not show B's output tail:\n{tab[-3000:]}"
+    assert hosts.wait_for_run(dag_id, run_id) == "success", hosts.why("b")
+    log = hosts.task_log(dag_id, run_id, 1)
+    assert first in log and last in log, log[-3000:]
+    assert "Could not read served logs" not in log, log[-3000:]
+    assert last in hosts.container_tab(dag_id, run_id)
+    (container,) = hosts.containers("b", dag_id, run_id)
+    assert container["Labels"][HOST_LABEL] == "host-b"
+
+
+def test_without_the_shared_log_folder_b_s_task_log_is_out_of_reach_as_in_issue_25(hosts, tmp_path):
+    """The control: worker b with a log folder of its own (a deployment without DOOD_LOG_ROOT): the api-server
+    finds no file and cannot reach B's worker by its hostname, which is what the user of issue 25 saw."""
+    dag_id = f"{PREFIX}logged"
+    worker = hosts.workers["b"]
+    worker.stop()
+    worker.env["AIRFLOW__LOGGING__BASE_LOG_FOLDER"] = str(tmp_path / "b-own-logs")
+    try:
+        worker.start()
+        run_id = hosts.ask(hosts.stack.trigger, dag_id)
+        assert hosts.wait_for_run(dag_id, run_id) == "success", hosts.why("b")
+        log = hosts.task_log(dag_id, run_id, 1)
+        assert "Could not read served logs: HTTPConnectionPool(host=" in log, log[-3000:]
+        assert "NameResolutionError" in log and f"resolve \\'{HOST_B_WORKER_HOSTNAME}" in log, log[-3000:]
+        assert f"first line of {run_id}" not in log, log[-3000:]
+    finally:
+        worker.stop()
+        del worker.env["AIRFLOW__LOGGING__BASE_LOG_FOLDER"]
+        worker.start()
+
+
+def test_worker_b_down_for_20_s_mid_training_with_the_pipeline_defaults_follows_the_same_container_in_2_min(hosts):
+    """The pipeline config's default retries (1) and retry delay (15 s): worker b SIGKILLed while train runs on
+    B, started again 20 s later; try 1 fails on the heartbeat timeout (12 s here, compose: 60 s), try 2 follows
+    the same container. benchmarks/bench_worker_restart.py measures it with the compose stacks' timeout."""
+    dag_id = f"{PREFIX}restart"
+    run_id = hosts.ask(hosts.stack.trigger, dag_id)
+    hosts.stack._wait_until(
+        lambda: any(
+            c["State"] == "running" and c["Labels"]["dood.task_id"] == "train"
+            for c in hosts.containers("b", dag_id, run_id)
+        ),
+        240,
+        "train's container running on B",
+    )
+    killed = time.monotonic()
+    hosts.workers["b"].kill()
+    hosts.stack._wait_until(lambda: time.monotonic() - killed >= 20, 30, "20 s with worker b down")
+    hosts.workers["b"].start()
+    hosts.stack._wait_until(
+        lambda: "Reattaching to container" in hosts.task_log(dag_id, run_id, 2, "train"),
+        240,
+        "train's try 2 to reattach to try 1's container on B",
+        every=1,
+    )
+    followed = time.monotonic() - killed
+    assert followed < 120, f"the same container was followed again {followed:.0f} s after the kill"
+    assert hosts.wait_for_run(dag_id, run_id, timeout=300) == "success", hosts.why("b")
+    assert len(hosts.events["b"].created(dag_id, run_id)) == 1, "one create on B: train's, never a second"
+    assert hosts.xcom(dag_id, run_id, "train") == {"read": f"rows of {run_id}"}
+    assert hosts.ask(hosts.stack.task, dag_id, run_id, "train")["try_number"] == 2
