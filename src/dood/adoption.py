@@ -4,6 +4,18 @@ Adoptable: one still running that nobody has begun to stop, or one that succeede
 watching (its result is kept). Ownership passes with it: the earlier try's runner, if it still lives, was
 orphaned (its supervisor is gone, or Airflow would not have started this try), so it can no longer reach
 Airflow and therefore never stops or removes the container (`dood.owner`).
+
+Only a retry adopts, never the try after a clear: a clear is a user kill. Airflow records it before the
+task instance's state changes, in the same write: clearing a task instance that is not running (deferred,
+failed, scheduled...) resets its ``max_tries`` to its try number plus its retries, so the first try of the
+current series is ``max_tries - retries + 1`` (`first_try`: Airflow's own reckoning in
+``get_first_reschedule_date``, spelled once in `dood.checkpoints.first_try_of`, as a checkpoint directory
+lives as long). A container of a try before it belongs to a series a user cleared: it is never adopted,
+whether or not the kill path of that try has run (a deferred task's trigger may never run its
+``on_kill``: a triggerer down or slow, or, on SQLite, a deleted trigger's id handed to the next try's
+trigger, which the triggerer then takes for the old one), and this try ends it (`end_cleared`). A task
+cleared while running is RESTARTING, a retry by Airflow's count: its ``on_kill`` ends the container
+(`dood.owner.being_ended`, and `ADOPTION_SETTLE_SECONDS` for the triggerer's sync).
 """
 
 from __future__ import annotations
@@ -11,13 +23,17 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from dood.checkpoints import first_try_of  # the one spelling of Airflow's formula
 from dood.completion import ContainerHandle
 from dood.naming import TaskIdentity
 from dood.owner import being_ended
+from dood.teardown import DockerTarget, detach
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from dood.config import DoodConfig
     from dood.hooks.dood import DoodHook
     from dood.logs import TaskLog
@@ -28,19 +44,43 @@ log = logging.getLogger(__name__)
 ADOPTION_SETTLE_SECONDS = 6  # > the triggerer's default 5 s heartbeat, in which it passes a user's kill on
 
 
+def first_try(context: Mapping[str, Any], retries: int | None) -> int:
+    """The first try of the task instance's current series: the try after its last clear, else 1. Tries
+    before it were cleared by a user (see the module's docstring). 1 when the task instance does not say
+    (no ``max_tries``: e.g. a test's stand-in)."""
+    ti = context["ti"]
+    return first_try_of(getattr(ti, "try_number", None), getattr(ti, "max_tries", None), retries)
+
+
 def adoptable(
-    hook: DoodHook, identity: TaskIdentity, config: DoodConfig, logger: TaskLog = log
+    hook: DoodHook,
+    identity: TaskIdentity,
+    config: DoodConfig,
+    logger: TaskLog = log,
+    *,
+    since_try: int = 1,
+    grace_seconds: int | None = None,
+    keep_exited: bool = False,
 ) -> ContainerHandle | None:
     """The earlier try's container this try takes over, on this host, or None (start a new one); said in
-    `logger` (the task's log). A first try has no earlier try (Airflow numbers a cleared task's next run
-    as a new try), so it asks the engine nothing."""
+    `logger` (the task's log). Only tries from `since_try` on (`first_try`) are looked at: the containers of
+    tries before it were cleared by a user, and are ended (`end_cleared`, with `grace_seconds`, else the
+    config's; `keep_exited`: an exited one is left, auto_remove=never). The first try of a series has no
+    earlier try to adopt, so it asks the engine nothing when there is no series before it either."""
     if identity.try_number <= 1:
         return None
-    earlier = [
+    mine = [
         c
         for c in hook.find_containers(identity.task_labels())  # this task instance's, on this host
         if TaskIdentity.from_labels(c["Labels"]).try_number != identity.try_number
     ]
+    cleared = [c for c in mine if TaskIdentity.from_labels(c["Labels"]).try_number < since_try]
+    if cleared:
+        grace = config.defaults.stop_grace_period_seconds if grace_seconds is None else grace_seconds
+        end_cleared(hook, cleared, config, grace, logger, keep_exited=keep_exited)
+    earlier = [c for c in mine if c not in cleared]
+    if not earlier:
+        return None
     if any(c["State"] == "running" for c in earlier):
         # a kill path of the earlier try (a clear: the triggerer cancels its trigger on its next sync) may
         # not have signalled it yet: give it that long before deciding (only retries ever wait here)
@@ -64,8 +104,54 @@ def adoptable(
     return ContainerHandle.of(adopted["Id"], name, config.runs_root, config.host)
 
 
+def end_cleared(
+    hook: DoodHook,
+    containers: list[dict[str, Any]],
+    config: DoodConfig,
+    grace_seconds: int,
+    logger: TaskLog = log,
+    *,
+    keep_exited: bool = False,
+) -> list[str]:
+    """End the containers of tries a user cleared (`docker ps` entries): stop (grace period), then remove,
+    in processes that outlive this one (`dood.teardown`), not waited for; one someone already began to stop
+    is left to them, an exited one is only removed (left with `keep_exited`). Returns the ids it ended."""
+    ended = []
+    for container in containers:
+        name = container["Names"][0].lstrip("/")
+        try_number = TaskIdentity.from_labels(container["Labels"]).try_number
+        running = container["State"] != "exited" and container["State"] != "dead"
+        if (running and being_ended(hook.api, container)) or (not running and keep_exited):
+            continue
+        ending = detach(
+            DockerTarget.of(config.docker),
+            container["Id"],
+            grace_seconds if running else 0,
+            runs_root=config.runs_root,
+            who=f"a clear of its task (try {try_number}), in the next try",
+        )
+        logger.warning(
+            "Container %s of try %s (%s) was cleared by a user: never adopted (a clear is a kill); %s it in pid "
+            "%s, which outlives this try.",
+            name,
+            try_number,
+            container["Status"],
+            f"stopping (grace {grace_seconds}s), then removing" if running else "removing",
+            ending.pid,
+        )
+        ended.append(container["Id"])
+    return ended
+
+
 def adoptable_elsewhere(
-    config: DoodConfig, identity: TaskIdentity, placement: Placement | None, logger: TaskLog = log
+    config: DoodConfig,
+    identity: TaskIdentity,
+    placement: Placement | None,
+    logger: TaskLog = log,
+    *,
+    since_try: int = 1,
+    grace_seconds: int | None = None,
+    keep_exited: bool = False,
 ) -> tuple[ContainerHandle, DoodConfig] | None:
     """With a placement on several hosts (a shared queue), a retry may land on another host than the try it
     follows: the earlier try's container, on any other host of the placement, with the view of that host as
@@ -79,7 +165,15 @@ def adoptable_elsewhere(
         if name == config.host:
             continue
         view = remote_view(config, name)
-        handle = adoptable(DoodHook(view), replace(identity, host=name), view, logger)
+        handle = adoptable(
+            DoodHook(view),
+            replace(identity, host=name),
+            view,
+            logger,
+            since_try=since_try,
+            grace_seconds=grace_seconds,
+            keep_exited=keep_exited,
+        )
         if handle is not None:
             logger.info("The earlier try's container runs on host %s: following it there.", name)
             return handle, view

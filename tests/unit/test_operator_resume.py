@@ -103,3 +103,17 @@ def test_a_timed_out_deferral_without_a_container_or_a_trigger_failure_ends_noth
     with pytest.raises(TaskDeferralError):  # the trigger failed: its try fails, Airflow's retries may adopt
         make().resume_execution(TRIGGER_FAIL_REPR, {"error": "Trigger failure"}, context())
     assert ended == []
+
+
+def test_a_resume_by_another_containers_event_waits_again_for_its_own_and_ends_nothing(ended):
+    """A task cleared while deferred: on SQLite its next try's trigger can get the deleted trigger's id, and
+    the old trigger, still running, then fires under it for the cleared container. Not this try's outcome."""
+    from airflow.sdk.exceptions import TaskDeferred
+
+    for status in ("success", "timeout"):
+        event = wait_event(status, "d" * 64, "exited with code 0.", exit_code=0)
+        with pytest.raises(TaskDeferred) as deferred:
+            make().execute_complete(context(2), event, HANDLE)
+        assert deferred.value.trigger.container_id == CONTAINER_ID
+        assert deferred.value.kwargs == {"handle": HANDLE}
+    assert ended == []

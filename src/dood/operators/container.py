@@ -12,7 +12,7 @@ from airflow.sdk.exceptions import AirflowSkipException, AirflowTaskTimeout
 from docker.errors import NotFound
 from docker.types import Mount
 
-from dood.adoption import adoptable, adoptable_elsewhere
+from dood.adoption import adoptable, adoptable_elsewhere, first_try
 from dood.arguments import exit_codes, one_of, validated_resources
 from dood.checkpoint_task import TaskCheckpoint
 from dood.completion import ContainerHandle, finish, resume, resume_carry, resume_config, task_deadline
@@ -37,7 +37,7 @@ from dood.policy import check as check_policy
 from dood.reconnect import Reconnector
 from dood.resources import Resources
 from dood.results import RUN_DIR_IN_CONTAINER, result_env, run_dir_for
-from dood.triggers.container import DoodContainerTrigger
+from dood.triggers.container import DoodContainerTrigger, foreign_event
 from dood.ui.extra_link import DoodContainerLink
 
 if TYPE_CHECKING:
@@ -249,10 +249,15 @@ class DoodContainerOperator(WaitsForGpus, BaseOperator):
         identity = self._identity = TaskIdentity.from_context(context, stack=hook.stack, host=config.host)
         self._checkpoint_key = TaskCheckpoint.key(context, identity, self.retries) if self.checkpoint else None
         launcher = self._launcher = ContainerLauncher(hook.api)
-        handle = adoptable(hook, identity, config, self.log) if self.reattach else None
+        cleared = {  # tries before the last clear: never adopted, ended (dood.adoption)
+            "since_try": first_try(context, self.retries),
+            "grace_seconds": self._grace_seconds,
+            "keep_exited": (self.auto_remove or config.defaults.auto_remove) == "never",
+        }
+        handle = adoptable(hook, identity, config, self.log, **cleared) if self.reattach else None
         elsewhere: tuple[ContainerHandle, DoodConfig] | None = None
         if self.reattach and handle is None:  # a shared queue's retry may follow a container on another host
-            elsewhere = adoptable_elsewhere(config, identity, self.placement, self.log)
+            elsewhere = adoptable_elsewhere(config, identity, self.placement, self.log, **cleared)
         if elsewhere is not None:
             handle, config = elsewhere
             self._docker = config.docker  # a kill or timeout reaches it there too
@@ -391,6 +396,12 @@ class DoodContainerOperator(WaitsForGpus, BaseOperator):
         self._identity = TaskIdentity.from_context(context, stack=hook.stack, host=config.host)
         self._checkpoint_key = TaskCheckpoint.key(context, self._identity, self.retries) if self.checkpoint else None
         self._container_id = container.container_id
+        foreign = foreign_event(event, container.container_id)
+        if foreign:  # an earlier trigger's event under this trigger's id: not this container's outcome
+            self.log.warning("%s", foreign)
+            if carried:  # the endpoint came with that other trigger's event: nothing to wait again with
+                raise DoodConfigError(f"{foreign} The dood config cannot be read to wait again: fix it, clear.")
+            self._defer(container, config, context)
         if event.get("status") == "timeout":
             self._container_id = None
             if event.get(ENDING_KEY):  # the trigger began it at the deadline: one stop, one SIGTERM

@@ -478,6 +478,22 @@ class DoodContainerTrigger(BaseTrigger):
         return wait_event("error", self.container_id, message, error_message=message)
 
 
+def foreign_event(event: dict[str, Any], container_id: str) -> str | None:
+    """Why a trigger event resuming a task is not about the container that task deferred on (None when it
+    is): Airflow resumes the task instances deferred on the trigger id the event came from, and SQLite hands
+    a deleted trigger's id to the next trigger created (a task cleared while deferred: its next try's), so
+    the triggerer can take the new trigger for the old one, which keeps running and fires for the old
+    container. Such an event is the cleared try's, never this one's outcome."""
+    fired_for = str(event.get("container_id") or "")
+    if not fired_for or fired_for == container_id:
+        return None
+    return (
+        f"The trigger event is about container {fired_for[:12]}, not {container_id[:12]}, which this task deferred "
+        "on: an earlier trigger answered under this trigger's id (SQLite reuses a deleted trigger's id; a clear "
+        "deletes it). Its outcome is not this task's: waiting for this task's own container again."
+    )
+
+
 def _validate(
     container_id: object,
     api_version: str,
