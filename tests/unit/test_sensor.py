@@ -145,3 +145,82 @@ def test_a_sensor_the_handoff_label_does_not_count_says_the_janitor_may_remove_i
     assert locate("wait") == "" and locate("*") == ""  # counted: by name, or the run waits
     assert "handed off to other, not to wait: the janitor removes it once those ended" in locate("other")
     assert "was not handed off" in locate(None)
+
+
+HANDLE = {"container_id": "c" * 64, "container_name": "dood-c", "run_dir": "/runs/dood-c"}
+
+
+def _broken(path=None):
+    raise DoodConfigError("Invalid dood config /x.yaml: not valid YAML: boom")
+
+
+def test_a_deferred_sensor_gives_its_trigger_what_its_resume_needs_without_a_config(monkeypatch):
+    from airflow.sdk.exceptions import TaskDeferred
+
+    hook = FakeHook({HANDLE["container_id"]: _container(HANDLE["container_id"], _labels("start", 1), "running")})
+    monkeypatch.setattr(sensor_module, "load_config", lambda path=None: CONFIG)
+    monkeypatch.setattr(sensor_module, "DoodHook", lambda config, **kwargs: hook)
+    sensor = DoodContainerSensor(task_id="wait", container_id=HANDLE["container_id"], deferrable=True)
+    with pytest.raises(TaskDeferred) as deferred:
+        sensor.execute({"ti": TI})
+    trigger = deferred.value.trigger
+    assert trigger.stop_grace_seconds is None  # the sensor only watches: a kill of it leaves the container
+    assert trigger.resume["handle"]["container_id"] == HANDLE["container_id"]
+    assert trigger.resume["auto_remove"] == "always" and trigger.resume["stack"] == "dood"
+
+
+def test_a_sensor_resumed_while_its_config_is_unreadable_finishes_with_what_the_trigger_carried(monkeypatch):
+    """Config made invalid YAML while the sensor waited; the container exited 0: the result, no DoodConfigError."""
+    from dood.completion import resume_carry
+    from dood.outcome import RESUME_KEY, wait_event
+    from dood.triggers.container import DoodContainerTrigger
+
+    monkeypatch.setattr(sensor_module, "load_config", _broken)
+    monkeypatch.setattr(sensor_module, "DoodHook", lambda config, **kwargs: SimpleNamespace(api=None, stack="dood"))
+    finished: list = []
+    monkeypatch.setattr(
+        DoodContainerSensor,
+        "_finish",
+        lambda self, config, launcher, handle, outcome=None: finished.append((config, handle, outcome)) or {"ok": 1},
+    )
+    from dood.completion import ContainerHandle
+
+    carry = resume_carry(
+        ContainerHandle.from_xcom(HANDLE), CONFIG, auto_remove=None, stop_grace_seconds=30, stack="dood"
+    )
+    trigger = DoodContainerTrigger.from_config(CONFIG, HANDLE["container_id"], stop_grace_seconds=None, resume=carry)
+    event = trigger._for_resume(wait_event("success", HANDLE["container_id"], "exited with code 0.", exit_code=0))
+    assert RESUME_KEY in event
+    sensor = DoodContainerSensor(task_id="wait", container_id=HANDLE["container_id"], deferrable=True)
+
+    assert sensor.execute_complete({"ti": TI}, event, handle=HANDLE) == {"ok": 1}
+    ((config, handle, outcome),) = finished
+    assert config.docker.url == CONFIG.reachable_docker.url and config.runs_root == "/runs"
+    assert handle.container_id == HANDLE["container_id"] and outcome.exit_code == 0
+
+
+def test_a_sensor_resumed_on_an_old_event_with_an_unreadable_config_says_what_is_missing(monkeypatch):
+    from dood.outcome import wait_event
+
+    monkeypatch.setattr(sensor_module, "load_config", _broken)
+    sensor = DoodContainerSensor(task_id="wait", container_id=HANDLE["container_id"], deferrable=True)
+    event = wait_event("success", HANDLE["container_id"], "exited with code 0.", exit_code=0)
+    with pytest.raises(DoodConfigError, match="does not carry the Docker endpoint"):
+        sensor.execute_complete({"ti": TI}, event, handle=HANDLE)
+
+
+def test_a_sensor_resumed_by_another_containers_event_waits_again_for_its_own(monkeypatch):
+    """SQLite hands a deleted trigger's id to the next trigger: an old trigger's event is not this one's."""
+    from airflow.sdk.exceptions import TaskDeferred
+
+    from dood.outcome import wait_event
+
+    monkeypatch.setattr(sensor_module, "load_config", lambda path=None: CONFIG)
+    monkeypatch.setattr(sensor_module, "DoodHook", lambda config, **kwargs: FakeHook({}))
+    monkeypatch.setattr(DoodContainerSensor, "_finish", lambda *a, **k: pytest.fail("finished on another's event"))
+    sensor = DoodContainerSensor(task_id="wait", container_id=HANDLE["container_id"], deferrable=True)
+    event = wait_event("success", "d" * 64, "exited with code 0.", exit_code=0)
+    with pytest.raises(TaskDeferred) as deferred:
+        sensor.execute_complete({"ti": TI}, event, handle=HANDLE)
+    assert deferred.value.trigger.container_id == HANDLE["container_id"]
+    assert deferred.value.kwargs == {"handle": HANDLE}

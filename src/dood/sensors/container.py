@@ -15,7 +15,7 @@ from airflow.sdk.exceptions import AirflowSensorTimeout
 from docker.errors import NotFound
 
 from dood.arguments import exit_codes, one_of
-from dood.completion import ContainerHandle, finish, resume, task_deadline
+from dood.completion import ContainerHandle, finish, resume, resume_carry, resume_config, task_deadline
 from dood.config import AutoRemove, DoodConfig, load_config
 from dood.exceptions import DoodConfigError, DoodError
 from dood.handoff import waiters
@@ -25,7 +25,7 @@ from dood.launcher import ContainerLauncher
 from dood.logs import task_log_emitter
 from dood.naming import TaskIdentity
 from dood.outcome import STILL_GOING
-from dood.triggers.container import DoodContainerTrigger
+from dood.triggers.container import DoodContainerTrigger, foreign_event
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -158,6 +158,16 @@ class DoodContainerSensor(BaseSensorOperator):
         handle, state = self._locate(hook, config, context)
         if state["Status"] not in STILL_GOING:
             return self._finish(config, ContainerLauncher(hook.api), handle)
+        self._defer(config, handle, context, stack=hook.stack)
+
+    def _defer(self, config: DoodConfig, handle: ContainerHandle, context: Context, *, stack: str) -> None:
+        carry = resume_carry(  # the resume finishes with it when the config cannot be read then
+            handle,
+            config,
+            auto_remove=self.auto_remove,
+            stop_grace_seconds=config.defaults.stop_grace_period_seconds,
+            stack=stack,
+        )
         self.defer(
             # The sensor only watches: killing it leaves the container to its owner (and the janitor).
             trigger=DoodContainerTrigger.from_config(
@@ -165,15 +175,24 @@ class DoodContainerSensor(BaseSensorOperator):
                 handle.container_id,
                 deadline=task_deadline(context, self.timeout),
                 stop_grace_seconds=None,
+                resume=carry,
             ),
             method_name="execute_complete",
             kwargs={"handle": handle.to_xcom()},
         )
 
     def execute_complete(self, context: Context, event: dict[str, Any], handle: dict[str, str] | None = None) -> Any:
-        config = self._config()
-        api = DoodHook(config).api
+        """Finish after the trigger fired (logs, result, removal as auto_remove says), with the dood config,
+        or, when it cannot be read (made invalid while the sensor waited), with what the trigger carried."""
+        config, carried = resume_config(self._config, event, handle, self.log.warning)
+        api = DoodHook(config, answered_before=True).api
         container = ContainerHandle.resumed(handle, event, api, config.runs_root, config.host)
+        foreign = foreign_event(event, container.container_id)
+        if foreign:  # an earlier trigger's event under this trigger's id: not this container's outcome
+            self.log.warning("%s", foreign)
+            if carried:  # the endpoint came with that other trigger's event: nothing to wait again with
+                raise DoodConfigError(f"{foreign} The dood config cannot be read to wait again: fix it, clear.")
+            self._defer(config, container, context, stack=DoodHook(config).stack)
         if event.get("status") == "timeout":
             raise AirflowSensorTimeout(f"{self.task_id}: {container.container_name} still running at the timeout")
         return self._finish(config, ContainerLauncher(api), container, resume(event, container.container_name))
