@@ -3,7 +3,9 @@ training started by `start`, waited for by a rescheduling `DoodContainerSensor`,
 the run every few seconds, from inside the run (Task SDK lookups, as the maintenance DAG) and from outside
 (the REST API, as `dood-janitor`). The training ends by itself, the sensor succeeds with its result, and the
 engine's own events show nobody stopped it; an orphan of the same run, planted as a control, is removed by
-the same sweeps (they were live, not idle). DAG: scheduled_dags/dood_sched_handoff.py.
+the same sweeps (they were live, not idle). The training ends when the test opens its gate: once the control is
+gone, the sensor has poked it as still running, the janitor task runs and five outside sweeps saw it.
+DAG: scheduled_dags/dood_sched_handoff.py.
 """
 
 from __future__ import annotations
@@ -49,6 +51,8 @@ def wait_for(condition, timeout: float, what: str) -> None:
 
 
 def test_a_handed_off_training_outlives_its_start_task_under_a_sweeping_janitor(airflow_stack, docker_api):
+    gate = airflow_stack.home / "marks" / f"{DAG_ID}.go"
+    gate.unlink(missing_ok=True)
     events = EngineEvents(MAIN_ENGINE_URL, DAG_ID)
     control = None
     try:
@@ -76,6 +80,7 @@ def test_a_handed_off_training_outlives_its_start_task_under_a_sweeping_janitor(
         rest = RestApiStates(airflow_stack.api_url, None, None)
         scope = {"dood.dag_id": DAG_ID, "dood.run_id": run_id}
         removed_from_outside: list[str] = []
+        sweeps_seeing_it, sensor_poked, janitor_ran = 0, False, False
         deadline = time.monotonic() + 200
         while airflow_stack.run_state(DAG_ID, run_id) not in ("success", "failed"):
             assert time.monotonic() < deadline, f"run {run_id} still {airflow_stack.run_state(DAG_ID, run_id)}"
@@ -83,7 +88,19 @@ def test_a_handed_off_training_outlives_its_start_task_under_a_sweeping_janitor(
                 docker_api, rest, ttl=timedelta(hours=24), dry_run=False, grace_seconds=2, only_labels=scope
             )
             removed_from_outside += [f"{v.name}: {v.reason}" for v in verdicts]
+            if not gate.exists():  # the training still waits: note what has seen it running
+                alive = docker_api.containers(filters={"id": training_id, "status": "running"})
+                assert alive, f"the training ended before the gate opened: {docker_api.inspect_container(training_id)}"
+                sweeps_seeing_it += 1
+                sensor_poked |= airflow_stack.task(DAG_ID, run_id, "wait")["state"] == "up_for_reschedule"
+                janitor_ran |= airflow_stack.task(DAG_ID, run_id, "janitor")["state"] == "running"
+                control_gone = not docker_api.containers(all=True, filters={"id": control})
+                if sweeps_seeing_it >= 5 and sensor_poked and janitor_ran and control_gone:
+                    gate.touch()  # the training writes its result and ends by itself
             time.sleep(3)
+        assert gate.exists(), (
+            f"gate never opened: sweeps {sweeps_seeing_it}, sensor {sensor_poked}, janitor {janitor_ran}"
+        )
 
         if airflow_stack.run_state(DAG_ID, run_id) != "success":
             logs = {

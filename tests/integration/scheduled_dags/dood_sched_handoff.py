@@ -1,8 +1,10 @@
 """A training started with wait=False, waited for by a rescheduling sensor, while the janitor sweeps the
-same run every few seconds (tests/integration/test_handoff.py)."""
+same run every few seconds (tests/integration/test_handoff.py). The training runs until the test opens its gate
+(`marks/dood_sched_handoff.go`: once the sweeps and the sensor have seen it running), TRAINING_SECONDS at most."""
 
 from __future__ import annotations
 
+import os
 import time
 from datetime import datetime, timedelta
 
@@ -12,8 +14,10 @@ from dood import DoodContainerOperator
 from dood.sensors.container import DoodContainerSensor
 
 IMAGE = "dood-test-busybox:latest"
-TRAINING_SECONDS = 60
+TRAINING_SECONDS = 120  # at most: the test opens the gate as soon as the scenario has been seen
 SWEEP_EVERY_SECONDS = 3
+MARKS = f"{os.environ.get('DOOD_STACK_ROOT', '/tmp/dood-stack')}/marks"
+GATED = f"for i in $(seq {TRAINING_SECONDS * 5}); do [ -e /marks/$DOOD_DAG_ID.go ] && break; sleep 0.2; done; "
 RESULT = 'printf \'{"done": true}\' > "$DOOD_RESULT_FILE"'
 
 with DAG(
@@ -26,7 +30,8 @@ with DAG(
     start = DoodContainerOperator(
         task_id="start",
         image=IMAGE,
-        command=["sh", "-c", f"echo training-started; sleep {TRAINING_SECONDS}; {RESULT}"],
+        command=["sh", "-c", f"echo training-started; {GATED}{RESULT}"],
+        mounts=[f"{MARKS}:/marks"],
         wait=False,
     )
     # Retries: Airflow 3.3 can fail a reschedule-mode sensor on a stale executor success of its previous poke
