@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from time import perf_counter
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Query
@@ -18,6 +19,7 @@ from dood.ui.metrics import quality_gate, run_metrics
 from dood.ui.overview import overview
 from dood.ui.render import page
 from dood.ui.rows import STATES, TaskKey
+from dood.ui.workers import celery_workers
 
 STATIC = Path(__file__).parent / "static"
 STATIC_FILES = {"dood.css": "text/css", "dood.js": "text/javascript"}
@@ -42,7 +44,7 @@ def containers_page(
     fragment: bool = False,
 ) -> HTMLResponse:
     """The DooD page (nav): every dood container of the DAGs the user may read."""
-    found = overview(engines(), user, dag_id=dag_id or None, state=state or None)
+    found = overview(engines(), user, dag_id=dag_id or None, state=state or None, workers=celery_workers())
     context = dict(
         rows=found.rows,
         summary=found.summary,
@@ -55,7 +57,16 @@ def containers_page(
         refresh_seconds=REFRESH_SECONDS,
     )
     template = "_containers_live.html" if fragment else "containers.html"
-    return HTMLResponse(page(template, **context), headers=NO_STORE)
+    started = perf_counter()
+    body = page(template, **context)
+    timing = {**found.phases, "render": (perf_counter() - started) * 1000, "total": found.elapsed_ms}
+    timing["total"] += timing["render"]
+    return HTMLResponse(body, headers={**NO_STORE, "Server-Timing": server_timing(timing)})
+
+
+def server_timing(phases: dict[str, float]) -> str:
+    """The `Server-Timing` header of a page: where its time went, in the browser's network panel."""
+    return ", ".join(f"{name};dur={ms:.1f}" for name, ms in phases.items())
 
 
 @router.get("/api/containers")
@@ -65,8 +76,9 @@ def containers_json(
     state: Annotated[str | None, Query(max_length=20)] = None,
 ) -> JSONResponse:
     """The same list as JSON."""
-    found = overview(engines(), user, dag_id=dag_id or None, state=state or None)
+    found = overview(engines(), user, dag_id=dag_id or None, state=state or None, workers=celery_workers())
     summary = {k: v for k, v in vars(found.summary).items()}
+    summary["stranded"] = [{**vars(s), "said": s.said()} for s in found.summary.stranded]
     body = {"containers": [row.as_json() for row in found.rows], "summary": summary, "elapsed_ms": found.elapsed_ms}
     return JSONResponse(body, headers=NO_STORE)
 
