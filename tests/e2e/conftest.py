@@ -42,6 +42,12 @@ HEALTHY_SERVICES = (
 ) + (("redis", "airflow-worker") if EXECUTOR == "celery" else ())
 TASK_RUNNER = "airflow-worker" if EXECUTOR == "celery" else "airflow-scheduler"  # where the tasks run
 USERNAME = "airflow"
+API_SERVER = "airflow-apiserver"
+#: A REST call waits as long as the api-server's container runs (a loaded machine answers slowly, not
+#: never); this bounds only a call the running api-server never answers.
+REST_CEILING_SECONDS = 900
+#: A wait with progress (`wait_for(progress=...)`) fails after this long without any, not after a fixed total.
+STALL_SECONDS = 300
 
 
 def pytest_configure(config):
@@ -152,33 +158,61 @@ class Stack:
 
     def token(self) -> str:
         if self._token is None:
-            response = requests.post(
-                f"{self.api_url}/auth/token", json={"username": USERNAME, "password": self.password}, timeout=30
-            )
+            response = self._rest("POST", "/auth/token", json={"username": USERNAME, "password": self.password})
             assert response.status_code == 201, f"/auth/token: {response.status_code} {response.text[:500]}"
             self._token = response.json()["access_token"]
         return self._token
 
     def api(self, method: str, path: str, **kwargs: Any) -> Any:
-        response = requests.request(
-            method,
-            f"{self.api_url}/api/v2{path}",
-            headers={"Authorization": f"Bearer {self.token()}"},
-            timeout=30,
-            **kwargs,
-        )
+        response = self._rest(method, f"/api/v2{path}", headers={"Authorization": f"Bearer {self.token()}"}, **kwargs)
         if response.status_code >= 400:
             raise AssertionError(f"{method} /api/v2{path}: {response.status_code} {response.text[:1000]}")
         return response.json()
 
     def api_raw(self, method: str, path: str, **kwargs: Any) -> Any:
         """A plugin endpoint (e.g. /dood/api/containers), as a signed-in user: JSON."""
-        response = requests.request(
-            method, f"{self.api_url}{path}", headers={"Authorization": f"Bearer {self.token()}"}, timeout=30, **kwargs
-        )
+        response = self._rest(method, path, headers={"Authorization": f"Bearer {self.token()}"}, **kwargs)
         if response.status_code >= 400:
             raise AssertionError(f"{method} {path}: {response.status_code} {response.text[:1000]}")
         return response.json()
+
+    def _rest(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        """One request to the api-server, answered however slowly while its container runs: the call is made
+        once (a POST is never sent twice) and waited for while `airflow-apiserver` is running; it fails, saying
+        so, when the api-server stops running, or after REST_CEILING_SECONDS of a running api-server's silence."""
+        done: dict[str, Any] = {}
+        finished = threading.Event()
+
+        def call() -> None:
+            try:
+                done["response"] = requests.request(
+                    method, f"{self.api_url}{path}", timeout=(10, REST_CEILING_SECONDS), **kwargs
+                )
+            except requests.RequestException as exc:
+                done["error"] = exc
+            finally:
+                finished.set()
+
+        threading.Thread(target=call, name=f"rest {method} {path}", daemon=True).start()
+        started = time.monotonic()
+        seen: list[str] = []
+        while not finished.wait(5):
+            state = self.service_states().get(API_SERVER, "gone")
+            if not seen or seen[-1] != state:
+                seen.append(state)
+            waited = time.monotonic() - started
+            if not state.startswith("running"):
+                raise AssertionError(
+                    f"{method} {path}: no answer after {waited:.0f}s; the api-server stopped running meanwhile "
+                    f"(its states: {' -> '.join(seen)})"
+                )
+        if "error" in done:
+            raise AssertionError(
+                f"{method} {path}: {done['error']!r} after {time.monotonic() - started:.0f}s "
+                f"(the api-server's states meanwhile: {' -> '.join(seen) or 'not asked'}, now "
+                f"{self.service_states().get(API_SERVER, 'gone')})"
+            )
+        return done["response"]
 
     # --- state of the project's containers ---
 
@@ -228,14 +262,26 @@ class Stack:
         log(f"stack down in {time.monotonic() - started:.0f}s")
 
 
-def wait_for(what: str, check, timeout: float, interval: float = 2.0, describe=lambda: ""):
-    deadline = time.monotonic() + timeout
+def wait_for(what: str, check, timeout: float, interval: float = 2.0, describe=lambda: "", progress=None):
+    """Wait until `check()` is true. With `progress` (a snapshot of what is being waited for, e.g. task
+    states), `timeout` is how long a wait may go on *without any change* in it, so a slow machine that moves
+    on is waited for and a stuck one fails; the failure says what was waited for and the last state seen."""
+    started = time.monotonic()
+    deadline = started + timeout
+    last = progress() if progress else None
     while True:
         value = check()
         if value:
             return value
+        if progress is not None:
+            now = progress()
+            if now != last:
+                last, deadline = now, time.monotonic() + timeout
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}. {describe()}")
+            stalled = f" (no change in the last {timeout:.0f}s; last seen: {last})" if progress else ""
+            raise AssertionError(
+                f"timed out after {time.monotonic() - started:.0f}s waiting for {what}{stalled}. {describe()}"
+            )
         time.sleep(interval)
 
 
@@ -323,9 +369,10 @@ def stack(request):
         wait_for(
             "the stack to be healthy",
             lambda: all(stack.service_states().get(s) == "running/healthy" for s in HEALTHY_SERVICES),
-            timeout=420,
+            timeout=STALL_SECONDS,  # without a service's state changing: a loaded machine starts slowly
             interval=3,
             describe=lambda: f"services: {stack.service_states()}",
+            progress=stack.service_states,
         )
         stack.state["up_seconds"] = time.monotonic() - started
         log(f"stack healthy in {stack.state['up_seconds']:.0f}s on {stack.api_url}")
