@@ -11,8 +11,9 @@ import time
 from pathlib import Path
 
 import pytest
+from docker.errors import NotFound
 
-from tests.integration.airflow_stack import engine_containers
+from tests.integration.airflow_stack import MAIN_ENGINE_URL, EngineEvents, engine_containers
 
 EPOCHS = 6  # as in scheduled_dags/dood_sched_checkpoint.py
 KILL_AT = 3
@@ -36,6 +37,27 @@ def run_container(docker_api, dag_id: str, run_id: str) -> dict | None:
     return None
 
 
+def wait_for_line(docker_api, container: dict, line: str, timeout: float) -> None:
+    """Wait for `line` in the container's output; a container gone meanwhile fails saying what the engine saw
+    (on a shared engine, another session's cleanup can remove it)."""
+    name = container["Names"][0]
+    events = EngineEvents(MAIN_ENGINE_URL, container["Labels"]["dood.dag_id"])
+    try:
+
+        def seen() -> bool:
+            try:
+                return line in docker_api.logs(container["Id"]).decode(errors="replace")
+            except NotFound:
+                happened = [
+                    (e.get("Action"), e.get("Actor", {}).get("Attributes", {}).get("signal")) for e in events.events
+                ]
+                pytest.fail(f"{name} vanished while waiting for {line!r}; the engine's events since: {happened}")
+
+        wait_for(seen, timeout, f"the {line!r} line of {name}")
+    finally:
+        events.stop()
+
+
 def checkpoint_lines(log: str) -> list[str]:
     return [line for line in log.splitlines() if "Checkpoint" in line]
 
@@ -53,11 +75,7 @@ def test_a_training_killed_at_epoch_k_resumes_there_and_ends_like_an_uninterrupt
     whole = airflow_stack.api("POST", f"/dags/{dag_id}/dagRuns", json={"logical_date": None})["dag_run_id"]
 
     container = wait_for(lambda: run_container(docker_api, dag_id, killed), 120, f"{killed}'s training container")
-    wait_for(
-        lambda: f"epoch {KILL_AT}/{EPOCHS}" in docker_api.logs(container["Id"]).decode(errors="replace"),
-        120,
-        f"the 'epoch {KILL_AT}/{EPOCHS}' line of {container['Names'][0]}",
-    )
+    wait_for_line(docker_api, container, f"epoch {KILL_AT}/{EPOCHS}", 120)
     docker_api.kill(container["Id"], signal="SIGKILL")
 
     final = airflow_stack.wait_for_task(dag_id, killed, ("success", "failed"), timeout=240)
@@ -121,11 +139,7 @@ def test_a_clear_starts_from_an_empty_directory(airflow_stack, docker_api):
     dag_id = "dood_sched_checkpoint_clear"
     run_id = airflow_stack.trigger(dag_id)
     container = wait_for(lambda: run_container(docker_api, dag_id, run_id), 120, "try 1's container")
-    wait_for(
-        lambda: "started try 1" in docker_api.logs(container["Id"]).decode(errors="replace"),
-        60,
-        "try 1 to write its progress",
-    )
+    wait_for_line(docker_api, container, "started try 1", 60)
 
     airflow_stack.clear_task(dag_id, run_id)
 
