@@ -16,8 +16,11 @@ from dood import DoodContainerOperator
 
 IMAGE = "dood-test-busybox:latest"
 MARKS = f"{os.environ.get('DOOD_STACK_ROOT', '/tmp/dood-stack')}/marks"
-# waits for the gate (5 minutes at most: a failed test leaves no step running), then writes its GPUs
-GATED = "for i in $(seq 1500); do [ -e /marks/$DOOD_DAG_ID.go ] && break; sleep 0.2; done; "
+# Waits for the gate (5 minutes at most: a failed test leaves no step running), trains 10 s, writes its GPUs.
+# The 10 s: a step resumed after the gate that finds no GPU free defers again; if GPUs freed at once, its trigger
+# could fire before the scheduler has handled the deferral (the Airflow race below) and the retry would find no
+# container left to adopt.
+GATED = "for i in $(seq 1500); do [ -e /marks/$DOOD_DAG_ID.go ] && break; sleep 0.2; done; sleep 10; "
 RESULT = 'printf \'{"gpus": "%s"}\' "$NVIDIA_VISIBLE_DEVICES" > "$DOOD_RESULT_FILE"'
 MIXED = {"two_a": 2, "one_a": 1, "one_b": 1, "all": "all", "one_c": 1, "two_b": 2}
 
