@@ -246,18 +246,25 @@ def airflow_stack(tmp_path_factory, docker_api):
     os.chmod(marks, 0o777)
     port = free_port()
     stack = AirflowStack(home, f"http://127.0.0.1:{port}", stack_env(home, port))
-    remove_scheduled_containers(docker_api)  # leftovers of an interrupted earlier session must not count
+    # Under pytest-xdist another worker's stack may run dood_sched_* containers now: remove only this stack's
+    # (the controller removed an earlier session's leftovers: tests/conftest.py).
+    only = home if os.environ.get("PYTEST_XDIST_WORKER") else None
+    remove_scheduled_containers(docker_api, only)  # leftovers of an interrupted earlier session must not count
     try:
         stack.start()
         yield stack
     finally:
         stack.stop()
-        remove_scheduled_containers(docker_api)
+        remove_scheduled_containers(docker_api, only)
 
 
-def remove_scheduled_containers(docker_api) -> None:
+def remove_scheduled_containers(docker_api, home: Path | None = None) -> None:
+    """Every dood_sched_* container, or (`home`) only those launched by the stack there: a bind mount from it."""
     for container in docker_api.containers(all=True, filters={"label": f"{MANAGED_LABEL}=true"}):
-        if container["Labels"].get("dood.dag_id", "").startswith(SCHEDULED_DAG_PREFIX):
+        if not container["Labels"].get("dood.dag_id", "").startswith(SCHEDULED_DAG_PREFIX):
+            continue
+        sources = [Path(mount.get("Source") or "/") for mount in container.get("Mounts") or []]
+        if home is None or any(source.is_relative_to(home) for source in sources):
             docker_api.remove_container(container["Id"], force=True)
 
 
