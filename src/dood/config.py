@@ -30,6 +30,7 @@ from dood.pipeline_config import PIPELINE_NAME, Pipeline
 from dood.placement import QUEUE_PATTERN, pipeline_problems
 from dood.policy import Policy
 from dood.resources import Resources
+from dood.tracking_config import Tracking
 
 __all__ = ["CONFIG_ENV_VAR", "DEFAULT_CONFIG_PATH", "DoodConfig", "config_path", "load_config", "parse_config"]
 
@@ -294,6 +295,10 @@ class DoodConfig(_Strict):
     )
     pipelines: dict[str, Pipeline] = Field(
         default_factory=dict, description="Retraining pipelines; each becomes a DAG named dood_<name>."
+    )
+    tracking: Tracking = Field(
+        default_factory=Tracking,
+        description="Experiment tracking of every step's run (MLflow); off unless configured (docs/lifecycle.md).",
     )
 
     #: The host this view is of ($DOOD_HOST, `on_host`): None for the single-host config.

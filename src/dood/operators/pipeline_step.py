@@ -7,6 +7,7 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from dood.operators.container import DoodContainerOperator
+from dood.operators.tracking import TracksInMlflow
 from dood.partition import partition_from_context
 
 if TYPE_CHECKING:
@@ -22,11 +23,12 @@ PROMOTE_SKIP_EXIT_CODE = 99
 RUN_PARAM_NAMES = ("dataset_date", "image_tag", "gpus", "force_promote", "min_accuracy")
 
 
-class PipelineStepOperator(DoodContainerOperator):
+class PipelineStepOperator(TracksInMlflow, DoodContainerOperator):
     """Runs one step; mounts the run's partition (rw), the data root (ro) and the pipeline's model dir.
 
     The model dir is writable for the promote step only. Run Params reach the container as the JSON
-    object ``$DOOD_PARAMS``; the ``gpus`` Param sets the train step's GPU request.
+    object ``$DOOD_PARAMS``; the ``gpus`` Param sets the train step's GPU request. With the config's
+    ``tracking: mlflow:``, each task instance gets an MLflow run nested under its DAG run's (``TracksInMlflow``).
     """
 
     def __init__(self, *, pipeline_name: str, pipeline: Pipeline, step_name: str, **kwargs: Any) -> None:

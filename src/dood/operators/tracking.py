@@ -1,0 +1,97 @@
+"""TracksInMlflow: the operator's half of `dood.tracking` (the dood config's `tracking: mlflow:`).
+
+Mixed in before `DoodContainerOperator` (as `PipelineStepOperator` does): before a new container is built it
+gives the task instance its MLflow run, nested under its DAG run's, and hands the step where to log
+(`dood.tracking.step_environment`: public variables in the environment, credentials in the private one); when
+the container has ended (however the task waited: blocking, deferred, adopted) it ends the run with the
+step's outcome. Without `tracking:` in the config it does nothing, and MLflow is never imported.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from dood.tracking import MlflowRuns, end_status, file_store_path, step_environment
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+    from dood.config import DoodConfig
+    from dood.directories import HostDirectories
+    from dood.hooks.dood import DoodHook
+    from dood.naming import TaskIdentity
+
+
+class TracksInMlflow:
+    """Gives each task instance an MLflow run when the dood config has `tracking: mlflow:` (module doc)."""
+
+    # what DoodContainerOperator has (declared for the type checker)
+    environment: dict[str, str]
+    private_environment: dict[str, str]
+    mounts: list[Any]
+    _identity: TaskIdentity | None
+
+    _tracked_store: str | None = None  # a file store's Airflow-side path, made for the step in prepare_directories
+
+    @property
+    def _op(self) -> Any:
+        """This operator, for what BaseOperator gives it (log, task_id, downstream_task_ids)."""
+        return self
+
+    def _mlflow_runs(self, config: DoodConfig) -> MlflowRuns | None:
+        settings = config.tracking.mlflow
+        return MlflowRuns(settings, stack=config.stack) if settings is not None else None
+
+    def _tracked_pipeline(self) -> str | None:
+        return getattr(self, "pipeline_name", None)
+
+    def build_spec(self, config: DoodConfig, hook: DoodHook, identity: TaskIdentity, context: Context) -> Any:
+        runs = self._mlflow_runs(config)
+        if runs is not None:
+            step = runs.start(identity, self._tracked_pipeline())
+            public, private = step_environment(step, runs.settings)
+            self.environment = {**self.environment, **public}
+            self.private_environment = {**self.private_environment, **private}
+            store = file_store_path(runs.settings)
+            if store is not None:  # the steps write their runs' files themselves
+                self._tracked_store = store[0]
+                self.mounts = [*self.mounts, {"source": store[0], "target": store[1]}]
+            self._op.log.info(
+                "MLflow: experiment %r, run %s nested under the DAG run's %s (%s)%s",
+                step.experiment_name,
+                step.run_id,
+                step.parent_run_id,
+                runs.settings.tracking_uri,
+                f"; credentials from {', '.join(sorted(private))} (private)" if private else "",
+            )
+        return super().build_spec(config, hook, identity, context)  # type: ignore[misc]
+
+    def prepare_directories(self, directories: HostDirectories, user: str) -> None:
+        super().prepare_directories(directories, user)  # type: ignore[misc]
+        if self._tracked_store is not None:
+            directories.for_container(self._tracked_store, user, what=f"{self._op.task_id}: MLflow file store")
+
+    def _finish(self, handle: Any, config: DoodConfig, **kwargs: Any) -> Any:
+        try:
+            value = super()._finish(handle, config, **kwargs)  # type: ignore[misc]
+        except BaseException as exc:
+            self._end_tracked_run(config, exc)
+            raise
+        self._end_tracked_run(config, None)
+        return value
+
+    def _end_tracked_run(self, config: DoodConfig, exc: BaseException | None) -> None:
+        runs = self._mlflow_runs(config)
+        identity = self._identity
+        if runs is None or identity is None:
+            return
+        status = end_status(exc)
+        try:
+            runs.end(
+                identity,
+                self._tracked_pipeline(),
+                status=status,
+                last=not self._op.downstream_task_ids,
+            )
+        except Exception as error:  # noqa: BLE001 - the task's outcome is the container's, not the tracker's
+            self._op.log.warning("MLflow: could not end this step's run (%s): %s", status, error)
