@@ -14,6 +14,7 @@ from dood.checkpoints import CHECKPOINTS_DIR_NAME
 from dood.config import DoodConfig, load_config
 from dood.config import config_path as dood_config_path
 from dood.exceptions import InvalidPipelines
+from dood.naming import DAG_ID_PREFIX
 from dood.operators.pipeline_step import PipelineStepOperator
 from dood.pipeline_config import STEP_NAMES
 from dood.placement import step_placement
@@ -23,8 +24,6 @@ if TYPE_CHECKING:
 
     from dood.config import Host
     from dood.pipeline_config import Pipeline, Step
-
-DAG_ID_PREFIX = "dood_"
 
 
 def run_params(pipeline: Pipeline) -> dict[str, Param]:

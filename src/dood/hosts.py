@@ -100,7 +100,7 @@ def check_proxy_host(api, config: DoodConfig, what: str) -> None:
         )
 
 
-def _active_queues() -> dict[str, list[str]]:
+def active_queues() -> dict[str, list[str]]:
     """Celery's live workers and their queues (`celery inspect active_queues`), through Airflow's Celery app."""
     try:
         from airflow.providers.celery.executors.celery_executor import app
@@ -170,7 +170,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "ping":
             return _ping(config, args.names or sorted(config.hosts))
         elif args.command == "workers":
-            missing = queues_without_worker(config.hosts, config.pipelines, _active_queues())
+            missing = queues_without_worker(config.hosts, config.pipelines, active_queues())
             for queue, names in missing.items():
                 print(f"queue {queue}: no live worker; tasks placed on {', '.join(names)} stay queued")
             if not missing:

@@ -25,6 +25,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from dood.docker_time import utc_datetime
+from dood.exceptions import DoodError
 from dood.handoff import describe as describe_handoff
 from dood.handoff import waiters as handoff_waiters
 from dood.naming import DEFAULT_STACK, HOST_LABEL, MANAGED_LABEL, STACK_LABEL, TASK_ID_LABEL, TaskIdentity
@@ -37,6 +38,7 @@ from dood.teardown import discard_all, note_stopping
 MISSING = NO_TASK_INSTANCE
 ENDED_TASK_STATES = frozenset({"success", "failed", "skipped", "upstream_failed", "removed"})
 ENDED_RUN_STATES = frozenset({"success", "failed"})
+API_TIMEOUT_SECONDS = 120.0  # per REST call of the CLI: a busy api-server answers late, and a sweep is no hurry
 STOP_WORKERS = 16  # Docker API calls at once while ending orphans (a wait holds one until its grace period ends)
 
 #: The state of the task instance a container's labels name (`MISSING`: none).
@@ -198,16 +200,37 @@ task_sdk_states = TaskSdkStates()
 class RestApiStates:
     """Task state through Airflow's public REST API (`/api/v2`), for the CLI outside Airflow."""
 
-    def __init__(self, base_url: str, username: str | None, password: str | None, token: str | None = None):
+    def __init__(
+        self,
+        base_url: str,
+        username: str | None,
+        password: str | None,
+        token: str | None = None,
+        *,
+        timeout_seconds: float = API_TIMEOUT_SECONDS,
+    ):
         import httpx
 
-        self.client = httpx.Client(base_url=base_url.rstrip("/"), timeout=30)
+        self.timeout_seconds = timeout_seconds
+        self.client = httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout_seconds)
         if not token and username:
-            response = self.client.post("/auth/token", json={"username": username, "password": password})
+            response = self._call("POST", "/auth/token", json={"username": username, "password": password})
             response.raise_for_status()
             token = response.json()["access_token"]
         if token:
             self.client.headers["Authorization"] = f"Bearer {token}"
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        """One REST call; a timeout is said with the call and the fix (a busy api-server answers late)."""
+        import httpx
+
+        try:
+            return getattr(self.client, method.lower())(path, **kwargs)
+        except httpx.TimeoutException:
+            raise DoodError(
+                f"janitor: Airflow's REST API did not answer {method} {path} within {self.timeout_seconds:g} s: "
+                "check the api-server, or give it longer with --api-timeout (this sweep removed nothing)"
+            ) from None
 
     def __call__(self, labels: Mapping[str, str]) -> str | None:
         from urllib.parse import quote
@@ -218,7 +241,7 @@ class RestApiStates:
         )
         if identity.map_index != -1:
             path += f"/{identity.map_index}"
-        response = self.client.get(path)
+        response = self._call("GET", path)
         if response.status_code == 404:
             return MISSING
         response.raise_for_status()
@@ -229,7 +252,7 @@ class RestApiStates:
 
         identity = TaskIdentity.from_labels(labels)
         path = "/api/v2/dags/{}/dagRuns/{}".format(*(quote(v, safe="") for v in (identity.dag_id, identity.run_id)))
-        response = self.client.get(path)
+        response = self._call("GET", path)
         if response.status_code == 404:
             return MISSING
         response.raise_for_status()
@@ -245,6 +268,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--username", default=os.environ.get("DOOD_AIRFLOW_USERNAME"))
     parser.add_argument("--password", default=os.environ.get("DOOD_AIRFLOW_PASSWORD"))
     parser.add_argument("--token", default=os.environ.get("DOOD_AIRFLOW_TOKEN"))
+    parser.add_argument(
+        "--api-timeout",
+        type=float,
+        default=API_TIMEOUT_SECONDS,
+        help=f"seconds each REST call may take (default {API_TIMEOUT_SECONDS:g}; a busy api-server answers late)",
+    )
     parser.add_argument("--config", default=None, help="dood config (default: $DOOD_CONFIG)")
     parser.add_argument(
         "--label", action="append", default=[], metavar="KEY=VALUE", help="only containers with this label too"
@@ -259,20 +288,24 @@ def main(argv: list[str] | None = None) -> int:
     from dood.hooks.dood import DoodHook
 
     config = load_config(args.config)
-    states = RestApiStates(args.api_url, args.username, args.password, args.token)
     hook = DoodHook(config)
-    sweep(
-        hook.api,
-        states,
-        ttl=timedelta(hours=args.ttl_hours),
-        dry_run=args.dry_run,
-        grace_seconds=config.defaults.stop_grace_period_seconds,
-        only_labels=only_labels,
-        stack=hook.stack,
-        host=config.host,
-        workers=max(1, args.parallel),
-        runs_root=config.runs_root,
-    )
+    try:
+        states = RestApiStates(args.api_url, args.username, args.password, args.token, timeout_seconds=args.api_timeout)
+        sweep(
+            hook.api,
+            states,
+            ttl=timedelta(hours=args.ttl_hours),
+            dry_run=args.dry_run,
+            grace_seconds=config.defaults.stop_grace_period_seconds,
+            only_labels=only_labels,
+            stack=hook.stack,
+            host=config.host,
+            workers=max(1, args.parallel),
+            runs_root=config.runs_root,
+        )
+    except DoodError as exc:  # said in words (a REST call that timed out); a Docker error keeps its traceback
+        print(exc, file=sys.stderr)
+        return 1
     return 0
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
+import pytest
+
 from dood.janitor import MISSING, plan
 
 NOW = datetime(2026, 11, 27, 12, tzinfo=timezone.utc)
@@ -283,3 +285,23 @@ def test_discard_all_gives_each_its_grace_period_then_sigkill_and_removes_it():
     kills = [(c.args[0], c.kwargs["signal"]) for c in api.kill.call_args_list]
     assert ("stubborn", "SIGKILL") in kills and ("quick", "SIGKILL") not in kills
     assert sorted(c.args[0] for c in api.remove_container.call_args_list) == ["ended", "quick", "stubborn"]
+
+
+def test_a_rest_call_that_times_out_is_said_with_the_call_and_the_fix():
+    """A busy api-server: the CLI's REST call waits --api-timeout, then says which call and what to do."""
+    import socket
+
+    from dood.exceptions import DoodError
+    from dood.janitor import RestApiStates
+
+    with socket.socket() as silent:  # accepts connections (the kernel's backlog), never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(4)
+        states = RestApiStates(
+            f"http://127.0.0.1:{silent.getsockname()[1]}", None, None, token="t", timeout_seconds=0.3
+        )
+        labels = {"dood.dag_id": "d", "dood.task_id": "t", "dood.run_id": "r", "dood.try_number": "1"}
+        with pytest.raises(
+            DoodError, match=r"did not answer GET /api/v2/dags/d/dagRuns/r/taskInstances/t within 0.3 s"
+        ):
+            states(labels)

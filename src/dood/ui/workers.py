@@ -119,11 +119,11 @@ def ask_celery() -> dict[str, list[str]]:
     """Queues placement uses that no live Celery worker listens on, each with the hosts whose steps wait there
     (what `python -m dood.hosts workers` prints)."""
     from dood.config import load_config
-    from dood.hosts import _active_queues
+    from dood.hosts import active_queues
     from dood.placement import queues_without_worker
 
     config = load_config()
-    return queues_without_worker(config.hosts, config.pipelines, _active_queues())
+    return queues_without_worker(config.hosts, config.pipelines, active_queues())
 
 
 _workers: Workers | None = None
