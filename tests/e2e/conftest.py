@@ -340,7 +340,8 @@ def stack(request):
     assert {k: settings.get(k) for k in ours} == ours, f"compose-setup.sh changed the values it must keep: {settings}"
     missing = [k for k in ("DOCKER_GID", "AIRFLOW_IMAGE", "POSTGRES_IMAGE") if not settings.get(k)]
     assert not missing, f"compose-setup.sh did not write {missing} into {env_file}"
-    assert settings["DOCKER_GID"] == str(os.stat("/var/run/docker.sock").st_gid)
+    socket = settings.get("DOOD_DOCKER_SOCKET") or "/var/run/docker.sock"  # the one compose-setup.sh chose
+    assert settings["DOCKER_GID"] == str(os.stat(socket).st_gid), f"DOCKER_GID is not the group of {socket}"
     assert stat.S_IMODE(env_file.stat().st_mode) == 0o600  # it holds the admin password
     if EXECUTOR == "celery":
         assert settings.get("REDIS_IMAGE"), f"no REDIS_IMAGE in {env_file}"
