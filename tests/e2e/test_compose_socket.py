@@ -3,9 +3,10 @@
 A second Docker engine of the test's own, its socket at another path (/run/dood-sock-<pid>/docker.sock) and
 owned by a group no other socket has: `scripts/compose-setup.sh` with `DOOD_DOCKER_SOCKET` set writes that
 path and that group into the env file, and the two proxies brought up by `docker-compose.yml` (project
-`dood-sock`) reach that engine, not the main one: `/info` through each proxy answers the second engine's data root (engines on one machine share their `ID`),
-and the read-only proxy's container list shows the container made there. Only the two proxy services are
-brought up (they depend on nothing): the setting is theirs alone.
+`dood-sock`) reach that engine, not the main one: `/info` through each proxy answers the second engine's
+data root (engines on one machine share their `ID`), and the read-only proxy's container list shows the
+container made there. Only the two proxy services are brought up (they depend on nothing): the setting is
+theirs alone.
 
 Runs under `flock /tmp/dood-compose.lock` like every compose test (DOOD_E2E=1 or -m e2e).
 """
@@ -73,7 +74,9 @@ def test_proxies_reach_the_engine_of_dood_docker_socket(second_engine, tmp_path)
     client = docker.from_env()
     try:
         # The quickstart's step, with the setting: the group is read from *that* socket.
-        run_script("compose-setup.sh", env={"DOOD_ENV_FILE": str(env_file), "DOOD_DOCKER_SOCKET": str(second_engine.socket)})
+        run_script(
+            "compose-setup.sh", env={"DOOD_ENV_FILE": str(env_file), "DOOD_DOCKER_SOCKET": str(second_engine.socket)}
+        )
         settings = read_env_file(env_file)
         assert settings["DOOD_DOCKER_SOCKET"] == str(second_engine.socket), settings
         assert settings["DOCKER_GID"] == str(SOCKET_GID), (
@@ -101,22 +104,30 @@ def test_proxies_reach_the_engine_of_dood_docker_socket(second_engine, tmp_path)
             "dood-proxy and dood-proxy-ro healthy (their /_ping reaches the engine of DOOD_DOCKER_SOCKET)",
             healthy,
             timeout=120,
-            describe=lambda: f"states: { {s: c.status for s, c in proxies().items()} }; logs: "
-            + subprocess.run([*compose, "logs", "--tail=20"], cwd=REPO, env=env, capture_output=True, text=True).stdout,
+            describe=lambda: (
+                f"states: { {s: c.status for s, c in proxies().items()} }; logs: "
+                + subprocess.run(
+                    [*compose, "logs", "--tail=20"], cwd=REPO, env=env, capture_output=True, text=True
+                ).stdout
+            ),
         )
         proxy, read_only = found["dood-proxy"], found["dood-proxy-ro"]
         mounts = {m["Destination"]: m["Source"] for m in proxy.attrs["Mounts"]}
         assert mounts.get("/var/run/docker.sock") == str(second_engine.socket), mounts
 
         assert _proxy_get(proxy, 2375, "/info")["DockerRootDir"] == second_root, "dood-proxy reached another engine"
-        assert _proxy_get(read_only, 2376, "/info")["DockerRootDir"] == second_root, "dood-proxy-ro reached another engine"
+        assert _proxy_get(read_only, 2376, "/info")["DockerRootDir"] == second_root, (
+            "dood-proxy-ro reached another engine"
+        )
 
         # A dood container of this stack on the second engine: the read-only proxy lists it.
         made = second_engine.api().create_container(
             BUSYBOX, "true", labels={"dood.managed": "true", "dood.stack": PROJECT}, name="dood_it_sock"
         )
         listed = _proxy_get(read_only, 2376, "/containers/json?all=1")
-        assert [c["Id"] for c in listed] == [made["Id"]], f"expected only {made['Id'][:12]} of the second engine: {listed}"
+        assert [c["Id"] for c in listed] == [made["Id"]], (
+            f"expected only {made['Id'][:12]} of the second engine: {listed}"
+        )
     finally:
         started = time.monotonic()
         subprocess.run([*compose, "down", "-v", "--remove-orphans", "--timeout", "10"], cwd=REPO, capture_output=True)
