@@ -218,7 +218,9 @@ class ProxyServer:
                     raise Refused(503, str(exc)) from None
             host_gid = remap.host_gid if remap is not None else None
             try:
-                answer = await asyncio.to_thread(directories.make_directory, asked, self.policy, host_gid=host_gid)
+                answer = await asyncio.to_thread(
+                    directories.make_directory, asked, self.policy, host_gid=host_gid, stack=self.stack
+                )
             except directories.TooMany as busy:  # 429 with Retry-After, which a plain refusal does not carry
                 log.warning("refuse POST /dood/v1/directories -> 429 %s", busy.message)
                 writer.write(directories.too_many_response(busy))
