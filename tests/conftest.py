@@ -35,6 +35,9 @@ SERIAL = {
     "integration/test_operator.py::test_the_no_retry_exit_code_fails_at_once_without_spending_retries": (
         "counts creates from the engine's event buffer"
     ),
+    "integration/test_proxy_attacks.py::test_bind_escapes_are_refused[../../../../../etc": (
+        "climbs five ../ from its tmp_path to reach /etc: an xdist worker's tmp_path is one level deeper"
+    ),
 }
 INDEPENDENT = {  # no dood_it* container on the main engine; each its own DAG ids, stack home or second engine
     "integration/test_kill_paths.py",
