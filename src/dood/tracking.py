@@ -26,11 +26,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
 
 from dood.exceptions import DoodConfigError, DoodError
 
@@ -79,20 +78,6 @@ def _quoted(value: str) -> str:
 
 def _filter(tags: Mapping[str, str]) -> str:
     return " and ".join(f"tags.`{key}` = {_quoted(value)}" for key, value in sorted(tags.items()))
-
-
-@contextlib.contextmanager
-def _group_writable(file_store: bool) -> Iterator[None]:
-    """Files of a file store made here are group-writable: the steps (uid 50000, gid 0 by default) write into the
-    run directories this process (often root, gid 0) makes. A server store needs nothing of the kind."""
-    if not file_store:
-        yield
-        return
-    old = os.umask(0o002)
-    try:
-        yield
-    finally:
-        os.umask(old)
 
 
 class MlflowRuns:
@@ -199,14 +184,13 @@ class MlflowRuns:
         """Before the step's container: its experiment, the DAG run's parent run and its own run."""
         experiment, model = self.settings.names(pipeline=pipeline, dag_id=identity.dag_id, stack=self.stack)
         try:
-            with _group_writable(self.settings.is_file_store):
-                experiment_id = self.experiment_id(experiment)
-                parent = self.parent_run(experiment_id, identity.dag_id, identity.run_id, pipeline)
-                run_id, tags = self.step_run(experiment_id, parent, identity)
-                # a racing task's parent may have won meanwhile: look again, moving this step run under it
-                parent = self.parent_run(experiment_id, identity.dag_id, identity.run_id, pipeline, adopt=True)
-                tags[PARENT_TAG] = parent
-                self.client.update_run(parent, status="RUNNING")
+            experiment_id = self.experiment_id(experiment)
+            parent = self.parent_run(experiment_id, identity.dag_id, identity.run_id, pipeline)
+            run_id, tags = self.step_run(experiment_id, parent, identity)
+            # a racing task's parent may have won meanwhile: look again, moving this step run under it
+            parent = self.parent_run(experiment_id, identity.dag_id, identity.run_id, pipeline, adopt=True)
+            tags[PARENT_TAG] = parent
+            self.client.update_run(parent, status="RUNNING")
         except DoodError:
             raise
         except Exception as exc:
@@ -222,15 +206,14 @@ class MlflowRuns:
         FAILED with a failed step, FINISHED after the DAG's last step. Finds the runs again (a resumed
         deferrable task is another process), and repeats the parent merge."""
         experiment, _ = self.settings.names(pipeline=pipeline, dag_id=identity.dag_id, stack=self.stack)
-        with _group_writable(self.settings.is_file_store):
-            experiment_id = self.experiment_id(experiment)
-            parent = self.parent_run(experiment_id, identity.dag_id, identity.run_id, pipeline, adopt=True)
-            run_id, _ = self.step_run(experiment_id, parent, identity)
-            self.client.set_terminated(run_id, status=status)
-            if status != "FINISHED":
-                self.client.set_terminated(parent, status="FAILED")
-            elif last:
-                self.client.set_terminated(parent, status="FINISHED")
+        experiment_id = self.experiment_id(experiment)
+        parent = self.parent_run(experiment_id, identity.dag_id, identity.run_id, pipeline, adopt=True)
+        run_id, _ = self.step_run(experiment_id, parent, identity)
+        self.client.set_terminated(run_id, status=status)
+        if status != "FINISHED":
+            self.client.set_terminated(parent, status="FAILED")
+        elif last:
+            self.client.set_terminated(parent, status="FINISHED")
 
 
 def step_environment(
@@ -251,13 +234,6 @@ def step_environment(
     }
     private = {name: environ[name] for name in settings.credentials_env if environ.get(name)}
     return public, private
-
-
-def file_store_path(settings: MlflowTracking) -> tuple[str, str] | None:
-    """(Airflow-side path, path in the steps) of a file store, which every step mounts; None for a server."""
-    if not settings.is_file_store:
-        return None
-    return urlsplit(settings.airflow_uri).path, urlsplit(settings.tracking_uri).path
 
 
 def end_status(exc: BaseException | None) -> str:

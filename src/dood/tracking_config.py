@@ -22,7 +22,7 @@ NAME_PLACEHOLDERS = {
 }
 #: Environment variables of MLflow's client that carry a secret: handed to steps privately when set.
 DEFAULT_CREDENTIALS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN")
-_SCHEMES = ("http", "https", "file")
+_SCHEMES = ("http", "https")
 _ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")
 
 
@@ -33,18 +33,19 @@ class _Strict(BaseModel):
 def _check_uri(value: str) -> str:
     parts = urlsplit(value)
     if parts.scheme not in _SCHEMES:
-        raise ValueError(f"must be an http://, https:// or file:/// URI, got {value!r}")
+        raise ValueError(
+            f"must be an http:// or https:// URI of a tracking server, got {value!r} (a local file store is not "
+            "supported: MLflow 3 keeps it in maintenance mode; run `mlflow server --backend-store-uri sqlite:///...`)"
+        )
     if parts.username is not None or parts.password is not None:
         raise ValueError(
             "must not hold credentials (they would show in the task's rendered environment): give them to the "
             "Airflow workers as MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN); "
             "dood hands them to each step privately (`credentials_env`)"
         )
-    if parts.scheme == "file" and (parts.netloc or not parts.path.startswith("/")):
-        raise ValueError(f"a file store is file:///absolute/path, got {value!r}")
-    if parts.scheme != "file" and not parts.netloc:
+    if not parts.netloc:
         raise ValueError(f"names no server, got {value!r}")
-    return value.rstrip("/") if parts.scheme != "file" else value
+    return value.rstrip("/")
 
 
 def _check_template(value: str) -> str:
@@ -65,11 +66,10 @@ class MlflowTracking(_Strict):
     tracking_uri: str = Field(
         description=(
             "The tracking server as the steps' containers reach it (on their Docker network): handed to each "
-            "step as $MLFLOW_TRACKING_URI. http(s)://, or file:/// for a local file store, which is then "
-            "bind-mounted read-write at the same path in every step (inside `policy.allowed_host_roots`). "
-            "Never with credentials in it (see `credentials_env`)."
+            "step as $MLFLOW_TRACKING_URI (http:// or https://). Never with credentials in it (see "
+            "`credentials_env`)."
         ),
-        examples=["http://mlflow:5000", "file:///tmp/dood/mlruns"],
+        examples=["http://mlflow:5000", "https://mlflow.example.com"],
     )
     airflow_tracking_uri: str | None = Field(
         default=None,
@@ -145,22 +145,10 @@ class MlflowTracking(_Strict):
             raise ValueError(f"{bad} are no environment variable names (capitals, digits, underscores)")
         return value
 
-    @model_validator(mode="after")
-    def _same_kind(self) -> MlflowTracking:
-        """A file store is the same directory on both sides; a server is reached by each side its own way."""
-        ours = urlsplit(self.airflow_uri).scheme == "file"
-        if ours != self.is_file_store:
-            raise ValueError("tracking_uri and airflow_tracking_uri must both be file:/// or both be http(s)://")
-        return self
-
     @property
     def airflow_uri(self) -> str:
         """The server as this Airflow process reaches it."""
         return self.airflow_tracking_uri or self.tracking_uri
-
-    @property
-    def is_file_store(self) -> bool:
-        return urlsplit(self.tracking_uri).scheme == "file"
 
     def names(self, *, pipeline: str | None, dag_id: str, stack: str) -> tuple[str, str]:
         """(experiment name, registered model name) of a DAG's runs."""

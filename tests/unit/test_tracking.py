@@ -10,8 +10,7 @@ import pytest
 
 from dood.config import parse_config
 from dood.exceptions import DoodConfigError
-from dood.tracking import StepRun, _filter, end_status, file_store_path, step_environment
-from dood.tracking_config import MlflowTracking
+from dood.tracking import StepRun, _filter, end_status, step_environment
 
 
 def tracking(**fields):
@@ -39,11 +38,10 @@ def test_defaults_and_names():
     [
         ({"tracking_uri": "ftp://mlflow"}, "tracking.mlflow.tracking_uri: Value error, must be an http://"),
         ({"tracking_uri": "http://"}, "names no server"),
-        ({"tracking_uri": "file://relative/dir"}, "file:///absolute/path"),
+        ({"tracking_uri": "file:///tmp/mlruns"}, "a local file store is not supported"),
         ({"experiment_name": "{team}"}, "tracking.mlflow.experiment_name: Value error, '{team}' uses unknown"),
         ({"registered_model_name": "{pipeline"}, "not a valid name template"),
         ({"credentials_env": ["lower"]}, "no environment variable names"),
-        ({"airflow_tracking_uri": "file:///tmp/x"}, "both be file:/// or both be http(s)://"),
         ({"tracking_uri": "http://mlflow:5000", "experiment": "x"}, "tracking.mlflow.experiment: Extra inputs"),
     ],
 )
@@ -73,12 +71,6 @@ def test_step_environment_public_and_private():
     assert public["DOOD_MLFLOW_REGISTER_MODELS"] == "false"
     assert private == {"MLFLOW_TRACKING_PASSWORD": "pw"}  # set ones only, never in the public environment
     assert "pw" not in str(public)
-
-
-def test_file_store_is_mounted_at_the_steps_path():
-    settings = MlflowTracking(tracking_uri="file:///data/mlruns", airflow_tracking_uri="file:///opt/dood/mlruns")
-    assert file_store_path(settings) == ("/opt/dood/mlruns", "/data/mlruns")
-    assert file_store_path(tracking()) is None
 
 
 def test_end_status():

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from dood.tracking import MlflowRuns, end_status, file_store_path, step_environment
+from dood.tracking import MlflowRuns, end_status, step_environment
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
     from dood.config import DoodConfig
-    from dood.directories import HostDirectories
     from dood.hooks.dood import DoodHook
     from dood.naming import TaskIdentity
 
@@ -28,10 +27,7 @@ class TracksInMlflow:
     # what DoodContainerOperator has (declared for the type checker)
     environment: dict[str, str]
     private_environment: dict[str, str]
-    mounts: list[Any]
     _identity: TaskIdentity | None
-
-    _tracked_store: str | None = None  # a file store's Airflow-side path, made for the step in prepare_directories
 
     @property
     def _op(self) -> Any:
@@ -52,10 +48,6 @@ class TracksInMlflow:
             public, private = step_environment(step, runs.settings)
             self.environment = {**self.environment, **public}
             self.private_environment = {**self.private_environment, **private}
-            store = file_store_path(runs.settings)
-            if store is not None:  # the steps write their runs' files themselves
-                self._tracked_store = store[0]
-                self.mounts = [*self.mounts, {"source": store[0], "target": store[1]}]
             self._op.log.info(
                 "MLflow: experiment %r, run %s nested under the DAG run's %s (%s)%s",
                 step.experiment_name,
@@ -65,11 +57,6 @@ class TracksInMlflow:
                 f"; credentials from {', '.join(sorted(private))} (private)" if private else "",
             )
         return super().build_spec(config, hook, identity, context)  # type: ignore[misc]
-
-    def prepare_directories(self, directories: HostDirectories, user: str) -> None:
-        super().prepare_directories(directories, user)  # type: ignore[misc]
-        if self._tracked_store is not None:
-            directories.for_container(self._tracked_store, user, what=f"{self._op.task_id}: MLflow file store")
 
     def _finish(self, handle: Any, config: DoodConfig, **kwargs: Any) -> Any:
         try:
