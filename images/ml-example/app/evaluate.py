@@ -11,6 +11,7 @@ import joblib
 from sklearn.metrics import accuracy_score, f1_score
 
 from common import EXIT_BAD_CONFIG, EXIT_QUALITY_GATE, fail, load_split, log, params, work_dir, write_json, write_result
+from tracking import log_dict, log_metrics, step_run
 
 
 def main():
@@ -29,6 +30,9 @@ def main():
     }
     metrics["passed"] = metrics["accuracy"] >= p["min_accuracy"]
     write_json(work_dir("metrics", "eval.json"), metrics)
+    with step_run():  # MLflow, when dood tracks the run: the metrics the quality gate reads, and eval.json
+        log_metrics(metrics)
+        log_dict(metrics, "eval.json")
     log(f"test accuracy {metrics['accuracy']}, f1 {metrics['f1']} on {len(y)} rows")
     if not metrics["passed"]:
         fail(f"accuracy {metrics['accuracy']} is below min_accuracy {p['min_accuracy']}", EXIT_QUALITY_GATE)

@@ -13,6 +13,7 @@ from sklearn.datasets import load_breast_cancer
 from sklearn.model_selection import train_test_split
 
 from common import env, log, params, run_date, save_split, work_dir, write_json, write_result
+from tracking import log_metrics, log_params, step_run
 
 
 def main():
@@ -49,6 +50,9 @@ def main():
         "features": X.shape[1],
     }
     write_json(work_dir("data", "meta.json"), meta)  # promote records it in source.json
+    with step_run():  # MLflow, when dood tracks the run
+        log_params({k: meta[k] for k in ("dataset", "data_date", "seed", "features")})
+        log_metrics({k: meta[k] for k in ("rows", "train_rows", "test_rows")})
     write_result(meta)
 
 

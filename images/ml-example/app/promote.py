@@ -29,6 +29,7 @@ from common import (
     write_json,
     write_result,
 )
+from tracking import record_promotion, register_champion, step_run
 
 
 def main():
@@ -48,6 +49,7 @@ def main():
     refusal = policy_refusal(champion)
     if refusal and not p["force_promote"]:
         log(f"not promoting: {refusal} (set force_promote to override)")
+        record_promotion(False, refusal)  # MLflow: the registry's aliases stay where they are
         raise SystemExit(EXIT_SKIP)
     old_acc = None
     if os.path.exists(os.path.join(champion, "metrics.json")):
@@ -64,8 +66,14 @@ def main():
             f"not promoting: new accuracy {new['accuracy']} is not greater than the champion's "
             f"{old_acc} (set force_promote to override)"
         )
+        record_promotion(False, f"accuracy {new['accuracy']} is not greater than the champion's {old_acc}")
         raise SystemExit(EXIT_SKIP)
 
+    reason = "forced" if not better else ("first champion" if old_acc is None else "better accuracy")
+    with step_run():  # MLflow, when dood tracks the run: a new version with the alias champion, before the swap
+        registered = register_champion({"dood.run_id": env("DOOD_RUN_ID"), "accuracy": new["accuracy"],
+                                        "data_interval_end": env("DOOD_DATA_INTERVAL_END"), "reason": reason})
+    record_promotion(True, reason, registered)
     staging = tempfile.mkdtemp(prefix=".champion-new-", dir=models_dir)
     shutil.copy2(model_path, os.path.join(staging, "model.joblib"))
     write_json(os.path.join(staging, "metrics.json"), new)
@@ -81,11 +89,11 @@ def main():
         "previous_accuracy": old_acc,
         "forced": not better,
         "promoted_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+        **({"mlflow": registered} if registered else {}),
     }
     write_json(os.path.join(staging, "source.json"), source)
     os.chmod(staging, 0o755)  # noqa: S103 - mkdtemp creates 0700; the registry should stay readable
     remove_tree(swap_dirs(staging, champion))
-    reason = "forced" if not better else ("first champion" if old_acc is None else "better accuracy")
     log(f"promoted ({reason}): {champion} now holds run {source['run_id'] or '-'}")
     champion_host = os.path.join(env("DOOD_HOST_MODELS_DIR"), "champion") if env("DOOD_HOST_MODELS_DIR") else champion
     write_result(
@@ -95,6 +103,7 @@ def main():
             "accuracy": new["accuracy"],
             "previous_accuracy": old_acc,
             "champion_dir": champion_host,
+            **({"mlflow": registered} if registered else {}),
         }
     )
 

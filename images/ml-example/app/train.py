@@ -22,6 +22,7 @@ from sklearn.ensemble import GradientBoostingClassifier
 from sklearn.metrics import accuracy_score, f1_score
 
 from common import EXIT_BAD_CONFIG, env, fail, host_path, load_split, log, params, work_dir, write_json, write_result
+from tracking import log_metrics, log_model, log_params, step_run
 
 CHECKPOINT_FILE = "checkpoint.joblib"
 STATE_FILE = "state.json"  # what the checkpoint holds, for people (the resume reads CHECKPOINT_FILE only)
@@ -127,6 +128,10 @@ def main():
                "train_f1": round(float(f1_score(y, pred)), 6),
                "predictions_sha256": predictions_digest(model, X)}
     write_json(work_dir("metrics", "train.json"), metrics)
+    with step_run():  # MLflow, when dood tracks the run: a retried try logs into the same run
+        log_params({**hyper, "epochs": epochs, "train_rows": len(y)})
+        log_metrics({k: metrics[k] for k in ("train_accuracy", "train_f1", "fit_seconds", "resumed_from_epoch", "epochs_run")})
+        log_model(model, X)
     log(f"train accuracy {metrics['train_accuracy']}, f1 {metrics['train_f1']}")
     write_result({**metrics, "model_path": host_path(model_path), "model_path_in_container": model_path})
 
