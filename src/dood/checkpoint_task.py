@@ -2,8 +2,9 @@
 finish it when the task succeeds. The directory itself (its name, making it, removing it) is `dood.checkpoints`.
 
 - Every try of a task instance mounts the same directory at `/dood/checkpoint` (`$DOOD_CHECKPOINT_DIR`): the
-  instance's, below `checkpoint_root` (default `<runs_root>/checkpoints`; a pipeline step: its
-  `artifact_root`'s `dood-checkpoints`), translated through the mount map like every bind source.
+  instance's, below `checkpoint_root`, a directory named `dood-checkpoints` (default
+  `<runs_root>/dood-checkpoints`; a pipeline step: its `artifact_root`'s), translated through the mount map like
+  every bind source.
 - The task log shows its host path and what it holds (files, bytes, last modified) when the container starts
   and when it ends.
 - A failed try leaves it; a task that succeeded removes it, or keeps the task's `checkpoint_retention` newest.
@@ -22,6 +23,7 @@ from docker.types import Mount
 from dood.checkpoints import (
     CHECKPOINT_DIR_ENV,
     CHECKPOINT_DIR_IN_CONTAINER,
+    CHECKPOINTS_DIR_NAME,
     MAX_RETENTION,
     CheckpointKey,
     checkpoint_path,
@@ -115,6 +117,11 @@ class TaskCheckpoint:
             )
         if root is not None and (not isinstance(root, str) or not root.startswith("/")):
             raise DoodConfigError(f"{task_id}: checkpoint_root must be an absolute path (Airflow-side), got {root!r}")
+        if root is not None and os.path.basename(os.path.normpath(root)) != CHECKPOINTS_DIR_NAME:
+            raise DoodConfigError(
+                f"{task_id}: checkpoint_root must be a directory named {CHECKPOINTS_DIR_NAME!r} (dood-proxy makes and "
+                f"removes checkpoints only there), got {root!r}; e.g. {os.path.normpath(root)}/{CHECKPOINTS_DIR_NAME}"
+            )
         self.retention = retention
         self.root = os.path.normpath(root) if root else None
         self.task_id = task_id
@@ -147,12 +154,12 @@ class TaskCheckpoint:
             raise DoodConfigError(
                 f"{task_id}: checkpoint=True on a step placed on several hosts ({', '.join(placement.hosts)}) needs "
                 "checkpoint_root= on storage every one of them mounts (a retry may run on another host); the "
-                "default, <runs_root>/checkpoints, is each host's own"
+                f"default, <runs_root>/{CHECKPOINTS_DIR_NAME}, is each host's own"
             )
         return cls(retention=retention or 0, root=root, task_id=task_id)
 
     def root_for(self, config: DoodConfig) -> str:
-        return self.root or f"{config.runs_root}/checkpoints"
+        return self.root or f"{config.runs_root.rstrip('/')}/{CHECKPOINTS_DIR_NAME}"
 
     @staticmethod
     def key(context: Any, identity: TaskIdentity, retries: int | None) -> CheckpointKey:

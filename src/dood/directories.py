@@ -154,8 +154,9 @@ class HostDirectories:
             return checkpoints.Finished(
                 answer.get("kept"), tuple(answer.get("removed") or ()), tuple(answer.get("problems") or ())
             )
+        roots = _local_roots(airflow_root, host_root, self.policy.allowed_host_roots)
         try:
-            done = checkpoints.finish_checkpoint(airflow_root, key, keep=keep)
+            done = checkpoints.finish_checkpoint(airflow_root, key, roots, keep=keep)
         except (UnsafePath, OSError) as exc:
             raise DoodError(f"{what}: cannot finish the checkpoint directory: {exc}") from None
         local = airflow_root.rstrip("/")

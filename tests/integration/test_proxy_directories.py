@@ -336,3 +336,305 @@ def test_a_second_attempt_with_the_same_name_never_reads_the_firsts_result(setup
     second = 'echo \'{"attempt": 2}\' > "$DOOD_RESULT_FILE"'  # a new try, not adopting the first's container
     assert execute(second, try_number=2, reattach=False) == {"attempt": 2}
     assert json.loads((run_dir / "result.json").read_text()) == {"attempt": 1}
+
+
+def _checkpoint(setup, task: dict, **fields):
+    body = {"kind": "checkpoint", "root": f"{setup.allowed}/dood-checkpoints", "task": task, **fields}
+    answer = setup.api.post(f"{setup.api.base_url}/dood/v1/directories", json=body)
+    return answer.status_code, answer.json()
+
+
+def test_a_checkpoint_is_the_same_directory_for_every_try_of_its_task_instance_and_goes_on_finish(setup):
+    """`kind: checkpoint` through the running proxy (uid 50001, as compose runs it): the path is derived from
+    the task instance and the proxy's stack; a step writes it, a later try finds what it wrote, another map
+    index gets another directory, and `finish` removes it without following a link a step planted in it."""
+    task = {"dag_id": "dood_it_proxy_directories", "task_id": "train", "run_id": f"manual__{uuid.uuid4().hex[:8]}"}
+    status, first = _checkpoint(setup, {**task, "map_index": -1, "first_try": 1}, user=STEP_USER)
+    assert status == 200 and first["created"] is True, first
+    path = first["path"]
+    assert path.startswith(f"{setup.allowed}/dood-checkpoints/"), path
+    assert stat.S_IMODE(os.stat(path).st_mode) == LEAF_MODE and os.stat(path).st_uid == PROXY_UID
+    champion_file = Path(setup.champion) / "model.pkl"
+    kept = champion_file.read_text()
+    assert run(setup, [f"{path}:/c"], f"echo epoch-3 > /c/state; ln -s {setup.champion} /c/champion") == 0
+
+    status, again = _checkpoint(setup, {**task, "map_index": -1, "first_try": 1}, user=STEP_USER)
+    assert (status, again["path"], again["created"]) == (200, path, False), again  # try 2: the same, kept
+    assert run(setup, [f"{path}:/c"], "grep -q epoch-3 /c/state") == 0, "try 2 reads what try 1 wrote"
+    status, mapped = _checkpoint(setup, {**task, "map_index": 1, "first_try": 1}, user=STEP_USER)
+    assert status == 200 and mapped["path"] != path and os.listdir(mapped["path"]) == [], mapped
+
+    status, finished = _checkpoint(setup, {**task, "map_index": -1, "first_try": 1}, action="finish")
+    assert status == 200, finished
+    assert not os.path.lexists(path), "finish removes the task instance's directory"
+    assert champion_file.read_text() == kept, "the link a step planted was removed, not followed"
+    assert os.path.isdir(mapped["path"]), "another map index's directory stays"
+
+
+def test_a_checkpoint_request_names_a_task_instance_never_a_path(setup):
+    """Whatever a client sends, the proxy derives the path: no field reaches another directory, a finish takes
+    no user, a root outside the policy is refused, and nothing is made by a refusal."""
+    task = {"dag_id": "dood_it_proxy_directories", "task_id": "train", "run_id": "r1", "map_index": -1, "first_try": 1}
+    before = snapshot(setup.allowed)
+    for fields, status, words in (
+        ({"task": {**task, "path": setup.other_run}}, 400, "unknown field"),
+        ({"task": task, "path": setup.other_run}, 400, "unknown field"),
+        ({"task": task, "root": "/etc/dood-checkpoints"}, 403, "/etc"),
+        ({"task": task, "root": f"{setup.allowed}/ro/dood-checkpoints"}, 403, "read-only"),
+        ({"task": task, "root": f"{setup.allowed}/models"}, 400, "named 'dood-checkpoints'"),
+        ({"task": task, "action": "finish", "user": STEP_USER}, 400, "no 'user'"),
+        ({"task": task, "action": "finish", "keep": 101}, 400, "keep"),
+        ({"task": task, "user": "0:0"}, 403, "user"),
+    ):
+        body = {"kind": "checkpoint", "root": f"{setup.allowed}/dood-checkpoints", "user": STEP_USER, **fields}
+        if body.get("action") == "finish" and "user" not in fields:
+            body.pop("user")
+        answer = setup.api.post(f"{setup.api.base_url}/dood/v1/directories", json=body)
+        message = answer.json().get("message", "")
+        assert answer.status_code == status and words in message, (fields, answer.status_code, message)
+    assert snapshot(setup.allowed) == before, "a refused checkpoint request makes and removes nothing"
+    # a hostile id is only a name: slugged and hashed below the proxy's own stack, never a path
+    status, made = _checkpoint(setup, {**task, "run_id": "../../runs", "task_id": "../.."}, user=STEP_USER)
+    stack = setup.api.get(f"{setup.api.base_url}/dood/v1/info").json()["stack"]
+    stack_dir = f"{setup.allowed}/dood-checkpoints/{stack}"
+    assert status == 200 and os.path.dirname(os.path.dirname(made["path"])) == stack_dir, made
+    assert ".." not in made["path"].split("/") and os.path.realpath(made["path"]) == made["path"], made
+
+
+# --- the checkpoint attack pass (docs/security.md, "Attacks tried": C1-C8), each on this proxy (uid 50001) ---
+
+
+def _task(**fields) -> dict:
+    return {
+        "dag_id": "dood_it_proxy_directories",
+        "task_id": "ck",
+        "run_id": "r",
+        "map_index": -1,
+        "first_try": 1,
+        **fields,
+    }
+
+
+def _finish(setup, task: dict, root: str | None = None, keep: int = 0, client=None):
+    client = client or setup.api
+    body = {"kind": "checkpoint", "root": root or f"{setup.allowed}/dood-checkpoints", "task": task, "action": "finish"}
+    answer = client.post(f"{client.base_url}/dood/v1/directories", json={**body, "keep": keep})
+    return answer.status_code, answer.json(), answer.headers.get("Retry-After")
+
+
+def _stack(setup) -> str:
+    return setup.api.get(f"{setup.api.base_url}/dood/v1/info").json()["stack"]
+
+
+def _tree(root: Path) -> list[tuple[str, int, int, int, int]]:
+    return [(str(root), 0, 0, 0, 0), *snapshot(root)]
+
+
+def test_c2_finish_never_follows_a_link_a_step_planted_above_the_task_directory(setup):
+    """C2: a step bound to its leaf L plants `L/dood-checkpoints -> <outside>` (and, variant, a real
+    `L/dood-checkpoints/<stack> -> <outside>`); finish with `root` there was walking through the link and
+    removing checkpoint-shaped directories outside the allowed root. Now the way from / is walked on
+    O_NOFOLLOW fds, each checked as open checks it: L is group-writable, so nothing is followed or removed."""
+    from dood.checkpoints import CheckpointKey, checkpoint_path
+
+    stack = _stack(setup)
+    key = CheckpointKey.from_request(_task(first_try=2), stack)
+    outside = setup.base / f"victim-{uuid.uuid4().hex[:6]}" / "dood-checkpoints"
+    instance = Path(checkpoint_path(str(outside), key))
+    for directory in (instance, instance.parent / f"done-{1:019d}-{instance.name}"):
+        directory.mkdir(parents=True)
+        (directory / "model.ckpt").write_text("precious")
+    for directory in [outside.parent, *outside.parent.rglob("*")]:
+        if directory.is_dir():
+            os.chown(directory, PROXY_UID, 0)
+            os.chmod(directory, LEAF_MODE if directory.name.startswith(("run-", "done-")) else 0o755)
+    before = _tree(outside.parent)
+    leaf = f"{setup.allowed}/runs/c2-{uuid.uuid4().hex[:8]}"
+    assert post(setup, {"path": leaf, "user": STEP_USER, "fresh": True}) == (200, True)
+    plant_root = f"ln -s {outside} /w/dood-checkpoints"
+    plant_stack = f"mkdir /w/dood-checkpoints && ln -s {outside}/{stack} /w/dood-checkpoints/{stack}"
+    for plant in (plant_root, plant_stack):
+        assert run(setup, [f"{leaf}:/w"], f"rm -rf /w/dood-checkpoints; {plant}") == 0
+        status, answer, _ = _finish(setup, key.to_request(), root=f"{leaf}/dood-checkpoints")
+        assert status == 403 and "writable by group" in answer["message"], answer
+        assert _tree(outside.parent) == before, "nothing outside the allowed root was touched"
+    status, answer, _ = _finish(setup, key.to_request(), root=leaf)  # the attack as first sent
+    assert status == 400 and "named 'dood-checkpoints'" in answer["message"], answer
+    assert _tree(outside.parent) == before
+
+
+def test_c3_finish_under_a_read_only_root_is_refused(setup):
+    from dood.checkpoints import CheckpointKey, checkpoint_path
+
+    root = setup.allowed / "ro" / "dood-checkpoints"
+    victim = Path(checkpoint_path(str(root), CheckpointKey.from_request(_task(), _stack(setup))))
+    victim.mkdir(parents=True, exist_ok=True)
+    (victim / "input.csv").write_text("kept")
+    before = _tree(setup.allowed / "ro")
+    status, answer, _ = _finish(setup, _task(), root=str(root))
+    assert status == 403 and "read-only" in answer["message"], answer
+    assert _tree(setup.allowed / "ro") == before
+
+
+def test_c1_a_live_checkpoint_is_never_taken_for_a_finished_one(setup):
+    """C1: run ids shaped like finished names ('done-5-x', 'done-<20 digits>') are live instances' `run-...`
+    directories: another instance's finish (keep 1) leaves them and what their steps wrote."""
+    lives = []
+    for run_id in ("done-5-x", "done-99999999999999999999", f"done-{10**18:019d}-run-x"):
+        status, opened = _checkpoint(setup, _task(run_id=run_id), user=STEP_USER)
+        assert status == 200 and os.path.basename(opened["path"]).startswith("run-"), opened
+        assert run(setup, [f"{opened['path']}:/c"], "echo epoch-2 > /c/state") == 0
+        lives.append(opened["path"])
+    other = _task(run_id=f"other-{uuid.uuid4().hex[:6]}")
+    assert _checkpoint(setup, other, user=STEP_USER)[0] == 200
+    status, finished, _ = _finish(setup, other, keep=1)
+    assert status == 200 and finished["removed"] == [] and finished["kept"], finished
+    assert all(Path(path, "state").read_text() == "epoch-2\n" for path in lives), "every live checkpoint stays"
+
+
+def test_c6_a_tree_deeper_than_any_recursion_is_removed_and_answered(setup):
+    """C6: a step writes 1,500 nested directories (group-writable, as a step sharing its checkpoint does);
+    finish was dying with RecursionError and dropping the connection. Now removed, answered."""
+    task = _task(task_id="c6", run_id=f"deep-{uuid.uuid4().hex[:6]}")
+    status, opened = _checkpoint(setup, task, user=STEP_USER)
+    assert status == 200, opened
+    deep = "umask 002; cd /c; i=0; while [ $i -lt 1500 ]; do mkdir a && cd a || exit 1; i=$((i+1)); done; touch f"
+    assert run(setup, [f"{opened['path']}:/c"], deep) == 0
+    status, finished, _ = _finish(setup, task)
+    assert status == 200 and finished["removed"] == [opened["path"]] and finished["problems"] == [], finished
+    assert not os.path.lexists(opened["path"])
+    assert setup.proxy.process.poll() is None and "RecursionError" not in setup.proxy.log.read_text()
+
+
+def test_c8_finish_removes_only_a_checkpoint_leaf(setup):
+    """C8: a plain proxy-owned directory at the derived path (a leaf inside) is left, and said. The plain
+    endpoint no longer makes anything in the checkpoint tree, so it is planted here as the proxy's user."""
+    from dood.checkpoints import CheckpointKey, checkpoint_path
+
+    task = _task(task_id="c8", run_id=f"c8-{uuid.uuid4().hex[:6]}")
+    derived = checkpoint_path(f"{setup.allowed}/dood-checkpoints", CheckpointKey.from_request(task, _stack(setup)))
+    status, message = post(setup, {"path": f"{derived}/run1", "user": STEP_USER, "fresh": True})
+    assert status == 403 and "kind" in message, message
+    assert (
+        _checkpoint(setup, _task(task_id="c8", run_id="c8-sibling"), user=STEP_USER)[0] == 200
+    )  # the task's directory
+    Path(derived, "run1").mkdir(parents=True)
+    Path(derived, "run1", "result.json").write_text("{}")
+    for directory in (derived, f"{derived}/run1"):
+        os.chown(directory, PROXY_UID, 0)
+    os.chmod(f"{derived}/run1", LEAF_MODE)
+    status, finished, _ = _finish(setup, task)
+    assert status == 200 and finished["removed"] == [], finished
+    assert "not a checkpoint directory" in finished["problems"][0], finished
+    assert Path(derived, "run1", "result.json").read_text() == "{}"
+
+
+def test_c4_a_root_not_named_dood_checkpoints_is_refused_and_nothing_is_made(setup):
+    before = snapshot(setup.allowed)
+    for body in (
+        {"user": STEP_USER},
+        {"action": "finish"},
+    ):
+        answer = setup.api.post(
+            f"{setup.api.base_url}/dood/v1/directories",
+            json={"kind": "checkpoint", "root": f"{setup.allowed}/models", "task": _task(), **body},
+        )
+        assert answer.status_code == 400 and "dood-checkpoints" in answer.json()["message"], answer.json()
+    assert snapshot(setup.allowed) == before
+
+
+def test_c5_a_fresh_leaf_found_empty_stays_empty_whatever_races_it(proxy_base, docker_api):
+    """C5: a `fresh` leaf for an empty plain directory P raced with a request making something in P (a
+    checkpoint whose root is below P, a leaf below P): both were answered 200 once in 25, leaving a "fresh"
+    leaf that was not empty. Every making request now holds one lock from its checks to its last change."""
+    allowed = _layout(proxy_base)  # a proxy of its own: 40 rounds make ~150 directories (its whole budget)
+    with running_proxy(proxy_base, _policy(allowed), uid=PROXY_UID) as proxy:
+        _race_fresh_against_inside(proxy, allowed)
+
+
+def _race_fresh_against_inside(proxy, allowed: Path) -> None:
+    clients = [docker.APIClient(base_url=proxy.url, version="auto", timeout=60) for _ in range(3)]
+    setup = SimpleNamespace(api=clients[2])
+    both = []
+    try:
+        for i in range(40):
+            parent = f"{allowed}/runs/c5-{uuid.uuid4().hex[:8]}"
+            assert post(setup, {"path": parent}) == (200, True)
+            if i % 2:
+                inside = {"path": f"{parent}/x", "user": STEP_USER}
+            else:
+                inside = {
+                    "kind": "checkpoint",
+                    "root": f"{parent}/dood-checkpoints",
+                    "task": _task(),
+                    "user": STEP_USER,
+                }
+            bodies = [{"path": parent, "user": STEP_USER, "fresh": True}, inside]
+            results: dict[int, int] = {}
+            go = threading.Barrier(2)
+
+            def ask(n, client=None, bodies=bodies, results=results, go=go):
+                go.wait()
+                results[n] = client.post(f"{client.base_url}/dood/v1/directories", json=bodies[n]).status_code
+
+            threads = [threading.Thread(target=ask, args=(n, clients[n])) for n in (i % 2, 1 - i % 2)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(30)
+            if results.get(0) == 200:
+                assert os.listdir(parent) == [], f"the fresh leaf {parent} holds {os.listdir(parent)} ({results})"
+            both.append(results)
+    finally:
+        for client in clients:
+            client.close()
+    assert all(len(r) == 2 for r in both), both
+    print("fresh / inside statuses:", sorted({(r[0], r[1]) for r in both}))
+
+
+def test_c7_finishes_of_big_checkpoints_never_stall_an_open(setup):
+    """C7: 8 finishes of 20,000-file checkpoints at once (the attack: 60,000 each, an unrelated open stalled
+    5 s): at most REMOVERS remove at once (the rest: 429, Retry-After), each at most MAX_REMOVED_ENTRIES
+    entries, so opens keep the server's other workers; every checkpoint is gone once finishes are asked again."""
+    from dood.proxy.directories import REMOVERS
+
+    tasks = [_task(task_id="c7", run_id=f"big{i}-{uuid.uuid4().hex[:6]}") for i in range(8)]
+    paths = []
+    for task in tasks:
+        status, opened = _checkpoint(setup, task, user=STEP_USER)
+        assert status == 200, opened
+        fd = os.open(opened["path"], os.O_RDONLY)
+        for n in range(20_000):
+            os.close(os.open(f"f{n}", os.O_CREAT | os.O_WRONLY, 0o644, dir_fd=fd))
+        os.close(fd)
+        paths.append(opened["path"])
+    clients = [docker.APIClient(base_url=setup.proxy.url, version="auto", timeout=120) for _ in tasks]
+    statuses: list[int] = []
+    answers: list[dict] = []
+
+    def finish_all(task, client):
+        while True:
+            status, answer, retry = _finish(setup, task, client=client)
+            statuses.append(status)
+            if status != 429:
+                answers.append(answer)
+                return
+            time.sleep(min(float(retry or 1), 0.5))  # the Airflow side waits Retry-After (tests: shorter)
+
+    threads = [threading.Thread(target=finish_all, args=pair) for pair in zip(tasks, clients, strict=True)]
+    for thread in threads:
+        thread.start()
+    waits = []
+    while any(thread.is_alive() for thread in threads):
+        started = time.monotonic()
+        assert _checkpoint(setup, _task(task_id="c7-other"), user=STEP_USER)[0] == 200
+        waits.append(time.monotonic() - started)
+    for thread in threads:
+        thread.join(120)
+    for client in clients:
+        client.close()
+    print(f"{len(waits)} opens during the finishes, slowest {max(waits):.3f} s; finish answers {sorted(statuses)}")
+    assert statuses.count(200) == 8 and not [a for a in answers if a.get("problems")], answers
+    assert not [p for p in paths if os.path.lexists(p)] and os.listdir(os.path.dirname(paths[0])) == []
+    assert 429 in statuses or REMOVERS >= 8, "more finishes than REMOVERS at once are told to wait"
+    assert max(waits) < 1.5, f"an open waited {max(waits):.2f} s behind finishes (attack: 5 s)"

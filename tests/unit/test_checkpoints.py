@@ -15,6 +15,7 @@ import pytest
 from dood.checkpoint_task import TaskCheckpoint, contents_of
 from dood.checkpoints import (
     DONE_PREFIX,
+    INSTANCE_PREFIX,
     CheckpointKey,
     LeafConflict,
     checkpoint_path,
@@ -27,7 +28,7 @@ from dood.hostpaths import LEAF_MODE, UnsafePath, make_skeleton
 from dood.naming import TaskIdentity
 from dood.placement import Placement
 from dood.policy import Policy
-from dood.proxy.directories import MAX_DEPTH, DirectoryBudget, make_directory
+from dood.proxy.directories import MAX_DEPTH, DirectoryBudget, describe, make_directory
 from dood.proxy.rules import Refused
 
 NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")  # dood-proxy's rule for every name below a root
@@ -117,37 +118,37 @@ def root(tmp_path):
 
 
 def test_made_as_a_leaf_then_reused_with_what_a_try_left(root):
-    path, made = open_checkpoint(str(root / "ckpt"), KEY, [str(root)], gid=0)
+    path, made = open_checkpoint(str(root / "dood-checkpoints"), KEY, [str(root)], gid=0)
     info = os.lstat(path)
     assert made and stat.S_IMODE(info.st_mode) == LEAF_MODE and info.st_gid == 0
     parent = os.lstat(os.path.dirname(path))
     assert not parent.st_mode & (stat.S_IWGRP | stat.S_IWOTH), "above a leaf only trusted users write"
     (root / path / "checkpoint.joblib").write_bytes(b"epoch 3")
-    again, made_again = open_checkpoint(str(root / "ckpt"), KEY, [str(root)], gid=0)
+    again, made_again = open_checkpoint(str(root / "dood-checkpoints"), KEY, [str(root)], gid=0)
     assert again == path and not made_again
     assert (root / path / "checkpoint.joblib").read_bytes() == b"epoch 3"
 
 
 def test_a_squatters_empty_plain_directory_becomes_the_leaf_a_full_one_or_another_groups_is_refused(root):
-    path = checkpoint_path(str(root / "ckpt"), KEY)
+    path = checkpoint_path(str(root / "dood-checkpoints"), KEY)
     make_skeleton(path, [str(root)])  # what any client of the plain endpoint can ask for
-    open_checkpoint(str(root / "ckpt"), KEY, [str(root)], gid=0)
+    open_checkpoint(str(root / "dood-checkpoints"), KEY, [str(root)], gid=0)
     assert stat.S_IMODE(os.lstat(path).st_mode) == LEAF_MODE
     other = CheckpointKey(**{**KEY.__dict__, "map_index": 1})
-    squatted = checkpoint_path(str(root / "ckpt"), other)
+    squatted = checkpoint_path(str(root / "dood-checkpoints"), other)
     make_skeleton(squatted, [str(root)])
     (root / squatted / "planted").write_text("x")
     with pytest.raises(LeafConflict):
-        open_checkpoint(str(root / "ckpt"), other, [str(root)], gid=0)
+        open_checkpoint(str(root / "dood-checkpoints"), other, [str(root)], gid=0)
     with pytest.raises(LeafConflict, match="group"):
-        open_checkpoint(str(root / "ckpt"), KEY, [str(root)], gid=1000)
+        open_checkpoint(str(root / "dood-checkpoints"), KEY, [str(root)], gid=1000)
 
 
 def test_a_symlink_above_the_checkpoint_is_refused(root, tmp_path):
     (tmp_path / "elsewhere").mkdir()
-    os.symlink(tmp_path / "elsewhere", root / "ckpt")
+    os.symlink(tmp_path / "elsewhere", root / "dood-checkpoints")
     with pytest.raises(UnsafePath):
-        open_checkpoint(str(root / "ckpt"), KEY, [str(root)], gid=0)
+        open_checkpoint(str(root / "dood-checkpoints"), KEY, [str(root)], gid=0)
     assert os.listdir(tmp_path / "elsewhere") == []
 
 
@@ -155,9 +156,9 @@ def test_a_symlink_above_the_checkpoint_is_refused(root, tmp_path):
 
 
 def _success(root, key, keep, clock):
-    path, _ = open_checkpoint(str(root / "ckpt"), key, [str(root)], gid=0)
+    path, _ = open_checkpoint(str(root / "dood-checkpoints"), key, [str(root)], gid=0)
     (root / path / "state.json").write_text("{}")
-    return path, finish_checkpoint(str(root / "ckpt"), key, keep=keep, clock=lambda: clock)
+    return path, finish_checkpoint(str(root / "dood-checkpoints"), key, [str(root)], keep=keep, clock=lambda: clock)
 
 
 def test_removed_when_the_task_succeeds(root):
@@ -169,7 +170,7 @@ def test_retention_keeps_the_tasks_newest_finished_checkpoints(root):
     runs = [CheckpointKey(**{**KEY.__dict__, "run_id": f"run{i}"}) for i in range(4)]
     for clock, key in enumerate(runs, start=1):
         _success(root, key, 2, clock)
-    task_dir = os.path.dirname(checkpoint_path(str(root / "ckpt"), KEY))
+    task_dir = os.path.dirname(checkpoint_path(str(root / "dood-checkpoints"), KEY))
     kept = sorted(os.listdir(task_dir))
     assert [name.split("-", 2)[1] for name in kept] == [f"{3:019d}", f"{4:019d}"]
     assert all(name.endswith(k.instance_dir_name()) for name, k in zip(kept, runs[2:], strict=True))
@@ -177,7 +178,7 @@ def test_retention_keeps_the_tasks_newest_finished_checkpoints(root):
 
 def test_a_running_instance_is_never_touched_by_another_ones_finish(root):
     running = CheckpointKey(**{**KEY.__dict__, "run_id": "still-running"})
-    path, _ = open_checkpoint(str(root / "ckpt"), running, [str(root)], gid=0)
+    path, _ = open_checkpoint(str(root / "dood-checkpoints"), running, [str(root)], gid=0)
     (root / path / "checkpoint.joblib").write_text("epoch 2")
     _success(root, KEY, 0, 1)
     assert (root / path / "checkpoint.joblib").read_text() == "epoch 2"
@@ -185,7 +186,7 @@ def test_a_running_instance_is_never_touched_by_another_ones_finish(root):
 
 def test_a_clears_leftovers_go_when_the_new_generation_succeeds(root):
     cleared = CheckpointKey(**{**KEY.__dict__, "first_try": 1})
-    old, _ = open_checkpoint(str(root / "ckpt"), cleared, [str(root)], gid=0)
+    old, _ = open_checkpoint(str(root / "dood-checkpoints"), cleared, [str(root)], gid=0)
     (root / old / "checkpoint.joblib").write_text("epoch 2 of the killed try")
     new, done = _success(root, CheckpointKey(**{**KEY.__dict__, "first_try": 3}), 0, 1)
     assert not os.path.exists(old) and not os.path.exists(new) and set(done.removed) == {old, new}
@@ -195,26 +196,151 @@ def test_removal_never_follows_a_link_a_step_planted(root, tmp_path):
     precious = tmp_path / "precious"
     precious.mkdir()
     (precious / "model.joblib").write_text("champion")
-    path, _ = open_checkpoint(str(root / "ckpt"), KEY, [str(root)], gid=0)
+    path, _ = open_checkpoint(str(root / "dood-checkpoints"), KEY, [str(root)], gid=0)
     os.symlink(precious, f"{path}/link")
     os.mkdir(f"{path}/sub")
     os.symlink(precious / "model.joblib", f"{path}/sub/file-link")
-    finish_checkpoint(str(root / "ckpt"), KEY, keep=0)
+    finish_checkpoint(str(root / "dood-checkpoints"), KEY, [str(root)], keep=0)
     assert not os.path.exists(path)
     assert (precious / "model.joblib").read_text() == "champion"
 
 
 def test_a_task_directory_someone_untrusted_may_write_is_left_alone(root):
-    path, _ = open_checkpoint(str(root / "ckpt"), KEY, [str(root)], gid=0)
+    path, _ = open_checkpoint(str(root / "dood-checkpoints"), KEY, [str(root)], gid=0)
     os.chmod(os.path.dirname(path), 0o777)
     with pytest.raises(UnsafePath):
-        finish_checkpoint(str(root / "ckpt"), KEY, keep=0)
+        finish_checkpoint(str(root / "dood-checkpoints"), KEY, [str(root)], keep=0)
     assert os.path.isdir(path)
 
 
 def test_finishing_what_does_not_exist_is_nothing(root):
-    done = finish_checkpoint(str(root / "ckpt"), KEY, keep=0)
+    done = finish_checkpoint(str(root / "dood-checkpoints"), KEY, [str(root)], keep=0)
     assert (done.kept, done.removed, done.problems) == (None, (), ())
+
+
+# --- attacks on finish (docs/security.md, "Attacks tried": C1-C8) ---
+
+
+def test_a_live_instances_name_is_never_a_finished_ones_whatever_its_run_id(root):
+    """C1: a run id shaped like a finished name ('done-5-x', 'done-<19 digits>') is a live instance's
+    `run-...`; another instance's finish (keep 1) neither removes it nor counts it among the finished."""
+    names = []
+    for run_id in ("done-5-x", f"done-{10**18:019d}-run-x", "legit"):
+        key = CheckpointKey(**{**KEY.__dict__, "run_id": run_id})
+        path, _ = open_checkpoint(str(root / "dood-checkpoints"), key, [str(root)], gid=0)
+        (root / path / "epoch").write_text("3")
+        names.append(os.path.basename(path))
+        assert names[-1].startswith(INSTANCE_PREFIX) and not names[-1].startswith(DONE_PREFIX)
+    _, done = _success(root, CheckpointKey(**{**KEY.__dict__, "run_id": "other"}), 1, 7)
+    task_dir = os.path.dirname(path)
+    assert done.removed == () and done.kept and os.path.basename(done.kept).startswith(f"{DONE_PREFIX}{7:019d}-run-")
+    assert all(os.path.isfile(f"{task_dir}/{name}/epoch") for name in names), "every live checkpoint stays"
+
+
+def _leaf_with_link(root, tmp_path):
+    """A leaf L (group-writable, as a step's run directory) holding `team-a -> <outside>`, outside holding
+    checkpoint-shaped directories (what C2 deleted outside the allowed root)."""
+    outside = tmp_path / "outside" / "dood-checkpoints"
+    task_dir = outside / "team-a" / os.path.basename(os.path.dirname(checkpoint_path("/", KEY)))
+    task_dir.mkdir(parents=True)
+    for name in (KEY.instance_dir_name(), f"{DONE_PREFIX}{1:019d}-{KEY.instance_dir_name()}"):
+        (task_dir / name).mkdir(mode=0o700)
+        os.chmod(task_dir / name, LEAF_MODE)
+        (task_dir / name / "model.ckpt").write_text("precious")
+    leaf = root / "run1" / "dood-checkpoints"
+    leaf.mkdir(parents=True)
+    os.chmod(leaf, LEAF_MODE)
+    os.symlink(outside / "team-a", leaf / "team-a")
+    return leaf, task_dir
+
+
+def test_finish_never_follows_a_link_above_the_task_directory(root, tmp_path):
+    """C2: a root reached through a leaf a step writes (and a link it planted there) is refused on the fd walk
+    from /, as open refuses it; nothing outside is touched."""
+    leaf, outside = _leaf_with_link(root, tmp_path)
+    key = CheckpointKey(**{**KEY.__dict__, "stack": "team-a"})
+    before = sorted(str(p) for p in outside.rglob("*"))
+    with pytest.raises(UnsafePath, match="writable by group"):
+        finish_checkpoint(str(leaf), key, [str(root)], keep=0)
+    os.chmod(leaf, 0o755)  # even where the leaf is not group-writable: the link is never followed
+    with pytest.raises(UnsafePath, match="not a real directory"):
+        finish_checkpoint(str(leaf), key, [str(root)], keep=0)
+    assert sorted(str(p) for p in outside.rglob("*")) == before
+
+
+def test_finish_removes_only_checkpoint_leaves_anything_else_is_left_and_said(root):
+    """C8: a plain directory (0755, another request's) at the derived path, with a leaf in it, is left."""
+    path = checkpoint_path(str(root / "dood-checkpoints"), KEY)
+    make_skeleton(f"{path}/run-leaf", [str(root)])
+    done = finish_checkpoint(str(root / "dood-checkpoints"), KEY, [str(root)], keep=0)
+    assert os.path.isdir(f"{path}/run-leaf") and done.removed == ()
+    assert len(done.problems) == 1 and "not a checkpoint directory" in done.problems[0], done.problems
+
+
+def test_a_tree_of_any_depth_is_removed_without_recursion(root):
+    """C6: 1500 levels (deeper than Python's recursion limit and than the fds kept open)."""
+    path, _ = open_checkpoint(str(root / "dood-checkpoints"), KEY, [str(root)], gid=0)
+    fd = os.open(path, os.O_RDONLY)
+    for _ in range(1500):
+        os.mkdir("a", dir_fd=fd)
+        os.symlink("/etc", "link", dir_fd=fd)
+        child = os.open("a", os.O_RDONLY, dir_fd=fd)
+        os.close(fd)
+        fd = child
+    os.close(fd)
+    done = finish_checkpoint(str(root / "dood-checkpoints"), KEY, [str(root)], keep=0)
+    assert done.removed == (path,) and done.problems == () and not os.path.lexists(path)
+
+
+def test_one_finish_removes_a_bounded_number_of_entries_and_the_next_goes_on(root):
+    """C6/C7: work per request is bounded; what is left is said, and the task's next finish removes it."""
+    path, _ = open_checkpoint(str(root / "dood-checkpoints"), KEY, [str(root)], gid=0)
+    for i in range(30):
+        (root / path / f"f{i}").write_text("x")
+    done = finish_checkpoint(str(root / "dood-checkpoints"), KEY, [str(root)], keep=0, max_entries=10)
+    assert done.removed == () and "at most 10 entries" in done.problems[0], done.problems
+    task_dir = os.path.dirname(path)
+    (left,) = os.listdir(task_dir)
+    assert left.startswith(DONE_PREFIX) and len(os.listdir(f"{task_dir}/{left}")) == 20
+    other = CheckpointKey(**{**KEY.__dict__, "run_id": "next"})
+    _, later = _success(root, other, 0, 5)
+    assert os.listdir(task_dir) == [] and len(later.removed) == 2, later
+
+
+def test_the_root_is_a_dood_checkpoints_directory_nothing_else(root):
+    """C4: open and finish refuse any other root; the operator's default and a task's setting follow."""
+    for other in (str(root / "models"), str(root / "dood-checkpoints" / "x"), "relative/dood-checkpoints"):
+        with pytest.raises(UnsafePath, match="dood-checkpoints"):
+            open_checkpoint(other, KEY, [str(root)], gid=0)
+        with pytest.raises(UnsafePath):
+            finish_checkpoint(other, KEY, [str(root)], keep=0)
+    assert os.listdir(root) == []
+    setting = TaskCheckpoint.of(True, retention=0, root=None, placement=None, task_id="t")
+    assert setting.root_for(SimpleNamespace(runs_root="/data/runs/")) == "/data/runs/dood-checkpoints"
+    with pytest.raises(DoodConfigError, match="named 'dood-checkpoints'"):
+        TaskCheckpoint.of(True, retention=0, root="/shared/models", placement=None, task_id="t")
+
+
+def test_the_plain_endpoint_never_makes_anything_in_the_checkpoint_tree(root, policy):
+    """C1/C8: only `kind: checkpoint` makes below a `dood-checkpoints` directory (no squatted name there)."""
+    for body in (
+        {"path": f"{root}/dood-checkpoints"},
+        {"path": f"{root}/dood-checkpoints/team-a/x", "user": "50000:0", "fresh": True},
+    ):
+        with pytest.raises(Refused) as caught:
+            ask(body, policy)
+        assert caught.value.status == 403 and "kind" in caught.value.message, caught.value.message
+    assert sorted(os.listdir(root)) == ["ro"]
+
+
+def test_the_log_line_says_what_was_done():
+    assert describe({"kind": "checkpoint", "path": "/p", "kept": None, "removed": ["/p"], "problems": []}) == (
+        "checkpoint /p finished: kept none, removed 1 director(ies), 0 left with a problem"
+    )
+    assert describe({"path": "/d", "created": True, "user": "1:2"}) == "directory /d made, written by 1:2"
+    assert describe({"kind": "checkpoint", "path": "/c", "created": False, "user": "1:2"}).startswith(
+        "checkpoint /c found"
+    )
 
 
 # --- dood-proxy: `kind: checkpoint` ---
@@ -231,7 +357,13 @@ def ask(body, policy, stack="team-a"):
 
 
 def checkpoint(allowed, **fields):
-    return {"kind": "checkpoint", "root": f"{allowed}/ckpt", "task": KEY.to_request(), "user": "50000:0", **fields}
+    return {
+        "kind": "checkpoint",
+        "root": f"{allowed}/dood-checkpoints",
+        "task": KEY.to_request(),
+        "user": "50000:0",
+        **fields,
+    }
 
 
 def test_the_proxy_derives_the_path_with_its_own_stack(root, policy):
@@ -239,7 +371,7 @@ def test_the_proxy_derives_the_path_with_its_own_stack(root, policy):
     mine = CheckpointKey(**{**KEY.__dict__, "stack": "team-a"})
     assert answer == {
         "kind": "checkpoint",
-        "path": checkpoint_path(f"{root}/ckpt", mine),
+        "path": checkpoint_path(f"{root}/dood-checkpoints", mine),
         "created": True,
         "user": "50000:0",
     }
@@ -250,9 +382,11 @@ def test_the_proxy_derives_the_path_with_its_own_stack(root, policy):
 
 def test_the_proxy_finishes_only_the_derived_directory(root, policy):
     path = ask(checkpoint(root), policy)["path"]
-    neighbour = root / "ckpt" / "team-a" / "not-a-checkpoint"
+    neighbour = root / "dood-checkpoints" / "team-a" / "not-a-checkpoint"
     neighbour.mkdir()
-    answer = ask({"kind": "checkpoint", "root": f"{root}/ckpt", "task": KEY.to_request(), "action": "finish"}, policy)
+    answer = ask(
+        {"kind": "checkpoint", "root": f"{root}/dood-checkpoints", "task": KEY.to_request(), "action": "finish"}, policy
+    )
     assert answer["removed"] == [path] and not os.path.exists(path) and neighbour.is_dir()
 
 
@@ -264,7 +398,8 @@ def test_the_proxy_finishes_only_the_derived_directory(root, policy):
         ({"task": {"dag_id": "d", "task_id": "t"}}, 400, "run_id"),
         ({"task": {**KEY.to_request(), "stack": "team-b"}}, 400, "unknown field"),
         ({"task": {**KEY.to_request(), "map_index": -5}}, 400, "map_index"),
-        ({"root": "/etc"}, 403, "allowed roots"),
+        ({"root": "/etc"}, 400, "named 'dood-checkpoints'"),
+        ({"root": "/etc/dood-checkpoints"}, 403, "allowed roots"),
         ({"root": "relative/path"}, 400, "root"),
         ({"root": "/tmp/../etc"}, 400, "root"),
         ({"user": "0:0"}, 403, "allowed_users"),
@@ -287,10 +422,21 @@ def test_every_bad_field_is_refused_by_name_and_nothing_is_made(root, policy, ch
     assert sorted(os.listdir(root)) == before
 
 
-def test_a_checkpoint_under_a_read_only_root_is_refused(root, policy):
-    with pytest.raises(Refused) as caught:
-        ask(checkpoint(root, root=f"{root}/ro"), policy)
-    assert caught.value.status == 403 and "read-only" in caught.value.message
+def test_a_checkpoint_under_a_read_only_root_is_refused_open_and_finish(root, policy):
+    """C3: a finish under the read-only root is refused as an open is (nothing there is a container's)."""
+    under_ro = (
+        root / "ro" / "dood-checkpoints" / "team-a" / os.path.basename(os.path.dirname(checkpoint_path("/", KEY)))
+    )
+    under_ro.mkdir(parents=True)
+    (victim := under_ro / "done-0000000000000000001-run-x-aaaaaaaaaaaaaaaaaaaaaaaaaa-f1").mkdir()
+    for fields in ({}, {"action": "finish", "user": None}):
+        body = {
+            k: v for k, v in checkpoint(root, root=f"{root}/ro/dood-checkpoints", **fields).items() if v is not None
+        }
+        with pytest.raises(Refused) as caught:
+            ask(body, policy)
+        assert caught.value.status == 403 and "read-only" in caught.value.message, caught.value.message
+    assert victim.is_dir()
 
 
 def test_a_proxy_that_does_not_pass_its_stack_refuses_checkpoints(root, policy):
@@ -314,7 +460,9 @@ def test_the_setting_is_validated_with_the_fix_in_the_message():
     shared = Placement(hosts=("a", "b"), queue="q", pool="p", pool_slots=1)
     with pytest.raises(DoodConfigError, match="every one of them mounts"):
         TaskCheckpoint.of(True, retention=0, root=None, placement=shared, task_id="t")
-    assert TaskCheckpoint.of(True, retention=0, root="/shared/ckpt", placement=shared, task_id="t") is not None
+    assert (
+        TaskCheckpoint.of(True, retention=0, root="/shared/dood-checkpoints", placement=shared, task_id="t") is not None
+    )
     assert TaskCheckpoint.of(False, retention=None, root=None, placement=None, task_id="t") is None
 
 

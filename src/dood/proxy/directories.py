@@ -20,10 +20,18 @@ before anything is made, so a refusal leaves nothing on disk:
 `POST /dood/v1/directories` with `{"kind": "checkpoint", "root", "task": {"dag_id", "task_id", "run_id",
 "map_index", "first_try"}, "user"}` makes (or finds, whatever it holds) a task instance's checkpoint
 directory, reused by every try of the instance (`dood.checkpoints`). The client names a task instance and a
-root, never the directory: the proxy derives `<root>/<its own stack>/<task>/<instance>` itself, and every
-rule above holds for that path. `"action": "finish"` (with `"keep": N`, no `user`) is the one place the proxy
-removes anything: that derived directory (or renames it `done-...` and keeps the task's N newest), older
-clear generations of the same instance, and finished ones beyond N, never following a link.
+root, never the directory: `root`'s last name must be `dood-checkpoints`, and the proxy derives
+`<root>/<its own stack>/<task>/run-<instance>` itself; every rule above holds for that path. A plain request
+never names a `dood-checkpoints` directory, nor anything below one: that tree is made only here.
+`"action": "finish"` (with `"keep": N`, no `user`) is the one place the proxy removes anything: it reaches the
+task's directory from `/` through checked `O_NOFOLLOW` fds (never under a read-only root), renames the
+instance's leaf `done-...`, and removes finished ones beyond N and older clear generations of the instance:
+only checkpoint leaves, never following a link, at most `MAX_REMOVED_ENTRIES` entries a request and
+`REMOVERS` requests at once (more: 429, Retry-After).
+
+Every request that makes something holds one lock (`_MAKING`) from its checks to its last change: no other
+request makes or re-modes a directory between them (a `fresh` leaf found empty stays empty until it is one).
+A finish makes nothing and removes only below fds it checked, outside that lock: opens never wait for it.
 
 At most `BURST` directories at once and `PER_MINUTE` a minute are made (`DirectoryBudget`); more is answered
 429 with Retry-After, which the Airflow side waits out (`dood.directories.HostDirectories`).
@@ -41,7 +49,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from dood.checkpoints import MAX_RETENTION, CheckpointKey, checkpoint_path, finish_checkpoint, open_checkpoint
+from dood.checkpoints import (
+    CHECKPOINTS_DIR_NAME,
+    MAX_RETENTION,
+    CheckpointKey,
+    check_root,
+    checkpoint_path,
+    finish_checkpoint,
+    open_checkpoint,
+)
 from dood.hostpaths import (
     LeafConflict,
     UnsafePath,
@@ -75,6 +91,12 @@ PER_MINUTE = 300
 BURST = 120
 _FIELDS = {"path", "user", "fresh"}
 _CHECKPOINT_FIELDS = {"kind", "root", "task", "user", "action", "keep"}
+#: Checkpoint finishes removing at once: each removes at most `dood.checkpoints.MAX_REMOVED_ENTRIES` entries,
+#: so at most this many of the server's worker threads are ever busy removing (opens keep the others).
+REMOVERS = 2
+_REMOVING = threading.BoundedSemaphore(REMOVERS)
+#: Held by every request that makes something, from its first check to its last change (module doc).
+_MAKING = threading.Lock()
 
 
 def info() -> dict[str, Any]:
@@ -140,6 +162,30 @@ class DirectoryBudget:
 BUDGET = DirectoryBudget()
 
 
+class BusyRemoving(TooMany):
+    """`REMOVERS` checkpoint finishes are removing already: 429, ask again shortly."""
+
+    def __init__(self) -> None:
+        self.retry_after = 2
+        Refused.__init__(
+            self,
+            429,
+            f"{REMOVERS} checkpoint finishes are removing directories already; ask again in 2 s (Retry-After)",
+        )
+
+
+def describe(answer: Mapping[str, Any]) -> str:
+    """What a directories answer did, for the proxy's log (every value in it was checked or derived)."""
+    if answer.get("kind") == "checkpoint" and "removed" in answer:
+        return (
+            f"checkpoint {answer['path']} finished: kept {answer.get('kept') or 'none'}, removed "
+            f"{len(answer.get('removed') or ())} director(ies), {len(answer.get('problems') or ())} left with a problem"
+        )
+    what = "checkpoint" if answer.get("kind") == "checkpoint" else "directory"
+    how = "made" if answer.get("created") else "found"
+    return f"{what} {answer['path']} {how}, written by {answer.get('user') or 'trusted users only'}"
+
+
 @dataclass(frozen=True)
 class DirectoryRequest:
     """A checked request: a clean path below `root`, the leaf's owner (None: trusted users only), fresh."""
@@ -170,17 +216,24 @@ def make_directory(
     if isinstance(request, Mapping) and "kind" in request:
         return checkpoint_directory(request, policy, budget, host_gid=host_gid, stack=stack)
     asked = check_request(request, policy, host_gid=host_gid)
-    count = missing_directories(asked.path, [asked.root])
-    budget.take(count)  # what exists costs nothing
-    try:
-        if asked.owner is None or asked.group is None:  # _check_user gives both or neither
-            created = make_skeleton(asked.path, [asked.root], fresh=asked.fresh)
-        else:
-            created = make_leaf(asked.path, [asked.root], gid=asked.group, fresh=asked.fresh)
-    except (UnsafePath, LeafConflict, OSError) as exc:
-        # what a refusal did not make is given back: refused requests drain no one's budget
-        budget.give_back(min(count, missing_directories(asked.path, [asked.root])))
-        raise _refusal(asked.path, exc) from None
+    if CHECKPOINTS_DIR_NAME in asked.path.split("/"):
+        raise Refused(
+            403,
+            f"path {asked.path}: a {CHECKPOINTS_DIR_NAME!r} directory and what is below it are made only with "
+            "'kind': 'checkpoint' (a task instance's checkpoint directory); choose another path",
+        )
+    with _MAKING:
+        count = missing_directories(asked.path, [asked.root])
+        budget.take(count)  # what exists costs nothing
+        try:
+            if asked.owner is None or asked.group is None:  # _check_user gives both or neither
+                created = make_skeleton(asked.path, [asked.root], fresh=asked.fresh)
+            else:
+                created = make_leaf(asked.path, [asked.root], gid=asked.group, fresh=asked.fresh)
+        except (UnsafePath, LeafConflict, OSError) as exc:
+            # what a refusal did not make is given back: refused requests drain no one's budget
+            budget.give_back(min(count, missing_directories(asked.path, [asked.root])))
+            raise _refusal(asked.path, exc) from None
     answer: dict[str, Any] = {"path": asked.path, "created": created}
     if asked.user:
         answer["user"] = asked.user
@@ -221,6 +274,10 @@ def checkpoint_directory(
     root = request.get("root")
     if not isinstance(root, str) or not root.startswith("/") or clean_path(root) != (root.rstrip("/") or "/"):
         raise Refused(400, f"root {shown(root)} must be an absolute, clean host path (no '..', '.', '//')")
+    try:
+        check_root(root)
+    except UnsafePath as exc:
+        raise Refused(400, str(exc)) from None
     derived = checkpoint_path(root, key)
     if action == "finish":
         keep = request.get("keep", 0)
@@ -228,11 +285,16 @@ def checkpoint_directory(
             raise Refused(400, f"keep must be an integer from 0 to {MAX_RETENTION}, got {shown(keep)}")
         if "user" in request:
             raise Refused(400, "a checkpoint's finish takes no 'user'")
-        check_request({"path": derived}, policy)  # the same path rules: below an allowed root, clean names
+        asked = check_request({"path": derived}, policy)  # the same path rules: below an allowed root, clean names
+        _check_writable_place(derived, policy)  # ... and those of a leaf: never under a read-only root
+        if not _REMOVING.acquire(blocking=False):  # a worker thread never waits for another's removal
+            raise BusyRemoving
         try:
-            finished = finish_checkpoint(root, key, keep=keep)
+            finished = finish_checkpoint(root, key, [asked.root], keep=keep)
         except (UnsafePath, OSError) as exc:
             raise _refusal(derived, exc) from None
+        finally:
+            _REMOVING.release()
         return {"kind": "checkpoint", "path": derived, **finished.to_answer()}
     if "keep" in request:
         raise Refused(400, "'keep' is given with action 'finish'")
@@ -240,13 +302,14 @@ def checkpoint_directory(
         raise Refused(400, "a checkpoint directory needs 'user' (the container's 'uid:gid'): its steps write it")
     asked = check_request({"path": derived, "user": request["user"]}, policy, host_gid=host_gid)
     assert asked.group is not None  # noqa: S101 - narrowing: a user's leaf always has its group
-    count = missing_directories(asked.path, [asked.root])
-    budget.take(count)
-    try:
-        path, created = open_checkpoint(root, key, [asked.root], gid=asked.group)
-    except (UnsafePath, LeafConflict, OSError) as exc:
-        budget.give_back(min(count, missing_directories(asked.path, [asked.root])))
-        raise _refusal(derived, exc) from None
+    with _MAKING:
+        count = missing_directories(asked.path, [asked.root])
+        budget.take(count)
+        try:
+            path, created = open_checkpoint(root, key, [asked.root], gid=asked.group)
+        except (UnsafePath, LeafConflict, OSError) as exc:
+            budget.give_back(min(count, missing_directories(asked.path, [asked.root])))
+            raise _refusal(derived, exc) from None
     return {"kind": "checkpoint", "path": path, "created": created, "user": asked.user}
 
 
@@ -282,19 +345,23 @@ def check_request(
     path, root = _check_path(request.get("path"), policy)
     owner, group = _check_user(request.get("user"), policy, host_gid)
     if owner is not None:
-        for read_only in policy.read_only_host_roots:
-            if under(path, read_only):
-                raise Refused(
-                    403, f"path {path} lies under the read-only root {read_only}: no container may write there"
-                )
-        inside = [r for r in (*policy.allowed_host_roots, *policy.read_only_host_roots) if r != path and under(r, path)]
-        if inside:
-            raise Refused(
-                403,
-                f"path {path} holds the root {inside[0]}: a directory containers write may not lie above a root "
-                "(they could replace what is in it)",
-            )
+        _check_writable_place(path, policy)
     return DirectoryRequest(path=path, root=root, owner=owner, fresh=fresh, group=group)
+
+
+def _check_writable_place(path: str, policy: Policy) -> None:
+    """Where a leaf (a directory containers write) may be, and so where a checkpoint may be removed: never under
+    a read-only root, never above a root."""
+    for read_only in policy.read_only_host_roots:
+        if under(path, read_only):
+            raise Refused(403, f"path {path} lies under the read-only root {read_only}: no container may write there")
+    inside = [r for r in (*policy.allowed_host_roots, *policy.read_only_host_roots) if r != path and under(r, path)]
+    if inside:
+        raise Refused(
+            403,
+            f"path {path} holds the root {inside[0]}: a directory containers write may not lie above a root "
+            "(they could replace what is in it)",
+        )
 
 
 def _check_path(path: Any, policy: Policy) -> tuple[str, str]:
