@@ -119,7 +119,8 @@ class HostDirectories:
             if answer.get("path") != expected:
                 raise DoodError(
                     f"{what}: dood-proxy made the checkpoint directory {answer.get('path')!r}, not {expected!r}: "
-                    "its stack differs from the one this process uses (DoodHook.stack)"
+                    "its stack differs from the one this process uses (DoodHook.stack), or it is older than this dood "
+                    "(dood-proxy API 4 names checkpoints run-...: upgrade the proxy)"
                 )
             return expected
         roots = _local_roots(airflow_root, host_root, self.policy.allowed_host_roots)

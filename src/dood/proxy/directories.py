@@ -72,7 +72,9 @@ from dood.policy.paths import clean_path, under
 from dood.proxy import wire
 from dood.proxy.rules import Refused
 
-API_VERSION = 3  # 2: `clear` is gone, `fresh` asks for a new run directory; 3: `kind: checkpoint`
+#: 2: `clear` is gone, `fresh` asks for a new run directory; 3: `kind: checkpoint`; 4: checkpoint roots named
+#: `dood-checkpoints`, instance directories `run-...`, finished `done-<ns>-run-...`
+API_VERSION = 4
 #: The longest path accepted (the kernel's PATH_MAX is 4096; dood's own paths stay well under 300).
 MAX_PATH_CHARS = 1024
 #: The most names below the allowed root (a run directory is 1-3 deep, a partition 3-5).
