@@ -71,8 +71,14 @@ def main():
 
     reason = "forced" if not better else ("first champion" if old_acc is None else "better accuracy")
     with step_run():  # MLflow, when dood tracks the run: a new version with the alias champion, before the swap
-        registered = register_champion({"dood.run_id": env("DOOD_RUN_ID"), "accuracy": new["accuracy"],
-                                        "data_interval_end": env("DOOD_DATA_INTERVAL_END"), "reason": reason})
+        registered = register_champion(
+            {
+                "dood.run_id": env("DOOD_RUN_ID"),
+                "accuracy": new["accuracy"],
+                "data_interval_end": env("DOOD_DATA_INTERVAL_END"),
+                "reason": reason,
+            }
+        )
     record_promotion(True, reason, registered)
     staging = tempfile.mkdtemp(prefix=".champion-new-", dir=models_dir)
     shutil.copy2(model_path, os.path.join(staging, "model.joblib"))

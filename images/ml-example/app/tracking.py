@@ -69,9 +69,8 @@ def log_model(model, X):
         return None
     import mlflow
     import mlflow.sklearn
-    from mlflow.models import infer_signature
-
     import skops.io
+    from mlflow.models import infer_signature
 
     # skops (the flavour's default format) loads only the types it is told to trust: those of this model,
     # made by this step (a GradientBoostingClassifier's trees), are recorded with it for whoever loads it

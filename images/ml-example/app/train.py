@@ -12,6 +12,7 @@ A try that finds one for the same parameters and data resumes from it ("resumed 
 the epochs left, so it ends with the model an uninterrupted run would have made, predictions included.
 $DOOD_EPOCH_SECONDS (default 0) waits after each epoch (demos and tests: time to kill a training mid-way).
 """
+
 import hashlib
 import json
 import os
@@ -109,8 +110,10 @@ def main():
         model.fit(X, y)
         if checkpoint_dir:
             save_checkpoint(checkpoint_dir, model, epoch, epochs, fp)
-        log(f"epoch {epoch}/{epochs}: {len(model.estimators_)} trees"
-            + (" (checkpoint saved)" if checkpoint_dir else ""))
+        log(
+            f"epoch {epoch}/{epochs}: {len(model.estimators_)} trees"
+            + (" (checkpoint saved)" if checkpoint_dir else "")
+        )
         if pause and epoch < epochs:
             time.sleep(pause)
     seconds = round(time.monotonic() - started, 3)
@@ -122,15 +125,23 @@ def main():
     log(f"saved model to {model_path} ({os.path.getsize(model_path)} bytes) after {seconds}s")
 
     pred = model.predict(X)
-    metrics = {**hyper, "epochs": epochs, "resumed_from_epoch": done, "epochs_run": epochs - done,
-               "train_rows": len(y), "fit_seconds": seconds,
-               "train_accuracy": round(float(accuracy_score(y, pred)), 6),
-               "train_f1": round(float(f1_score(y, pred)), 6),
-               "predictions_sha256": predictions_digest(model, X)}
+    metrics = {
+        **hyper,
+        "epochs": epochs,
+        "resumed_from_epoch": done,
+        "epochs_run": epochs - done,
+        "train_rows": len(y),
+        "fit_seconds": seconds,
+        "train_accuracy": round(float(accuracy_score(y, pred)), 6),
+        "train_f1": round(float(f1_score(y, pred)), 6),
+        "predictions_sha256": predictions_digest(model, X),
+    }
     write_json(work_dir("metrics", "train.json"), metrics)
     with step_run():  # MLflow, when dood tracks the run: a retried try logs into the same run
         log_params({**hyper, "epochs": epochs, "train_rows": len(y)})
-        log_metrics({k: metrics[k] for k in ("train_accuracy", "train_f1", "fit_seconds", "resumed_from_epoch", "epochs_run")})
+        log_metrics(
+            {k: metrics[k] for k in ("train_accuracy", "train_f1", "fit_seconds", "resumed_from_epoch", "epochs_run")}
+        )
         log_model(model, X)
     log(f"train accuracy {metrics['train_accuracy']}, f1 {metrics['train_f1']}")
     write_result({**metrics, "model_path": host_path(model_path), "model_path_in_container": model_path})
