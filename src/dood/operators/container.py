@@ -86,8 +86,8 @@ class DoodContainerOperator(WaitsForGpus, BaseOperator):
     :param checkpoint: mount a directory of this task instance (the same for every try, on every host) at
         ``$DOOD_CHECKPOINT_DIR``; kept when a try fails, removed when the task succeeds (``dood.checkpoints``).
     :param checkpoint_retention: keep the task's N newest finished checkpoints instead (0: remove).
-    :param checkpoint_root: Airflow-side directory holding checkpoints (default ``<runs_root>/checkpoints``);
-        on storage every host mounts when the step may run on several.
+    :param checkpoint_root: Airflow-side directory holding checkpoints, named ``dood-checkpoints`` (default
+        ``<runs_root>/dood-checkpoints``); on storage every host mounts when the step may run on several.
     """
 
     template_fields: Sequence[str] = (

@@ -227,7 +227,7 @@ class ProxyServer:
                 await writer.drain()
                 return True
             # every value logged was checked: no control character reaches the log
-            log.info("directory %s ready for %s", answer["path"], answer.get("user") or "trusted users")
+            log.info("%s", directories.describe(answer))
         writer.write(wire.json_bytes_response(200, json.dumps(answer).encode()))
         await writer.drain()
         return True

@@ -13,7 +13,7 @@ from airflow.sdk import DAG
 from dood import DoodContainerOperator
 
 ROOT = os.environ.get("DOOD_STACK_ROOT", "/tmp/dood-stack")
-CHECKPOINTS = f"{ROOT}/checkpoints"
+CHECKPOINTS = f"{ROOT}/dood-checkpoints"
 ML_IMAGE = "dood-ml-example:latest"
 BUSYBOX = "dood-test-busybox:latest"
 EPOCHS = 6
