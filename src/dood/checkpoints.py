@@ -295,6 +295,11 @@ def check_root(root: str) -> None:
             f"<runs_root>/{CHECKPOINTS_DIR_NAME}, <artifact_root>/{CHECKPOINTS_DIR_NAME}); checkpoints are made "
             "and removed only there"
         )
+    if CHECKPOINTS_DIR_NAME in root.rstrip("/").split("/")[:-1]:
+        raise UnsafePath(
+            f"checkpoint root {root!r} lies inside another {CHECKPOINTS_DIR_NAME!r} tree: a checkpoint tree is made "
+            "only in the layout the proxy derives, never nested in one"
+        )
 
 
 def is_checkpoint_leaf(info: os.stat_result, trusted: frozenset[int], group_ok: Callable[[int], bool]) -> bool:

@@ -481,3 +481,18 @@ def test_contents_count_files_and_bytes_without_following_links(tmp_path):
 
 def _context(max_tries):
     return {"ti": SimpleNamespace(max_tries=max_tries)}
+
+
+def test_a_root_nested_in_a_checkpoint_tree_is_refused():
+    """Attack pass 4, A: a root inside another checkpoint tree would make a plain directory at an instance's
+    path (its open then 409 for good)."""
+    from dood.checkpoints import check_root
+    from dood.hostpaths import UnsafePath
+
+    check_root("/srv/ml/artifacts/dood-checkpoints")
+    for nested in (
+        "/srv/ml/artifacts/dood-checkpoints/dood/d.t-abc/run-r-x-f1/dood-checkpoints",
+        "/srv/dood-checkpoints/x/dood-checkpoints",
+    ):
+        with pytest.raises(UnsafePath, match="inside another 'dood-checkpoints' tree"):
+            check_root(nested)
