@@ -51,6 +51,7 @@ from dood.hostpaths import (
     UnsafePath,
     can_give_group,
     covering_root,
+    leaf_problems,
     make_leaf,
     trusted_uids,
 )
@@ -200,13 +201,7 @@ def open_checkpoint(root: str, key: CheckpointKey, roots: Iterable[str], *, gid:
     if info.st_uid == os.geteuid() and not info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
         make_leaf(path, roots, gid=gid, fresh=True)  # an empty plain directory (a squatter's) becomes the leaf
         return path, False
-    problems = []
-    if info.st_uid not in trusted_uids():
-        problems.append(f"it is owned by uid {info.st_uid}")
-    if info.st_gid != gid:
-        problems.append(f"its group is {info.st_gid}, not {gid}")
-    if stat.S_IMODE(info.st_mode) != LEAF_MODE:
-        problems.append(f"its mode is {stat.S_IMODE(info.st_mode):o}, not {LEAF_MODE:o}")
+    problems = leaf_problems(info, trusted_uids(), gid)
     if problems:
         raise LeafConflict(f"{path} exists but is not a checkpoint directory for group {gid}: {'; '.join(problems)}")
     return path, False

@@ -8,9 +8,11 @@ root at all. With the raw socket, the process holding it is as trusted as the pr
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from dood import checkpoints
@@ -124,17 +126,8 @@ class HostDirectories:
                 )
             return expected
         roots = _local_roots(airflow_root, host_root, self.policy.allowed_host_roots)
-        try:
+        with _said(what, "the checkpoint directory", below=airflow_root):
             checkpoints.open_checkpoint(airflow_root, key, roots, gid=owner[1])
-        except UnsafePath as exc:
-            raise DoodConfigError(f"{what}: cannot prepare the checkpoint directory: {exc}") from None
-        except LeafConflict as exc:
-            raise DoodError(f"{what}: cannot prepare the checkpoint directory: {exc}") from None
-        except PermissionError as exc:
-            raise DoodConfigError(
-                f"{what}: cannot prepare the checkpoint directory below {airflow_root} ({exc.strerror}). Run this "
-                "process as the owner of the data root, or put dood-proxy in front of the socket"
-            ) from None
         return expected
 
     def finish_checkpoint(
@@ -189,22 +182,12 @@ class HostDirectories:
             return
         roots = _local_roots(airflow_path, request["path"], self.policy.allowed_host_roots)
         fresh = bool(request.get("fresh"))
-        try:
+        with _said(what, airflow_path):
             if "user" in request:
                 gid = int(request["user"].split(":")[1])
                 make_leaf(airflow_path, roots, gid=gid, fresh=fresh)
             else:
                 make_skeleton(airflow_path, roots, fresh=fresh)
-        except UnsafePath as exc:
-            raise DoodConfigError(f"{what}: cannot prepare {airflow_path}: {exc}") from None
-        except LeafConflict as exc:
-            raise DoodError(f"{what}: cannot prepare {airflow_path}: {exc}") from None
-        except PermissionError as exc:
-            raise DoodConfigError(
-                f"{what}: cannot prepare {airflow_path} ({exc.strerror}). This process holds the raw Docker "
-                "socket but may not write there: run it as the owner of the data root, or put dood-proxy in "
-                "front of the socket (it makes the directories)."
-            ) from None
 
     def _ask_proxy(self, request: dict[str, Any], what: str, *, path: str | None = None) -> dict[str, Any]:
         """POST the request to dood-proxy; a 429 (its directories budget) is waited out, as it says. Returns
@@ -260,3 +243,21 @@ def _message(answer) -> str:
         return str(answer.json().get("message"))
     except ValueError:
         return answer.text[:300]
+
+
+@contextlib.contextmanager
+def _said(what: str, subject: str, *, below: str | None = None) -> Iterator[None]:
+    """Making `subject` on the raw socket's side: an unsafe path is a config error, a conflict a run's error, a
+    permission the process's (it holds the socket but may not write below `below`), each saying the fix."""
+    try:
+        yield
+    except UnsafePath as exc:
+        raise DoodConfigError(f"{what}: cannot prepare {subject}: {exc}") from None
+    except LeafConflict as exc:
+        raise DoodError(f"{what}: cannot prepare {subject}: {exc}") from None
+    except PermissionError as exc:
+        raise DoodConfigError(
+            f"{what}: cannot prepare {subject}{f' below {below}' if below else ''} ({exc.strerror}). This process "
+            "holds the raw Docker socket but may not write there: run it as the owner of the data root, or put "
+            "dood-proxy in front of the socket (it makes the directories)."
+        ) from None

@@ -287,16 +287,24 @@ def _check_existing(parent_fd: int, name: str, path: str, trusted: frozenset[int
     if info.st_uid == os.geteuid() and not info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
         _skeleton_to_leaf(parent_fd, name, path, gid)  # an empty directory only we write: nobody's output
         return
+    problems = leaf_problems(info, trusted, gid)
+    if problems:
+        raise LeafConflict(f"{path} exists but is not a fresh leaf for group {gid}: {'; '.join(problems)}")
+    _check_empty(parent_fd, name, path)
+
+
+def leaf_problems(info: os.stat_result, trusted: Iterable[int], gid: int) -> list[str]:
+    """Why an existing directory is not a leaf of group `gid` (a trusted owner, that group, mode 2770); none
+    when it is one. Shared by fresh leaves and checkpoint directories."""
+    trusted = sorted(trusted)
     problems = []
     if info.st_uid not in trusted:
-        problems.append(f"it is owned by uid {info.st_uid}, not by {sorted(trusted)}")
+        problems.append(f"it is owned by uid {info.st_uid}, not by {trusted}")
     if info.st_gid != gid:
         problems.append(f"its group is {info.st_gid}, not {gid}")
     if stat.S_IMODE(info.st_mode) != LEAF_MODE:
         problems.append(f"its mode is {stat.S_IMODE(info.st_mode):o}, not {LEAF_MODE:o}")
-    if problems:
-        raise LeafConflict(f"{path} exists but is not a fresh leaf for group {gid}: {'; '.join(problems)}")
-    _check_empty(parent_fd, name, path)
+    return problems
 
 
 def _skeleton_to_leaf(parent_fd: int, name: str, path: str, gid: int) -> None:
