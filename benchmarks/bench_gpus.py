@@ -41,11 +41,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import docker
 
-from dood.config import parse_config
-from dood.gpu_claims import GpuClaims
-from dood.launcher import ContainerLauncher, ContainerSpec
+from dood.config.model import parse_config
+from dood.config.resources import Resources
+from dood.gpus.claims import GpuClaims
+from dood.lifecycle.launch import ContainerLauncher, ContainerSpec
 from dood.naming import TaskIdentity
-from dood.resources import Resources
 from tests.integration.second_engine import SecondEngine
 
 IMAGE = "dood-test-busybox:latest"
@@ -78,8 +78,8 @@ def _mark(step: str) -> None:
 
 def _trace_phases() -> None:
     """Mark each step of a claim in the calling thread's timeline (wrapping the methods that do them)."""
-    from dood.gpu_lock import EngineLock
-    from dood.gpu_wakeup import Wakeup
+    from dood.gpus.lock import EngineLock
+    from dood.gpus.wakeup import Wakeup
 
     def wrap(owner, name, before=None, after=None):
         original = getattr(owner, name)
@@ -136,7 +136,7 @@ class _IdealClaims:
         return cls()
 
     def create(self, body, create):
-        from dood.gpus import claimed_body
+        from dood.gpus.holdings import claimed_body
 
         me = object()
         with self._cond:

@@ -1,6 +1,6 @@
 """The janitor's sweep of many orphans on the real engine: how long until they are all stopped and removed.
 
-Every orphan costs a stop (SIGTERM, the grace period, SIGKILL) then a removal (`dood.teardown.discard_all`).
+Every orphan costs a stop (SIGTERM, the grace period, SIGKILL) then a removal (`dood.lifecycle.teardown.discard_all`).
 A program that is PID 1 in its container (python, sleep: no handler installed) ignores SIGTERM, so its stop
 waits the whole grace period; under Docker's init (`defaults.init`, on by default) SIGTERM reaches it and it
 ends at once. The janitor makes `STOP_WORKERS` (16) Docker calls at a time. Scenarios, each on fresh orphans:
@@ -9,11 +9,11 @@ ends at once. The janitor makes `STOP_WORKERS` (16) Docker calls at a time. Scen
   grace period is forced), the rest ``python3 -c 'time.sleep(600)'`` (python as the program, no handler),
   all created with ``HostConfig.Init: true``. Goal: under 2 x the grace period.
 * ``no-init``: N python orphans without init (PID 1 ignores SIGTERM): every one needs the SIGKILL.
-* ``before``: the mixed kind, ended as the janitor did before: `dood.teardown.discard` (docker stop, then
+* ``before``: the mixed kind, ended as the janitor did before: `dood.lifecycle.teardown.discard` (docker stop, then
   remove) one orphan after the other, on a sample of S orphans (its time per orphan is what to compare).
 
 The janitor now signals every orphan first, then waits for each until its own grace period ends
-(`dood.teardown.discard_all`), so the stubborn ones' grace periods overlap.
+(`dood.lifecycle.teardown.discard_all`), so the stubborn ones' grace periods overlap.
 
 The orphans carry dood's labels (DAG ``bench_janitor``, a run that Airflow never had: the task state lookup
 answers "no such task instance", as Airflow would) and a scope label of this run; the sweep is limited to
@@ -47,7 +47,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "src"))
 
 from dood.janitor import MISSING, STOP_WORKERS, sweep  # noqa: E402
-from dood.teardown import discard  # noqa: E402
+from dood.lifecycle.teardown import discard  # noqa: E402
 
 DOCKER_URL = "unix:///var/run/docker.sock"
 SHELL_IMAGE = os.environ.get("DOOD_BENCH_IMAGE", "dood-test-busybox:latest")
@@ -146,7 +146,7 @@ class Deaths:
 
 
 def one_after_the_other(api, scope: dict[str, str], grace: int) -> list[str]:
-    """The sweep before: each orphan stopped, then removed, before the next one (`dood.teardown.discard`)."""
+    """The sweep before: each orphan stopped, then removed, before the next one (`dood.lifecycle.teardown.discard`)."""
     listed = api.containers(all=True, filters={"label": [f"{k}={v}" for k, v in scope.items()]})
     for container in listed:
         discard(api, container["Id"], grace)

@@ -101,8 +101,8 @@ def measure(url: str, requests: int, expected: int) -> tuple[float, float, int]:
 
     from dood.ui import access, overview, routes
     from dood.ui.app import create_app
-    from dood.ui.engine import EngineReader
-    from dood.ui.engines import Engines
+    from dood.ui.every_host import Engines
+    from dood.ui.reader import EngineReader
 
     class Everyone:
         def is_authorized_dag(self, **kwargs):

@@ -7,8 +7,8 @@ from datetime import datetime, timedelta, timezone
 
 from airflow.sdk import DAG, Param, task
 
-from dood.config import load_config
-from dood.placement import place
+from dood.config.model import load_config
+from dood.config.placement import place
 
 with DAG(
     dag_id="dood_janitor",

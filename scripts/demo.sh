@@ -37,7 +37,7 @@ section "Where things are"
 "$PY" - "$DAG_ID" "$PIPELINE" "$LOG" <<'PYEOF'
 import json, sys
 from pathlib import Path
-from dood.config import load_config
+from dood.config.model import load_config
 dag_id, name, log = sys.argv[1:]
 pipeline = load_config().pipelines[name]
 runs = sorted((Path(pipeline.artifact_root) / name).glob("*"), key=lambda p: p.stat().st_mtime)

@@ -2,7 +2,7 @@
 
 Shared by the differential fuzz test through dood-proxy on the real engine
 (tests/integration/test_proxy_fuzz.py: every body the proxy allows is created, and the daemon's own inspect
-must satisfy `broken_invariants`) and its fast, Docker-free variant (tests/unit/test_policy_fuzz.py: every
+must satisfy `broken_invariants`) and its fast, Docker-free variant (tests/unit/policy/test_rules_fuzz.py: every
 body `dood.policy.violations` allows, read as the daemon reads the canonical form, must satisfy them too).
 
 Bodies are raw JSON text, so a key can repeat and be spelled in any case (Go's decoder matches field names

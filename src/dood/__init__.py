@@ -33,11 +33,11 @@ def __getattr__(name: str):
 
         return DoodHook
     if name == "DoodMount":
-        from dood.mounts import DoodMount
+        from dood.mounts.mount_map import DoodMount
 
         return DoodMount
     if name == "Resources":
-        from dood.resources import Resources
+        from dood.config.resources import Resources
 
         return Resources
     raise AttributeError(f"module 'dood' has no attribute {name!r}")

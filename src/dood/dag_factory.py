@@ -10,20 +10,20 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import DAG, Param
 
-from dood.checkpoints import CHECKPOINTS_DIR_NAME
-from dood.config import DoodConfig, load_config
-from dood.config import config_path as dood_config_path
+from dood.config.model import DoodConfig, load_config
+from dood.config.model import config_path as dood_config_path
+from dood.config.pipelines import STEP_NAMES
+from dood.config.placement import step_placement
 from dood.exceptions import InvalidPipelines
+from dood.mounts.checkpoints import CHECKPOINTS_DIR_NAME
 from dood.naming import DAG_ID_PREFIX
 from dood.operators.pipeline_step import PipelineStepOperator
-from dood.pipeline_config import STEP_NAMES
-from dood.placement import step_placement
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from dood.config import Host
-    from dood.pipeline_config import Pipeline, Step
+    from dood.config.model import Host
+    from dood.config.pipelines import Pipeline, Step
 
 
 def run_params(pipeline: Pipeline) -> dict[str, Param]:
@@ -119,7 +119,7 @@ def step_checkpoint(pipeline: Pipeline, step: Step) -> dict[str, object]:
 def build_dag(
     name: str, pipeline: Pipeline, config_path: str | None = None, hosts: Mapping[str, Host] | None = None
 ) -> DAG:
-    """The DAG of one pipeline; a step placed on `hosts` gets their Celery queue and pool (dood.placement)."""
+    """The DAG of one pipeline; a step placed on `hosts` gets their Celery queue and pool (dood.config.placement)."""
     dag = DAG(
         dag_id=f"{DAG_ID_PREFIX}{name}",
         description=pipeline.description or f"Retraining pipeline {name} (dood)",

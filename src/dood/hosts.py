@@ -22,13 +22,13 @@ import sys
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from dood.config import HOST_ENV_VAR, load_config
-from dood.directories import proxy_info
+from dood.config.model import HOST_ENV_VAR, load_config
+from dood.config.placement import Placement, place, pools, queues_without_worker, worker_queues
 from dood.exceptions import DoodConfigError, DoodError
-from dood.placement import Placement, place, pools, queues_without_worker, worker_queues
+from dood.mounts.run_directories import proxy_info
 
 if TYPE_CHECKING:
-    from dood.config import DockerEndpoint, DoodConfig
+    from dood.config.model import DockerEndpoint, DoodConfig
 
 
 def task_placement(

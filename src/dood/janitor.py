@@ -9,7 +9,7 @@ it goes once they all ended, or once the run ended, whatever the label says. An 
 once older than the TTL. States come from Airflow's APIs (the Task SDK inside a task, the public REST API
 from the CLI), never from the metadata database.
 
-Orphans are ended together (`dood.teardown.discard_all`, `STOP_WORKERS` API calls at a time): each is
+Orphans are ended together (`dood.lifecycle.teardown.discard_all`, `STOP_WORKERS` API calls at a time): each is
 signalled first, then waited for until its own grace period ends, SIGKILLed if still running, and removed;
 a sweep of many orphans that ignore SIGTERM takes about one grace period, not one per orphan.
 """
@@ -24,16 +24,16 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from dood.docker_time import utc_datetime
 from dood.exceptions import DoodError
-from dood.handoff import describe as describe_handoff
-from dood.handoff import waiters as handoff_waiters
+from dood.lifecycle.docker_time import utc_datetime
+from dood.lifecycle.handoff import describe as describe_handoff
+from dood.lifecycle.handoff import waiters as handoff_waiters
+from dood.lifecycle.outcome import RUNNING
+from dood.lifecycle.owning_try import NO_TASK_INSTANCE
+from dood.lifecycle.owning_try import run_state as airflow_run_state
+from dood.lifecycle.owning_try import task_state as airflow_task_state
+from dood.lifecycle.teardown import discard_all, note_stopping
 from dood.naming import DEFAULT_STACK, HOST_LABEL, MANAGED_LABEL, STACK_LABEL, TASK_ID_LABEL, TaskIdentity
-from dood.outcome import RUNNING
-from dood.owner import NO_TASK_INSTANCE
-from dood.owner import run_state as airflow_run_state
-from dood.owner import task_state as airflow_task_state
-from dood.teardown import discard_all, note_stopping
 
 MISSING = NO_TASK_INSTANCE
 ENDED_TASK_STATES = frozenset({"success", "failed", "skipped", "upstream_failed", "removed"})
@@ -144,7 +144,7 @@ def sweep(
     """Find our stack's containers (of Docker host `host` only, when given; only those also carrying
     `only_labels`, when given), decide, and (unless dry run) stop and remove the orphans, their grace periods
     running at once (`workers` Docker calls at a time). With `runs_root`, each stop is noted in the
-    container's run directory for the DooD page (`dood.teardown.note_stopping`). A stop that failed is
+    container's run directory for the DooD page (`dood.lifecycle.teardown.note_stopping`). A stop that failed is
     logged, the others go on; the sweep then raises."""
     wanted = {**(only_labels or {}), MANAGED_LABEL: "true", STACK_LABEL: stack}
     if host is not None:
@@ -284,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     only_labels = dict(item.split("=", 1) for item in args.label)
 
-    from dood.config import load_config
+    from dood.config.model import load_config
     from dood.hooks.dood import DoodHook
 
     config = load_config(args.config)

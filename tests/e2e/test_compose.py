@@ -20,7 +20,7 @@ from datetime import time as dtime
 import docker
 import pytest
 
-from dood.partition import partition_key
+from dood.operators.partition import partition_key
 from tests.e2e.conftest import (
     EXECUTOR,
     ML_IMAGE,
@@ -323,7 +323,9 @@ def test_socket_without_the_docker_group_fails_with_a_clear_error(stack):
     """The image and user of the proxy and Airflow, the raw socket mounted but no group_add (the mistake to
     avoid on dood-proxy): dood's hook, talking to the socket, says why and how to fix it."""
     image = stack.service_container("airflow-scheduler").image.tags[0]
-    probe = "from dood.config import DoodConfig\nfrom dood.hooks.dood import DoodHook\nDoodHook(DoodConfig()).api\n"
+    probe = (
+        "from dood.config.model import DoodConfig\nfrom dood.hooks.dood import DoodHook\nDoodHook(DoodConfig()).api\n"
+    )
     result = subprocess.run(
         [
             "docker",

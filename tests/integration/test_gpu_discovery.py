@@ -16,10 +16,10 @@ import uuid
 import docker
 import pytest
 
-from dood.config import parse_config
-from dood.gpu_claims import GpuClaims
-from dood.gpu_discovery import _FOUND, PROBE_NAME, DiscoveryFailed, discover, probe_body
-from dood.gpus_cli import main as dood_gpus
+from dood.config.model import parse_config
+from dood.gpus.claims import GpuClaims
+from dood.gpus.cli import main as dood_gpus
+from dood.gpus.discovery import _FOUND, PROBE_NAME, DiscoveryFailed, discover, probe_body
 from tests.integration.gpu_fixtures import GPU_TEST_IMAGE
 from tests.integration.proxy_process import running_proxy
 

@@ -18,13 +18,13 @@ from datetime import datetime
 import docker
 import pytest
 
-from dood.config import parse_config
-from dood.gpu_claims import GpuClaims, claims_for
-from dood.gpu_lock import LOCK_NAME, EngineLock
-from dood.gpus_cli import main as dood_gpus
-from dood.launcher import ContainerLauncher, ContainerSpec
+from dood.config.model import parse_config
+from dood.config.resources import Resources
+from dood.gpus.claims import GpuClaims, claims_for
+from dood.gpus.cli import main as dood_gpus
+from dood.gpus.lock import LOCK_NAME, EngineLock
+from dood.lifecycle.launch import ContainerLauncher, ContainerSpec
 from dood.naming import TaskIdentity
-from dood.resources import Resources
 from tests.integration.conftest import xcom_value
 from tests.integration.gpu_fixtures import GPU_TEST_IMAGE
 from tests.integration.proxy_process import running_proxy

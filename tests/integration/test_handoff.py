@@ -16,8 +16,8 @@ import sys
 import time
 from datetime import timedelta
 
-from dood.handoff import HANDOFF_LABEL
 from dood.janitor import RestApiStates, sweep
+from dood.lifecycle.handoff import HANDOFF_LABEL
 from tests.integration.airflow_stack import MAIN_ENGINE_URL, EngineEvents, engine_containers
 from tests.integration.conftest import TEST_IMAGE
 

@@ -6,23 +6,23 @@ from __future__ import annotations
 
 import pytest
 
-import dood.teardown
-from dood.config import load_config
+import dood.lifecycle.teardown
+from dood.config.model import load_config
 from dood.naming import TaskIdentity
 from tests.integration.conftest import task_state, xcom_value
 
 
 @pytest.fixture
 def teardowns(monkeypatch):
-    """Every teardown process started (`dood.teardown.detach`, still called through): none is expected."""
+    """Every teardown process started (`dood.lifecycle.teardown.detach`, still called through): none is expected."""
     started = []
-    real = dood.teardown.detach
+    real = dood.lifecycle.teardown.detach
 
     def spy(*args, **kwargs):
         started.append(args[1] if len(args) > 1 else kwargs.get("container_id"))
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(dood.teardown, "detach", spy)
+    monkeypatch.setattr(dood.lifecycle.teardown, "detach", spy)
     return started
 
 

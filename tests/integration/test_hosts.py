@@ -19,7 +19,7 @@ import pytest
 import requests
 import yaml
 
-from dood.config import HOST_ENV_VAR
+from dood.config.model import HOST_ENV_VAR
 from dood.exceptions import DoodConfigError
 from dood.naming import HOST_LABEL, STACK_LABEL
 from tests.integration.conftest import xcom_value
@@ -142,7 +142,7 @@ def test_a_worker_whose_endpoint_is_another_host_s_proxy_refuses_to_launch(two_h
     path = tmp_path / "swapped.yaml"
     path.write_text(yaml.safe_dump(swapped))
     monkeypatch.setenv(HOST_ENV_VAR, "host-b")
-    from dood.config import load_config
+    from dood.config.model import load_config
     from dood.hooks.dood import DoodHook
     from dood.hosts import check_proxy_host
 
@@ -158,7 +158,7 @@ def test_a_resume_on_another_host_of_the_step_reaches_the_container_on_its_own_h
 
     import dood_it_hosts
 
-    from dood.results import run_dir_for
+    from dood.lifecycle.results import run_dir_for
 
     monkeypatch.setenv(HOST_ENV_VAR, "host-b")
     when = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(days=5)
@@ -205,12 +205,12 @@ def test_a_sensor_of_host_b_s_container_is_queued_there_and_reaches_it_from_anot
 def test_the_dood_page_reads_every_host_and_host_b_only_through_its_read_only_listener(
     two_hosts, docker_api, gpu_engine, tmp_path_factory, monkeypatch
 ):
-    """The api-server's view (dood.ui.engines): the main engine, and host-b through a read-only dood-proxy over
+    """The api-server's view (dood.ui.every_host): the main engine, and host-b through a read-only dood-proxy over
     mutual TLS (`hosts.host-b.ui_docker`): both hosts' containers on one page, each row with its host, the log
     tail read from the right engine, and nothing can be created through the UI's route to host-b."""
     import docker
 
-    from dood.ui.engines import Engines
+    from dood.ui.every_host import Engines
 
     certs = tmp_path_factory.mktemp("ui-certs")  # a CA of the UI's own: its certificate opens no creating proxy
     subprocess.run(["bash", str(CERT_SCRIPT), str(certs), "host-b"], check=True, capture_output=True)
@@ -263,7 +263,7 @@ def test_the_dood_page_reads_every_host_and_host_b_only_through_its_read_only_li
         assert engines.errors == []
         with pytest.raises(docker.errors.APIError, match="read-only"):
             engines.readers["host-b"].api.create_container("dood-test-busybox:latest", ["true"], labels=labels)
-    from dood.teardown import DockerTarget
+    from dood.lifecycle.teardown import DockerTarget
 
     # host-b's creating listener, trusted by the client, refuses the UI's certificate at the handshake
     b_address = f"tcp://{os.environ['DOOD_IT_HOST_B_ADDRESS']}"
@@ -275,11 +275,11 @@ def test_the_dood_page_reads_every_host_and_host_b_only_through_its_read_only_li
 def test_a_retry_on_another_host_of_a_shared_queue_finds_the_earlier_try_s_container(two_hosts, monkeypatch):
     """hosts: [host-a, host-b] share a queue: try 1 ran on host-b and still runs; try 2 lands on host-a's
     worker. It must follow try 1's container on host-b (through host-b's TLS listener), not start a second."""
-    from dood.adoption import adoptable_elsewhere
-    from dood.config import load_config
+    from dood.config.model import load_config
+    from dood.config.placement import Placement
+    from dood.lifecycle.adoption import adoptable_elsewhere
+    from dood.lifecycle.teardown import DockerTarget
     from dood.naming import TaskIdentity
-    from dood.placement import Placement
-    from dood.teardown import DockerTarget
 
     certs = os.environ["DOOD_IT_CERTS"]
     through_b = DockerTarget(

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from dood.directories import default_user
+from dood.mounts.run_directories import default_user
 from tests.integration.conftest import TEST_IMAGE, run_id_for, task_state, xcom_value
 
 

@@ -519,7 +519,7 @@ def test_the_operator_runs_through_the_proxy(proxy, docker_api, tmp_path):
     """DoodContainerOperator pointed at the proxy (docker.url): same result, and the policy applies."""
     from airflow.sdk.bases.operator import ExecutorSafeguard
 
-    from dood.config import DoodConfig
+    from dood.config.model import DoodConfig
     from dood.exceptions import DoodError
     from dood.operators.container import DoodContainerOperator
 

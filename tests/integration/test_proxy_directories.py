@@ -25,11 +25,11 @@ from types import SimpleNamespace
 import docker
 import pytest
 
-from dood.directories import HostDirectories
-from dood.hostpaths import LEAF_MODE, TEMPORARY_PREFIX
-from dood.mounts import MountMap
+from dood.mounts.mount_map import MountMap
+from dood.mounts.run_directories import HostDirectories
+from dood.mounts.source_safety import LEAF_MODE, TEMPORARY_PREFIX
 from dood.policy import Policy
-from dood.proxy.directories import BURST
+from dood.proxy.directory_api import BURST
 from tests.integration.conftest import TEST_IMAGE
 from tests.integration.proxy_process import PROXY_GID, PROXY_UID, remove_labelled, running_proxy, traversable
 
@@ -261,7 +261,9 @@ def test_directories_are_bounded_and_a_task_waits_its_turn(proxy_base, docker_ap
             client, Policy(allowed_host_roots=[str(allowed)]), MountMap([], identity=True), through_proxy=True
         )
         path = directories.for_container(f"{allowed}/runs/dood-late-t1-0123456789", STEP_USER, fresh=True, what="run")
-        assert os.lstat(path).st_gid == 0  # made, once the budget allowed (waiting: tests/unit/test_directories.py)
+        assert (
+            os.lstat(path).st_gid == 0
+        )  # made, once the budget allowed (waiting: tests/unit/mounts/test_run_directories.py)
         print(f"the run directory came after {time.monotonic() - waited:.2f} s")
         # reads cost nothing: what exists is answered however spent the budget is
         assert all(post(SimpleNamespace(api=client), {"path": path, "user": STEP_USER})[0] == 200 for _ in range(20))
@@ -435,7 +437,7 @@ def test_c2_finish_never_follows_a_link_a_step_planted_above_the_task_directory(
     `L/dood-checkpoints/<stack> -> <outside>`); finish with `root` there was walking through the link and
     removing checkpoint-shaped directories outside the allowed root. Now the way from / is walked on
     O_NOFOLLOW fds, each checked as open checks it: L is group-writable, so nothing is followed or removed."""
-    from dood.checkpoints import CheckpointKey, checkpoint_path
+    from dood.mounts.checkpoints import CheckpointKey, checkpoint_path
 
     stack = _stack(setup)
     key = CheckpointKey.from_request(_task(first_try=2), stack)
@@ -464,7 +466,7 @@ def test_c2_finish_never_follows_a_link_a_step_planted_above_the_task_directory(
 
 
 def test_c3_finish_under_a_read_only_root_is_refused(setup):
-    from dood.checkpoints import CheckpointKey, checkpoint_path
+    from dood.mounts.checkpoints import CheckpointKey, checkpoint_path
 
     root = setup.allowed / "ro" / "dood-checkpoints"
     victim = Path(checkpoint_path(str(root), CheckpointKey.from_request(_task(), _stack(setup))))
@@ -509,7 +511,7 @@ def test_c6_a_tree_deeper_than_any_recursion_is_removed_and_answered(setup):
 def test_c8_finish_removes_only_a_checkpoint_leaf(setup):
     """C8: a plain proxy-owned directory at the derived path (a leaf inside) is left, and said. The plain
     endpoint no longer makes anything in the checkpoint tree, so it is planted here as the proxy's user."""
-    from dood.checkpoints import CheckpointKey, checkpoint_path
+    from dood.mounts.checkpoints import CheckpointKey, checkpoint_path
 
     task = _task(task_id="c8", run_id=f"c8-{uuid.uuid4().hex[:6]}")
     derived = checkpoint_path(f"{setup.allowed}/dood-checkpoints", CheckpointKey.from_request(task, _stack(setup)))
@@ -596,7 +598,7 @@ def test_c7_finishes_of_big_checkpoints_never_stall_an_open(setup):
     """C7: 8 finishes of 20,000-file checkpoints at once (the attack: 60,000 each, an unrelated open stalled
     5 s): at most REMOVERS remove at once (the rest: 429, Retry-After), each at most MAX_REMOVED_ENTRIES
     entries, so opens keep the server's other workers; every checkpoint is gone once finishes are asked again."""
-    from dood.proxy.directories import REMOVERS
+    from dood.proxy.directory_api import REMOVERS
 
     tasks = [_task(task_id="c7", run_id=f"big{i}-{uuid.uuid4().hex[:6]}") for i in range(8)]
     paths = []

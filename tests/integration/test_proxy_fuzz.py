@@ -52,7 +52,7 @@ def _layout(base: Path) -> Path:
         directory.chmod(0o755)
     (base / "data-evil" / "x").mkdir(parents=True)
     (data / "file.txt").write_text("a file\n")
-    leaf = data / "leaf"  # as dood.hostpaths.make_leaf makes one: root's, shared with the container's group
+    leaf = data / "leaf"  # as dood.mounts.source_safety.make_leaf makes one: root's, shared with the container's group
     leaf.mkdir()
     os.chown(leaf, 0, 50000)
     leaf.chmod(0o2770)

@@ -20,14 +20,14 @@ from datetime import datetime
 import docker
 import pytest
 
-from dood.config import parse_config
-from dood.gpu_claims import GpuClaims
-from dood.gpu_discovery import _FOUND, discover
-from dood.gpu_queue import KEY_NOT_CURRENT, ticket_body, ticket_key
-from dood.gpus import PROXY_TAKES_LOCK
-from dood.launcher import ContainerLauncher, ContainerSpec
+from dood.config.model import parse_config
+from dood.config.resources import Resources
+from dood.gpus.claims import GpuClaims
+from dood.gpus.discovery import _FOUND, discover
+from dood.gpus.holdings import PROXY_TAKES_LOCK
+from dood.gpus.queue import KEY_NOT_CURRENT, ticket_body, ticket_key
+from dood.lifecycle.launch import ContainerLauncher, ContainerSpec
 from dood.naming import TaskIdentity
-from dood.resources import Resources
 from tests.integration.gpu_fixtures import GPU_TEST_IMAGE
 from tests.integration.proxy_process import PROXY_UID, running_proxy, traversable
 from tests.integration.test_gpu_discovery import PROBE_IMAGE, _context

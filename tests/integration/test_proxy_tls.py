@@ -21,11 +21,11 @@ import requests
 from docker.errors import APIError
 from docker.tls import TLSConfig
 
-from dood.config import parse_config
+from dood.config.model import parse_config
+from dood.engine.client_tls import EndpointTLS
 from dood.exceptions import DockerUnreachable
 from dood.hooks.dood import DoodHook
 from dood.naming import HOST_LABEL, MANAGED_LABEL, STACK_LABEL, TaskIdentity
-from dood.tls import EndpointTLS
 from tests.integration.conftest import TEST_IMAGE
 from tests.integration.proxy_process import remove_labelled, running_proxy
 from tests.ports import free_port

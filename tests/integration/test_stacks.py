@@ -13,7 +13,7 @@ import docker
 import pytest
 from docker.errors import APIError
 
-from dood.config import parse_config
+from dood.config.model import parse_config
 from dood.hooks.dood import DoodHook
 from dood.janitor import MISSING, sweep
 from dood.naming import STACK_LABEL, TaskIdentity

@@ -133,9 +133,9 @@ def test_a_retried_step_continues_its_run(pipeline_dag, client, server, next_dat
 
 def test_racing_tasks_agree_on_one_parent_run(client, server):
     """Two workers starting tasks of one DAG run at the same moment: both get the same parent, one is left."""
+    from dood.config.tracking import MlflowTracking
+    from dood.lifecycle.mlflow_runs import MlflowRuns
     from dood.naming import TaskIdentity
-    from dood.tracking import MlflowRuns
-    from dood.tracking_config import MlflowTracking
 
     settings = MlflowTracking(tracking_uri=server, experiment_name="it_race")
     barrier = threading.Barrier(4)

@@ -22,8 +22,8 @@ from types import SimpleNamespace
 import docker
 import pytest
 
-from dood.engine_security import EngineSecurity, RemapIds
-from dood.ui.engine import EngineReader
+from dood.engine.security import EngineSecurity, RemapIds
+from dood.ui.reader import EngineReader
 from tests.integration.conftest import TEST_IMAGE, xcom_value
 from tests.integration.proxy_process import PROXY_GID, PROXY_UID, running_proxy
 from tests.integration.second_engine import SecondEngine

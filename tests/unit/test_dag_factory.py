@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from dood.config import load_config, parse_config
+from dood.config.model import load_config, parse_config
 from dood.dag_factory import build_dags
 from dood.exceptions import DoodConfigError
 

@@ -1,4 +1,4 @@
-"""dood's errors are plain exceptions; only the no-retry exit maps to Airflow's semantics (in dood.completion)."""
+"""dood's errors are plain exceptions; only the no-retry exit maps to Airflow's semantics (in dood.lifecycle.completion)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ def test_dood_errors_are_plain_exceptions():
 
 
 def test_the_no_retry_failure_is_a_container_failure_airflow_does_not_retry():
-    from dood.completion import ContainerFailedNoRetry
+    from dood.lifecycle.completion import ContainerFailedNoRetry
 
     error = ContainerFailedNoRetry(container="c", exit_code=97, oom_killed=False, log_tail=[])
     assert isinstance(error, ContainerFailed) and isinstance(error, AirflowFailException)
@@ -27,6 +27,6 @@ def test_the_no_retry_failure_is_a_container_failure_airflow_does_not_retry():
 
 
 def test_importing_the_errors_does_not_import_airflow():
-    code = "import sys, dood.exceptions, dood.naming, dood.resources; print('airflow' in sys.modules)"
+    code = "import sys, dood.exceptions, dood.naming, dood.config.resources; print('airflow' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"

@@ -261,7 +261,7 @@ def test_discard_all_gives_each_its_grace_period_then_sigkill_and_removes_it():
     from docker.errors import APIError, NotFound
     from requests.exceptions import ReadTimeout
 
-    from dood.teardown import discard_all
+    from dood.lifecycle.teardown import discard_all
 
     api = MagicMock()
     timeouts = {}

@@ -108,7 +108,7 @@ def test_the_readable_part_is_cut_to_fit_and_the_task_stays_readable(dag_id, tas
 
 @pytest.mark.parametrize(("map_index", "try_number"), [(-1, 1), (0, 1), (1023, 7), (99_999, 999), (10**30, 10**20)])
 def test_names_fit_docker_and_dood_proxy_whatever_the_numbers(map_index, try_number):
-    from dood.proxy.directories import _NAME  # the run directory is named after the container
+    from dood.proxy.directory_api import _NAME  # the run directory is named after the container
 
     name = ident(dag_id="a" * 80, task_id="b" * 80, map_index=map_index, try_number=try_number).container_name()
     assert DOCKER_NAME.match(name) and _NAME.fullmatch(name), name

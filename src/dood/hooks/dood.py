@@ -12,17 +12,17 @@ from airflow.providers.docker.hooks.docker import DockerHook
 from airflow.sdk.exceptions import AirflowException
 from docker.errors import APIError, NotFound
 
-from dood.directories import HostDirectories, proxy_info
+from dood.engine.client_tls import EndpointTLS
+from dood.engine.reconnect import explain_unreachable
 from dood.exceptions import DockerUnreachable, DoodConfigError
-from dood.mounts import MountMap, mount_map_in_force
+from dood.mounts.mount_map import MountMap, mount_map_in_force
+from dood.mounts.run_directories import HostDirectories, proxy_info
 from dood.naming import HOST_LABEL, MANAGED_LABEL, STACK_LABEL
-from dood.reconnect import explain_unreachable
-from dood.tls import EndpointTLS
 
 if TYPE_CHECKING:
     from docker import APIClient
 
-    from dood.config import DoodConfig
+    from dood.config.model import DoodConfig
 
 _HOST_CPUS: dict[str, int | None] = {}  # Docker endpoint -> its CPU count
 _API_VERSION: dict[str, str] = {}  # Docker endpoint -> the API version `api_version: auto` negotiated there
@@ -124,7 +124,7 @@ class DoodHook(DockerHook):
 
     @cached_property
     def mount_map(self) -> MountMap:
-        """The mount map in force (`dood.mounts.mount_map_in_force`): the config, checked against what our
+        """The mount map in force (`dood.mounts.mount_map.mount_map_in_force`): the config, checked against what our
         own container really mounts when `mount_discovery` says so."""
         return mount_map_in_force(
             self.config.mount_map,

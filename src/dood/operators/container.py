@@ -12,40 +12,40 @@ from airflow.sdk.exceptions import AirflowSkipException, AirflowTaskTimeout
 from docker.errors import NotFound
 from docker.types import Mount
 
-from dood.adoption import adoptable, adoptable_elsewhere, first_try
-from dood.arguments import exit_codes, one_of, validated_resources
-from dood.checkpoint_task import TaskCheckpoint
-from dood.completion import ContainerHandle, finish, resume, resume_carry, resume_config, task_deadline
-from dood.config import AutoRemove, DoodConfig, PullPolicy, load_config
-from dood.directories import HostDirectories, default_user
+from dood.config.model import AutoRemove, DoodConfig, PullPolicy, load_config
+from dood.config.placement import Placement
+from dood.config.resources import Resources
+from dood.engine.reconnect import Reconnector
 from dood.exceptions import ContainerFailed, DoodConfigError, ResultFileError
-from dood.gone import ContainerGone
-from dood.gpu_claims import GpusBusy, claims_for
-from dood.handoff import waiters_of
+from dood.gpus.claims import GpusBusy, claims_for
 from dood.hooks.dood import DoodHook
 from dood.hosts import apply_placement, check_delivered, check_proxy_host, remote_view, task_placement
-from dood.launcher import ContainerLauncher, ContainerSpec
-from dood.logs import task_log_emitter
-from dood.mounts import DoodMount, check_bind_sources, host_mounts
+from dood.lifecycle.adoption import adoptable, adoptable_elsewhere, first_try
+from dood.lifecycle.checkpoint import TaskCheckpoint
+from dood.lifecycle.completion import ContainerHandle, finish, resume, resume_carry, resume_config, task_deadline
+from dood.lifecycle.gone import ContainerGone
+from dood.lifecycle.handoff import waiters_of
+from dood.lifecycle.launch import ContainerLauncher, ContainerSpec
+from dood.lifecycle.logs import task_log_emitter
+from dood.lifecycle.outcome import ENDING_KEY
+from dood.lifecycle.owning_try import end_if_owner
+from dood.lifecycle.results import RUN_DIR_IN_CONTAINER, result_env, run_dir_for
+from dood.mounts.mount_map import DoodMount, check_bind_sources, host_mounts
+from dood.mounts.run_directories import HostDirectories, default_user
 from dood.naming import TaskIdentity, check_user_labels, run_env
+from dood.operators.arguments import exit_codes, one_of, validated_resources
 from dood.operators.gpu_waiting import WaitsForGpus
-from dood.outcome import ENDING_KEY
-from dood.owner import end_if_owner
-from dood.placement import Placement
 from dood.policy import apply_defaults
 from dood.policy import check as check_policy
-from dood.reconnect import Reconnector
-from dood.resources import Resources
-from dood.results import RUN_DIR_IN_CONTAINER, result_env, run_dir_for
 from dood.triggers.container import DoodContainerTrigger, foreign_event
 from dood.ui.extra_link import DoodContainerLink
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-    from dood.checkpoints import CheckpointKey
-    from dood.config import DockerEndpoint
-    from dood.outcome import Outcome
+    from dood.config.model import DockerEndpoint
+    from dood.lifecycle.outcome import Outcome
+    from dood.mounts.checkpoints import CheckpointKey
 
 
 class DoodContainerOperator(WaitsForGpus, BaseOperator):
@@ -82,9 +82,9 @@ class DoodContainerOperator(WaitsForGpus, BaseOperator):
         ``queue`` and its host's ``pool``; a worker on another host refuses it before creating anything.
     :param hosts: run on any of these hosts (their shared queue), instead of ``host``.
     :param host_labels: run on any host carrying all these labels, e.g. ``{"gpu": "a100"}``.
-    :param placement: an already resolved ``dood.placement.Placement`` (the DAG factory's), instead of the above.
+    :param placement: an already resolved ``dood.config.placement.Placement`` (the DAG factory's), instead of the above.
     :param checkpoint: mount a directory of this task instance (the same for every try, on every host) at
-        ``$DOOD_CHECKPOINT_DIR``; kept when a try fails, removed when the task succeeds (``dood.checkpoints``).
+        ``$DOOD_CHECKPOINT_DIR``; kept when a try fails, removed when the task succeeds (``dood.mounts.checkpoints``).
     :param checkpoint_retention: keep the task's N newest finished checkpoints instead (0: remove).
     :param checkpoint_root: Airflow-side directory holding checkpoints, named ``dood-checkpoints`` (default
         ``<runs_root>/dood-checkpoints``); on storage every host mounts when the step may run on several.
@@ -249,7 +249,7 @@ class DoodContainerOperator(WaitsForGpus, BaseOperator):
         identity = self._identity = TaskIdentity.from_context(context, stack=hook.stack, host=config.host)
         self._checkpoint_key = TaskCheckpoint.key(context, identity, self.retries) if self.checkpoint else None
         launcher = self._launcher = ContainerLauncher(hook.api)
-        cleared = {  # tries before the last clear: never adopted, ended (dood.adoption)
+        cleared = {  # tries before the last clear: never adopted, ended (dood.lifecycle.adoption)
             "since_try": first_try(context, self.retries),
             "grace_seconds": self._grace_seconds,
             "keep_exited": (self.auto_remove or config.defaults.auto_remove) == "never",
@@ -282,7 +282,7 @@ class DoodContainerOperator(WaitsForGpus, BaseOperator):
             hook.directories.check_binds(body["HostConfig"], f"{self.task_id}: the container")
             self.log.info("Creating container %s from %s", spec.name, spec.image)
             deadline = self._gpu_deadline or task_deadline(context, self.execution_timeout)
-            # a GPU count becomes free GPUs, named (dood.gpu_claims); waits its turn while too few are free
+            # a GPU count becomes free GPUs, named (dood.gpus.claims); waits its turn while too few are free
             gpus = claims_for(
                 hook.api,
                 config,
@@ -446,7 +446,9 @@ class DoodContainerOperator(WaitsForGpus, BaseOperator):
             return self.stop_grace_period
         return config.defaults.stop_grace_period_seconds
 
-    _checkpoint_key: CheckpointKey | None = None  # this instance's checkpoint (dood.checkpoints), with checkpoint=True
+    _checkpoint_key: CheckpointKey | None = (
+        None  # this instance's checkpoint (dood.mounts.checkpoints), with checkpoint=True
+    )
 
     def _checkpoint_after(self, config: DoodConfig, *, succeeded: bool) -> None:
         """Say what the try left in its checkpoint; the task succeeded: remove it (or keep the newest)."""
@@ -478,7 +480,7 @@ class DoodContainerOperator(WaitsForGpus, BaseOperator):
 
     def _end_container(self, container_id: str, reason: str, *, leave_if_running: bool) -> bool:
         """Stop, then remove, in a process that outlives this runner, unless this try may no longer own it
-        (`dood.owner.end_if_owner`); True when it was ended."""
+        (`dood.lifecycle.owning_try.end_if_owner`); True when it was ended."""
         return end_if_owner(
             self._identity,
             lambda: self._docker or load_config(self.config_path).docker,  # the container's host's

@@ -1,4 +1,4 @@
-"""Waiting for GPUs without a worker slot: the deferrable operator's half of `dood.gpu_claims`.
+"""Waiting for GPUs without a worker slot: the deferrable operator's half of `dood.gpus.claims`.
 
 A create that finds too few free GPUs leaves a ticket in the engine (`GpusBusy`); the task defers to
 `DoodGpuTrigger`, which fires when the ticket's turn comes (or the deadline passes), and the task resumes in
@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk.exceptions import AirflowTaskTimeout
 
-from dood.config import load_config
+from dood.config.model import load_config
 from dood.exceptions import DoodError
-from dood.gpu_claims import remove_ticket
-from dood.gpus import waiter_of
+from dood.gpus.claims import remove_ticket
+from dood.gpus.holdings import waiter_of
 from dood.hooks.dood import DoodHook
 from dood.naming import MANAGED_LABEL, STACK_LABEL
 from dood.triggers.gpus import DoodGpuTrigger
@@ -25,8 +25,8 @@ if TYPE_CHECKING:
 
     from airflow.sdk import Context
 
-    from dood.config import DoodConfig
-    from dood.gpu_claims import GpusBusy
+    from dood.config.model import DoodConfig
+    from dood.gpus.claims import GpusBusy
 
 
 class WaitsForGpus:

@@ -7,14 +7,14 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from dood.operators.container import DoodContainerOperator
+from dood.operators.partition import partition_from_context
 from dood.operators.tracking import TracksInMlflow
-from dood.partition import partition_from_context
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-    from dood.directories import HostDirectories
-    from dood.pipeline_config import Pipeline
+    from dood.config.pipelines import Pipeline
+    from dood.mounts.run_directories import HostDirectories
 
 WORK_DIR = "/dood/work"
 INPUT_DIR = "/dood/input"

@@ -1,8 +1,8 @@
-"""TracksInMlflow: the operator's half of `dood.tracking` (the dood config's `tracking: mlflow:`).
+"""TracksInMlflow: the operator's half of `dood.lifecycle.mlflow_runs` (the dood config's `tracking: mlflow:`).
 
 Mixed in before `DoodContainerOperator` (as `PipelineStepOperator` does): before a new container is built it
 gives the task instance its MLflow run, nested under its DAG run's, and hands the step where to log
-(`dood.tracking.step_environment`: public variables in the environment, credentials in the private one); when
+(`dood.lifecycle.mlflow_runs.step_environment`: public variables in the environment, credentials in the private one); when
 the container has ended (however the task waited: blocking, deferred, adopted) it ends the run with the
 step's outcome. Without `tracking:` in the config it does nothing, and MLflow is never imported.
 """
@@ -11,12 +11,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from dood.tracking import MlflowRuns, end_status, step_environment
+from dood.lifecycle.mlflow_runs import MlflowRuns, end_status, step_environment
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-    from dood.config import DoodConfig
+    from dood.config.model import DoodConfig
     from dood.hooks.dood import DoodHook
     from dood.naming import TaskIdentity
 

@@ -1,7 +1,7 @@
 """Bind mounts, mounts and named volumes: host paths under the allowed roots, never a socket or a system path.
 
 Pure and lexical: whether the directories of a bind source can be changed by someone untrusted is checked
-where the host's filesystem is seen (`dood.hostpaths`, by dood-proxy at create and start).
+where the host's filesystem is seen (`dood.mounts.source_safety`, by dood-proxy at create and start).
 """
 
 from __future__ import annotations

@@ -100,7 +100,7 @@ def _gpu_requests(host: Mapping, policy: Policy, found: Problems) -> None:
 def _restart_policy(host: Mapping, found: Problems) -> None:
     """A container asking for GPUs takes no restart policy: the daemon would start it again by itself (after
     an exit, or when the daemon itself restarts), without dood-proxy checking that its GPUs are still free,
-    and an exited container holds no GPU (`dood.gpus.holders`)."""
+    and an exited container holds no GPU (`dood.gpus.holdings.holders`)."""
     if not is_set(host.get("DeviceRequests")):
         return
     restart = host.get("RestartPolicy")

@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from dood.policy.images import ANY_IMAGE, ImageReference, is_pattern
 from dood.policy.paths import clean_path, system_path_conflict, under_any
-from dood.sizes import parse_size
+from dood.policy.sizes import parse_size
 
 #: Capabilities that break out of a container or into the kernel: refused even when listed.
 ESCAPE_CAPABILITIES = frozenset(

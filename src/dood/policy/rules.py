@@ -33,7 +33,7 @@ def violations(create_body: Mapping[str, Any], policy: Policy) -> list[Violation
     """Every reason this `POST /containers/create` body breaks the policy; empty when it may be created.
 
     Pure and lexical: whether the directories of a bind source can be changed by someone untrusted is
-    checked where the host's filesystem is seen (`dood.hostpaths`, by dood-proxy at create and start).
+    checked where the host's filesystem is seen (`dood.mounts.source_safety`, by dood-proxy at create and start).
     """
     body, found = canonical_create_body(create_body)
     if any(v.rule == "malformed" and v.field == "<body>" for v in found):

@@ -16,8 +16,8 @@ import ssl
 import sys
 from collections.abc import Sequence
 
-from dood.config import load_config
-from dood.engine_security import startup_line
+from dood.config.model import load_config
+from dood.engine.security import startup_line
 from dood.naming import DEFAULT_STACK, HOST_LABEL, HOST_PATTERN, STACK_LABEL, STACK_PATTERN
 from dood.policy import Policy
 from dood.proxy import wire
@@ -26,7 +26,7 @@ from dood.proxy.gpus import configured_inventory
 from dood.proxy.listener import Limits
 from dood.proxy.readonly import ReadOnlyProxyServer
 from dood.proxy.server import DEFAULT_MAX_BODY, ProxyServer
-from dood.proxy.tls import server_context
+from dood.proxy.server_tls import server_context
 
 log = logging.getLogger("dood.proxy")
 

@@ -1,6 +1,6 @@
 """dood-proxy as the referee of GPU creates: no container through it shares a GPU with another.
 
-dood's launcher names free GPUs itself (`dood.gpu_claims`); code using the raw SDK through the proxy might
+dood's launcher names free GPUs itself (`dood.gpus.claims`); code using the raw SDK through the proxy might
 not. So a create asking for GPUs is refused (403) when it asks by `Count` (the engine would give GPUs
 0…N-1 whoever holds them), names a GPU the inventory does not have (`DeviceIDs` are rewritten to the
 inventory's own ids, so an alias such as '00' or a UUID is the GPU it names), or names a GPU that another
@@ -16,8 +16,8 @@ then leaves the serialising to the proxy.
 
 Every `dood.gpu*` label and `dood-gpu…` name is the referee's to check (`dood.proxy.identity` passes them on):
 `dood.gpus` is forced to the GPUs the body names (dropped elsewhere); `dood.gpu_served` is kept only on a
-GPU create naming a live ticket of the same stack; queue tickets (`dood.gpu_queue`) and the discovery probe
-(`dood.gpu_discovery`) pass only in exactly their own shape, and a ticket only with a key that is now or
+GPU create naming a live ticket of the same stack; queue tickets (`dood.gpus.queue`) and the discovery probe
+(`dood.gpus.discovery`) pass only in exactly their own shape, and a ticket only with a key that is now or
 one this stack placed before (no jumping the queue); the lock's name and label never pass.
 """
 
@@ -36,22 +36,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from dood.config import parse_config
-from dood.config_file import read_config_file
-from dood.engine_clock import offset_of
-from dood.gpu_inventory import GpuInventory
-from dood.gpu_queue import (
-    KEY_NOT_CURRENT,
-    KEY_PATTERN,
-    TICKET_FOR_LABEL,
-    TICKET_LABEL,
-    TICKET_NAME,
-    TICKET_UNTIL_LABEL,
-    TICKET_WANTS_LABEL,
-    tickets,
-    wants_of,
-)
-from dood.gpus import (
+from dood.config.file import read_config_file
+from dood.config.gpu_inventory import GpuInventory
+from dood.config.model import parse_config
+from dood.gpus.engine_clock import offset_of
+from dood.gpus.holdings import (
     COLLISION,
     GPUS_LABEL,
     LOCK_LABEL,
@@ -72,10 +61,21 @@ from dood.gpus import (
     parse_gpus,
     referee,
 )
+from dood.gpus.queue import (
+    KEY_NOT_CURRENT,
+    KEY_PATTERN,
+    TICKET_FOR_LABEL,
+    TICKET_LABEL,
+    TICKET_NAME,
+    TICKET_UNTIL_LABEL,
+    TICKET_WANTS_LABEL,
+    tickets,
+    wants_of,
+)
 from dood.naming import HOST_LABEL, MANAGED_LABEL, STACK_LABEL
 from dood.policy import Policy, apply_defaults
+from dood.proxy.allow_list import Refused
 from dood.proxy.daemon import daemon_message
-from dood.proxy.rules import Refused
 
 if TYPE_CHECKING:
     from dood.proxy.daemon import Daemon
@@ -374,7 +374,7 @@ class GpuReferee:
     async def _check_ticket(
         self, canonical: dict[str, Any], name: str | None, labels: dict[str, str], prefix: str
     ) -> None:
-        """A GPU queue ticket exactly as `dood.gpu_queue.ticket_body` makes it, asking for no more GPUs than
+        """A GPU queue ticket exactly as `dood.gpus.queue.ticket_body` makes it, asking for no more GPUs than
         the host has and the policy allows, lasting one lease, keyed now or by a key this stack placed."""
         problems = []
         key = labels.get(TICKET_LABEL) or ""

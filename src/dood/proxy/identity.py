@@ -17,8 +17,8 @@ import tarfile
 from collections.abc import Mapping
 from typing import Any
 
-from dood.gpus import LOCK_NAME, PROBE_NAME
-from dood.hostpaths import trusted_uids
+from dood.gpus.holdings import LOCK_NAME, PROBE_NAME
+from dood.mounts.source_safety import trusted_uids
 from dood.naming import (
     DAG_ID_LABEL,
     HOST_LABEL,
@@ -33,7 +33,7 @@ from dood.naming import (
 )
 from dood.policy import Policy
 from dood.policy.model import parse_user
-from dood.proxy.rules import Refused
+from dood.proxy.allow_list import Refused
 
 #: Labels a client may set: which task instance try a container runs (the stack and host are the proxy's).
 TASK_LABELS = (DAG_ID_LABEL, TASK_ID_LABEL, RUN_ID_LABEL, MAP_INDEX_LABEL, TRY_NUMBER_LABEL)

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from urllib.parse import quote
 
 from dood.naming import DEFAULT_STACK, HOST_LABEL, MANAGED_LABEL, STACK_LABEL
+from dood.proxy.allow_list import Refused
 from dood.proxy.daemon import Daemon, daemon_message
-from dood.proxy.rules import Refused
 
 FULL_ID = re.compile(r"^[0-9a-f]{64}$")
 

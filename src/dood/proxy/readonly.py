@@ -26,8 +26,9 @@ import json
 import re
 from collections.abc import Mapping
 
-from dood.proxy import rules, wire
-from dood.proxy.rules import _CONTAINER, Refused, Route, Target, _rule
+from dood.proxy import allow_list as rules
+from dood.proxy import wire
+from dood.proxy.allow_list import _CONTAINER, Refused, Route, Target, _rule
 from dood.proxy.server import ProxyServer
 
 MAX_LOG_LINES = 1000

@@ -15,20 +15,22 @@ import ssl
 import stat
 from collections.abc import Callable, Iterable
 
-from dood import engine_security
-from dood.gpu_inventory import GpuInventory
-from dood.hostpaths import read_write_directory_binds, unsafe_bind_sources
+from dood.config.gpu_inventory import GpuInventory
+from dood.engine import security as engine_security
+from dood.mounts.source_safety import read_write_directory_binds, unsafe_bind_sources
 from dood.naming import DEFAULT_STACK, HOST_LABEL, MANAGED_LABEL, STACK_LABEL
 from dood.policy import MalformedBody, Policy, apply_defaults, canonical_create_body, parse_json, violations
 from dood.policy.model import parse_user
-from dood.proxy import directories, rules, wire
+from dood.proxy import allow_list as rules
+from dood.proxy import directory_api as directories
+from dood.proxy import wire
+from dood.proxy.allow_list import Refused, Route, Target
 from dood.proxy.daemon import Daemon, Endpoint
 from dood.proxy.gpus import GpuReferee
 from dood.proxy.identity import IdentityGuard, image_group_problems
 from dood.proxy.listener import Limits, Listener, bind_tcp, bind_unix
 from dood.proxy.ownership import Owned, Ownership
 from dood.proxy.relay import complete, linger, relay_response
-from dood.proxy.rules import Refused, Route, Target
 
 log = logging.getLogger("dood.proxy")
 DEFAULT_MAX_BODY = 1024 * 1024
@@ -78,7 +80,7 @@ class ProxyServer:
         tls: ssl.SSLContext | None = None,
         limits: Limits | None = None,
     ) -> Listener:
-        """Listen on a unix socket, or on TCP (with `tls`: mutual TLS, `dood.proxy.tls.server_context`), within
+        """Listen on a unix socket, or on TCP (with `tls`: mutual TLS, `dood.proxy.server_tls.server_context`), within
         `limits` (`dood.proxy.listener`: connections not yet past their first request are bounded)."""
         if endpoint.scheme == "unix":
             if tls is not None:
@@ -348,7 +350,7 @@ class ProxyServer:
 
     async def _check_bind_sources(self, host_config: dict, when: str, user: object = None) -> None:
         """Refuse (403) a bind source whose directories someone untrusted could re-point, or a directory bound
-        read-write that the container's identity may not write (dood.hostpaths)."""
+        read-write that the container's identity may not write (dood.mounts.source_safety)."""
         owner = parse_user(user)
         groups = tuple(int(g) for g in host_config.get("GroupAdd") or [] if str(g).isdigit())
         identity = None

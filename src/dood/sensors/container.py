@@ -14,17 +14,17 @@ from airflow.sdk.bases.sensor import BaseSensorOperator, PokeReturnValue
 from airflow.sdk.exceptions import AirflowSensorTimeout
 from docker.errors import NotFound
 
-from dood.arguments import exit_codes, one_of
-from dood.completion import ContainerHandle, finish, resume, resume_carry, resume_config, task_deadline
-from dood.config import AutoRemove, DoodConfig, load_config
+from dood.config.model import AutoRemove, DoodConfig, load_config
 from dood.exceptions import DoodConfigError, DoodError
-from dood.handoff import waiters
 from dood.hooks.dood import DoodHook
 from dood.hosts import remote_view, task_placement
-from dood.launcher import ContainerLauncher
-from dood.logs import task_log_emitter
+from dood.lifecycle.completion import ContainerHandle, finish, resume, resume_carry, resume_config, task_deadline
+from dood.lifecycle.handoff import waiters
+from dood.lifecycle.launch import ContainerLauncher
+from dood.lifecycle.logs import task_log_emitter
+from dood.lifecycle.outcome import STILL_GOING
 from dood.naming import TaskIdentity
-from dood.outcome import STILL_GOING
+from dood.operators.arguments import exit_codes, one_of
 from dood.triggers.container import DoodContainerTrigger, foreign_event
 
 if TYPE_CHECKING:

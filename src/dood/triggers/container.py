@@ -25,16 +25,16 @@ import aiodocker
 import aiohttp
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from dood.docker_time import epoch_ns
+from dood.engine.reconnect import KILL_EXIT_CODES, Backoff, Outages, shutdown_note, unreachable_message
 from dood.hooks.async_docker import async_docker, tls_files
-from dood.outcome import ENDED, ENDING_KEY, RESUME_KEY, Outcome, gone_event, wait_event
-from dood.reconnect import KILL_EXIT_CODES, Backoff, Outages, shutdown_note, unreachable_message
-from dood.teardown import DockerTarget, detach
+from dood.lifecycle.docker_time import epoch_ns
+from dood.lifecycle.outcome import ENDED, ENDING_KEY, RESUME_KEY, Outcome, gone_event, wait_event
+from dood.lifecycle.teardown import DockerTarget, detach
 from dood.triggers.event_hub import EventHub, Feed, shared_hub
 from dood.triggers.events import event_action
 
 if TYPE_CHECKING:
-    from dood.config import DoodConfig
+    from dood.config.model import DoodConfig
 
 CLASSPATH = "dood.triggers.container.DoodContainerTrigger"
 DEFAULT_DOCKER_URL = "unix:///var/run/docker.sock"
@@ -51,7 +51,7 @@ class _Watch:
     started_ns: int = 0  # StartedAt of the run being watched: older events are replays of an earlier run
     auto_remove: bool = False  # Docker removes it on exit by itself, so "gone right after die" is normal
     oom_seen: bool = False
-    outages: Outages = field(default_factory=Outages)  # when the daemon did not answer (dood.reconnect)
+    outages: Outages = field(default_factory=Outages)  # when the daemon did not answer (dood.engine.reconnect)
 
     def learn(self, info: dict[str, Any]) -> None:
         self.started_ns = epoch_ns(info["State"].get("StartedAt"))
@@ -66,7 +66,7 @@ class DoodContainerTrigger(BaseTrigger):
     human ``message``. ``error`` means the container disappeared before its outcome could be read (then
     ``gone`` is true, with ``exit_code`` when Docker's events still held it), or Docker stayed unreachable
     past ``retry_budget_seconds`` ("Docker daemon unreachable since …"). A container the daemon's shutdown
-    killed (a restart without live-restore, `dood.reconnect`) is ``failed`` with ``killed_by_daemon`` saying so.
+    killed (a restart without live-restore, `dood.engine.reconnect`) is ``failed`` with ``killed_by_daemon`` saying so.
 
     :param container_id: the container to wait for (id, or name).
     :param docker_url: Docker API URL: ``unix://``, ``tcp://``, ``http(s)://``.
@@ -86,7 +86,7 @@ class DoodContainerTrigger(BaseTrigger):
         it the way its own dood config says (`dood.hosts.endpoint_from_here`), and uses the endpoint above
         only when its config does not know the host.
     :param resume: what the task's resume needs when its dood config cannot be read
-        (`dood.completion.resume_carry`): echoed in every event under ``resume``, with the endpoint handed
+        (`dood.lifecycle.completion.resume_carry`): echoed in every event under ``resume``, with the endpoint handed
         over above (``docker``), so a config made invalid during the wait fails no finished training.
     """
 
@@ -211,7 +211,7 @@ class DoodContainerTrigger(BaseTrigger):
         return event
 
     async def _end_at_deadline(self) -> None:
-        """Stop (grace period), then remove, in a process that outlives this trigger (`dood.teardown`); not
+        """Stop (grace period), then remove, in a process that outlives this trigger (`dood.lifecycle.teardown`); not
         waited for, so the event fires at once. A failure to start it is logged: the resume then ends it."""
         if self.stop_grace_seconds is None:
             return
@@ -256,7 +256,7 @@ class DoodContainerTrigger(BaseTrigger):
     async def on_kill(self) -> None:
         """A user killed the deferred task: no worker runs the operator's on_kill, so end the container here.
 
-        The stop-then-remove runs in a process of its own (`dood.teardown`), as the operator's does: the
+        The stop-then-remove runs in a process of its own (`dood.lifecycle.teardown`), as the operator's does: the
         triggerer cancels this coroutine again on its next sync (and a triggerer restart ends it), which
         would cut a stop in its grace period short and never reach the removal. Waiting for that process
         only reports its result; a second cancel ends the waiting, not the teardown.
@@ -336,7 +336,7 @@ class DoodContainerTrigger(BaseTrigger):
 
     async def _daemon_going(self, payload: dict[str, Any], watch: _Watch) -> bool:
         """Whether a kill (137/143) came with the daemon going away: a stream opened earlier still reports
-        the kill while new connections fail (`dood.reconnect`). Probed on a fresh connection, only for a
+        the kill while new connections fail (`dood.engine.reconnect`). Probed on a fresh connection, only for a
         kill no outage seen so far explains."""
         exit_code, oom = payload.get("exit_code"), payload.get("oom_killed")
         if exit_code not in KILL_EXIT_CODES or oom or watch.outages.periods:
@@ -453,7 +453,7 @@ class DoodContainerTrigger(BaseTrigger):
             tls_client_key=self.tls_client_key,
         )
 
-    # -- payloads (their shape: dood.outcome) ---------------------------------------------------
+    # -- payloads (their shape: dood.lifecycle.outcome) ---------------------------------------------------
 
     def _ended(self, outcome: Outcome, finished_at: float | None) -> dict[str, Any]:
         return replace(outcome, finished_at=finished_at).to_event(self.container_id)
@@ -522,7 +522,7 @@ def _runs_root() -> str | None:
     """Where the stop note goes (the DooD page shows "stopping" from it); None when the config cannot be
     read: the stop itself never depends on it."""
     try:
-        from dood.config import load_config
+        from dood.config.model import load_config
 
         return load_config().runs_root
     except Exception:  # noqa: BLE001 - a config broken during the wait must not keep the container running

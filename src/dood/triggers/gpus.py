@@ -1,9 +1,9 @@
 """DoodGpuTrigger: wait in the triggerer for a deferred task's turn at the Docker host's GPUs.
 
 The task (`DoodContainerOperator(deferrable=True)` asking for GPUs) found too few free, placed its ticket
-in the queue (`dood.gpu_claims`) and deferred, so the wait holds no worker slot. This trigger keeps that
+in the queue (`dood.gpus.claims`) and deferred, so the wait holds no worker slot. This trigger keeps that
 ticket alive (renewing it), sleeps on the engine's container events, looks again (two list calls) only
-when the events say it may be the task's turn (`dood.gpu_wakeup.Wakeup`), and fires `ready` once the task's
+when the events say it may be the task's turn (`dood.gpus.wakeup.Wakeup`), and fires `ready` once the task's
 request fits the free GPUs after every older waiter's; the task then claims them on a worker, and its
 ticket, still in place, keeps younger waiters from taking them meanwhile. It fires `timeout` at the
 task's deadline (absolute, carried from the operator: a triggerer restart does not restart the clock),
@@ -26,23 +26,23 @@ import aiodocker
 import aiohttp
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from dood.engine_clock import offset_of
 from dood.exceptions import DoodConfigError
-from dood.gpu_discovery import known_devices
-from dood.gpu_queue import KEY_NOT_CURRENT, TICKET_LABEL, Stalls, expired, served, ticket_body, ticket_key, tickets
-from dood.gpu_wakeup import Wakeup, still_holding
-from dood.gpus import GPUS_LABEL, holders
+from dood.gpus.discovery import known_devices
+from dood.gpus.engine_clock import offset_of
+from dood.gpus.holdings import GPUS_LABEL, holders
+from dood.gpus.queue import KEY_NOT_CURRENT, TICKET_LABEL, Stalls, expired, served, ticket_body, ticket_key, tickets
+from dood.gpus.wakeup import Wakeup, still_holding
 from dood.hooks.async_docker import async_docker
 
 if TYPE_CHECKING:
-    from dood.config import DoodConfig
-    from dood.gpu_queue import Ticket
-    from dood.gpus import Asked, Holder
+    from dood.config.model import DoodConfig
+    from dood.gpus.holdings import Asked, Holder
+    from dood.gpus.queue import Ticket
 
 CLASSPATH = "dood.triggers.gpus.DoodGpuTrigger"
 WATCHED = ("create", "die", "destroy")
 UNREACHABLE_SECONDS = 120.0
-STALL_SLACK_SECONDS = 5.0  # as `dood.gpu_claims`: beyond a lease, a ticket in turn nobody claims with is passed over
+STALL_SLACK_SECONDS = 5.0  # as `dood.gpus.claims`: beyond a lease, a ticket in turn nobody claims with is passed over
 _STREAM_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_read=None, sock_connect=10)
 
 
@@ -96,7 +96,7 @@ class DoodGpuTrigger(BaseTrigger):
         self.tls_client_cert = tls_client_cert
         self.tls_client_key = tls_client_key
         self._offset: float | None = None  # daemon clock minus ours, measured once per run
-        self._ended: set[str] = set()  # holders whose die/destroy was seen (`dood.gpu_wakeup.still_holding`)
+        self._ended: set[str] = set()  # holders whose die/destroy was seen (`dood.gpus.wakeup.still_holding`)
         self._stalls = Stalls(self.lease_seconds + STALL_SLACK_SECONDS)  # tickets in turn nobody claims with
 
     @classmethod

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from dood.naming import MANAGED_LABEL
-from dood.ui.engine import LOG_TAIL_LINES
-from dood.ui.engines import Engines
+from dood.ui.every_host import Engines
 from dood.ui.problems import why
+from dood.ui.reader import LOG_TAIL_LINES
 from dood.ui.rows import TaskKey
 from dood.ui.samples import Usage, gpus_held
 
@@ -84,8 +84,8 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 def result_text(value: Any) -> str | None:
     """A result, as the page shows it: pretty JSON, bounded, its text as text (`é`, `𝐱`, not `\\u00e9`),
     with what would act on the page rather than show made visible (bidi overrides as `<U+202E>`, C1
-    controls; `dood.logs.inert`) and a lone surrogate, which no page can carry, as `<U+D835>`."""
-    from dood.logs import inert
+    controls; `dood.lifecycle.logs.inert`) and a lone surrogate, which no page can carry, as `<U+D835>`."""
+    from dood.lifecycle.logs import inert
 
     if value is None:
         return None
@@ -97,8 +97,8 @@ def result_text(value: Any) -> str | None:
 
 def run_dir_result(container_name: str) -> Any:
     """The result file the container wrote into its run directory, when this process sees that directory."""
-    from dood.config import load_config
-    from dood.results import read_result, run_dir_for
+    from dood.config.model import load_config
+    from dood.lifecycle.results import read_result, run_dir_for
 
     config = load_config()
     return read_result(run_dir_for(config.runs_root, container_name), config.max_result_bytes)

@@ -44,7 +44,7 @@ def pipeline_name(dag_id: str) -> str | None:
 
 def quality_gate(dag_id: str) -> QualityGate | None:
     """The pipeline's gate, or None when the config has no such pipeline (not a dood pipeline DAG)."""
-    from dood.config import load_config
+    from dood.config.model import load_config
 
     name = pipeline_name(dag_id)
     pipeline = load_config().pipelines.get(name) if name else None

@@ -11,7 +11,7 @@ from time import perf_counter
 from typing import Any
 
 from dood.ui import access
-from dood.ui.engines import Engines
+from dood.ui.every_host import Engines
 from dood.ui.problems import counts_unknown
 from dood.ui.rows import ALIVE, ContainerRow, TaskKey, build_row, select
 from dood.ui.stopping import stopping
@@ -57,7 +57,7 @@ def _gpus(rows: Iterable[ContainerRow]) -> int | str:
 def _runs_root() -> str | None:
     """Where the stoppers' notes are; None (no "stopping" shown) when the config cannot be read."""
     try:
-        from dood.config import load_config
+        from dood.config.model import load_config
 
         return load_config().runs_root
     except Exception as exc:  # noqa: BLE001 - the page must render whatever the config says

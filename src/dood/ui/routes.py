@@ -14,7 +14,7 @@ from dood.ui import access
 from dood.ui.access import SignedIn
 from dood.ui.chart import svg
 from dood.ui.detail import attach_result, detail
-from dood.ui.engines import engines
+from dood.ui.every_host import engines
 from dood.ui.metrics import quality_gate, run_metrics
 from dood.ui.overview import overview
 from dood.ui.render import page

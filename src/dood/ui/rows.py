@@ -14,17 +14,17 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from dood.docker_time import utc_datetime
-from dood.gpus import GPUS_LABEL
-from dood.handoff import HANDOFF_LABEL
+from dood.gpus.holdings import GPUS_LABEL
 from dood.janitor import MISSING, Ownership, running_ownership
+from dood.lifecycle.docker_time import utc_datetime
+from dood.lifecycle.handoff import HANDOFF_LABEL
+from dood.lifecycle.outcome import ENDED as ENDED_STATES
+from dood.lifecycle.outcome import RUNNING, STILL_GOING
 from dood.naming import HOST_LABEL
-from dood.outcome import ENDED as ENDED_STATES
-from dood.outcome import RUNNING, STILL_GOING
 from dood.ui.samples import Usage, gpus_held
 
 ALIVE = frozenset(RUNNING)
-HOST_KEY = "DoodHost"  # added to a list entry by dood.ui.engines: the host whose engine listed it
+HOST_KEY = "DoodHost"  # added to a list entry by dood.ui.every_host: the host whose engine listed it
 ENDED = frozenset(ENDED_STATES)
 STATES = (*STILL_GOING, "stopping", *ENDED_STATES, "removing")  # the page's state filter
 
@@ -76,7 +76,7 @@ class HandedOff:
 
 @dataclass(frozen=True)
 class Stopping:
-    """A stop in progress, as its stopper noted it (`dood.teardown.note_stopping`)."""
+    """A stop in progress, as its stopper noted it (`dood.lifecycle.teardown.note_stopping`)."""
 
     who: str
     asked_at: datetime

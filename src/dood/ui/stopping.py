@@ -1,4 +1,4 @@
-"""Stops under way, for the DooD page: the notes stoppers leave in run directories (`dood.teardown.note_stopping`).
+"""Stops under way, for the DooD page: the notes stoppers leave in run directories (`dood.lifecycle.teardown.note_stopping`).
 
 Docker keeps a container "running" until its stop ends and records neither a "stopping" state nor who
 asked, so the page reads the note: who asked, when, the grace period. The run directory is the step's as
@@ -16,8 +16,8 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from dood.docker_time import utc_datetime
-from dood.teardown import SLACK_SECONDS, STOPPING_FILE
+from dood.lifecycle.docker_time import utc_datetime
+from dood.lifecycle.teardown import SLACK_SECONDS, STOPPING_FILE
 from dood.ui.rows import ALIVE, Stopping
 
 MAX_NOTE_BYTES = 4096

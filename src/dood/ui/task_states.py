@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from dood.handoff import waiters
-from dood.owner import NO_TASK_INSTANCE as MISSING
+from dood.lifecycle.handoff import waiters
+from dood.lifecycle.owning_try import NO_TASK_INSTANCE as MISSING
 from dood.ui.rows import HandedOff, TaskKey
 
 

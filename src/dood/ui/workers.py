@@ -41,7 +41,7 @@ class Stranded:
 
 def stranded(missing: Mapping[str, Iterable[str]], queued: Mapping[str, int]) -> list[Stranded]:
     """Per host, the queues without a live worker (`missing`: queue -> hosts whose steps wait there, as
-    `dood.placement.queues_without_worker` gives it) and how many task instances are queued in them
+    `dood.config.placement.queues_without_worker` gives it) and how many task instances are queued in them
     (`queued`: queue -> count). A shared queue (a step that may run on several hosts) counts for each."""
     by_host: dict[str, list[str]] = {}
     for queue, hosts in missing.items():
@@ -118,9 +118,9 @@ def _said(exc: BaseException) -> str:
 def ask_celery() -> dict[str, list[str]]:
     """Queues placement uses that no live Celery worker listens on, each with the hosts whose steps wait there
     (what `python -m dood.hosts workers` prints)."""
-    from dood.config import load_config
+    from dood.config.model import load_config
+    from dood.config.placement import queues_without_worker
     from dood.hosts import active_queues
-    from dood.placement import queues_without_worker
 
     config = load_config()
     return queues_without_worker(config.hosts, config.pipelines, active_queues())
@@ -147,7 +147,7 @@ def _uses_host_queues() -> bool:
     try:
         from airflow.configuration import conf
 
-        from dood.config import load_config
+        from dood.config.model import load_config
 
         executor = conf.get("core", "executor", fallback="") or ""
         return bool(load_config().hosts) and "celery" in executor.lower()

@@ -11,9 +11,9 @@ from datetime import datetime, timedelta, timezone
 from airflow.sdk import DAG
 
 from dood import DoodContainerOperator
-from dood.config import load_config
+from dood.config.model import load_config
+from dood.config.pipelines import Pipeline
 from dood.dag_factory import build_dag, build_dags
-from dood.pipeline_config import Pipeline
 
 IMAGE = "dood-test-busybox:latest"
 RESULT = 'printf \'{"try": %s}\' "$DOOD_TRY_NUMBER" > "$DOOD_RESULT_FILE"'

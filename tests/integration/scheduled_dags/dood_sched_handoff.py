@@ -51,7 +51,7 @@ with DAG(
     def janitor(dag_run=None) -> list[str]:
         """The janitor (Task SDK lookups, as the maintenance DAG asks) sweeping this run every few seconds
         until the training's container is gone; returns every removal it made."""
-        from dood.config import load_config
+        from dood.config.model import load_config
         from dood.hooks.dood import DoodHook
         from dood.janitor import sweep, task_sdk_states
 

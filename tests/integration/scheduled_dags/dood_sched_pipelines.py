@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import os
 
+from dood.config.pipelines import Pipeline
 from dood.dag_factory import build_dag
-from dood.pipeline_config import Pipeline
 
 ROOT = os.environ.get("DOOD_STACK_ROOT", "/tmp/dood-stack")
 STEP = {"image": "dood-test-busybox", "command": ["sh", "-c", "echo step"]}
