@@ -2,7 +2,8 @@
 
 Plain exceptions, free of Airflow (Airflow 3 fails a task on any exception): the policy and dood-proxy raise
 and import them without Airflow. The one mapping to Airflow's skip and no-retry semantics is
-`dood.lifecycle.completion.conclude` (`AirflowSkipException`, `ContainerFailedNoRetry`).
+`dood.lifecycle.completion.conclude` (`AirflowSkipException`, `ContainerFailedNoRetry`). A DAG catches them
+from `dood` (`from dood import ContainerFailed`).
 """
 
 from __future__ import annotations

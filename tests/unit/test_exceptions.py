@@ -1,4 +1,5 @@
-"""dood's errors are plain exceptions; only the no-retry exit maps to Airflow's semantics (in dood.lifecycle.completion)."""
+"""dood's errors are plain exceptions; only the no-retry exit maps to Airflow's semantics
+(in dood.lifecycle.completion)."""
 
 from __future__ import annotations
 

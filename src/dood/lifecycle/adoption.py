@@ -3,7 +3,7 @@
 Adoptable: one still running that nobody has begun to stop, or one that succeeded while no worker was
 watching (its result is kept). Ownership passes with it: the earlier try's runner, if it still lives, was
 orphaned (its supervisor is gone, or Airflow would not have started this try), so it can no longer reach
-Airflow and therefore never stops or removes the container (`dood.owner`).
+Airflow and therefore never stops or removes the container (`dood.lifecycle.owning_try`).
 
 Only a retry adopts, never the try after a clear: a clear is a user kill. Airflow records it before the
 task instance's state changes, in the same write: clearing a task instance that is not running (deferred,

@@ -3,7 +3,8 @@
 What `pod_manager` is to the Kubernetes provider: written once and called by the blocking operator, the
 deferrable operator's resume, and the sensor, so "wait for a container and read its outcome" behaves the
 same on every path. The shapes it reads live beside it: the trigger's event and Docker's states in
-`dood.lifecycle.outcome`, stopping and removing in `dood.lifecycle.teardown`, "is this try still Airflow's" in `dood.owner`.
+`dood.lifecycle.outcome`, stopping and removing in `dood.lifecycle.teardown`, "is this try still Airflow's"
+in `dood.lifecycle.owning_try`.
 """
 
 from __future__ import annotations

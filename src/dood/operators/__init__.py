@@ -1,0 +1,7 @@
+"""Operators: `DoodContainerOperator` (one step as a sibling container) and `PipelineStepOperator` (a
+configured pipeline's step).
+
+- `container`: the operator (spec, launch, wait, kill); `gpu_waiting`: its deferral while GPUs are busy.
+- `pipeline_step`: a step of a configured pipeline, writing in its run's partition (`partition`).
+- `arguments`: argument validation shared with the sensor (fail at DAG-parse time, naming the field).
+"""

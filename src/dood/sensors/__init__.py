@@ -1,0 +1,1 @@
+"""Sensors: `dood.sensors.container.DoodContainerSensor`, waiting for a container started with `wait=False`."""

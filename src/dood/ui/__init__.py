@@ -1,8 +1,10 @@
 """dood's pages in Airflow's UI: the DooD nav page, a "Container" tab on task instances and a "Model metrics"
 tab on pipeline DAGs, served by a FastAPI app the plugin registers (`dood.plugin.DoodPlugin`).
 
-One concern per module: `access` (Airflow's login and DAG-level permissions), `engine` (read-only Docker
-calls), `samples` (CPU and memory from the engine's stats), `rows` (what a listed container shows),
-`task_states` and `metrics` (Airflow's database), `chart` (the SVG), `links` (URLs into Airflow's UI),
-`render` (escaped HTML), `routes` (the endpoints) and `app` (the FastAPI app).
+One concern per module: `access` (Airflow's login and DAG-level permissions), `reader` (read-only Docker calls
+to one engine), `every_host` (every host's engine as one reader), `samples` (CPU and memory from the engine's
+stats), `rows` (what a listed container shows), `task_states` and `metrics` (Airflow's database), `chart` (the
+SVG), `links` (URLs into Airflow's UI), `render` (escaped HTML), `routes` (the endpoints) and `app` (the
+FastAPI app); the pages' data: `overview` (the DooD page), `detail` (the Container tab), `problems` (an engine
+that does not answer), `stopping` (stops under way); `extra_link` (the "Container" button on a task).
 """

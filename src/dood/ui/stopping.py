@@ -1,4 +1,5 @@
-"""Stops under way, for the DooD page: the notes stoppers leave in run directories (`dood.lifecycle.teardown.note_stopping`).
+"""Stops under way, for the DooD page: the notes stoppers leave in run directories
+(`dood.lifecycle.teardown.note_stopping`).
 
 Docker keeps a container "running" until its stop ends and records neither a "stopping" state nor who
 asked, so the page reads the note: who asked, when, the grace period. The run directory is the step's as

@@ -1,4 +1,4 @@
-"""dood.lifecycle.follow without an engine (a stand-in launcher): what the blocking wait does across a daemon restart."""
+"""dood.lifecycle.follow without an engine (a stand-in launcher): the blocking wait across a daemon restart."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The detached stop-then-remove (dood.lifecycle.teardown) and "gone before its outcome was read" (dood.lifecycle.gone)."""
+"""The detached stop-then-remove (dood.lifecycle.teardown), and "gone before its outcome was read"
+(dood.lifecycle.gone)."""
 
 from __future__ import annotations
 
