@@ -8,8 +8,8 @@ several hosts (`hosts: [a, b]`, or `host_labels` matching several) goes to their
 which every one of their workers also listens (`python -m dood.hosts queues`), and to a pool of that name
 whose slots are the sum of theirs.
 
-Pure: decides from the config's `hosts:` and pipelines, touches nothing, imports no config module (the config
-model calls it while validating). Docs: docs/hosts.md.
+Pure: decides from the config's `hosts:` and pipelines, touches nothing, and imports only the endpoints' and
+pipelines' models, for typing (the config model calls it while validating). Docs: docs/hosts.md.
 """
 
 from __future__ import annotations
@@ -20,10 +20,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from dood.config.model import Host, MountMapEntry
+    from dood.config.endpoints import Host, MountMapEntry
     from dood.config.pipelines import Pipeline, Step
 
-QUEUE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,199}$"
 PREFIX = "dood-"
 #: The pipeline roots steps exchange data through: on several hosts they must be shared storage.
 SHARED_ROOTS = ("data_root", "model_root", "artifact_root")
