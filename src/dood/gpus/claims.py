@@ -28,7 +28,6 @@ import logging
 import random
 import time
 from collections.abc import Callable, Iterator, Mapping
-from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 import requests
@@ -42,6 +41,7 @@ from dood.gpus.holdings import (
     Holder,
     asked,
     claimed_body,
+    count_phrase,
     held_by,
     holders,
     never_fits,
@@ -121,7 +121,18 @@ class GpuClaims:
             raise DoodConfigError(f"resources.gpus: {why}")
         labels = dict(body.get("Labels") or {})
         waiter = waiter_of(labels)
-        queued = QueuePlace(self, wanted, waiter, labels)
+        queued = QueuePlace(
+            self.api,
+            image=self.image,
+            user=self.user,
+            lease_seconds=self.inventory.ticket_lease_seconds,
+            daemon_ns=self.daemon_ns,
+            tickets_listed=self.tickets_listed,
+            wanted=wanted,
+            waiter=waiter,
+            labels=labels,
+            key=self.ticket,
+        )
         busy = False
         try:
             return self._create_in_turn(body, create, wanted, queued)
@@ -157,7 +168,7 @@ class GpuClaims:
                             self.emit(self._waiting_line(wanted, holding, ahead_of(queue, key)))
                         if not self.wait:
                             raise GpusBusy(
-                                f"{_count(wanted)} not free on host {self.host}: waiting deferred, ticket {key}",
+                                f"{count_phrase(wanted)} not free on host {self.host}: waiting deferred, ticket {key}",
                                 ticket=key,
                                 wanted=wanted,
                             )
@@ -184,7 +195,7 @@ class GpuClaims:
     def _waiting_line(self, wanted: Asked, holding: list[Holder], ahead: int) -> str:
         queue = f"; {ahead} waiter{'s' if ahead != 1 else ''} before it" if ahead else ""
         return (
-            f"Waiting for {_count(wanted)} on host {self.host} ({len(self.inventory.devices)} in all{queue}); "
+            f"Waiting for {count_phrase(wanted)} on host {self.host} ({len(self.inventory.devices)} in all{queue}); "
             f"held by: {'; '.join(_by_gpu(holding)) or 'nobody (re-checking)'}"
         )
 
@@ -294,18 +305,6 @@ def claims_for(api: APIClient, config: DoodConfig, body: Mapping[str, Any], **kw
     return GpuClaims.of(api, config, **kwargs) if asked(body) is not None else None
 
 
-def task_deadline(context: Mapping[str, Any], execution_timeout: timedelta | None) -> float | None:
-    """When a task's execution_timeout ends (epoch seconds), counted from its start; None without one."""
-    if not execution_timeout:
-        return None
-    started = context["ti"].start_date or datetime.now(timezone.utc)
-    return (started + execution_timeout).timestamp()
-
-
-def _count(wanted: Asked) -> str:
-    return "all GPUs" if wanted == "all" else f"{wanted} GPU{'s' if wanted != 1 else ''}"
-
-
 def _by_gpu(holding: list[Holder]) -> list[str]:
     taken = held_by(holding)
     return [f"GPU {gpu}: {taken[gpu].describe()}" for gpu in sorted(taken)]
@@ -320,5 +319,4 @@ __all__ = [
     "GpusUnavailable",
     "claims_for",
     "remove_ticket",
-    "task_deadline",
 ]

@@ -96,6 +96,11 @@ def _gpu_requests(body: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     return [r for r in requests if isinstance(r, Mapping) and any("gpu" in c for c in r.get("Capabilities") or [])]
 
 
+def count_phrase(wanted: Asked) -> str:
+    """How a log line names what a waiter asks for: "1 GPU", "2 GPUs", "all GPUs"."""
+    return "all GPUs" if wanted == "all" else f"{wanted} GPU{'s' if wanted != 1 else ''}"
+
+
 def asked(body: Mapping[str, Any]) -> Asked | None:
     """How many GPUs a create body asks for without naming them (`Count`; -1 is 'all'); None: no such request."""
     total = 0

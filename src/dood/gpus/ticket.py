@@ -12,7 +12,7 @@ import logging
 import random
 import threading
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import requests
 from docker.errors import APIError, DockerException, NotFound
@@ -21,9 +21,10 @@ from dood.gpus.queue import KEY_NOT_CURRENT, TICKET_LABEL, expired, ticket_body,
 from dood.naming import MANAGED_LABEL
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from docker import APIClient
 
-    from dood.gpus.claims import GpuClaims
     from dood.gpus.holdings import Asked
     from dood.gpus.queue import Ticket
 
@@ -31,34 +32,55 @@ log = logging.getLogger(__name__)
 
 
 class QueuePlace:
-    """This waiter's ticket: placed when it must wait, renewed while it waits, removed when it leaves."""
+    """This waiter's ticket: placed when it must wait, renewed while it waits, removed when it leaves.
 
-    def __init__(self, claims: GpuClaims, wanted: Asked, waiter: str, labels: Mapping[str, str]) -> None:
-        self.claims = claims
+    Given what it needs directly (the claimer, `dood.gpus.claims.GpuClaims`, makes one): the engine's API, the
+    tickets' image and user, the lease, the daemon's clock and the engine's ticket list."""
+
+    def __init__(
+        self,
+        api: APIClient,
+        *,
+        image: str,
+        user: str,
+        lease_seconds: float,
+        daemon_ns: Callable[[], int],
+        tickets_listed: Callable[[], list[dict[str, Any]]],
+        wanted: Asked,
+        waiter: str,
+        labels: Mapping[str, str],
+        key: str | None = None,
+    ) -> None:
+        self.api = api
+        self.image = image
+        self.user = user
+        self.lease_seconds = lease_seconds
+        self.daemon_ns = daemon_ns
+        self.tickets_listed = tickets_listed
         self.wanted = wanted
         self.waiter = waiter
         self.labels = {k: v for k, v in labels.items() if k in (MANAGED_LABEL, "dood.stack")}
-        self.key: str | None = claims.ticket
+        self.key: str | None = key
         self.until = 0.0
         self.ids: set[str] = set()
 
     def place(self, queue: list[Ticket]) -> str:
         """Take a place (an earlier try's of this same task instance, if it left one), or renew ours once a
         third of its lease has passed; returns the ticket's key."""
-        lease = self.claims.inventory.ticket_lease_seconds
+        lease = self.lease_seconds
         mine = [t for t in queue if t.key == self.key] if self.key else []
         if self.key is None and self.waiter:
             earlier = [t for t in queue if t.waiter == self.waiter]
             if earlier:
                 self.key, mine = earlier[0].key, earlier[:1]
         if self.key is None:
-            self.key = ticket_key(self.claims.daemon_ns())
-        now = self.claims.daemon_ns() / 1e9
+            self.key = ticket_key(self.daemon_ns())
+        now = self.daemon_ns() / 1e9
         if mine and (self.until or mine[0].until) - now > lease * 2 / 3:
             self.until = self.until or mine[0].until
             self.ids.add(mine[0].container_id)
             return self.key
-        api = self.claims.api
+        api = self.api
         self.until = now + lease
         try:
             created = self._create(api)
@@ -68,21 +90,21 @@ class QueuePlace:
             # dood-proxy cannot vouch for this key (our ticket expired, and the proxy restarted since): the
             # place is lost; queue again from now
             log.warning("GPU ticket %s: %s; queueing again from now", self.key, exc.explanation)
-            self.key, mine = ticket_key(self.claims.daemon_ns()), []
+            self.key, mine = ticket_key(self.daemon_ns()), []
             created = self._create(api)
         older = [t.container_id for t in mine] + sorted(self.ids)
         self.ids = {created}
         for container_id in older:  # the renewed one(s): the new ticket is in place first
             _remove(api, container_id)
-        for container_id in expired(self.claims.tickets_listed(), daemon_now=now):
+        for container_id in expired(self.tickets_listed(), daemon_now=now):
             _remove(api, container_id)  # tickets of waiters that died
         return self.key
 
     def _create(self, api: APIClient) -> str:
         assert self.key is not None  # noqa: S101 - narrowing: a ticket is made only after its key
         body = ticket_body(
-            image=self.claims.image,
-            user=self.claims.user,
+            image=self.image,
+            user=self.user,
             key=self.key,
             wanted=self.wanted,
             until=self.until,
@@ -97,7 +119,7 @@ class QueuePlace:
         holder's `dood.gpu_served` label already tells everyone it was served)."""
         if self.key is None:
             return
-        api, key = self.claims.api, self.key
+        api, key = self.api, self.key
 
         def remove() -> None:
             try:

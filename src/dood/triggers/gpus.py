@@ -29,7 +29,7 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 from dood.exceptions import DoodConfigError
 from dood.gpus.discovery import known_devices
 from dood.gpus.engine_clock import offset_of
-from dood.gpus.holdings import GPUS_LABEL, holders
+from dood.gpus.holdings import GPUS_LABEL, count_phrase, holders
 from dood.gpus.queue import KEY_NOT_CURRENT, TICKET_LABEL, Stalls, expired, served, ticket_body, ticket_key, tickets
 from dood.gpus.wakeup import Wakeup, still_holding
 from dood.hooks.async_docker import async_docker
@@ -176,7 +176,7 @@ class DoodGpuTrigger(BaseTrigger):
     async def _wait(self, docker: aiodocker.Docker) -> dict[str, Any]:
         self.log.info(
             "Waiting for %s on %s as ticket %s (first come, first served; Docker events)",
-            _count(self.wanted),
+            count_phrase(self.wanted),
             self.docker_url,
             self.ticket,
         )
@@ -194,7 +194,7 @@ class DoodGpuTrigger(BaseTrigger):
                     failing_since = None
                     if served(self.devices, holding, queue, key=self.ticket, wanted=self.wanted) is not None:
                         return self._payload(
-                            "ready", f"Ticket {self.ticket}: the task's turn for {_count(self.wanted)}."
+                            "ready", f"Ticket {self.ticket}: the task's turn for {count_phrase(self.wanted)}."
                         )
                     until = await self._keep_ticket(docker, queue, until)
                     ahead = sum(1 for t in queue if t.key < self.ticket)
@@ -203,7 +203,7 @@ class DoodGpuTrigger(BaseTrigger):
                         announced = shown
                         self.log.info(
                             "Waiting for %s on %s; %s waiter(s) before it; held by: %s",
-                            _count(self.wanted),
+                            count_phrase(self.wanted),
                             self.docker_url,
                             ahead,
                             "; ".join(shown[1]) or "nobody",
@@ -345,7 +345,3 @@ class DoodGpuTrigger(BaseTrigger):
     def _payload(self, status: str, message: str) -> dict[str, Any]:
         when = datetime.fromtimestamp(self.deadline, tz=timezone.utc).isoformat() if self.deadline else None
         return {"status": status, "ticket": self.ticket, "message": message, "deadline": when}
-
-
-def _count(wanted: Asked) -> str:
-    return "all GPUs" if wanted == "all" else f"{wanted} GPU{'s' if wanted != 1 else ''}"
