@@ -4,7 +4,9 @@
   `paths` (cleaned host paths, the system paths) it is written in.
 - `body`: the strict JSON parser and the canonical form of a create body as Go's decoder reads it.
 - `rules`: `violations(create_body, policy)`, one pure function over that body, and `check` for a task;
-  with `binds` (host paths, volumes) and `devices` (devices, GPUs) as their own modules.
+  with `binds` (host paths, volumes) and `devices` (devices, GPUs) as their own modules, and `problems` (what every
+  rule shares: the violations list, Go's reading of "set").
+- `sizes`: byte sizes (`512m`, `2g`) read as docker's `parse_bytes` reads them, pinned to it by a test.
 
 The operator checks the body it is about to send; dood-proxy checks every create body on the socket and
 forwards the canonical form it checked. Importing this package imports neither Airflow nor the docker SDK
