@@ -14,6 +14,8 @@ operator machinery, and this `__init__` imports nothing.
   that outlives the killed task.
 - `owning_try`: may this try still end its container (`end_if_owner`); `adoption`: which earlier try's
   container a retry takes over; `handoff`: the `dood.handoff` label of a container started with `wait=False`.
+- `checkpoint`: what a try does with its checkpoint directory (`checkpoint=True`): mount it, say what is in
+  it, finish it when the task succeeds.
 
 How a container is reached is `dood.engine`; its bind mounts are `dood.mounts`; its GPUs `dood.gpus`.
 Docs: docs/lifecycle.md.
