@@ -22,7 +22,7 @@ from dood.operators.pipeline_step import PipelineStepOperator
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from dood.config.model import Host
+    from dood.config.endpoints import Host
     from dood.config.pipelines import Pipeline, Step
 
 

@@ -28,7 +28,8 @@ from dood.exceptions import DoodConfigError, DoodError
 from dood.mounts.run_directories import proxy_info
 
 if TYPE_CHECKING:
-    from dood.config.model import DockerEndpoint, DoodConfig
+    from dood.config.endpoints import DockerEndpoint
+    from dood.config.model import DoodConfig
 
 
 def task_placement(

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
     from docker import APIClient
 
-    from dood.config.model import DockerEndpoint
+    from dood.config.endpoints import DockerEndpoint
     from dood.lifecycle.logs import TaskLog
     from dood.naming import TaskIdentity
 

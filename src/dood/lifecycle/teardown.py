@@ -48,7 +48,7 @@ from dood.engine.client_tls import EndpointTLS
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
-    from dood.config.model import DockerEndpoint
+    from dood.config.endpoints import DockerEndpoint
 
 SLACK_SECONDS = 30  # on top of the grace period: Docker's own time to kill and remove
 STOPPING_FILE = ".dood-stopping.json"  # in a container's run directory: who is stopping it (display only)

@@ -14,7 +14,7 @@ from typing import Literal
 from docker.types import Mount
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from dood.config.model import MountMapEntry
+from dood.config.endpoints import MountMapEntry
 from dood.exceptions import BindSourceMissing, DoodConfigError, MountMapConflict, MountNotMapped
 
 

@@ -43,7 +43,7 @@ from dood.ui.extra_link import DoodContainerLink
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-    from dood.config.model import DockerEndpoint
+    from dood.config.endpoints import DockerEndpoint
     from dood.lifecycle.outcome import Outcome
     from dood.mounts.checkpoints import CheckpointKey
 

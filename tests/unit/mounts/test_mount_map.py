@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from dood.config.model import MountMapEntry
+from dood.config.endpoints import MountMapEntry
 from dood.exceptions import BindSourceMissing, DoodConfigError, MountMapConflict, MountNotMapped
 from dood.mounts.mount_map import (
     DoodMount,
