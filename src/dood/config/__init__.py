@@ -5,7 +5,7 @@
   mount map's entries (`MountMapEntry`): the part of the model placement needs, importing nothing of dood.
 - `pipelines`: pipelines and their steps; `placement`: which hosts a step may run on, its queue and pool (pure,
   imports only `endpoints` and `pipelines`); `resources`: a container's resource limits;
-  `gpu_inventory`: a host's GPUs (`gpus:`).
+  `gpu_inventory`: a host's GPUs (`gpus:`); `tracking`: where steps log to MLflow (`tracking: mlflow:`).
 - `file`: which file is in force ($DOOD_CONFIG, else `config/dood.yaml`, else the defaults), read once.
 - `reference`: docs/config.md, generated from the models (`python -m dood.config.reference`).
 

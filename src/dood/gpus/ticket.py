@@ -42,7 +42,7 @@ class QueuePlace:
         api: APIClient,
         *,
         image: str,
-        user: str,
+        user: str | None,
         lease_seconds: float,
         daemon_ns: Callable[[], int],
         tickets_listed: Callable[[], list[dict[str, Any]]],

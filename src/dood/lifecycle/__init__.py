@@ -16,6 +16,8 @@ operator machinery, and this `__init__` imports nothing.
   container a retry takes over; `handoff`: the `dood.handoff` label of a container started with `wait=False`.
 - `checkpoint`: what a try does with its checkpoint directory (`checkpoint=True`): mount it, say what is in
   it, finish it when the task succeeds.
+- `mlflow_runs`: a try's MLflow runs (the DAG run's parent, the task instance's step run that every try
+  continues), with MLflow's client imported only when tracking is configured.
 
 How a container is reached is `dood.engine`; its bind mounts are `dood.mounts`; its GPUs `dood.gpus`.
 Docs: docs/lifecycle.md.

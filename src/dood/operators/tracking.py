@@ -2,9 +2,9 @@
 
 Mixed in before `DoodContainerOperator` (as `PipelineStepOperator` does): before a new container is built it
 gives the task instance its MLflow run, nested under its DAG run's, and hands the step where to log
-(`dood.lifecycle.mlflow_runs.step_environment`: public variables in the environment, credentials in the private one); when
-the container has ended (however the task waited: blocking, deferred, adopted) it ends the run with the
-step's outcome. Without `tracking:` in the config it does nothing, and MLflow is never imported.
+(`dood.lifecycle.mlflow_runs.step_environment`: public variables in the environment, credentials in the
+private one); when the container has ended (however the task waited: blocking, deferred, adopted) it ends the
+run with the step's outcome. Without `tracking:` in the config it does nothing, and MLflow is never imported.
 """
 
 from __future__ import annotations

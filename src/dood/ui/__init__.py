@@ -6,5 +6,6 @@ to one engine), `every_host` (every host's engine as one reader), `samples` (CPU
 stats), `rows` (what a listed container shows), `task_states` and `metrics` (Airflow's database), `chart` (the
 SVG), `links` (URLs into Airflow's UI), `render` (escaped HTML), `routes` (the endpoints) and `app` (the
 FastAPI app); the pages' data: `overview` (the DooD page), `detail` (the Container tab), `problems` (an engine
-that does not answer), `stopping` (stops under way); `extra_link` (the "Container" button on a task).
+that does not answer), `stopping` (stops under way), `workers` (which hosts have a live Celery worker, refreshed in the
+background); `extra_link` (the "Container" button on a task).
 """
