@@ -23,6 +23,7 @@ NAME_PLACEHOLDERS = {
 #: Environment variables of MLflow's client that carry a secret: handed to steps privately when set.
 DEFAULT_CREDENTIALS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN")
 _SCHEMES = ("http", "https")
+_NOT_IN_URLS = "\"'<>\\^`{|}"
 _ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")
 
 
@@ -45,6 +46,22 @@ def _check_uri(value: str) -> str:
         )
     if not parts.netloc:
         raise ValueError(f"names no server, got {value!r}")
+    return value.rstrip("/")
+
+
+def _check_ui_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in _SCHEMES or not parts.netloc:
+        raise ValueError(
+            f"must be the http:// or https:// address of MLflow's UI as a browser reaches it (the Airflow UI links "
+            f"each run to it), e.g. http://127.0.0.1:5000, got {value!r}"
+        )
+    if parts.username is not None or parts.password is not None:
+        raise ValueError("must not hold credentials: it is written into the Airflow UI's pages as a link")
+    if parts.query or parts.fragment:
+        raise ValueError(f"must be a base address without ?query or #fragment (dood adds the run's), got {value!r}")
+    if any(c.isspace() or not c.isprintable() or c in _NOT_IN_URLS for c in value):
+        raise ValueError(f"must be a URL without spaces, control characters or any of {_NOT_IN_URLS}, got {value!r}")
     return value.rstrip("/")
 
 
@@ -78,6 +95,15 @@ class MlflowTracking(_Strict):
             "differs, e.g. http://127.0.0.1:5000 for Airflow on the host. None: `tracking_uri`."
         ),
         examples=["http://127.0.0.1:5000"],
+    )
+    ui_url: str | None = Field(
+        default=None,
+        description=(
+            "MLflow's UI as the users' browsers reach it (http:// or https://, no credentials): the Airflow UI's "
+            "Container tab links each step to its MLflow run and the Model metrics tab each DAG run to its parent "
+            "run. None: no links."
+        ),
+        examples=["http://127.0.0.1:5000", "https://mlflow.example.com"],
     )
     experiment_name: str = Field(
         default="{pipeline}",
@@ -120,7 +146,7 @@ class MlflowTracking(_Strict):
         if not isinstance(data, dict):
             return data
         redacted = dict(data)
-        for key in ("tracking_uri", "airflow_tracking_uri"):
+        for key in ("tracking_uri", "airflow_tracking_uri", "ui_url"):
             value = data.get(key)
             if isinstance(value, str) and "@" in value:
                 parts = urlsplit(value)
@@ -131,6 +157,11 @@ class MlflowTracking(_Strict):
     @classmethod
     def _uris(cls, value: str | None) -> str | None:
         return None if value is None else _check_uri(value)
+
+    @field_validator("ui_url")
+    @classmethod
+    def _ui_url(cls, value: str | None) -> str | None:
+        return None if value is None else _check_ui_url(value)
 
     @field_validator("experiment_name", "registered_model_name")
     @classmethod
