@@ -5,6 +5,9 @@ gives the task instance its MLflow run, nested under its DAG run's, and hands th
 (`dood.lifecycle.mlflow_runs.step_environment`: public variables in the environment, credentials in the
 private one); when the container has ended (however the task waited: blocking, deferred, adopted) it ends the
 run with the step's outcome. Without `tracking:` in the config it does nothing, and MLflow is never imported.
+
+It also pushes the XCom `mlflow` (`{experiment_id, experiment_name, run_id, parent_run_id}`) when it gives a try
+its run: the Airflow UI (`dood.ui.mlflow_links`) reads it to link the task and its DAG run to their MLflow runs.
 """
 
 from __future__ import annotations
@@ -19,6 +22,10 @@ if TYPE_CHECKING:
     from dood.config.model import DoodConfig
     from dood.hooks.dood import DoodHook
     from dood.naming import TaskIdentity
+
+
+#: The XCom holding a task instance's MLflow run (`dood.ui.mlflow_links.XCOM_KEY` reads it; a test pins both).
+XCOM_KEY = "mlflow"
 
 
 class TracksInMlflow:
@@ -48,6 +55,15 @@ class TracksInMlflow:
             public, private = step_environment(step, runs.settings)
             self.environment = {**self.environment, **public}
             self.private_environment = {**self.private_environment, **private}
+            context["ti"].xcom_push(
+                key=XCOM_KEY,
+                value={
+                    "experiment_id": step.experiment_id,
+                    "experiment_name": step.experiment_name,
+                    "run_id": step.run_id,
+                    "parent_run_id": step.parent_run_id,
+                },
+            )
             self._op.log.info(
                 "MLflow: experiment %r, run %s nested under the DAG run's %s (%s)%s",
                 step.experiment_name,
