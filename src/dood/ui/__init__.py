@@ -5,7 +5,9 @@ One concern per module: `access` (Airflow's login and DAG-level permissions), `r
 to one engine), `every_host` (every host's engine as one reader), `samples` (CPU and memory from the engine's
 stats), `rows` (what a listed container shows), `task_states` and `metrics` (Airflow's database), `chart` (the
 SVG), `links` (URLs into Airflow's UI), `render` (escaped HTML), `routes` (the endpoints) and `app` (the
-FastAPI app); the pages' data: `overview` (the DooD page), `detail` (the Container tab), `problems` (an engine
+FastAPI app); the pages' data: `overview` (the DooD page), `detail` (the Container tab), `checkpoint` (a task's
+checkpoint directory, its host path and contents), `mlflow_links` (links to a step's and a DAG run's MLflow
+runs), `problems` (an engine
 that does not answer), `stopping` (stops under way), `workers` (which hosts have a live Celery worker, refreshed in the
 background); `extra_link` (the "Container" button on a task).
 """

@@ -9,7 +9,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from dood.naming import MANAGED_LABEL
+from dood.ui.checkpoint import CheckpointView, checkpoint_view, host_path_of, xcom_host_path
 from dood.ui.every_host import Engines
+from dood.ui.mlflow_links import MlflowLinks, step_run, tracking_ui
 from dood.ui.problems import why
 from dood.ui.reader import LOG_TAIL_LINES
 from dood.ui.rows import TaskKey
@@ -33,6 +35,9 @@ class Detail:
     result_source: str | None = None
     result_error: str | None = None
     log_limit: int = LOG_TAIL_LINES
+    checkpoint: CheckpointView | None = None
+    tracked: bool = False  # the dood config tracks runs in MLflow
+    mlflow: MlflowLinks | None = None
 
 
 def tries_of(reader: Engines, task: TaskKey) -> dict[int, dict[str, Any]]:
@@ -148,3 +153,28 @@ def attach_result(view: Detail, *, may_read_xcom: bool) -> None:
         return
     if value is not None:
         view.result, view.result_source = result_text(value), "the task's XCom (return_value)"
+
+
+def attach_checkpoint(view: Detail, *, may_read_xcom: bool) -> None:
+    """The checkpoint the container mounts (or, once it is gone, the one its XCom names) and what it holds."""
+    host_path = host_path_of(view.inspected)
+    if host_path is None and may_read_xcom:
+        try:
+            host_path = xcom_host_path(view.task)
+        except Exception as exc:  # noqa: BLE001 - the tab renders without it
+            log.warning("dood UI: no checkpoint XCom of %s: %s", view.task, exc)
+    if host_path is not None:
+        view.checkpoint = checkpoint_view(host_path)
+
+
+def attach_mlflow(view: Detail, *, may_read_xcom: bool) -> None:
+    """The step's MLflow run and its DAG run's parent run, when the dood config tracks runs."""
+    view.tracked, ui_url = tracking_ui()
+    if not view.tracked or not may_read_xcom:
+        return
+    try:
+        run = step_run(view.task)
+    except Exception as exc:  # noqa: BLE001 - the tab renders without it
+        log.warning("dood UI: no MLflow XCom of %s: %s", view.task, exc)
+        return
+    view.mlflow = MlflowLinks(run, ui_url) if run is not None else None

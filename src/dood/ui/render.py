@@ -43,10 +43,15 @@ _RFC3339 = re.compile(r"(\d{4}-\d{2}-\d{2})[T ](\d{2}:\d{2}:\d{2})(?:\.(\d+))?(Z
 
 
 def moment(value: Any) -> datetime | None:
-    """A datetime, or Docker's RFC 3339 text of one (nanoseconds cut to microseconds); None for anything
-    else and for Docker's "never" (`0001-01-01T00:00:00Z`)."""
+    """A datetime, epoch seconds, or Docker's RFC 3339 text of one (nanoseconds cut to microseconds); None for
+    anything else and for Docker's "never" (`0001-01-01T00:00:00Z`)."""
     if isinstance(value, datetime):
         return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):  # epoch seconds (a file's mtime)
+        try:
+            return datetime.fromtimestamp(value, tz=timezone.utc)
+        except (OverflowError, OSError, ValueError):
+            return None
     found = _RFC3339.fullmatch(str(value or "").strip())
     if found is None or found[1].startswith("0001-"):
         return None
@@ -73,7 +78,7 @@ def timestamp(value: Any) -> Markup:
     found = moment(value)
     if found is None:
         return escape(shown)
-    full = found.isoformat() if isinstance(value, datetime) else str(value)
+    full = str(value) if isinstance(value, str) else found.isoformat()
     return Markup('<time datetime="{0}" title="{0}">{1}</time>').format(full, shown)
 
 

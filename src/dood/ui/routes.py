@@ -13,9 +13,10 @@ from markupsafe import Markup
 from dood.ui import access
 from dood.ui.access import SignedIn
 from dood.ui.chart import svg
-from dood.ui.detail import attach_result, detail
+from dood.ui.detail import attach_checkpoint, attach_mlflow, attach_result, detail
 from dood.ui.every_host import engines
 from dood.ui.metrics import quality_gate, run_metrics
+from dood.ui.mlflow_links import MlflowLinks, parent_runs, tracking_ui
 from dood.ui.overview import overview
 from dood.ui.render import page
 from dood.ui.rows import STATES, TaskKey
@@ -107,7 +108,10 @@ def container_page(
     """The Container tab (task instance): that try's container, output tail and result."""
     task = TaskKey(dag_id, run_id, task_id, _map_index(map_index))
     view = detail(engines(), task, try_number, may_read_logs=access.may_read(user, dag_id, "TASK_LOGS"))
-    attach_result(view, may_read_xcom=access.may_read(user, dag_id, "XCOM"))
+    may_read_xcom = access.may_read(user, dag_id, "XCOM")
+    attach_result(view, may_read_xcom=may_read_xcom)
+    attach_checkpoint(view, may_read_xcom=may_read_xcom)
+    attach_mlflow(view, may_read_xcom=may_read_xcom)
     return HTMLResponse(page("container.html", **vars(view)), headers=NO_STORE)
 
 
@@ -127,6 +131,8 @@ def metrics_page(dag_id: str, user: SignedIn, metric: Annotated[str | None, Quer
     chosen = metric if metric in metric_names else gate.metric
     threshold = gate.minimum if chosen == gate.metric else None
     points = sum(1 for run in runs if chosen in run.values and run.when is not None)
+    tracked, ui_url = tracking_ui()
+    mlflow = {run_id: MlflowLinks(run, ui_url) for run_id, run in parent_runs(dag_id).items()} if tracked else {}
     return HTMLResponse(
         page(
             "metrics.html",
@@ -136,6 +142,8 @@ def metrics_page(dag_id: str, user: SignedIn, metric: Annotated[str | None, Quer
             metric=chosen,
             metric_names=metric_names,
             points=points,
+            tracked=tracked,
+            mlflow=mlflow,
             chart=Markup(svg(runs, chosen, threshold)),  # noqa: S704 - built from escaped parts (dood.ui.chart)
         ),
         headers=NO_STORE,
