@@ -263,7 +263,7 @@ def test_the_dood_page_reads_every_host_and_host_b_only_through_its_read_only_li
         assert engines.errors == []
         with pytest.raises(docker.errors.APIError, match="read-only"):
             engines.readers["host-b"].api.create_container("dood-test-busybox:latest", ["true"], labels=labels)
-    from dood.lifecycle.teardown import DockerTarget
+    from dood.engine.target import DockerTarget
 
     # host-b's creating listener, trusted by the client, refuses the UI's certificate at the handshake
     b_address = f"tcp://{os.environ['DOOD_IT_HOST_B_ADDRESS']}"
@@ -277,8 +277,8 @@ def test_a_retry_on_another_host_of_a_shared_queue_finds_the_earlier_try_s_conta
     worker. It must follow try 1's container on host-b (through host-b's TLS listener), not start a second."""
     from dood.config.model import load_config
     from dood.config.placement import Placement
+    from dood.engine.target import DockerTarget
     from dood.lifecycle.adoption import adoptable_elsewhere
-    from dood.lifecycle.teardown import DockerTarget
     from dood.naming import TaskIdentity
 
     certs = os.environ["DOOD_IT_CERTS"]

@@ -49,9 +49,20 @@ class DockerEndpoint(_Strict):
         ),
         examples=[120, 600],
     )
-    tls_ca_cert: str | None = Field(default=None, description="CA certificate for a TLS endpoint.")
-    tls_client_cert: str | None = Field(default=None, description="Client certificate for TLS.")
-    tls_client_key: str | None = Field(default=None, description="Client key for TLS.")
+    tls_ca_cert: str | None = Field(
+        default=None, description="CA certificate for a TLS endpoint (alone: TLS that verifies the server only)."
+    )
+    tls_client_cert: str | None = Field(default=None, description="Client certificate for TLS (with its key).")
+    tls_client_key: str | None = Field(default=None, description="Client key for TLS (with its certificate).")
+
+    @model_validator(mode="after")
+    def _client_pair(self) -> DockerEndpoint:
+        if bool(self.tls_client_cert) != bool(self.tls_client_key):
+            given, missing = (
+                ("tls_client_cert", "tls_client_key") if self.tls_client_cert else ("tls_client_key", "tls_client_cert")
+            )
+            raise ValueError(f"{given} is given without {missing}: a client certificate needs its key (give both)")
+        return self
 
 
 class MountMapEntry(_Strict):
@@ -80,7 +91,7 @@ class HostEndpoint(DockerEndpoint):
     )
 
     @model_validator(mode="after")
-    def _tls_complete(self) -> HostEndpoint:
+    def _client_pair(self) -> HostEndpoint:  # replaces DockerEndpoint's: all three files or none
         given = [name for name in ("tls_ca_cert", "tls_client_cert", "tls_client_key") if getattr(self, name)]
         if given and len(given) < 3:
             raise ValueError(

@@ -27,3 +27,15 @@ class EndpointTLS(TLSConfig):
     def configure_client(self, client) -> None:
         super().configure_client(client)
         client.trust_env = False
+
+
+def tls_config(ca_cert: str | None, client_cert: str | None, client_key: str | None) -> EndpointTLS | bool:
+    """The client TLS of an endpoint, built one way for every dood process (the hook, the teardown, the UI; the
+    triggers' aiohttp session follows the same rule in `dood.hooks.async_docker.tls_files`): TLS as soon as a
+    CA or a client certificate is given (a CA alone: the server is verified, no client certificate), else
+    plain (False). `DockerHook.construct_tls_config` gives TLS only when all three files are given, so a CA
+    alone would silently speak plain HTTP to a TLS port."""
+    if not (ca_cert or client_cert):
+        return False
+    cert = (client_cert, client_key or "") if client_cert else None
+    return EndpointTLS.of(TLSConfig(ca_cert=ca_cert, client_cert=cert, verify=ca_cert or True))

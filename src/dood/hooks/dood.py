@@ -12,7 +12,7 @@ from airflow.providers.docker.hooks.docker import DockerHook
 from airflow.sdk.exceptions import AirflowException
 from docker.errors import APIError, NotFound
 
-from dood.engine.client_tls import EndpointTLS
+from dood.engine.client_tls import tls_config
 from dood.engine.reconnect import explain_unreachable
 from dood.exceptions import DockerUnreachable, DoodConfigError
 from dood.mounts.mount_map import MountMap, mount_map_in_force
@@ -51,15 +51,8 @@ class DoodHook(DockerHook):
         """`answered_before`: this daemon answered earlier in this task (a deferred task's resume), so a
         missing socket is reported as a restart, not as a socket never mounted."""
         endpoint = config.docker
-        tls: EndpointTLS | bool = False
-        if endpoint.tls_ca_cert or endpoint.tls_client_cert:
-            tls = EndpointTLS.of(  # the provider's TLS settings; its CA not replaced by $REQUESTS_CA_BUNDLE
-                DockerHook.construct_tls_config(
-                    ca_cert=endpoint.tls_ca_cert,
-                    client_cert=endpoint.tls_client_cert,
-                    client_key=endpoint.tls_client_key,
-                )
-            )
+        # one TLS rule for every dood process; its CA not replaced by $REQUESTS_CA_BUNDLE
+        tls = tls_config(endpoint.tls_ca_cert, endpoint.tls_client_cert, endpoint.tls_client_key)
         version = endpoint.api_version
         if version == "auto":  # negotiated once per endpoint and process (`api`), not on every launch
             version = _API_VERSION.get(endpoint.url, version)

@@ -25,9 +25,10 @@ import time
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+from dood.engine.target import DockerTarget
 from dood.lifecycle.completion import ContainerHandle
 from dood.lifecycle.owning_try import being_ended
-from dood.lifecycle.teardown import DockerTarget, detach
+from dood.lifecycle.teardown import detach
 from dood.mounts.checkpoints import first_try_of  # the one spelling of Airflow's formula
 from dood.naming import TaskIdentity
 

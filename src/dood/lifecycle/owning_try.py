@@ -113,7 +113,8 @@ def end_if_owner(
     returned, when this try may no longer own it: Airflow is out of reach (an orphaned runner: a later try
     adopts it), or, with `leave_if_running`, Airflow still records the try as running (a worker's warm
     shutdown: the next try reattaches). `endpoint`: the container's host's Docker, asked only when needed."""
-    from dood.lifecycle.teardown import DockerTarget, detach
+    from dood.engine.target import DockerTarget
+    from dood.lifecycle.teardown import detach
 
     state = airflow_state(identity) if identity else "unknown"
     if state is None or (leave_if_running and state == "running"):

@@ -35,20 +35,17 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from docker import APIClient
 from docker.errors import APIError, NotFound
-from docker.tls import TLSConfig
 from requests.exceptions import RequestException
 
-from dood.engine.client_tls import EndpointTLS
+from dood.engine.target import DockerTarget
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
-    from dood.config.endpoints import DockerEndpoint
 
 SLACK_SECONDS = 30  # on top of the grace period: Docker's own time to kill and remove
 STOPPING_FILE = ".dood-stopping.json"  # in a container's run directory: who is stopping it (display only)
@@ -174,46 +171,6 @@ def _caught(call):
         return None
 
     return run
-
-
-@dataclass(frozen=True)
-class DockerTarget:
-    """The Docker endpoint, as plain strings a command line can carry."""
-
-    url: str
-    api_version: str = "auto"
-    tls_ca_cert: str | None = None
-    tls_client_cert: str | None = None
-    tls_client_key: str | None = None
-
-    @classmethod
-    def of(cls, endpoint: DockerEndpoint) -> DockerTarget:
-        return cls(
-            endpoint.url,
-            endpoint.api_version,
-            endpoint.tls_ca_cert,
-            endpoint.tls_client_cert,
-            endpoint.tls_client_key,
-        )
-
-    def arguments(self) -> list[str]:
-        args = ["--docker-url", self.url, "--api-version", self.api_version]
-        for flag, value in (
-            ("--tls-ca-cert", self.tls_ca_cert),
-            ("--tls-client-cert", self.tls_client_cert),
-            ("--tls-client-key", self.tls_client_key),
-        ):
-            if value:
-                args += [flag, value]
-        return args
-
-    def client(self, timeout_seconds: int = 60) -> APIClient:
-        tls: TLSConfig | bool = False
-        if self.tls_ca_cert or self.tls_client_cert:
-            cert = (self.tls_client_cert, self.tls_client_key or "") if self.tls_client_cert else None
-            tls = EndpointTLS.of(TLSConfig(ca_cert=self.tls_ca_cert, client_cert=cert, verify=self.tls_ca_cert or True))
-        url = self.url.replace("tcp://", "https://", 1) if tls and self.url.startswith("tcp://") else self.url
-        return APIClient(base_url=url, version=self.api_version, tls=tls, timeout=timeout_seconds)
 
 
 class Ending:

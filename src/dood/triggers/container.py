@@ -26,10 +26,11 @@ import aiohttp
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from dood.engine.reconnect import KILL_EXIT_CODES, Backoff, Outages, shutdown_note, unreachable_message
+from dood.engine.target import DockerTarget
 from dood.hooks.async_docker import async_docker, tls_files
 from dood.lifecycle.docker_time import epoch_ns
 from dood.lifecycle.outcome import ENDED, ENDING_KEY, RESUME_KEY, Outcome, gone_event, wait_event
-from dood.lifecycle.teardown import DockerTarget, detach
+from dood.lifecycle.teardown import detach
 from dood.triggers.event_hub import EventHub, Feed, shared_hub
 from dood.triggers.events import event_action
 

@@ -35,7 +35,7 @@ _END = object()  # put in a feed when the stream it came from broke
 _HEX = frozenset(string.hexdigits.lower())
 _PRUNE_EVERY_SECONDS = 5.0
 
-EndpointKey = Hashable  # the endpoint (`dood.lifecycle.teardown.DockerTarget`): waits with equal keys share a session
+EndpointKey = Hashable  # the endpoint (`dood.engine.target.DockerTarget`): waits with equal keys share a session
 
 
 class Feed:

@@ -75,8 +75,8 @@ class EngineReader:
     @classmethod
     def from_endpoint(cls, endpoint, url: str | None = None) -> EngineReader:
         """A reader of the engine behind this config endpoint (`url` in place of its own, when given), with
-        the same client and TLS as every other dood process (`dood.lifecycle.teardown.DockerTarget`)."""
-        from dood.lifecycle.teardown import DockerTarget
+        the same client and TLS as every other dood process (`dood.engine.target.DockerTarget`)."""
+        from dood.engine.target import DockerTarget
 
         target = DockerTarget.of(endpoint)
         if url:

@@ -6,8 +6,9 @@ from __future__ import annotations
 import subprocess
 import sys
 
+from dood.engine.target import DockerTarget
 from dood.lifecycle.gone import ContainerGone, gone_message
-from dood.lifecycle.teardown import DockerTarget, detach
+from dood.lifecycle.teardown import detach
 
 
 def test_target_round_trips_through_the_command_line():
