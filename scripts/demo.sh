@@ -1,37 +1,78 @@
 #!/usr/bin/env bash
 # The demo: run the retraining pipeline (prepare -> train -> evaluate -> promote) end to end through Airflow,
 # each step a sibling container on the local Docker engine. `make demo` sets up venv, engine and images first.
+#
+# It also shows two things a retraining platform owes its users:
+# - a training that resumes: the first try of train is killed (SIGKILL) on purpose after epoch $DEMO_KILL_EPOCH
+#   (default 3; 0: no kill); Airflow retries it and the retry resumes from the checkpoint ("resumed from epoch k");
+# - MLflow without a server of yours: the demo starts `mlflow server` from the venv (its store a SQLite file and
+#   an artifact directory under $DEMO_DIR/mlflow, kept between demos) on the Docker bridge's gateway, where the
+#   steps' containers reach it, and stops it at the end; it checks that the store holds one parent run per DAG
+#   run with the step runs nested, and prints the command that opens MLflow's UI on it.
+# The dood config in force ($DOOD_CONFIG, else config/dood.yaml) is read, never changed: the demo runs on a copy
+# with its changes ($DEMO_DIR/dood.yaml: scripts/demo.py config).
 set -euo pipefail
 
 NAME=demo
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"  # ROOT, say, die, section
 export AIRFLOW_HOME="${AIRFLOW_HOME:-$ROOT/var/airflow}"
-export DOOD_CONFIG="${DOOD_CONFIG:-$ROOT/config/dood.yaml}"
+BASE_CONFIG="${DOOD_CONFIG:-$ROOT/config/dood.yaml}"
 export AIRFLOW__CORE__DAGS_FOLDER="$ROOT/dags"
 export AIRFLOW__CORE__LOAD_EXAMPLES=False
 PIPELINE="${PIPELINE:-breast_cancer}"
 DAG_ID="dood_$PIPELINE"
 DATE="${DEMO_DATE:-$(date -u +%Y-%m-%d)}"
 CONF="${DEMO_CONF:-{\}}"
+KILL_EPOCH="${DEMO_KILL_EPOCH:-3}"
 AIRFLOW="$ROOT/.venv/bin/airflow"
 PY="$ROOT/.venv/bin/python"
-LOG_DIR="$ROOT/var/demo"
-LOG="$LOG_DIR/$DAG_ID-$(date -u +%Y%m%dT%H%M%SZ).log"
+HELPER="$ROOT/scripts/demo.py"
+DEMO_DIR="${DEMO_DIR:-$ROOT/var/demo}"
+MLFLOW_DIR="$DEMO_DIR/mlflow"
+STAMP="$(date -u +%Y%m%dT%H%M%SZ)"
+LOG="$DEMO_DIR/$DAG_ID-$STAMP.log"
+KILLED="$DEMO_DIR/killed-$STAMP.json"
+export DOOD_CONFIG="$DEMO_DIR/dood.yaml"
 
-mkdir -p "$AIRFLOW_HOME" "$LOG_DIR"
+mkdir -p "$AIRFLOW_HOME" "$DEMO_DIR"
+rm -f "$MLFLOW_DIR/server.pid"
 
-section "Airflow metadata DB (SQLite in $AIRFLOW_HOME)"
-"$AIRFLOW" db migrate >"$LOG_DIR/db-migrate.log" 2>&1 || { tail -n 20 "$LOG_DIR/db-migrate.log"; exit 1; }
-echo "ready"
+stop_mlflow() {  # the server's process group (it runs in its own session), SIGTERM then SIGKILL after 10 s
+  local pid
+  pid=$(cat "$MLFLOW_DIR/server.pid" 2>/dev/null) || return 0
+  kill -TERM -- "-$pid" 2>/dev/null || return 0
+  for _ in $(seq 50); do kill -0 -- "-$pid" 2>/dev/null || return 0; sleep 0.2; done
+  kill -KILL -- "-$pid" 2>/dev/null || true
+}
+trap 'stop_mlflow; [[ -n "${killer:-}" ]] && kill "$killer" 2>/dev/null; true' EXIT
+
+section "Airflow metadata DB (SQLite in $AIRFLOW_HOME) and MLflow's local store ($MLFLOW_DIR)"
+"$PY" "$HELPER" mlflow-start "$MLFLOW_DIR" --config "$BASE_CONFIG" >"$DEMO_DIR/mlflow.url" &
+starter=$!
+"$AIRFLOW" db migrate >"$DEMO_DIR/db-migrate.log" 2>&1 || { tail -n 20 "$DEMO_DIR/db-migrate.log"; exit 1; }
+wait "$starter" || die "the MLflow server did not start (see above and $MLFLOW_DIR/server.log)"
+TRACKING_URI="$(cat "$DEMO_DIR/mlflow.url")"
+"$PY" "$HELPER" config "$BASE_CONFIG" "$DOOD_CONFIG" --pipeline "$PIPELINE" --tracking-uri "$TRACKING_URI"
+echo "ready: MLflow at $TRACKING_URI (the steps reach it on the Docker bridge), dood config $DOOD_CONFIG"
 
 section "Running $DAG_ID for $DATE with conf $CONF (full log: $LOG)"
-echo "Each step is a container launched through the Docker socket; its output follows:"
+echo "Each step is a container launched through the Docker socket; its output follows."
+if [[ "$KILL_EPOCH" -gt 0 ]]; then
+  echo "train's first try will be killed after epoch $KILL_EPOCH, on purpose."
+  "$PY" "$HELPER" kill "$DAG_ID" --task train --epoch "$KILL_EPOCH" --record "$KILLED" &
+  killer=$!
+fi
 set +e
 "$AIRFLOW" dags test "$DAG_ID" "$DATE" -c "$CONF" 2>&1 | tee "$LOG" |
-  grep --line-buffered -E "Creating container|(^|\] )\[(prepare|train|evaluate|promote)\]|Run partition|exited with code|DagRun Finished" |
+  grep --line-buffered -E "Creating container|(^|\] )\[(prepare|train|evaluate|promote)\]|Run partition|Checkpoint|exited with code|UP_FOR_RETRY|DagRun Finished" |
   sed -E 's/^[0-9T:.Z-]+ \[[a-z ]+\] //; s/ +\[(airflow|dood)[^]]*\].*$//'
 status=${PIPESTATUS[0]}
 set -e
+if [[ -n "${killer:-}" ]]; then
+  kill "$killer" 2>/dev/null || true  # still waiting: train never reached the epoch
+  wait "$killer" 2>/dev/null || true
+  killer=
+fi
 
 section "Where things are"
 "$PY" - "$DAG_ID" "$PIPELINE" "$LOG" <<'PYEOF'
@@ -56,8 +97,21 @@ if (champion / "source.json").exists():
     print(f"champion      : {champion}  (run {source.get('run_id')}, accuracy {metrics.get('accuracy')})")
 print(f"airflow log   : {log}")
 PYEOF
+echo "mlflow store  : $MLFLOW_DIR (runs in mlflow.db, artifacts in artifacts/)"
 if [[ $status -ne 0 ]]; then
   section "The pipeline run failed (exit $status); the full log above says why."
   exit "$status"
 fi
-section "Done. Run it again (make demo) to see promote skipped when the new model is not better; DEMO_CONF='{\"force_promote\": true}' forces it."
+
+section "Checks: the resume and MLflow's run hierarchy"
+"$PY" "$HELPER" check "$LOG" --tracking-uri "$TRACKING_URI" --experiment "$PIPELINE" --record "$KILLED" |
+  tee "$DEMO_DIR/check-$STAMP.out"
+[[ ${PIPESTATUS[0]} -eq 0 ]] || exit 1
+EXPERIMENT_ID="$(sed -n 's/^experiment_id=//p' "$DEMO_DIR/check-$STAMP.out")"
+rm -f "$DEMO_DIR/check-$STAMP.out" "$KILLED"
+stop_mlflow
+
+section "Done. MLflow's UI on the demo's store (then open http://127.0.0.1:5000/#/experiments/$EXPERIMENT_ID):"
+echo "  $ROOT/.venv/bin/mlflow ui --backend-store-uri sqlite:///$MLFLOW_DIR/mlflow.db --artifacts-destination $MLFLOW_DIR/artifacts --port 5000"
+echo "Run it again (make demo) to see promote skipped when the new model is not better; DEMO_CONF='{\"force_promote\": true}' forces it;"
+echo "DEMO_KILL_EPOCH=0 runs train without the kill."
