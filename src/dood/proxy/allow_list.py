@@ -11,6 +11,7 @@ import json
 import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from urllib.parse import quote, unquote, urlencode
 
 from dood.policy.body import MalformedBody, parse_json
@@ -55,11 +56,26 @@ class Target:
         return self.prefix + encoded + (f"?{urlencode(params)}" if params else "")
 
 
+class RouteKind(StrEnum):
+    """How the server handles an allowed call (`server.ProxyServer`): one branch per kind."""
+
+    RELAY = "relay"  # relayed as it is (ping, version, info)
+    AUTH = "auth"  # registry login: only to registries the policy names
+    IMAGE = "image"  # inspect an allowed image
+    PULL = "pull"  # pull an allowed image
+    CREATE = "create"  # the body checked by the policy, then rewritten
+    LIST = "list"  # filtered to this stack's containers
+    EVENTS = "events"  # filtered to this stack's containers
+    NETWORK = "network"  # read-only
+    CONTAINER = "container"  # one container, only one of ours
+    DOOD = "dood"  # dood-proxy itself: no daemon call
+
+
 @dataclass(frozen=True)
 class Route:
     """What an allowed call is, for the server: `kind` says how to handle it."""
 
-    kind: str  # pass | auth | image | pull | create | list | events | network | container | dood
+    kind: RouteKind
     action: str
     container: str | None = None
     image: str | None = None
@@ -73,13 +89,13 @@ class Route:
 class _Rule:
     methods: frozenset[str]
     pattern: re.Pattern[str]
-    kind: str
+    kind: RouteKind
     action: str
     params: frozenset[str] = frozenset()
     false_only: frozenset[str] = frozenset()  # accepted only when the daemon reads them as false
 
 
-def _rule(methods: str, pattern: str, kind: str, action: str, params: str = "", false_only: str = "") -> _Rule:
+def _rule(methods: str, pattern: str, kind: RouteKind, action: str, params: str = "", false_only: str = "") -> _Rule:
     return _Rule(
         frozenset(methods.split()),
         re.compile(f"^{pattern}$"),
@@ -94,35 +110,47 @@ _FALSE = frozenset({"", "0", "no", "false", "none"})  # the daemon's httputils.B
 
 
 ALLOWED: tuple[_Rule, ...] = (
-    _rule("GET HEAD", "/_ping", "pass", "ping"),
-    _rule("GET", "/version", "pass", "version"),
-    _rule("GET", "/info", "pass", "info"),
-    _rule("GET", "/dood/v1/info", "dood", "dood.info"),  # dood-proxy itself: no daemon call
-    _rule("POST", "/dood/v1/directories", "dood", "dood.directories"),
-    _rule("POST", "/auth", "auth", "auth"),  # registry login (docker.conn_id): only to registries the policy names
-    _rule("GET", "/images/(?P<image>.+)/json", "image", "image.inspect"),
-    _rule("POST", "/images/create", "pull", "image.pull", "fromImage tag platform"),
-    _rule("POST", "/containers/create", "create", "create", "name platform"),
-    _rule("GET", "/containers/json", "list", "list", "all limit size filters before since trunc_cmd"),
-    _rule("GET", "/events", "events", "events", "since until filters stream"),
-    _rule("GET", "/networks", "network", "network.list", "filters"),  # before API 1.28 it lists containers
-    _rule("GET", "/networks/(?P<network>[A-Za-z0-9][A-Za-z0-9_.-]*)", "network", "network.inspect", "verbose scope"),
-    _rule("POST", f"/containers/{_CONTAINER}/start", "container", "start", "detachKeys"),
-    _rule("POST", f"/containers/{_CONTAINER}/stop", "container", "stop", "t signal"),
-    _rule("POST", f"/containers/{_CONTAINER}/kill", "container", "kill", "signal"),
-    _rule("POST", f"/containers/{_CONTAINER}/wait", "container", "wait", "condition"),
+    _rule("GET HEAD", "/_ping", RouteKind.RELAY, "ping"),
+    _rule("GET", "/version", RouteKind.RELAY, "version"),
+    _rule("GET", "/info", RouteKind.RELAY, "info"),
+    _rule("GET", "/dood/v1/info", RouteKind.DOOD, "dood.info"),  # dood-proxy itself: no daemon call
+    _rule("POST", "/dood/v1/directories", RouteKind.DOOD, "dood.directories"),
+    _rule(
+        "POST", "/auth", RouteKind.AUTH, "auth"
+    ),  # registry login (docker.conn_id): only to registries the policy names
+    _rule("GET", "/images/(?P<image>.+)/json", RouteKind.IMAGE, "image.inspect"),
+    _rule("POST", "/images/create", RouteKind.PULL, "image.pull", "fromImage tag platform"),
+    _rule("POST", "/containers/create", RouteKind.CREATE, "create", "name platform"),
+    _rule("GET", "/containers/json", RouteKind.LIST, "list", "all limit size filters before since trunc_cmd"),
+    _rule("GET", "/events", RouteKind.EVENTS, "events", "since until filters stream"),
+    _rule("GET", "/networks", RouteKind.NETWORK, "network.list", "filters"),  # before API 1.28 it lists containers
+    _rule(
+        "GET",
+        "/networks/(?P<network>[A-Za-z0-9][A-Za-z0-9_.-]*)",
+        RouteKind.NETWORK,
+        "network.inspect",
+        "verbose scope",
+    ),
+    _rule("POST", f"/containers/{_CONTAINER}/start", RouteKind.CONTAINER, "start", "detachKeys"),
+    _rule("POST", f"/containers/{_CONTAINER}/stop", RouteKind.CONTAINER, "stop", "t signal"),
+    _rule("POST", f"/containers/{_CONTAINER}/kill", RouteKind.CONTAINER, "kill", "signal"),
+    _rule("POST", f"/containers/{_CONTAINER}/wait", RouteKind.CONTAINER, "wait", "condition"),
     _rule(
         "GET",
         f"/containers/{_CONTAINER}/logs",
-        "container",
+        RouteKind.CONTAINER,
         "logs",
         "follow stdout stderr since until timestamps tail details",
     ),
     _rule(
-        "POST", f"/containers/{_CONTAINER}/attach", "container", "attach", "detachKeys logs stream stdin stdout stderr"
+        "POST",
+        f"/containers/{_CONTAINER}/attach",
+        RouteKind.CONTAINER,
+        "attach",
+        "detachKeys logs stream stdin stdout stderr",
     ),
-    _rule("GET", f"/containers/{_CONTAINER}/json", "container", "json", "size"),
-    _rule("DELETE", f"/containers/{_CONTAINER}", "container", "remove", "v force", false_only="link"),
+    _rule("GET", f"/containers/{_CONTAINER}/json", RouteKind.CONTAINER, "json", "size"),
+    _rule("DELETE", f"/containers/{_CONTAINER}", RouteKind.CONTAINER, "remove", "v force", false_only="link"),
 )
 
 # Why the usual suspects are refused, so the caller reads a reason rather than a bare 403.

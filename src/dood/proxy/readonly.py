@@ -28,28 +28,28 @@ from collections.abc import Mapping
 
 from dood.proxy import allow_list as rules
 from dood.proxy import wire
-from dood.proxy.allow_list import _CONTAINER, Refused, Route, Target, _rule
+from dood.proxy.allow_list import _CONTAINER, Refused, Route, RouteKind, Target, _rule
 from dood.proxy.server import ProxyServer
 
 MAX_LOG_LINES = 1000
 _LINES = re.compile(r"^[0-9]{1,9}$")
 
 READ_ONLY: tuple[rules._Rule, ...] = (
-    _rule("GET HEAD", "/_ping", "pass", "ping"),
-    _rule("GET", "/version", "pass", "version"),
-    _rule("GET", "/info", "pass", "info"),
-    _rule("GET", "/containers/json", "list", "list", "all limit size filters trunc_cmd"),
-    _rule("GET", f"/containers/{_CONTAINER}/json", "container", "json", "size"),
+    _rule("GET HEAD", "/_ping", RouteKind.RELAY, "ping"),
+    _rule("GET", "/version", RouteKind.RELAY, "version"),
+    _rule("GET", "/info", RouteKind.RELAY, "info"),
+    _rule("GET", "/containers/json", RouteKind.LIST, "list", "all limit size filters trunc_cmd"),
+    _rule("GET", f"/containers/{_CONTAINER}/json", RouteKind.CONTAINER, "json", "size"),
     _rule(
         "GET",
         f"/containers/{_CONTAINER}/logs",
-        "container",
+        RouteKind.CONTAINER,
         "logs",
         "stdout stderr since until timestamps tail",
         false_only="follow",
     ),
-    _rule("GET", f"/containers/{_CONTAINER}/stats", "container", "stats", "one-shot", false_only="stream"),
-    _rule("GET", "/images/(?P<image>.+)/json", "image", "image.inspect"),
+    _rule("GET", f"/containers/{_CONTAINER}/stats", RouteKind.CONTAINER, "stats", "one-shot", false_only="stream"),
+    _rule("GET", "/images/(?P<image>.+)/json", RouteKind.IMAGE, "image.inspect"),
 )
 
 

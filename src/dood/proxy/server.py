@@ -24,7 +24,7 @@ from dood.policy.model import parse_user
 from dood.proxy import allow_list as rules
 from dood.proxy import directory_api as directories
 from dood.proxy import wire
-from dood.proxy.allow_list import Refused, Route, Target
+from dood.proxy.allow_list import Refused, Route, RouteKind, Target
 from dood.proxy.daemon import Daemon, Endpoint
 from dood.proxy.gpus import GpuReferee
 from dood.proxy.identity import IdentityGuard, image_group_problems
@@ -145,8 +145,8 @@ class ProxyServer:
         try:
             target = rules.parse_target(request.target)
             route = self.route(request.method, target)
-            limit = {"create": self.max_body_bytes, "auth": _AUTH_BODY}.get(route.kind, _SMALL_BODY)
-            takes_body = route.kind in ("create", "auth") or route.action == "dood.directories"
+            limit = {RouteKind.CREATE: self.max_body_bytes, RouteKind.AUTH: _AUTH_BODY}.get(route.kind, _SMALL_BODY)
+            takes_body = route.kind in (RouteKind.CREATE, RouteKind.AUTH) or route.action == "dood.directories"
             if (request.header("expect") or "").lower() == "100-continue":
                 if length is not None and length > limit:
                     raise wire.HttpError(413, f"body of {length} bytes is larger than the {limit} bytes allowed")
@@ -179,27 +179,27 @@ class ProxyServer:
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
     ) -> bool:
-        if route.kind == "pass":
+        if route.kind == RouteKind.RELAY:
             return await self._forward(request, target.uri(), b"", reader, writer)
-        if route.kind == "auth":
+        if route.kind == RouteKind.AUTH:
             sent = rules.login_body(body, self.policy.login_registries())
             return await self._forward(request, target.uri(), sent, reader, writer)
-        if route.kind == "image":
+        if route.kind == RouteKind.IMAGE:
             self._check_image(route.image or "")
             return await self._forward(request, target.uri(), b"", reader, writer)
-        if route.kind == "pull":
+        if route.kind == RouteKind.PULL:
             self._check_image(rules.pull_reference(target.query))
             return await self._forward(request, target.uri(), b"", reader, writer)
-        if route.kind == "list" and self.host is None:  # "no dood.host label" is no filter Docker has
+        if route.kind == RouteKind.LIST and self.host is None:  # "no dood.host label" is no filter Docker has
             return await self._list_of_no_host(target, writer)
-        if route.kind in ("list", "events"):
+        if route.kind in (RouteKind.LIST, RouteKind.EVENTS):
             query = self._only_ours(target.query)
             return await self._forward(request, target.uri(query=query), b"", reader, writer)
-        if route.kind == "network":
+        if route.kind == RouteKind.NETWORK:
             return await self._network(target, writer)
-        if route.kind == "create":
+        if route.kind == RouteKind.CREATE:
             return await self._create(request, target, body, writer)
-        if route.kind == "dood":
+        if route.kind == RouteKind.DOOD:
             return await self._dood(route, body, writer)
         return await self._container(route, target, request, reader, writer)
 
