@@ -9,10 +9,11 @@ error of dags/dood_pipeline_errors.py; the other pipelines keep their DAGs and t
 from __future__ import annotations
 
 import re
+import urllib.parse
 from datetime import date
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from dood.config.resources import Resources
 from dood.naming import check_user_labels
@@ -22,6 +23,13 @@ STEP_NAMES = ("prepare", "train", "evaluate", "promote")
 PIPELINE_NAME = re.compile(r"[a-zA-Z0-9_]+")
 _IMAGE_WITH_TAG = re.compile(r":[^/]+$|@sha256:")
 _IDENTIFIER = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+#: Airflow's schedule presets; any other string is a cron expression.
+SCHEDULE_PRESETS = ("@once", "@continuous", "@hourly", "@daily", "@weekly", "@monthly", "@quarterly", "@yearly")
+_ASSET_TEXT_LIMIT = 1500  # Airflow's limit of an asset's name and URI
+_ASSET_SCHEDULE_HELP = (
+    'give a cron expression or preset ("@weekly"), null, or an asset schedule: {assets: <input name>} '
+    "(also [a, b] for all of them, {all: [...]}, {any: [...]}), optionally with cron: for time + assets"
+)
 
 
 class _Strict(BaseModel):
@@ -144,12 +152,154 @@ class Promotion(_Strict):
     )
 
 
+def _check_cron(value: str, field: str, *, presets: tuple[str, ...] = SCHEDULE_PRESETS) -> str:
+    """A preset or a cron expression croniter (Airflow's parser) accepts; checked here so a bad one fails its
+    pipeline alone, at parse time, instead of the whole DAG file when Airflow serializes the DAG."""
+    if value.startswith("@"):
+        if value not in presets:
+            raise ValueError(f"{field} {value!r} is not one of Airflow's presets {list(presets)}")
+        return value
+    try:
+        from croniter import croniter  # Airflow's own dependency; the dood-proxy's processes may lack it
+    except ImportError:  # pragma: no cover - no Airflow here: Airflow checks it when it parses the DAG
+        return value
+    if not croniter.is_valid(value):
+        raise ValueError(f"{field} {value!r} is not a cron expression (minute hour day month weekday) nor a preset")
+    return value
+
+
+def _check_asset_text(value: str, field: str) -> str:
+    if not value or value.isspace():
+        raise ValueError(f"{field} must not be empty")
+    if len(value) > _ASSET_TEXT_LIMIT:
+        raise ValueError(f"{field} is longer than Airflow's {_ASSET_TEXT_LIMIT} characters")
+    if not value.isascii() or not value.isprintable() or value != value.strip():
+        raise ValueError(f"{field} {value!r} must be printable ASCII without leading or trailing spaces")
+    return value
+
+
+class AssetRef(_Strict):
+    """An Airflow asset (data-aware scheduling): data a pipeline reads, or the champion model it produces."""
+
+    uri: str = Field(
+        description="The asset's URI, as Airflow identifies it (other DAGs, the REST API and the Assets view "
+        "use the same one). The scheme 'airflow' is Airflow's own; no password.",
+        examples=["file:///srv/ml/data/breast_cancer", "s3://ml-data/breast_cancer"],
+    )
+    name: str | None = Field(
+        default=None,
+        description="Its name in Airflow (and in this pipeline's `schedule`); default: the URI.",
+        examples=["breast_cancer_data"],
+    )
+
+    @field_validator("uri")
+    @classmethod
+    def _uri(cls, value: str) -> str:
+        _check_asset_text(value, "uri")
+        parts = urllib.parse.urlsplit(value)
+        if parts.scheme.lower() == "airflow":
+            raise ValueError(f"uri {value!r}: the scheme 'airflow' is reserved by Airflow; use another (file, s3...)")
+        if parts.password:
+            raise ValueError(f"uri {value!r} holds a password: an asset URI is shown to everyone, drop it")
+        return value
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        _check_asset_text(value, "name")
+        if value in ("self", "context"):
+            raise ValueError(f"name {value!r} is reserved by Airflow; choose another")
+        return value
+
+    @property
+    def key(self) -> str:
+        """The name Airflow gives it (its URI when it has none)."""
+        return self.name or self.uri
+
+
+#: An asset condition as written in the config: an input's name (or URI), a list (all of them),
+#: {all: [...]} or {any: [...]}, nested at will.
+AssetCondition = str | list[Any] | dict[str, Any]
+
+
+def asset_condition_names(condition: Any, where: str = "assets") -> list[str]:
+    """Every asset named in a schedule's condition, in order; ValueError naming where a shape is wrong."""
+    if isinstance(condition, str):
+        return [condition]
+    if isinstance(condition, list):
+        if not condition:
+            raise ValueError(f"{where} is an empty list: name at least one asset")
+        return [name for i, item in enumerate(condition) for name in asset_condition_names(item, f"{where}[{i}]")]
+    if isinstance(condition, dict):
+        if len(condition) != 1 or next(iter(condition)) not in ("all", "any"):
+            raise ValueError(
+                f"{where} {condition!r}: a mapping holds exactly one key, all or any, e.g. {{any: [a, b]}}"
+            )
+        ((operator, items),) = condition.items()
+        if not isinstance(items, list) or not items:
+            raise ValueError(f"{where}.{operator} must be a non-empty list of assets or conditions")
+        return [
+            name for i, item in enumerate(items) for name in asset_condition_names(item, f"{where}.{operator}[{i}]")
+        ]
+    raise ValueError(f"{where}: {condition!r} is not an asset name, a list, {{all: [...]}} nor {{any: [...]}}")
+
+
+class AssetSchedule(_Strict):
+    """Run when assets are updated (Airflow's data-aware scheduling), and also on a clock when `cron` is given."""
+
+    assets: AssetCondition = Field(
+        description="The assets whose updates start a run: the name (or URI) of one of the pipeline's `inputs`; "
+        "a list, meaning all of them (each updated since the last run); {all: [...]} or {any: [...]}, nested.",
+        examples=["breast_cancer_data", {"any": ["data_eu", "data_us"]}],
+    )
+    cron: str | None = Field(
+        default=None,
+        description="Also run on this cron expression or preset (Airflow's AssetOrTimeSchedule: whichever comes "
+        "first). A run it starts has a data interval and can be backfilled; a run assets start has none.",
+        examples=["@weekly", "0 3 * * 1"],
+    )
+
+    @field_validator("assets")
+    @classmethod
+    def _shape(cls, value: AssetCondition) -> AssetCondition:
+        asset_condition_names(value)
+        return value
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        return _check_cron(
+            value, "cron", presets=tuple(p for p in SCHEDULE_PRESETS if p not in ("@once", "@continuous"))
+        )
+
+
 class Pipeline(_Strict):
     """One retraining pipeline: becomes one DAG, prepare -> train -> evaluate -> promote."""
 
     description: str = ""
-    schedule: str | None = Field(
-        default="@weekly", description="Cron or preset; null for manual runs only.", examples=["@weekly", "0 3 * * 1"]
+    inputs: tuple[AssetRef, ...] = Field(
+        default=(),
+        description="Airflow assets the prepare step reads (its inlets): the Assets view draws them, and a "
+        "`schedule` of assets names them. A run they start gets the newest event's `dataset_date` extra as its "
+        "dataset_date Param when the run gives none.",
+        examples=[[{"uri": "file:///srv/ml/data/breast_cancer", "name": "breast_cancer_data"}]],
+    )
+    schedule: str | AssetSchedule | None = Field(
+        default="@weekly",
+        description="Cron or preset; null for manual runs only; or an asset schedule, {assets: ..., cron: ...}: "
+        "run when the pipeline's `inputs` are updated (and on the clock too, with cron).",
+        examples=["@weekly", "0 3 * * 1", {"assets": "breast_cancer_data"}, {"assets": "data", "cron": "@weekly"}],
+    )
+    model_asset: AssetRef | None = Field(
+        default=None,
+        description="Airflow asset of the champion model: promote's outlet. An event is emitted only when promote "
+        "crowns a model, with extra {metrics, run_id, dag_id, model_path, model_digest}; a promote that keeps the "
+        "champion is skipped and emits none. Needs a promote step.",
+        examples=[{"uri": "file:///srv/ml/models/breast_cancer/champion", "name": "breast_cancer_model"}],
     )
     start_date: date = Field(default=date(2026, 1, 1), description="First data interval (for catchup/backfills).")
     catchup: bool = Field(default=False, description="Run every missed interval when the DAG is switched on.")
@@ -197,6 +347,66 @@ class Pipeline(_Strict):
     max_gpus: int = Field(default=0, ge=0, description="Upper limit of the trigger form's gpus Param.")
     steps: dict[Literal["prepare", "train", "evaluate", "promote"], Step]
 
+    @field_validator("schedule", mode="before")
+    @classmethod
+    def _schedule_shape(cls, value: Any) -> Any:
+        if value is None or isinstance(value, str | AssetSchedule):
+            return _check_cron(value, "schedule") if isinstance(value, str) else value
+        if isinstance(value, dict):
+            try:  # one model, so an error names this shape's fields only (not also "not a valid string")
+                return AssetSchedule.model_validate(value)
+            except ValidationError as exc:
+                problems, shape = [], False
+                for error in exc.errors():
+                    if error["type"] == "value_error":  # its message starts with the field's name
+                        problems.append(f"schedule.{error['msg'].removeprefix('Value error, ')}")
+                    else:
+                        shape = True
+                        problems.append(f"schedule.{'.'.join(str(p) for p in error['loc'])}: {error['msg']}")
+                raise ValueError("; ".join(problems) + (f" ({_ASSET_SCHEDULE_HELP})" if shape else "")) from None
+        raise ValueError(f"{value!r} is not a schedule: {_ASSET_SCHEDULE_HELP}")
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule_inputs(cls, value: str | AssetSchedule | None, info: ValidationInfo) -> str | AssetSchedule | None:
+        if not isinstance(value, AssetSchedule):
+            return value
+        inputs: tuple[AssetRef, ...] = info.data.get("inputs") or ()
+        for name in asset_condition_names(value.assets):
+            if not any(name in (asset.key, asset.uri) for asset in inputs):
+                declared = sorted({asset.key for asset in inputs}) or "none"
+                raise ValueError(
+                    f"assets names {name!r}, which is not one of this pipeline's inputs (names: {declared}); "
+                    f"declare it under inputs: [{{uri: ..., name: {name}}}], or use an input's name"
+                )
+        return value
+
+    @field_validator("inputs")
+    @classmethod
+    def _distinct_inputs(cls, value: tuple[AssetRef, ...]) -> tuple[AssetRef, ...]:
+        seen: dict[str, AssetRef] = {}
+        for i, asset in enumerate(value):
+            for key in {asset.key, asset.uri}:
+                if key in seen and seen[key] != asset:
+                    raise ValueError(f"[{i}]: {key!r} names two different inputs; give each its own name and uri")
+                seen[key] = asset
+        return value
+
+    @field_validator("model_asset")
+    @classmethod
+    def _model_not_an_input(cls, value: AssetRef | None, info: ValidationInfo) -> AssetRef | None:
+        if value is None:
+            return value
+        for asset in info.data.get("inputs") or ():
+            clash = {value.key, value.uri} & {asset.key, asset.uri}
+            if clash:
+                raise ValueError(f"{sorted(clash)[0]!r} is also an input; the model needs an asset of its own")
+        return value
+
+    def input_asset(self, name: str) -> AssetRef:
+        """The input a schedule's condition names (by name or URI)."""
+        return next(a for a in self.inputs if name in (a.key, a.uri))
+
     @field_validator("hyperparameters")
     @classmethod
     def _names(cls, value: dict[str, HyperParameter]) -> dict[str, HyperParameter]:
@@ -208,10 +418,12 @@ class Pipeline(_Strict):
 
     @field_validator("steps")
     @classmethod
-    def _required_steps(cls, value: dict[str, Step]) -> dict[str, Step]:
+    def _required_steps(cls, value: dict[str, Step], info: ValidationInfo) -> dict[str, Step]:
         missing = [name for name in ("prepare", "train", "evaluate") if name not in value]
         if missing:
             raise ValueError(f"missing steps {missing}; prepare, train and evaluate are required, promote optional")
+        if info.data.get("model_asset") is not None and "promote" not in value:
+            raise ValueError("model_asset needs a promote step (its outlet): add steps.promote, or drop model_asset")
         return value
 
     @field_validator("data_root", "model_root", "artifact_root")
