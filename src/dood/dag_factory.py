@@ -1,6 +1,8 @@
 """One DAG per configured pipeline: prepare -> train -> evaluate -> promote.
 
-Runs at DAG-parse time, so it only reads the config file: no Docker, no network.
+Runs at DAG-parse time, so it only reads the config file: no Docker, no network. A pipeline's assets (its
+`inputs`, its `model_asset`) become prepare's inlets and promote's outlet, and an asset `schedule` Airflow's
+asset condition (with `cron`: an AssetOrTimeSchedule).
 """
 
 from __future__ import annotations
@@ -8,19 +10,23 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import DAG, Param
+from airflow.sdk import DAG, AssetAll, AssetAny, Param
+from airflow.sdk.definitions.timetables.assets import AssetOrTimeSchedule
 
 from dood.config.model import DoodConfig, load_config
 from dood.config.model import config_path as dood_config_path
-from dood.config.pipelines import STEP_NAMES
+from dood.config.pipelines import STEP_NAMES, AssetSchedule
 from dood.config.placement import step_placement
 from dood.exceptions import InvalidPipelines
 from dood.mounts.checkpoints import CHECKPOINTS_DIR_NAME
 from dood.naming import DAG_ID_PREFIX
+from dood.operators.assets import airflow_asset
 from dood.operators.pipeline_step import PipelineStepOperator
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
+
+    from airflow.sdk.definitions.asset import BaseAsset
 
     from dood.config.endpoints import Host
     from dood.config.pipelines import Pipeline, Step
@@ -116,6 +122,42 @@ def step_checkpoint(pipeline: Pipeline, step: Step) -> dict[str, object]:
     }
 
 
+def asset_condition(pipeline: Pipeline, condition: Any) -> BaseAsset:
+    """A schedule's asset condition as Airflow's: an input's asset, a list (all), {all: [...]}, {any: [...]}."""
+    if isinstance(condition, str):
+        return airflow_asset(pipeline.input_asset(condition))
+    if isinstance(condition, list):
+        parts = [asset_condition(pipeline, item) for item in condition]
+        return parts[0] if len(parts) == 1 else AssetAll(*parts)
+    ((operator, items),) = condition.items()
+    parts = [asset_condition(pipeline, item) for item in items]
+    return (AssetAll if operator == "all" else AssetAny)(*parts)
+
+
+def pipeline_schedule(pipeline: Pipeline) -> Any:
+    """DAG(schedule=...): the config's string or null as it is; an asset schedule as its condition, or with
+    `cron` an AssetOrTimeSchedule over the timetable Airflow makes of that cron string."""
+    if not isinstance(pipeline.schedule, AssetSchedule):
+        return pipeline.schedule
+    condition = asset_condition(pipeline, pipeline.schedule.assets)
+    if pipeline.schedule.cron is None:
+        return condition
+    import pendulum
+    from airflow.sdk.definitions.dag import _create_timetable  # what DAG(schedule="<cron>") would use
+
+    timetable = _create_timetable(pipeline.schedule.cron, pendulum.UTC)  # the DAG's start_date is in UTC
+    return AssetOrTimeSchedule(timetable=timetable, assets=condition)
+
+
+def step_assets(pipeline: Pipeline, step_name: str) -> dict[str, object]:
+    """prepare reads the pipeline's inputs (inlets); promote produces its model asset (outlet)."""
+    if step_name == "prepare" and pipeline.inputs:
+        return {"inlets": [airflow_asset(ref) for ref in pipeline.inputs]}
+    if step_name == "promote" and pipeline.model_asset is not None:
+        return {"outlets": [airflow_asset(pipeline.model_asset)]}
+    return {}
+
+
 def build_dag(
     name: str, pipeline: Pipeline, config_path: str | None = None, hosts: Mapping[str, Host] | None = None
 ) -> DAG:
@@ -123,7 +165,7 @@ def build_dag(
     dag = DAG(
         dag_id=f"{DAG_ID_PREFIX}{name}",
         description=pipeline.description or f"Retraining pipeline {name} (dood)",
-        schedule=pipeline.schedule,
+        schedule=pipeline_schedule(pipeline),
         start_date=datetime.combine(pipeline.start_date, datetime.min.time(), tzinfo=timezone.utc),
         catchup=pipeline.catchup,
         max_active_runs=pipeline.max_active_runs,
@@ -152,6 +194,7 @@ def build_dag(
                 placement=step_placement(pipeline.steps[step_name], hosts or {}),
                 **step_retries(pipeline.steps[step_name]),
                 **step_checkpoint(pipeline, pipeline.steps[step_name]),
+                **step_assets(pipeline, step_name),
             )
             if previous is not None:
                 previous >> task

@@ -6,6 +6,7 @@ import json
 import os
 from typing import TYPE_CHECKING, Any
 
+from dood.operators.assets import dataset_date_of, emit_model_event, events_env, input_events
 from dood.operators.container import DoodContainerOperator
 from dood.operators.partition import partition_from_context
 from dood.operators.tracking import TracksInMlflow
@@ -69,6 +70,9 @@ class PipelineStepOperator(TracksInMlflow, DoodContainerOperator):
             "min_accuracy": pipeline.quality_gate.minimum,
             "force_promote": False,
         }
+        events = input_events(context, pipeline) if pipeline.inputs else []
+        if events and "dataset_date" in params and run_params.get("dataset_date") is None:
+            run_params["dataset_date"] = dataset_date_of(events)  # the data that started the run, if it says
         for name, default in defaults.items():  # a field left empty in the form means its default
             if name in params and run_params.get(name) is None:
                 run_params[name] = default
@@ -85,9 +89,22 @@ class PipelineStepOperator(TracksInMlflow, DoodContainerOperator):
             "DOOD_PROMOTE_FROM_BACKFILL": str(pipeline.promotion.from_backfill).lower(),
             "DOOD_PROMOTE_REQUIRE_NEWER_DATA": str(pipeline.promotion.require_newer_data).lower(),
         }
+        if events and self.step_name == "prepare":
+            self.log.info("Started by %d asset event(s) of its inputs: %s", len(events), events_env(events))
+            self.environment["DOOD_ASSET_EVENTS"] = events_env(events)
         if self.step_name == "train" and params.get("gpus"):
             self.container_resources = self.container_resources.model_copy(update={"gpus": int(params["gpus"])})
-        return super().execute(context)
+        return self._model_event(super().execute(context), context)
+
+    def execute_complete(self, context: Context, event: dict[str, Any], handle: dict[str, str] | None = None) -> Any:
+        return self._model_event(super().execute_complete(context, event, handle), context)
+
+    def _model_event(self, result: Any, context: Context) -> Any:
+        """Promote of a pipeline with a `model_asset`: its event's extra, or skipped when it crowned nothing."""
+        if self.step_name == "promote" and self.pipeline.model_asset is not None:
+            metric = self.pipeline.quality_gate.metric
+            emit_model_event(result, context, self.pipeline.model_asset, self.pipeline_name, metric, self.log)
+        return result
 
     def build_spec(self, config, hook, identity, context):
         """Also tell the step where its partition and model directory are on the host, so what it records
