@@ -7,9 +7,12 @@ backfill (DOOD_PROMOTE_FROM_BACKFILL) nor a model trained on data older than the
 The champion lives in $DOOD_MODELS_DIR/champion/ (model.joblib, metrics.json, source.json).
 It is rebuilt in a temp dir next to it and swapped in with a rename, so readers never see
 a half-written champion. Exit code 99 means "kept the current champion" (task skipped).
+The result of a promotion names the model (host path, sha256 digest) and its metrics: with the pipeline's
+`model_asset`, dood makes it the extra of the model asset's event.
 """
 
 import datetime as dt
+import hashlib
 import os
 import shutil
 import tempfile
@@ -109,9 +112,20 @@ def main():
             "accuracy": new["accuracy"],
             "previous_accuracy": old_acc,
             "champion_dir": champion_host,
+            "metrics": new,
+            "model_path": os.path.join(champion_host, "model.joblib"),
+            "model_digest": sha256_of(model_path),  # the file copied into champion/, read from this run's partition
             **({"mlflow": registered} if registered else {}),
         }
     )
+
+
+def sha256_of(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return f"sha256:{digest.hexdigest()}"
 
 
 def policy_refusal(champion):
