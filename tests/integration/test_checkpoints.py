@@ -1,11 +1,14 @@
 """Checkpoint directories under a real scheduler (tests/integration/airflow_stack.py: scheduler, dag-processor,
-triggerer, api-server; DAGs in scheduled_dags/dood_sched_checkpoint.py): a training SIGKILLed at epoch k resumes
-there in its retry and trains only the epochs left, ending with an uninterrupted run's predictions, and its
-directory is gone after success; two mapped indexes never share a directory; a clear starts from an empty one.
-What the engine and the filesystem show is what counts, never what dood says it did."""
+triggerer, api-server; DAGs in scheduled_dags/dood_sched_checkpoint.py and dood_sched_checkpoint_gated.py): a
+training SIGKILLed at epoch k resumes there in its retry and trains only the epochs left, ending with an
+uninterrupted run's predictions, and its directory is gone after success; a training whose *worker* is SIGKILLed
+at epoch k is adopted by the retry and loses no epoch; two mapped indexes never share a directory; a backfill of
+3 dates has 3; a clear starts from an empty one. What the engine and the filesystem show is what counts, never
+what dood says it did. The gated DAGs' containers wait for a file the test makes, never for a fixed time."""
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from pathlib import Path
@@ -13,10 +16,12 @@ from pathlib import Path
 import pytest
 from docker.errors import NotFound
 
+from dood.mounts.checkpoints import CHECKPOINT_DIR_IN_CONTAINER
 from tests.integration.airflow_stack import MAIN_ENGINE_URL, EngineEvents, engine_containers
 
 EPOCHS = 6  # as in scheduled_dags/dood_sched_checkpoint.py
 KILL_AT = 3
+GATED_EPOCHS, GATED_AT = 5, 2  # as in scheduled_dags/dood_sched_checkpoint_gated.py
 
 
 def wait_for(condition, timeout: float, what: str, every: float = 0.2):
@@ -150,3 +155,130 @@ def test_a_clear_starts_from_an_empty_directory(airflow_stack, docker_api):
     try_1_dir = checkpoint_dir_of(airflow_stack.task_log(dag_id, run_id, 1))
     assert checkpoint_dir_of(try_2) != try_1_dir, "the try after a clear must get a new directory"
     assert not Path(try_1_dir).exists(), "the cleared generation's directory must go once the task succeeded"
+
+
+def gate(stack, name: str) -> Path:
+    """The file a gated DAG's containers wait for (scheduled_dags/dood_sched_checkpoint_gated.py), closed."""
+    path = stack.home / "marks" / name
+    path.unlink(missing_ok=True)
+    return path
+
+
+def log_of_try(stack, dag_id: str, run_id: str, try_number: int) -> str:
+    """The try's task log, or "" while the API has none yet."""
+    try:
+        return stack.task_log(dag_id, run_id, try_number)
+    except AssertionError:
+        return ""
+
+
+def test_the_worker_sigkilled_at_epoch_k_the_retry_adopts_the_training_and_no_epoch_is_lost(airflow_stack, docker_api):
+    """The worker (task runner and supervisor) dies while the training waits after epoch k; the scheduler
+    times its heartbeat out and starts try 2, which takes the still-running container over (one container in
+    all): the training goes on from epoch k in the same process, every epoch trained once, and the task
+    instance's one checkpoint directory is gone after success."""
+    dag_id = "dood_sched_checkpoint_worker"
+    opened = gate(airflow_stack, "checkpoint-worker.go")
+    events = EngineEvents(MAIN_ENGINE_URL, dag_id)
+    try:
+        run_id = airflow_stack.trigger(dag_id)
+        container = wait_for(lambda: run_container(docker_api, dag_id, run_id), 120, f"{run_id}'s training container")
+        wait_for_line(docker_api, container, f"held after epoch {GATED_AT}", 120)
+        task = airflow_stack.wait_for_task(dag_id, run_id, ("running",))
+        path = checkpoint_dir_of(airflow_stack.task_log(dag_id, run_id, 1))
+        saved = json.loads((Path(path) / "state.json").read_text())
+        assert saved["epoch"] == GATED_AT, f"the checkpoint at the kill holds {saved}"
+
+        runner = airflow_stack.task_runner(task["id"])
+        supervisor = runner.parent()
+        supervisor.kill()  # SIGKILL, the worker's two processes: nobody reports the try's end
+        runner.kill()
+
+        def adopted() -> bool:
+            return "Reattaching to container" in log_of_try(airflow_stack, dag_id, run_id, 2)
+
+        wait_for(adopted, 120, "try 2 (after the heartbeat timeout) to take the held container over", every=1)
+        assert docker_api.inspect_container(container["Id"])["State"]["Running"], "the training stopped meanwhile"
+        opened.touch()
+
+        final = airflow_stack.wait_for_task(dag_id, run_id, ("success", "failed"), timeout=120)
+    finally:
+        opened.touch()
+        events.stop()
+    try_2 = airflow_stack.task_log(dag_id, run_id, 2)
+    assert final["state"] == "success" and final["try_number"] == 2, f"{final}\n{try_2[-3000:]}"
+    assert len(events.of("create")) == 1, "try 2 must adopt the running training, not start another"
+    assert f"Reattaching to container {container['Names'][0].lstrip('/')} of try 1" in try_2, try_2[-3000:]
+    result = airflow_stack.xcom(dag_id, run_id)
+    assert (result["resumed_from_epoch"], result["epochs_run"]) == (0, GATED_EPOCHS), (
+        f"one process trained every epoch, none lost to the worker's death: {result}"
+    )
+    logged = [int(n) for n in re.findall(rf"epoch (\d+)/{GATED_EPOCHS}: ", try_2)]
+    assert sorted(set(logged)) == list(range(1, GATED_EPOCHS + 1)), f"try 2 followed epochs {logged}"
+    assert f"Checkpoint removed: {path}" in try_2, try_2[-3000:]
+    assert not Path(path).exists(), f"the checkpoint directory {path} is still there after success"
+
+
+def checkpoint_sources(docker_api, container: dict) -> list[str]:
+    return [
+        mount["Source"]
+        for mount in docker_api.inspect_container(container["Id"])["Mounts"]
+        if mount["Destination"] == CHECKPOINT_DIR_IN_CONTAINER
+    ]
+
+
+@pytest.mark.timeout(600)
+def test_a_backfill_of_3_dates_gives_3_checkpoint_directories(airflow_stack, docker_api):
+    """All 3 backfilled trainings held at once: 3 containers mount 3 directories (read from the engine), the
+    3 on disk, each with its own run's mark; all gone after the runs succeeded."""
+    dag_id = "dood_sched_checkpoint_backfill"
+    opened = gate(airflow_stack, "checkpoint-backfill.go")
+    try:
+        airflow_stack.trigger(dag_id)  # unpaused; the scheduler also makes today's scheduled run (held too)
+        body = {"dag_id": dag_id, "from_date": "2026-01-01T00:00:00Z", "to_date": "2026-01-03T00:00:00Z"}
+        for _ in range(60):  # SQLite answers 503 "Database is locked" while the scheduler writes: ask again
+            try:
+                airflow_stack.api("POST", "/backfills", json={**body, "max_active_runs": 3})
+                break
+            except AssertionError as exc:
+                if " 503 " not in str(exc):
+                    raise
+                time.sleep(0.5)
+        else:
+            pytest.fail("the backfill could not be created: SQLite stayed locked for 30 s")
+
+        def held() -> dict[str, list[str]] | None:
+            running = {
+                c["Labels"]["dood.run_id"]: c
+                for c in engine_containers(docker_api, dag_id)
+                if c["State"] == "running" and c["Labels"]["dood.run_id"].startswith("backfill__")
+            }
+            if len(running) < 3:
+                return None
+            sources = {run: checkpoint_sources(docker_api, c) for run, c in running.items()}
+            marked = all(len(s) == 1 and (Path(s[0]) / "mine").exists() for s in sources.values())
+            return sources if marked else None
+
+        sources = wait_for(held, 240, "3 backfill containers held, each having marked its checkpoint directory")
+        paths = {run: Path(found[0]) for run, found in sources.items()}
+        assert len(set(paths.values())) == 3, f"the backfilled runs share checkpoint directories: {paths}"
+        task_dirs = {path.parent for path in paths.values()}
+        assert len(task_dirs) == 1, f"one task, one task directory: {task_dirs}"
+        on_disk = {p for p in next(iter(task_dirs)).iterdir() if p.name.startswith("run-backfill__")}
+        assert on_disk == set(paths.values()), f"on disk {sorted(on_disk)}, mounted {sorted(paths.values())}"
+        for run, path in paths.items():
+            assert (path / "mine").read_text().strip() == run, f"{path} holds another run's mark"
+        opened.touch()
+
+        def backfill_done() -> list[dict] | None:
+            runs = airflow_stack.api("GET", f"/dags/{dag_id}/dagRuns")["dag_runs"]
+            backfilled = [r for r in runs if r["run_type"] == "backfill"]
+            finished = len(backfilled) == 3 and all(r["state"] in ("success", "failed") for r in backfilled)
+            return backfilled if finished else None
+
+        backfilled = wait_for(backfill_done, 180, "the 3 backfill runs to finish", every=1)
+    finally:
+        opened.touch()
+    assert [r["state"] for r in backfilled] == ["success"] * 3, backfilled
+    left = [str(path) for path in paths.values() if path.exists()]
+    assert not left, f"checkpoint directories left after success: {left}"
