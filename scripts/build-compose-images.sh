@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build, locally, the images docker-compose.yml runs (the ML step image comes from scripts/build-images.sh).
-#   scripts/build-compose-images.sh [airflow|postgres|redis|all]     (default: all, redis included)
+#   scripts/build-compose-images.sh [airflow|postgres|redis|mlflow|all]     (default: all, redis and mlflow included)
 #
 # - AIRFLOW_IMAGE (default dood-airflow:3.3.2): images/airflow/Dockerfile on AIRFLOW_BASE
 #   (default apache/airflow:3.3.2-python3.11) when it can be pulled; otherwise (no registry, or OFFLINE=1) on
@@ -11,6 +11,9 @@
 # - Redis (the broker of `--profile celery`): REDIS_PUBLIC (default redis:7.2-bookworm) when it can be pulled;
 #   otherwise dood-redis:7 from images/redis/ on the local base, with Debian's redis-server .deb files fetched
 #   by the host's apt (resolved against the base's dpkg status) and built with --network none.
+# - MLFLOW_IMAGE (default dood-mlflow:3.17.2), the tracking server: images/mlflow/Dockerfile on MLFLOW_BASE
+#   (default the local dood-python-base:bookworm) with the wheels of images/mlflow/requirements.txt and ui.txt
+#   downloaded on the host (cached in var/compose/mlflow-wheels/). Rebuilt when images/mlflow/ changed.
 # Skips what is up to date unless FORCE=1. Writes the image names to use into var/compose/images.env
 # (KEY=VALUE lines, read by scripts/compose-e2e.sh and tests/e2e).
 set -euo pipefail
@@ -26,8 +29,12 @@ POSTGRES_PUBLIC="${POSTGRES_PUBLIC:-postgres:16}"
 POSTGRES_LOCAL=dood-postgres:15
 REDIS_PUBLIC="${REDIS_PUBLIC:-redis:7.2-bookworm}"
 REDIS_LOCAL=dood-redis:7
+MLFLOW_IMAGE="${MLFLOW_IMAGE:-dood-mlflow:3.17.2}"
 BASE_IMAGE=dood-python-base:bookworm
 AIRFLOW_DIR="$ROOT/images/airflow"
+MLFLOW_DIR="$ROOT/images/mlflow"
+MLFLOW_BASE="${MLFLOW_BASE:-dood-python-base:bookworm}"
+MLFLOW_WHEELS="$ROOT/var/compose/mlflow-wheels"   # cache of the tracking server's wheels (about 70 MB)
 STATE="$ROOT/var/compose"
 WHEELS="$STATE/wheels"      # cache of the offline Airflow wheels (about 65 MB, downloaded once)
 ENV_FILE="$STATE/images.env"
@@ -40,9 +47,14 @@ WORK="$(mktemp -d /var/tmp/dood-compose-build.XXXXXX)"
 trap 'rm -rf "$WORK"' EXIT
 mkdir -p "$STATE"
 
+# dood-airflow's extras in the offline Airflow image: [mlflow], MLflow's client on the workers, since
+# config/compose.yaml turns `tracking: mlflow:` on (dood.lifecycle.mlflow_runs).
+DOOD_EXTRAS="mlflow"
+
 source_hash() {  # everything that ends up in the Airflow image
-  (cd "$ROOT" && find src/dood pyproject.toml images/airflow -type f \
-    ! -path '*/__pycache__/*' ! -name '*.pyc' -print0 | sort -z | xargs -0 sha256sum) | sha256sum | cut -c1-16
+  { echo "extras=$DOOD_EXTRAS"
+    (cd "$ROOT" && find src/dood pyproject.toml images/airflow -type f \
+      ! -path '*/__pycache__/*' ! -name '*.pyc' -print0 | sort -z | xargs -0 sha256sum); } | sha256sum | cut -c1-16
 }
 
 build_dood_wheel() {  # -> $WORK/dist/dood_airflow-*.whl
@@ -71,7 +83,7 @@ download_wheels() {  # Airflow + what images/airflow/requirements.txt and dood-a
     constraints=(-c "$WORK/constraints.txt")
   fi
   # Downloaded again only when what is asked for changes: requirements.txt or dood-airflow's dependencies.
-  want="$({ echo "$pyver"; cat "$AIRFLOW_DIR/requirements.txt"; python3 - "$WORK"/dist/dood_airflow-*.whl <<'PYEOF'
+  want="$({ echo "$pyver extras=$DOOD_EXTRAS"; cat "$AIRFLOW_DIR/requirements.txt"; python3 - "$WORK"/dist/dood_airflow-*.whl <<'PYEOF'
 import sys, zipfile
 with zipfile.ZipFile(sys.argv[1]) as wheel:
     meta = next(n for n in wheel.namelist() if n.endswith(".dist-info/METADATA"))
@@ -88,7 +100,8 @@ PYEOF
   say "Airflow wheels: downloading Python $pyver $arch wheels on the host into ${WHEELS#"$ROOT"/}/ (about 75 MB)"
   rm -rf "$WHEELS" && mkdir -p "$WHEELS"
   python3 -m pip download -q --disable-pip-version-check --only-binary=:all: --python-version "$pyver" \
-    "${plats[@]}" "${constraints[@]}" -d "$WHEELS" -r "$AIRFLOW_DIR/requirements.txt" "$WORK"/dist/dood_airflow-*.whl \
+    "${plats[@]}" "${constraints[@]}" -d "$WHEELS" -r "$AIRFLOW_DIR/requirements.txt" \
+    "$(echo "$WORK"/dist/dood_airflow-*.whl)[$DOOD_EXTRAS]" \
     >"$WORK/download.log" 2>&1 || { grep -v '^WARNING: Location' "$WORK/download.log" | tail -n 20 >&2; die "pip download failed"; }
   rm -f "$WHEELS"/dood_airflow-*.whl  # installed in its own layer, so a plugin change does not redo the venv
   echo "$want" >"$stamp"
@@ -203,6 +216,67 @@ build_redis() {
   done_msg "$REDIS_LOCAL" "$t0"
 }
 
+mlflow_hash() {  # what ends up in the tracking server's image
+  { echo "base=$MLFLOW_BASE"; (cd "$ROOT" && find images/mlflow -type f -print0 | sort -z | xargs -0 sha256sum); } |
+    sha256sum | cut -c1-16
+}
+
+download_mlflow_wheels() {  # images/mlflow/requirements.txt (+ ui.txt, without dependencies) for MLFLOW_BASE's Python
+  local arch p plats=() constraints=() pyver want stamp="$MLFLOW_WHEELS/.stamp" t0
+  pyver="$(docker run --rm --network none --entrypoint python3 "$MLFLOW_BASE" -c 'import platform; print(platform.python_version())')" ||
+    die "cannot run python3 in $MLFLOW_BASE"
+  [[ "$(python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')" == "${pyver%.*}" ]] ||
+    die "the host's python3 is not Python ${pyver%.*} like $MLFLOW_BASE: run this with a python3 ${pyver%.*} first on PATH"
+  arch="$(uname -m)"
+  case "$arch" in
+    x86_64 | aarch64) for p in manylinux2014 manylinux_2_17 manylinux_2_28; do plats+=(--platform "${p}_$arch"); done ;;
+    *) die "no wheel platform known for $arch" ;;
+  esac
+  if [[ -x "$ROOT/.venv/bin/pip" ]]; then  # the versions the tests ran against
+    "$ROOT/.venv/bin/pip" freeze --exclude-editable --disable-pip-version-check >"$WORK/mlflow-constraints.txt"
+    constraints=(-c "$WORK/mlflow-constraints.txt")
+  fi
+  want="$({ echo "$pyver $arch"; cat "$MLFLOW_DIR/requirements.txt" "$MLFLOW_DIR/ui.txt"; } | sha256sum | cut -c1-16)"
+  if [[ "$FORCE" != 1 && -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
+    say "MLflow wheels: up to date in ${MLFLOW_WHEELS#"$ROOT"/}/ ($(find "$MLFLOW_WHEELS" -name '*.whl' | wc -l) wheels)"
+    return
+  fi
+  t0=$(date +%s)
+  say "MLflow wheels: downloading Python $pyver $arch wheels on the host into ${MLFLOW_WHEELS#"$ROOT"/}/ (about 70 MB)"
+  rm -rf "$MLFLOW_WHEELS" && mkdir -p "$MLFLOW_WHEELS"
+  local pip=(python3 -m pip download -q --disable-pip-version-check --only-binary=:all: --python-version "$pyver"
+    "${plats[@]}" -d "$MLFLOW_WHEELS")
+  { "${pip[@]}" "${constraints[@]}" -r "$MLFLOW_DIR/requirements.txt" && "${pip[@]}" --no-deps -r "$MLFLOW_DIR/ui.txt"; } \
+    >"$WORK/mlflow-download.log" 2>&1 ||
+    { grep -v '^WARNING: Location' "$WORK/mlflow-download.log" | tail -n 20 >&2; die "pip download of the MLflow wheels failed"; }
+  echo "$want" >"$stamp"
+  say "MLflow wheels: $(find "$MLFLOW_WHEELS" -name '*.whl' | wc -l) wheels in $(($(date +%s) - t0))s"
+}
+
+build_mlflow() {
+  local t0 hash current ctx="$WORK/mlflow-context" out="$WORK/mlflow-build.log"
+  hash="$(mlflow_hash)"
+  current="$(docker image inspect -f '{{index .Config.Labels "dood.source-hash"}}' "$MLFLOW_IMAGE" 2>/dev/null || true)"
+  if [[ "$FORCE" != 1 && "$current" == "$hash" ]]; then
+    say "$MLFLOW_IMAGE: up to date (source hash $hash), skipped"; return
+  fi
+  if ! have_image "$MLFLOW_BASE"; then
+    [[ "$MLFLOW_BASE" == "$BASE_IMAGE" ]] || can_use_public "$MLFLOW_BASE" || die "MLFLOW_BASE=$MLFLOW_BASE is not available"
+    have_image "$MLFLOW_BASE" || bash "$ROOT/scripts/build-images.sh" base ||
+      die "$BASE_IMAGE is missing and could not be built (scripts/build-images.sh base)"
+  fi
+  download_mlflow_wheels
+  t0=$(date +%s)
+  mkdir -p "$ctx/wheels"
+  cp "$MLFLOW_DIR"/* "$ctx/"
+  cp "$MLFLOW_WHEELS"/*.whl "$ctx/wheels/"
+  say "$MLFLOW_IMAGE: docker build images/mlflow (BASE_IMAGE=$MLFLOW_BASE, host wheels, no network in the build)"
+  docker build --network none --build-arg "BASE_IMAGE=$MLFLOW_BASE" --label "dood.source-hash=$hash" \
+    --label "dood.base-image=$MLFLOW_BASE" -t "$MLFLOW_IMAGE" "$ctx" >"$out" 2>&1 ||
+    { tail -n 30 "$out" >&2; die "docker build of $MLFLOW_IMAGE failed"; }
+  done_msg "$MLFLOW_IMAGE" "$t0"
+}
+
 write_env_file() {  # updates the keys chosen by this run, keeps the others (e.g. REDIS_IMAGE)
   local key value
   local -A values=()
@@ -212,6 +286,7 @@ write_env_file() {  # updates the keys chosen by this run, keeps the others (e.g
     done <"$ENV_FILE"
   fi
   values[AIRFLOW_IMAGE]="$AIRFLOW_IMAGE"
+  values[MLFLOW_IMAGE]="$MLFLOW_IMAGE"
   if [[ -n "$POSTGRES_IMAGE_CHOSEN" ]]; then values[POSTGRES_IMAGE]="$POSTGRES_IMAGE_CHOSEN"; fi
   if [[ -n "$REDIS_IMAGE_CHOSEN" ]]; then values[REDIS_IMAGE]="$REDIS_IMAGE_CHOSEN"; fi
   {
@@ -226,7 +301,8 @@ case "$TARGET" in
   airflow) build_airflow ;;
   postgres) build_postgres ;;
   redis) build_redis ;;
-  all) build_airflow; build_postgres; build_redis ;;
-  *) die "usage: $0 [airflow|postgres|redis|all]" ;;
+  mlflow) build_mlflow ;;
+  all) build_airflow; build_postgres; build_redis; build_mlflow ;;
+  *) die "usage: $0 [airflow|postgres|redis|mlflow|all]" ;;
 esac
 write_env_file

@@ -5,7 +5,9 @@
 # password. The socket: DOOD_DOCKER_SOCKET, else the path of DOCKER_HOST=unix://..., else .env's, else
 # /var/run/docker.sock; the group is read from that socket.
 #   scripts/compose-setup.sh            # then: docker-compose up -d   (or: docker compose up -d)
-# An existing .env keeps its values (password, port, root); only the image names are refreshed.
+# An existing .env keeps its values (password, ports, root); only the image names are refreshed. Written when
+# missing: MLFLOW_PORT (5000, or a free port when 5000 is taken on 127.0.0.1) and DOOD_STEPS_NETWORK (the
+# steps' network, <DOOD_STACK or the checkout's directory name>-steps: one per stack on a host).
 # DOOD_ENV_FILE=path writes another file instead (then: docker-compose --env-file path up -d); the compose
 # e2e test sets the stack up this way, so the quickstart's one step is what make test runs.
 set -euo pipefail
@@ -63,11 +65,36 @@ for key in DOOD_CERTS DOOD_UI_CERTS; do
   esac
 done
 [[ -n "$(get _AIRFLOW_WWW_USER_PASSWORD)" ]] || put _AIRFLOW_WWW_USER_PASSWORD "$(python3 -c 'import secrets; print(secrets.token_urlsafe(12))')"
+# The tracking server's port on 127.0.0.1: 5000 unless something listens there (another stack's), then a free one.
+if [[ -z "$(get MLFLOW_PORT)" ]]; then
+  mlflow_port="$(python3 - <<'PYEOF'
+import socket
+for port in (5000, 0):
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        print(probe.getsockname()[1])
+        break
+PYEOF
+)"
+  put MLFLOW_PORT "$mlflow_port"
+  [[ "$mlflow_port" == 5000 ]] || say "127.0.0.1:5000 is taken: MLFLOW_PORT=$mlflow_port written to $ENV_FILE"
+fi
+# The steps' network, named after the stack so two stacks on one host never share it.
+if [[ -z "$(get DOOD_STEPS_NETWORK)" ]]; then
+  stack="$(get DOOD_STACK)"
+  stack="${stack:-$(basename "$ROOT")}"
+  stack="${stack,,}"
+  put DOOD_STEPS_NETWORK "${stack//[^a-z0-9_.-]/-}-steps"
+fi
 while IFS='=' read -r key value; do
   [[ "$key" =~ ^[A-Z_]+$ ]] && put "$key" "$value"
 done <"$IMAGES_ENV"
 
 port=$(get AIRFLOW_API_PORT)
+mlflow_port=$(get MLFLOW_PORT)
 env_arg=""  # .env itself is git-ignored; another file is the user's to keep safe
 [[ "$ENV_FILE" == "$ROOT/.env" ]] || env_arg=" --env-file $ENV_FILE"
 kept="git-ignored"
@@ -76,3 +103,4 @@ say "wrote $ENV_FILE (mode 600: it holds the admin password; $kept)"
 say "next: docker-compose${env_arg} up -d     (or: docker compose${env_arg} up -d), then open http://127.0.0.1:${port:-8080}"
 user=$(get _AIRFLOW_WWW_USER_USERNAME)
 say "login: ${user:-airflow} / the _AIRFLOW_WWW_USER_PASSWORD in $ENV_FILE"
+say "MLflow (runs, models, the champion alias): http://127.0.0.1:${mlflow_port:-5000}"
