@@ -40,10 +40,14 @@ if TYPE_CHECKING:
     from dood.mounts.run_directories import HostDirectories
     from dood.naming import TaskIdentity
 
-__all__ = ["CheckpointContents", "TaskCheckpoint", "contents_of"]
+__all__ = ["CHECKPOINT_XCOM_KEY", "CheckpointContents", "TaskCheckpoint", "contents_of"]
 
 #: The most entries looked at when describing a checkpoint (a log line, not an inventory).
 MAX_ENTRIES = 10_000
+
+#: The XCom naming a try's checkpoint host path (`{"host_path": ...}`): the Container tab reads it
+#: (`dood.ui.checkpoint.XCOM_KEY`, pinned equal by a test) when the container, and its mount, are gone.
+CHECKPOINT_XCOM_KEY = "dood_checkpoint"
 
 
 @dataclass(frozen=True)

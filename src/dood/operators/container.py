@@ -21,7 +21,7 @@ from dood.gpus.claims import GpusBusy, claims_for
 from dood.hooks.dood import DoodHook
 from dood.hosts import apply_placement, check_delivered, check_proxy_host, remote_view, task_placement
 from dood.lifecycle.adoption import adoptable, adoptable_elsewhere, first_try
-from dood.lifecycle.checkpoint import TaskCheckpoint
+from dood.lifecycle.checkpoint import CHECKPOINT_XCOM_KEY, TaskCheckpoint
 from dood.lifecycle.completion import ContainerHandle, finish, resume, resume_carry, resume_config, task_deadline
 from dood.lifecycle.gone import ContainerGone
 from dood.lifecycle.handoff import waiters_of
@@ -262,6 +262,8 @@ class DoodContainerOperator(WaitsForGpus, BaseOperator):
             handle, config = elsewhere
             self._docker = config.docker  # a kill or timeout reaches it there too
             launcher = self._launcher = ContainerLauncher(DoodHook(config, answered_before=True).api)
+        if handle is not None:
+            self._adopted(config, identity, context)
         output = None  # a new container's live output stream, attached before its start so nothing is missed
         # An adopted container's output comes from its followed logs (history first), never from an attach:
         # dockerd 20.10 can leave an attach opened while the container exits hanging forever (seen here).
@@ -278,7 +280,11 @@ class DoodContainerOperator(WaitsForGpus, BaseOperator):
                 run_dir, spec.user, fresh=True, what=f"{self.task_id}: runs_root (dood config)"
             )
             if self.checkpoint is not None and self._checkpoint_key is not None:
-                self.checkpoint.prepare(hook.directories, config, self._checkpoint_key, spec.user, self.log.info)
+                host_path = self.checkpoint.prepare(
+                    hook.directories, config, self._checkpoint_key, spec.user, self.log.info
+                )
+                # the Container tab names a kept checkpoint after its container is gone (dood.ui.checkpoint)
+                context["ti"].xcom_push(key=CHECKPOINT_XCOM_KEY, value={"host_path": host_path})
             hook.directories.check_binds(body["HostConfig"], f"{self.task_id}: the container")
             self.log.info("Creating container %s from %s", spec.name, spec.image)
             deadline = self._gpu_deadline or task_deadline(context, self.execution_timeout)
@@ -315,6 +321,10 @@ class DoodContainerOperator(WaitsForGpus, BaseOperator):
         if self.deferrable:
             self._defer(handle, config, context)
         return self._finish(handle, config, follow=output is None, output=output)
+
+    def _adopted(self, config: DoodConfig, identity: TaskIdentity, context: Context) -> None:
+        """An earlier try's container was adopted instead of building a new one (`build_spec` not called): a
+        hook for what a new container's build would have done for this try (`TracksInMlflow`: its XCom)."""
 
     def _finish(
         self,

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from dood.lifecycle.mlflow_runs import MlflowRuns, end_status, step_environment
+from dood.lifecycle.mlflow_runs import MlflowRuns, StepRun, end_status, step_environment
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -55,15 +55,7 @@ class TracksInMlflow:
             public, private = step_environment(step, runs.settings)
             self.environment = {**self.environment, **public}
             self.private_environment = {**self.private_environment, **private}
-            context["ti"].xcom_push(
-                key=XCOM_KEY,
-                value={
-                    "experiment_id": step.experiment_id,
-                    "experiment_name": step.experiment_name,
-                    "run_id": step.run_id,
-                    "parent_run_id": step.parent_run_id,
-                },
-            )
+            self._push_run(context, step)
             self._op.log.info(
                 "MLflow: experiment %r, run %s nested under the DAG run's %s (%s)%s",
                 step.experiment_name,
@@ -73,6 +65,33 @@ class TracksInMlflow:
                 f"; credentials from {', '.join(sorted(private))} (private)" if private else "",
             )
         return super().build_spec(config, hook, identity, context)  # type: ignore[misc]
+
+    def _adopted(self, config: DoodConfig, identity: TaskIdentity, context: Context) -> None:
+        """An adopted container already runs with its step run (the earlier try's): find that run again (its try
+        tag moves on) and push the XCom, so this try's Container tab links it too. MLflow out of reach must not
+        fail a try whose container runs: said in the task log instead."""
+        super()._adopted(config, identity, context)  # type: ignore[misc]
+        runs = self._mlflow_runs(config)
+        if runs is None:
+            return
+        try:
+            step = runs.start(identity, self._tracked_pipeline())
+        except Exception as exc:  # noqa: BLE001 - any MLflow failure: the container runs on, unlinked
+            self._op.log.warning("MLflow: the adopted container's run could not be looked up (%s): not linked", exc)
+            return
+        self._push_run(context, step)
+
+    @staticmethod
+    def _push_run(context: Context, step: StepRun) -> None:
+        context["ti"].xcom_push(
+            key=XCOM_KEY,
+            value={
+                "experiment_id": step.experiment_id,
+                "experiment_name": step.experiment_name,
+                "run_id": step.run_id,
+                "parent_run_id": step.parent_run_id,
+            },
+        )
 
     def _finish(self, handle: Any, config: DoodConfig, **kwargs: Any) -> Any:
         try:

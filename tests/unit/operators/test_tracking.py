@@ -16,6 +16,9 @@ class Base:
     def build_spec(self, config, hook, identity, context):
         return "spec"
 
+    def _adopted(self, config, identity, context):
+        pass
+
 
 class Op(TracksInMlflow, Base):
     environment: dict = {}
@@ -56,3 +59,29 @@ def test_nothing_is_pushed_without_tracking(monkeypatch):
     ti = Ti()
     assert Op().build_spec(None, None, None, {"ti": ti}) == "spec"
     assert ti.pushed == []
+
+
+def test_an_adopted_container_s_try_pushes_the_same_step_run(monkeypatch):
+    """A retry that adopts the running container builds no spec: it finds the step run again and pushes it."""
+    monkeypatch.setattr(Op, "_mlflow_runs", lambda self, config: Runs())
+    ti = Ti()
+    Op()._adopted(None, None, {"ti": ti})
+    assert ti.pushed == [
+        (
+            XCOM_KEY,
+            {"experiment_id": "7", "experiment_name": "ml", "run_id": "a" * 32, "parent_run_id": "b" * 32},
+        )
+    ]
+
+
+def test_mlflow_out_of_reach_never_fails_an_adopted_try(monkeypatch, caplog):
+    class Down(Runs):
+        def start(self, identity, pipeline):
+            raise ConnectionError("mlflow:5000 refused")
+
+    monkeypatch.setattr(Op, "_mlflow_runs", lambda self, config: Down())
+    ti = Ti()
+    with caplog.at_level(logging.WARNING, logger="test"):
+        Op()._adopted(None, None, {"ti": ti})
+    assert ti.pushed == []
+    assert "could not be looked up (mlflow:5000 refused): not linked" in caplog.text

@@ -105,3 +105,10 @@ def test_an_unreadable_directory_is_said_so(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "scandir", refused)
     view = checkpoint_view(path, [])
     assert view.contents is None and view.note.startswith("not readable by the api-server's user")
+
+
+def test_the_operator_pushes_the_xcom_key_the_tab_reads():
+    from dood.lifecycle.checkpoint import CHECKPOINT_XCOM_KEY
+    from dood.ui.checkpoint import XCOM_KEY
+
+    assert CHECKPOINT_XCOM_KEY == XCOM_KEY
