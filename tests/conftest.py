@@ -55,6 +55,8 @@ INDEPENDENT = {  # no dood_it* container on the main engine; each its own DAG id
     "integration/test_proxy_listeners.py",
     "integration/test_pipeline_isolation.py",
     "ui/test_pages.py",
+    "integration/test_assets.py",
+    "ui/test_assets_view.py",
 }
 MAIN_ENGINE_FIXTURES = {"ours", "container", "dag_run"}  # these make or remove dood_it* containers
 
