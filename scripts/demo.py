@@ -94,7 +94,13 @@ def start_mlflow(args: argparse.Namespace) -> None:
     log = root / "server.log"
     with log.open("wb") as out:
         server = subprocess.Popen(  # noqa: S603 - the venv's own mlflow, arguments built here
-            command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, cwd=root
+            command,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=root,
+            # no job runner (8 more processes, for GenAI scoring and trace archival): starts faster, idles lighter
+            env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
         )
     (root / "server.pid").write_text(f"{server.pid}\n")  # demo.sh stops its process group, even if interrupted now
     deadline = time.monotonic() + args.timeout

@@ -63,9 +63,11 @@ if [[ "$KILL_EPOCH" -gt 0 ]]; then
   killer=$!
 fi
 set +e
+# (awk: without the container's last lines that a failed try's error repeats; they were shown as they came)
 "$AIRFLOW" dags test "$DAG_ID" "$DATE" -c "$CONF" 2>&1 | tee "$LOG" |
+  awk '/^Last [0-9]+ log lines:/ { skip = 1; next } /^[0-9][0-9][0-9][0-9]-/ { skip = 0 } !skip { print; fflush() }' |
   grep --line-buffered -E "Creating container|(^|\] )\[(prepare|train|evaluate|promote)\]|Run partition|Checkpoint|exited with code|UP_FOR_RETRY|DagRun Finished" |
-  sed -E 's/^[0-9T:.Z-]+ \[[a-z ]+\] //; s/ +\[(airflow|dood)[^]]*\].*$//'
+  sed -u -E 's/^[0-9T:.Z-]+ \[[a-z ]+\] //; s/ +\[(airflow|dood)[^]]*\].*$//'
 status=${PIPESTATUS[0]}
 set -e
 if [[ -n "${killer:-}" ]]; then
