@@ -34,6 +34,9 @@ SERVICES = ("scheduler", "dag-processor", "triggerer", "api-server")
 SCHEDULED_DAG_PREFIX = "dood_sched_"  # not "dood_it": the other integration tests remove every dood_it* container
 MAIN_ENGINE_URL = "unix:///var/run/docker.sock"
 HEARTBEAT_TIMEOUT_SECONDS = 12  # how soon the scheduler gives up on a task whose supervisor died
+SQLITE_BUSY_TIMEOUT_SECONDS = 30  # how long each Airflow process waits for SQLite's write lock (sqlite_connect_args)
+API_TIMEOUT_SECONDS = SQLITE_BUSY_TIMEOUT_SECONDS + 30  # a REST call may wait that long for the lock, then work
+DATABASE_ERROR_ATTEMPTS = 3  # REST calls answered 500 "Database error": tried this often in all (AirflowStack.api)
 
 
 @dataclass
@@ -104,10 +107,21 @@ class AirflowStack:
     # --- REST API ---
 
     def api(self, method: str, path: str, **kwargs: Any) -> Any:
-        response = requests.request(method, f"{self.api_url}/api/v2{path}", timeout=30, **kwargs)
-        if response.status_code >= 400:
-            raise AssertionError(f"{method} /api/v2{path}: {response.status_code} {response.text[:1000]}")
-        return response.json() if response.content else None  # DELETE answers 204, no body
+        """One REST call, as a user makes it: a 500 "Database error" (SQLite's single writer busy past its
+        timeout, `sqlite_connect_args`; the request's transaction was rolled back) is tried again, as a user
+        clicks again, at most DATABASE_ERROR_ATTEMPTS times; the failure then says every attempt's reason."""
+        failures: list[str] = []
+        for attempt in range(1, DATABASE_ERROR_ATTEMPTS + 1):
+            response = requests.request(method, f"{self.api_url}/api/v2{path}", timeout=API_TIMEOUT_SECONDS, **kwargs)
+            if response.status_code < 400:
+                return response.json() if response.content else None  # DELETE answers 204, no body
+            failures.append(f"{response.status_code} {response.text[:1000]}")
+            reason = _database_error(response)
+            if reason is None or attempt == DATABASE_ERROR_ATTEMPTS:
+                break
+            print(f"{method} /api/v2{path}: attempt {attempt} met a database error ({reason}); trying again")
+            time.sleep(attempt)
+        raise AssertionError(f"{method} /api/v2{path}: " + "\n  then: ".join(failures))
 
     def trigger(self, dag_id: str) -> str:
         """Unpause (once parsed) and trigger a run now; returns its run id."""
@@ -188,6 +202,37 @@ class AirflowStack:
         self._start_service("scheduler")
 
 
+SQLITE_CONNECT_MODULE = "dood_it_sqlite"
+
+
+def sqlite_connect_args(home: Path) -> None:
+    """Every Airflow process of the stack waits up to SQLITE_BUSY_TIMEOUT_SECONDS for SQLite's single writer,
+    instead of Python's default 5 s: on a busy 2-core machine the scheduler, dag-processor, triggerer and
+    api-server can hold the write lock longer than that between them, and the loser's request fails with
+    "database is locked" (an API call: 500 "Database error"). A module in $AIRFLOW_HOME/config, which Airflow
+    puts on sys.path before it creates its engines, named by [database] sql_alchemy_connect_args(_async)."""
+    config = home / "config"
+    config.mkdir(exist_ok=True)
+    timeout = SQLITE_BUSY_TIMEOUT_SECONDS
+    (config / f"{SQLITE_CONNECT_MODULE}.py").write_text(
+        f'"""sqlite3.connect arguments of this test stack (tests/integration/airflow_stack.py)."""\n'
+        f"SYNC = {{'timeout': {timeout}}}\nASYNC = {{'timeout': {timeout}}}\n"
+    )
+
+
+def _database_error(response: requests.Response) -> str | None:
+    """The database's own error of a 500 "Database error" (`[api] expose_stacktrace` is on), else None."""
+    if response.status_code < 500:
+        return None
+    try:
+        detail = response.json().get("detail")
+    except ValueError:
+        return None
+    if not isinstance(detail, dict) or detail.get("reason") != "Database error":
+        return None
+    return str(detail.get("orig_error"))
+
+
 def _ok(response: requests.Response) -> bool:
     return response.status_code == 200
 
@@ -207,6 +252,7 @@ def stack_env(home: Path, port: int, executor: str = "LocalExecutor") -> dict[st
     dood_config.write_text(
         f"runs_root: {home / 'runs'}\nmount_discovery: {{mode: 'off'}}\npolicy:\n  allowed_host_roots: ['{home}']\n"
     )
+    sqlite_connect_args(home)
     keep = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW_", "AIRFLOW__", "DOOD_"))}
     secret = secrets.token_urlsafe(32)
     return {
@@ -220,6 +266,9 @@ def stack_env(home: Path, port: int, executor: str = "LocalExecutor") -> dict[st
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": f"{SQLITE_CONNECT_MODULE}.SYNC",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS_ASYNC": f"{SQLITE_CONNECT_MODULE}.ASYNC",
+        "AIRFLOW__API__EXPOSE_STACKTRACE": "True",  # a 500 "Database error" then says which (see AirflowStack.api)
         "AIRFLOW__API__HOST": "127.0.0.1",
         "AIRFLOW__API__PORT": str(port),
         "AIRFLOW__API__SECRET_KEY": secret,
