@@ -41,6 +41,9 @@ CLASSPATH = "dood.triggers.container.DoodContainerTrigger"
 DEFAULT_DOCKER_URL = "unix:///var/run/docker.sock"
 SIGKILL_EXIT_CODE = 137  # killed: by the kernel (OOM), `docker kill`, `docker rm -f`, or the daemon's shutdown
 REPLAY_GRACE_SECONDS = 1.0  # how long replayed events are read once the container is found gone
+# How long after its task deferred an outcome is held back (`settle_seconds`): Airflow 3.3 fails a try resumed
+# before the executor's report that its deferring worker exited was processed (see DoodContainerTrigger).
+RESUME_SETTLE_SECONDS = 15.0
 
 _API_VERSION = re.compile(r"^(auto|v?\d+\.\d+)$")
 
@@ -89,6 +92,16 @@ class DoodContainerTrigger(BaseTrigger):
     :param resume: what the task's resume needs when its dood config cannot be read
         (`dood.lifecycle.completion.resume_carry`): echoed in every event under ``resume``, with the endpoint handed
         over above (``docker``), so a config made invalid during the wait fails no finished training.
+    :param settle_seconds: hold an outcome (not a ``timeout``) back until this long after now, the moment the
+        task defers; only the absolute time (``resume_not_before``) is kept, as for the deadline.
+        `from_config` gives ``RESUME_SETTLE_SECONDS``. Why: Airflow 3.3's scheduler fails a deferred try
+        resumed before it processed the executor's report that the worker which deferred it exited ("success",
+        up to ~5 s after the deferral: the Task SDK supervisor notices its task process gone only every
+        5 s; later on a loaded machine): that report then finds the resumed try queued or running, takes it for
+        a try killed outside Airflow ("Executor ... reported that the task instance ... finished with state
+        success, but the task instance's state attribute is queued") and marks it FAILED, so the resumed run
+        cannot start ("TI was not in a state where it could be marked as running, previous_state: failed").
+        A container ending within seconds of its deferral met that; held, its resume comes after the report.
     """
 
     def __init__(
@@ -106,9 +119,12 @@ class DoodContainerTrigger(BaseTrigger):
         tls_client_key: str | None = None,
         host: str | None = None,
         resume: dict[str, Any] | None = None,
+        resume_not_before: float | None = None,
+        settle_seconds: float | None = None,
     ) -> None:
         super().__init__()
         _validate(container_id, api_version, deadline, timeout_seconds, retry_budget_seconds, stop_grace_seconds)
+        _validate_settle(resume_not_before, settle_seconds)
         self.container_id = container_id
         self.docker_url = docker_url
         self.api_version = api_version
@@ -122,6 +138,9 @@ class DoodContainerTrigger(BaseTrigger):
         self.tls_client_key = tls_client_key
         self.host = host
         self.resume = resume
+        self.resume_not_before = float(resume_not_before) if resume_not_before is not None else None
+        if settle_seconds is not None:
+            self.resume_not_before = time.time() + settle_seconds
         self._handed_over = self._target()  # before `_reach_host`: the endpoint the task's worker reaches
         self._ending: str | None = None  # set once this trigger began to end the container at its deadline
 
@@ -135,10 +154,12 @@ class DoodContainerTrigger(BaseTrigger):
         deadline: float | None = None,
         stop_grace_seconds: int | None | Literal["config"] = "config",
         resume: dict[str, Any] | None = None,
+        settle_seconds: float | None = RESUME_SETTLE_SECONDS,
     ) -> DoodContainerTrigger:
-        """The trigger for a container launched through this config's Docker endpoint. On a user kill it
-        stops the container with the config's grace period, unless `stop_grace_seconds` says otherwise
-        (None: leave it running, for a waiter that does not own the container)."""
+        """The trigger for a container launched through this config's Docker endpoint, made as the task defers.
+        On a user kill it stops the container with the config's grace period, unless `stop_grace_seconds` says
+        otherwise (None: leave it running, for a waiter that does not own the container). An outcome is held
+        back until `settle_seconds` after now (see the class)."""
         docker = config.reachable_docker  # with several hosts: the one a triggerer on any host reaches
         return cls(
             container_id=container_id,
@@ -155,6 +176,7 @@ class DoodContainerTrigger(BaseTrigger):
             tls_client_key=docker.tls_client_key,
             host=config.host,
             resume=resume,
+            settle_seconds=settle_seconds,
         )
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
@@ -170,11 +192,31 @@ class DoodContainerTrigger(BaseTrigger):
             "tls_client_key": self.tls_client_key,
             "host": self.host,
             "resume": self.resume,
+            "resume_not_before": self.resume_not_before,
         }
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         """Yield exactly one event; the Docker session is already closed when it is yielded."""
-        yield TriggerEvent(self._for_resume(await self.wait()))
+        event = await self.wait()
+        await self._settle(event)
+        yield TriggerEvent(self._for_resume(event))
+
+    async def _settle(self, event: dict[str, Any]) -> None:
+        """Hold an outcome back until `resume_not_before` (see `settle_seconds`). A ``timeout`` is not held:
+        the deadline is the user's, and Airflow's own deadline check would answer first."""
+        if self.resume_not_before is None or event.get("status") == "timeout":
+            return
+        hold = self.resume_not_before - time.time()
+        if hold <= 0:
+            return
+        self.log.info(
+            "Container %s ended (%s) soon after its task deferred: resuming the task in %.1fs, once Airflow has "
+            "seen the worker that deferred it exit (Airflow 3.3 fails a try resumed before that)",
+            self.container_id[:12],
+            event.get("status"),
+            hold,
+        )
+        await asyncio.sleep(hold)
 
     async def wait(self) -> dict[str, Any]:
         """The payload of the one event. The session is closed whatever happens, cancellation included."""
@@ -517,6 +559,13 @@ def _validate(
         raise ValueError(
             f"stop_grace_seconds: must be >= 0 (or None to leave the container), got {stop_grace_seconds!r}"
         )
+
+
+def _validate_settle(resume_not_before: float | None, settle_seconds: float | None) -> None:
+    if resume_not_before is not None and settle_seconds is not None:
+        raise ValueError("Give either resume_not_before (absolute epoch seconds) or settle_seconds, not both.")
+    if settle_seconds is not None and settle_seconds < 0:
+        raise ValueError(f"settle_seconds: must be >= 0 (0: no hold), got {settle_seconds!r}")
 
 
 def _runs_root() -> str | None:
