@@ -60,10 +60,11 @@ orphan_chatty = _step(
     retry_delay=timedelta(0),
 )
 # A user clears the running task: try 1's container is stopped (SIGTERM noted) and removed; the new try
-# runs a fresh container, which ends with its result after a few seconds: a deferred try whose trigger
-# fires before its deferring worker process has exited meets an Airflow 3.3 race (that process's late
-# "success" executor event makes the scheduler mark the resumed try FAILED; seen 1 in 3 runs here).
-CLEARED = f'if [ "$DOOD_TRY_NUMBER" -gt 1 ]; then sleep 8; {RESULT}; exit 0; fi; {GRACEFUL}'
+# runs a fresh container, which ends with its result within a second or two of the deferral: the case of
+# Airflow 3.3's race that the trigger's hold avoids (dood.triggers.container.RESUME_SETTLE_SECONDS: a try
+# resumed before the scheduler processed its deferring worker's late "success" executor event was marked
+# FAILED; with `sleep 8` here it still failed on a busy CI machine, with `sleep 1` in 2 of 10 runs unheld).
+CLEARED = f'if [ "$DOOD_TRY_NUMBER" -gt 1 ]; then sleep 1; {RESULT}; exit 0; fi; {GRACEFUL}'
 clear_blocking = _step("dood_sched_clear_blocking", CLEARED, stop_grace_period=GRACE)
 clear_deferrable = _step("dood_sched_clear_deferrable", CLEARED, stop_grace_period=GRACE, deferrable=True)
 # The triggerer restarts while the task is deferred: the trigger resumes on the new triggerer.
