@@ -4,11 +4,13 @@ training SIGKILLed at epoch k resumes there in its retry and trains only the epo
 uninterrupted run's predictions, and its directory is gone after success; a training whose *worker* is SIGKILLed
 at epoch k is adopted by the retry and loses no epoch; two mapped indexes never share a directory; a backfill of
 3 dates has 3; a clear starts from an empty one. What the engine and the filesystem show is what counts, never
-what dood says it did. The gated DAGs' containers wait for a file the test makes, never for a fixed time."""
+what dood says it did. The gated DAGs' containers wait for a file the test makes, never for a fixed time.
+`DOOD_CHECKPOINT_CLEAR_REPEATS=10` repeats the clear case (default 1)."""
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 from pathlib import Path
@@ -22,6 +24,7 @@ from tests.integration.airflow_stack import MAIN_ENGINE_URL, EngineEvents, engin
 EPOCHS = 6  # as in scheduled_dags/dood_sched_checkpoint.py
 KILL_AT = 3
 GATED_EPOCHS, GATED_AT = 5, 2  # as in scheduled_dags/dood_sched_checkpoint_gated.py
+CLEAR_REPEATS = range(int(os.environ.get("DOOD_CHECKPOINT_CLEAR_REPEATS", "1")))
 
 
 def wait_for(condition, timeout: float, what: str, every: float = 0.2):
@@ -140,7 +143,8 @@ def test_two_mapped_indexes_never_share_a_directory(airflow_stack, docker_api):
     assert (kept[1] / "mine").read_text() == "index-1\n"
 
 
-def test_a_clear_starts_from_an_empty_directory(airflow_stack, docker_api):
+@pytest.mark.parametrize("repeat", CLEAR_REPEATS)
+def test_a_clear_starts_from_an_empty_directory(airflow_stack, docker_api, repeat):
     dag_id = "dood_sched_checkpoint_clear"
     run_id = airflow_stack.trigger(dag_id)
     container = wait_for(lambda: run_container(docker_api, dag_id, run_id), 120, "try 1's container")
