@@ -11,7 +11,7 @@ import time
 import pytest
 
 from dood.config import parse_config
-from dood.outcome import wait_event
+from dood.lifecycle.outcome import wait_event
 from dood.triggers.container import RESUME_SETTLE_SECONDS, DoodContainerTrigger
 
 
