@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from dood.config import parse_config
+from dood.config.model import parse_config
 from dood.lifecycle.outcome import wait_event
 from dood.triggers.container import RESUME_SETTLE_SECONDS, DoodContainerTrigger
 
