@@ -223,6 +223,18 @@ def test_the_worker_sigkilled_at_epoch_k_the_retry_adopts_the_training_and_no_ep
     assert not Path(path).exists(), f"the checkpoint directory {path} is still there after success"
 
 
+def dag_parsed(stack, dag_id: str) -> bool:
+    try:
+        stack.api("GET", f"/dags/{dag_id}")
+        return True
+    except AssertionError:
+        return False
+
+
+def runs_of(stack, dag_id: str, run_type: str) -> list[dict]:
+    return [r for r in stack.api("GET", f"/dags/{dag_id}/dagRuns")["dag_runs"] if r["run_type"] == run_type]
+
+
 def checkpoint_sources(docker_api, container: dict) -> list[str]:
     return [
         mount["Source"]
@@ -238,7 +250,11 @@ def test_a_backfill_of_3_dates_gives_3_checkpoint_directories(airflow_stack, doc
     dag_id = "dood_sched_checkpoint_backfill"
     opened = gate(airflow_stack, "checkpoint-backfill.go")
     try:
-        airflow_stack.trigger(dag_id)  # unpaused; the scheduler also makes today's scheduled run (held too)
+        airflow_stack._wait_until(lambda: dag_parsed(airflow_stack, dag_id), 120, f"{dag_id} to be parsed")
+        airflow_stack.api("PATCH", f"/dags/{dag_id}", json={"is_paused": False})  # paused DAGs run no task
+        # Unpaused, the scheduler makes today's scheduled run (held too) at once; a backfill created in the same
+        # moment can crash Airflow 3.3's scheduler on SQLite (StaleDataError, test_backfill_bound.py): so after it
+        airflow_stack._wait_until(lambda: runs_of(airflow_stack, dag_id, "scheduled"), 120, f"{dag_id}'s scheduled run")
         body = {"dag_id": dag_id, "from_date": "2026-01-01T00:00:00Z", "to_date": "2026-01-03T00:00:00Z"}
         for _ in range(60):  # SQLite answers 503 "Database is locked" while the scheduler writes: ask again
             try:
@@ -263,8 +279,17 @@ def test_a_backfill_of_3_dates_gives_3_checkpoint_directories(airflow_stack, doc
             marked = all(len(s) == 1 and (Path(s[0]) / "mine").exists() for s in sources.values())
             return sources if marked else None
 
-        sources = wait_for(held, 240, "3 backfill containers held, each having marked its checkpoint directory")
-        paths = {run: Path(found[0]) for run, found in sources.items()}
+        found: dict[str, dict[str, list[str]]] = {}
+
+        def all_held() -> bool:  # through the stack's wait: it starts a crashed scheduler again
+            found["sources"] = held() or {}
+            return bool(found["sources"])
+
+        airflow_stack._wait_until(
+            all_held, 240, "3 backfill containers held, each having marked its checkpoint directory", every=0.2
+        )
+        sources = found["sources"]
+        paths = {run: Path(mounts[0]) for run, mounts in sources.items()}
         assert len(set(paths.values())) == 3, f"the backfilled runs share checkpoint directories: {paths}"
         task_dirs = {path.parent for path in paths.values()}
         assert len(task_dirs) == 1, f"one task, one task directory: {task_dirs}"
@@ -275,12 +300,12 @@ def test_a_backfill_of_3_dates_gives_3_checkpoint_directories(airflow_stack, doc
         opened.touch()
 
         def backfill_done() -> list[dict] | None:
-            runs = airflow_stack.api("GET", f"/dags/{dag_id}/dagRuns")["dag_runs"]
-            backfilled = [r for r in runs if r["run_type"] == "backfill"]
+            backfilled = runs_of(airflow_stack, dag_id, "backfill")
             finished = len(backfilled) == 3 and all(r["state"] in ("success", "failed") for r in backfilled)
             return backfilled if finished else None
 
-        backfilled = wait_for(backfill_done, 180, "the 3 backfill runs to finish", every=1)
+        airflow_stack._wait_until(lambda: backfill_done() is not None, 180, "the 3 backfill runs to finish", every=1)
+        backfilled = backfill_done() or []
     finally:
         opened.touch()
     assert [r["state"] for r in backfilled] == ["success"] * 3, backfilled
