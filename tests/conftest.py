@@ -57,6 +57,7 @@ INDEPENDENT = {  # no dood_it* container on the main engine; each its own DAG id
     "ui/test_pages.py",
     "integration/test_assets.py",
     "ui/test_assets_view.py",
+    "integration/test_demo.py",
 }
 MAIN_ENGINE_FIXTURES = {"ours", "container", "dag_run"}  # these make or remove dood_it* containers
 
