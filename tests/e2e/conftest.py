@@ -48,6 +48,8 @@ API_SERVER = "airflow-apiserver"
 REST_CEILING_SECONDS = 900
 #: A wait with progress (`wait_for(progress=...)`) fails after this long without any, not after a fixed total.
 STALL_SECONDS = 300
+SESSION_MODULES = ("test_compose.py", "test_mlflow.py")  # the tests on the session's stack (`stack` fixture)
+DOWN_TEST = "test_down_leaves_no_container_network_volume_or_launched_step"  # takes that stack down
 
 
 def pytest_configure(config):
@@ -62,6 +64,15 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.e2e)
             if not wanted:
                 item.add_marker(skip)
+
+    # The modules on the session's stack first, its teardown test last among them (test_compose.py's down test
+    # would otherwise take the stack down before test_mlflow.py runs); the stacks of their own after them.
+    def group(item: pytest.Item) -> int:
+        if item.path.name in SESSION_MODULES:
+            return 1 if item.name == DOWN_TEST else 0
+        return 2
+
+    items.sort(key=group)  # stable: each group keeps its order
 
 
 def log(message: str) -> None:
