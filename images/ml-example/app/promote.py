@@ -12,6 +12,7 @@ The result of a promotion names the model (host path, sha256 digest) and its met
 """
 
 import datetime as dt
+import fcntl
 import hashlib
 import os
 import shutil
@@ -48,6 +49,8 @@ def main():
             fail(f"{path} is missing: run train and evaluate first", EXIT_BAD_CONFIG)
     new = read_json(eval_path)
 
+    # one promote at a time reads, registers and swaps the champion; kept referenced, so held until exit
+    lock = hold_promotion_lock(models_dir)  # noqa: F841
     champion = os.path.join(models_dir, "champion")
     refusal = policy_refusal(champion)
     if refusal and not p["force_promote"]:
@@ -118,6 +121,19 @@ def main():
             **({"mlflow": registered} if registered else {}),
         }
     )
+
+
+def hold_promotion_lock(models_dir):
+    """Two runs promoting at once (a scheduled and a manual run) would both read "no champion", both register a
+    version and leave the alias and the champion/ directory disagreeing: an exclusive lock on a file in the
+    models directory (every promote of the pipeline mounts it), held until this process exits."""
+    lock = open(os.path.join(models_dir, ".promote.lock"), "a")  # held open until exit
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        log("another promote of this pipeline is running: waiting for it to finish")
+        fcntl.flock(lock, fcntl.LOCK_EX)
+    return lock
 
 
 def sha256_of(path):
