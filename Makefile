@@ -31,20 +31,14 @@ images-test: docker
 images: docker
 	@bash scripts/build-images.sh all
 
-## make test: unit tests, integration tests on the real Docker engine and a real Airflow, then the
-## docker-compose stack end to end (Airflow in containers launching the steps through the host socket).
-## DOOD_TEST_WORKERS=2 make test: the tests not marked `serial` in 2 pytest-xdist workers (tests/conftest.py
-## says which run beside which), then the `serial` ones alone, then the compose e2e.
-DOOD_TEST_WORKERS ?= 1
-PYTEST_TESTS := $(BIN)/python -m pytest tests --ignore=tests/e2e
+## make test: unit tests, integration tests on the real Docker engine and a real Airflow, and beside them the
+## docker-compose stack end to end (Airflow in containers launching the steps through the host socket):
+## scripts/test-all.sh. DOOD_E2E_BESIDE=0: one after the other. DOOD_TEST_WORKERS=2 make test: the tests not
+## marked `serial` in 2 pytest-xdist workers (tests/conftest.py says which run beside which), then the `serial`
+## ones alone.
+export DOOD_TEST_WORKERS DOOD_E2E_BESIDE
 test: venv images chromium redis
-ifeq ($(DOOD_TEST_WORKERS),1)
-	$(PYTEST_TESTS)
-else
-	$(PYTEST_TESTS) -m "not serial" -n $(DOOD_TEST_WORKERS) --dist loadgroup
-	$(PYTEST_TESTS) -m serial
-endif
-	@bash scripts/compose-e2e.sh
+	@bash scripts/test-all.sh
 
 ## make check: lint, formatting, types and the unit tests, in about a minute; CI runs it before `make test`.
 ## As a pre-commit hook: ln -s ../../scripts/pre-commit .git/hooks/pre-commit
