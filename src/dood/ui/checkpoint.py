@@ -57,25 +57,9 @@ def host_path_of(inspected: Mapping[str, Any] | None) -> str | None:
 
 def xcom_host_path(task: TaskKey) -> str | None:
     """The checkpoint's host path from the task instance's XCom `dood_checkpoint`, when one was pushed."""
-    from airflow.models.xcom import XComModel
-    from airflow.utils.session import create_session
-    from sqlalchemy import select
+    from dood.ui.task_states import task_xcom
 
-    with create_session() as session:
-        raw = session.scalar(
-            select(XComModel.value).where(
-                XComModel.dag_id == task.dag_id,
-                XComModel.run_id == task.run_id,
-                XComModel.task_id == task.task_id,
-                XComModel.map_index == task.map_index,
-                XComModel.key == XCOM_KEY,
-            )
-        )
-
-    class _Row:
-        value = raw
-
-    value = XComModel.deserialize_value(_Row) if raw is not None else None
+    value = task_xcom(task, XCOM_KEY)
     path = value.get("host_path") if isinstance(value, dict) else None
     return path if isinstance(path, str) and path else None
 

@@ -111,25 +111,9 @@ def run_dir_result(container_name: str) -> Any:
 
 def xcom_result(task: TaskKey) -> Any:
     """The task instance's return value (what the result file became), from Airflow's database."""
-    from airflow.models.xcom import XComModel
-    from airflow.utils.session import create_session
-    from sqlalchemy import select
+    from dood.ui.task_states import task_xcom
 
-    with create_session() as session:
-        raw = session.scalar(
-            select(XComModel.value).where(
-                XComModel.dag_id == task.dag_id,
-                XComModel.run_id == task.run_id,
-                XComModel.task_id == task.task_id,
-                XComModel.map_index == task.map_index,
-                XComModel.key == "return_value",
-            )
-        )
-
-    class _Row:
-        value = raw
-
-    return XComModel.deserialize_value(_Row) if raw is not None else None
+    return task_xcom(task, "return_value")
 
 
 def attach_result(view: Detail, *, may_read_xcom: bool) -> None:

@@ -87,21 +87,10 @@ def tracking_ui() -> tuple[bool, str | None]:
 
 def step_run(task: TaskKey) -> MlflowRun | None:
     """The task instance's MLflow run, from its XCom `mlflow`."""
-    from airflow.models.xcom import XComModel
-    from airflow.utils.session import create_session
-    from sqlalchemy import select
+    from dood.ui.task_states import task_xcom
 
-    with create_session() as session:
-        raw = session.scalar(
-            select(XComModel.value).where(
-                XComModel.dag_id == task.dag_id,
-                XComModel.run_id == task.run_id,
-                XComModel.task_id == task.task_id,
-                XComModel.map_index == task.map_index,
-                XComModel.key == XCOM_KEY,
-            )
-        )
-    return MlflowRun.from_xcom(XComModel.deserialize_value(_Raw(raw))) if raw is not None else None
+    value = task_xcom(task, XCOM_KEY)
+    return MlflowRun.from_xcom(value) if value is not None else None
 
 
 def parent_runs(dag_id: str) -> dict[str, MlflowRun]:
@@ -109,6 +98,8 @@ def parent_runs(dag_id: str) -> dict[str, MlflowRun]:
     from airflow.models.xcom import XComModel
     from airflow.utils.session import create_session
     from sqlalchemy import select
+
+    from dood.ui.task_states import stored_xcom
 
     found: dict[str, MlflowRun] = {}
     with create_session() as session:
@@ -121,12 +112,7 @@ def parent_runs(dag_id: str) -> dict[str, MlflowRun]:
         for run_id, raw in rows:
             if run_id in found:
                 continue
-            run = MlflowRun.from_xcom(XComModel.deserialize_value(_Raw(raw)))
+            run = MlflowRun.from_xcom(stored_xcom(raw))
             if run is not None and run.parent_run_id:
                 found[run_id] = run
     return found
-
-
-class _Raw:
-    def __init__(self, value: Any) -> None:
-        self.value = value

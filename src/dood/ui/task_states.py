@@ -7,6 +7,8 @@ run's states too (`HandedOff`), so the page applies the janitor's whole rule (`d
 from __future__ import annotations
 
 from collections.abc import Iterable
+from types import SimpleNamespace
+from typing import Any
 
 from dood.lifecycle.handoff import waiters
 from dood.lifecycle.owning_try import NO_TASK_INSTANCE as MISSING
@@ -65,6 +67,33 @@ def task_states(keys: Iterable[TaskKey]) -> dict[TaskKey, str | HandedOff]:
                 runs.get((key.dag_id, key.run_id), MISSING),
             )
     return states
+
+
+def task_xcom(task: TaskKey, key: str) -> Any:
+    """One XCom of a task instance, deserialized as Airflow stores it; None when it was never pushed. The one
+    read the Container tab's result, checkpoint and MLflow sections share."""
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        raw = session.scalar(
+            select(XComModel.value).where(
+                XComModel.dag_id == task.dag_id,
+                XComModel.run_id == task.run_id,
+                XComModel.task_id == task.task_id,
+                XComModel.map_index == task.map_index,
+                XComModel.key == key,
+            )
+        )
+    return stored_xcom(raw) if raw is not None else None
+
+
+def stored_xcom(raw: Any) -> Any:
+    """A value of the xcom table's `value` column, deserialized (`XComModel.deserialize_value` reads `.value`)."""
+    from airflow.models.xcom import XComModel
+
+    return XComModel.deserialize_value(SimpleNamespace(value=raw))
 
 
 def _text(state: object) -> str:
