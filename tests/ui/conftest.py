@@ -40,6 +40,21 @@ WIDE = ", ".join(
 )
 
 
+def signed_in_env(home: Path, port: int) -> dict[str, str]:
+    """The UI stacks' users (USERS, their passwords in a file under `home`), the DAG-restricted auth manager and
+    the api-server's own URL: what a browser test signs in with."""
+    passwords = home / "passwords.json"
+    passwords.write_text(json.dumps(USERS))
+    return {
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "False",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin,outsider:viewer",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
+        "AIRFLOW__CORE__AUTH_MANAGER": "tests.ui.auth_manager.DagRestrictedAuthManager",
+        "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE.parents[1]), os.environ.get("PYTHONPATH")])),
+    }
+
+
 def dood_config(home: Path) -> str:
     evaluate = (
         # The whole date, not the day: the scheduled run's date is today's, and on the 2nd of a month it would
@@ -126,18 +141,7 @@ def ui_stack(tmp_path_factory, docker_api):
     port = free_port()
     env = stack_env(home, port)
     (home / "dood.yaml").write_text(dood_config(home))
-    passwords = home / "passwords.json"
-    passwords.write_text(json.dumps(USERS))
-    env.update(
-        {
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "False",
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin,outsider:viewer",
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
-            "AIRFLOW__CORE__AUTH_MANAGER": "tests.ui.auth_manager.DagRestrictedAuthManager",
-            "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}",
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE.parents[1]), os.environ.get("PYTHONPATH")])),
-        }
-    )
+    env.update(signed_in_env(home, port))
     stack = UiStack(home, f"http://127.0.0.1:{port}", env)
     try:
         stack.start()

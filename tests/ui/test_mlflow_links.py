@@ -11,7 +11,6 @@ are checked with MLflow's client), and MLflow's experiment page with the nested 
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 
@@ -21,7 +20,7 @@ import requests
 from tests.integration.airflow_stack import stack_env
 from tests.integration.mlflow_server import mlflow_server
 from tests.ports import free_port
-from tests.ui.conftest import HERE, USERS, UiStack, screenshot, signed_in_page, wait_until
+from tests.ui.conftest import HERE, UiStack, screenshot, signed_in_env, signed_in_page, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
@@ -71,18 +70,7 @@ def tracked(tmp_path_factory, docker_api):
     (home / "data").mkdir(mode=0o755)
     port = free_port()
     env = stack_env(home, port)
-    passwords = home / "passwords.json"
-    passwords.write_text(json.dumps(USERS))
-    env.update(
-        {
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "False",
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin,outsider:viewer",
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
-            "AIRFLOW__CORE__AUTH_MANAGER": "tests.ui.auth_manager.DagRestrictedAuthManager",
-            "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}",
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE.parents[1]), os.environ.get("PYTHONPATH")])),
-        }
-    )
+    env.update(signed_in_env(home, port))
     with mlflow_server(home / "mlflow") as mlflow_url:
         (home / "dood.yaml").write_text(tracked_config(home, mlflow_url))
         stack = UiStack(home, f"http://127.0.0.1:{port}", env)
