@@ -23,7 +23,9 @@ NAME_PLACEHOLDERS = {
 #: Environment variables of MLflow's client that carry a secret: handed to steps privately when set.
 DEFAULT_CREDENTIALS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN")
 _SCHEMES = ("http", "https")
-_NOT_IN_URLS = "\"'<>\\^`{|}"
+#: What a UI base address may hold (allow-list): unreserved characters, percent-encodings, and the scheme, port,
+#: path and IPv6 delimiters; no userinfo, query or fragment is allowed anyway. It is written into pages as a link.
+_UI_URL_CHARS = re.compile(r"[A-Za-z0-9._~%:/\[\]-]+")
 _ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")
 
 
@@ -60,8 +62,11 @@ def _check_ui_url(value: str) -> str:
         raise ValueError("must not hold credentials: it is written into the Airflow UI's pages as a link")
     if parts.query or parts.fragment:
         raise ValueError(f"must be a base address without ?query or #fragment (dood adds the run's), got {value!r}")
-    if any(c.isspace() or not c.isprintable() or c in _NOT_IN_URLS for c in value):
-        raise ValueError(f"must be a URL without spaces, control characters or any of {_NOT_IN_URLS}, got {value!r}")
+    if not _UI_URL_CHARS.fullmatch(value):
+        raise ValueError(
+            "must be a URL without spaces, control characters or other characters than letters, digits and "
+            f"- . _ ~ % : / [ ] (percent-encode the rest), got {value!r}"
+        )
     return value.rstrip("/")
 
 
