@@ -44,6 +44,9 @@ __all__ = ["CHECKPOINT_XCOM_KEY", "CheckpointContents", "TaskCheckpoint", "conte
 
 #: The most entries looked at when describing a checkpoint (a log line, not an inventory).
 MAX_ENTRIES = 10_000
+#: The most directories held open, found but not yet listed, while describing one (then it says "truncated").
+MAX_OPEN_DIRECTORIES = 256
+_DIRECTORY_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 #: The XCom naming a try's checkpoint host path (`{"host_path": ...}`): the Container tab reads it
 #: (`dood.ui.checkpoint.XCOM_KEY`, pinned equal by a test) when the container, and its mount, are gone.
@@ -78,31 +81,42 @@ class CheckpointContents:
 
 
 def contents_of(path: str) -> CheckpointContents | None:
-    """The files below `path` (never following a link), or None when this process cannot read it."""
+    """The files below `path` (never following a link), or None when this process cannot read it.
+
+    The steps write in the directory while it is read, so a directory could be swapped for a link between its
+    `lstat` and its listing: each one is opened by descriptor, relative to its parent's, with O_NOFOLLOW
+    (`path` itself too), and listed through that descriptor; nothing is resolved by path twice."""
     files = size = 0
     newest: list[tuple[float, str]] = []
     last = None
     seen = 0
-    stack = [""]
+    stack: list[tuple[int, str]] = []
     try:
+        stack.append((os.open(path, _DIRECTORY_FLAGS), ""))
         while stack:
-            relative = stack.pop()
-            with os.scandir(os.path.join(path, relative) if relative else path) as entries:
-                for entry in entries:
-                    seen += 1
-                    if seen > MAX_ENTRIES:
-                        return CheckpointContents(files, size, last, _names(newest), truncated=True)
-                    info = entry.stat(follow_symlinks=False)
-                    name = f"{relative}/{entry.name}" if relative else entry.name
-                    last = info.st_mtime if last is None else max(last, info.st_mtime)
-                    if stat.S_ISDIR(info.st_mode):
-                        stack.append(name)
-                    elif stat.S_ISREG(info.st_mode):
-                        files += 1
-                        size += info.st_size
-                        newest = sorted([*newest, (info.st_mtime, name)], reverse=True)[:3]
+            fd, relative = stack.pop()
+            try:
+                with os.scandir(fd) as entries:
+                    for entry in entries:
+                        seen += 1
+                        if seen > MAX_ENTRIES or len(stack) >= MAX_OPEN_DIRECTORIES:
+                            return CheckpointContents(files, size, last, _names(newest), truncated=True)
+                        info = entry.stat(follow_symlinks=False)
+                        name = f"{relative}/{entry.name}" if relative else entry.name
+                        last = info.st_mtime if last is None else max(last, info.st_mtime)
+                        if stat.S_ISDIR(info.st_mode):
+                            stack.append((os.open(entry.name, _DIRECTORY_FLAGS, dir_fd=fd), name))
+                        elif stat.S_ISREG(info.st_mode):
+                            files += 1
+                            size += info.st_size
+                            newest = sorted([*newest, (info.st_mtime, name)], reverse=True)[:3]
+            finally:
+                os.close(fd)
     except OSError:
         return None
+    finally:
+        for fd, _ in stack:
+            os.close(fd)
     return CheckpointContents(files, size, last, _names(newest))
 
 

@@ -496,3 +496,16 @@ def test_a_root_nested_in_a_checkpoint_tree_is_refused():
     ):
         with pytest.raises(UnsafePath, match="inside another 'dood-checkpoints' tree"):
             check_root(nested)
+
+
+def test_a_directory_swapped_for_a_link_while_it_is_read_is_never_followed(tmp_path, monkeypatch):
+    """The steps write while the checkpoint is described: a directory seen by lstat may be a link by the time it
+    is listed. Simulated by taking every entry for a directory: a link to /etc is then opened (O_NOFOLLOW, by
+    descriptor) and refused, so nothing of /etc is ever counted; by path, /etc was listed."""
+    (tmp_path / "checkpoint.joblib").write_bytes(b"x" * 100)
+    os.symlink("/etc", tmp_path / "swapped")
+    monkeypatch.setattr("dood.lifecycle.checkpoint.stat.S_ISDIR", lambda mode: True)
+    assert contents_of(str(tmp_path)) is None  # refused, never listed
+    os.symlink(tmp_path, tmp_path.parent / "link-to-checkpoint")
+    monkeypatch.undo()
+    assert contents_of(str(tmp_path.parent / "link-to-checkpoint")) is None  # the directory itself as a link
