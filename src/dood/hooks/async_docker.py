@@ -1,4 +1,5 @@
-"""An aiodocker session for the triggers, built from what a trigger serializes (URL, API version, TLS files).
+"""An aiodocker session for the triggers, built from the `DockerTarget` a trigger serializes (URL, API version,
+TLS files).
 
 One place for the URL rewrite (tcp:// -> http(s)://), the API version form aiodocker wants and the TLS
 context, so every trigger reaches an endpoint the way the sync hook does.
@@ -10,9 +11,13 @@ import functools
 import os
 import re
 import ssl
+from typing import TYPE_CHECKING
 
 import aiodocker
 import aiohttp
+
+if TYPE_CHECKING:
+    from dood.engine.target import DockerTarget
 
 CALL_TIMEOUT = aiohttp.ClientTimeout(total=30, sock_connect=10)
 CONNECTIONS_AT_A_TIME = 20  # per session over TCP: a burst of waits queues its inspects, not its TLS handshakes
@@ -47,23 +52,16 @@ def _ssl_context(files: tuple[tuple[str | None, int], ...]) -> ssl.SSLContext:
     return context
 
 
-def async_docker(
-    url: str,
-    api_version: str,
-    *,
-    tls_ca_cert: str | None = None,
-    tls_client_cert: str | None = None,
-    tls_client_key: str | None = None,
-) -> aiodocker.Docker:
-    """A new session: create it inside the event loop that uses it, and close it there.
+def async_docker(target: DockerTarget) -> aiodocker.Docker:
+    """A new session to `target`: create it inside the event loop that uses it, and close it there.
 
     Over TCP a request's connection is closed once it is answered (`force_close`), not kept for the next: a
     trigger makes one short request (an inspect) beside its one long event stream, and over TLS every idle
     kept connection would hold asyncio's 256 KiB read buffer for as long as the trigger waits. At most
     CONNECTIONS_AT_A_TIME are open at once: the waits of a triggerer share one session per endpoint."""
-    context = ssl_context(tls_ca_cert, tls_client_cert, tls_client_key)
-    url = re.sub(r"^tcp://", "https://" if context else "http://", url)
-    version = api_version if api_version == "auto" else "v" + api_version.lstrip("v")
+    context = ssl_context(target.tls_ca_cert, target.tls_client_cert, target.tls_client_key)
+    url = re.sub(r"^tcp://", "https://" if context else "http://", target.url)
+    version = target.api_version if target.api_version == "auto" else "v" + target.api_version.lstrip("v")
     if not url.startswith(("http://", "https://")):
         return aiodocker.Docker(url=url, ssl_context=context, api_version=version, timeout=CALL_TIMEOUT)
     connector = aiohttp.TCPConnector(ssl=context if context else False, force_close=True, limit=CONNECTIONS_AT_A_TIME)

@@ -73,8 +73,11 @@ class DoodContainerTrigger(BaseTrigger):
     killed (a restart without live-restore, `dood.engine.reconnect`) is ``failed`` with ``killed_by_daemon`` saying so.
 
     :param container_id: the container to wait for (id, or name).
-    :param docker_url: Docker API URL: ``unix://``, ``tcp://``, ``http(s)://``.
-    :param api_version: ``auto`` or a version such as ``1.41`` (a fixed one saves a round trip per wait).
+    :param target: the Docker endpoint (`dood.engine.target.DockerTarget`: URL, API version, TLS files), or the
+        plain dict it serializes to (``target`` in the kwargs); the local socket when omitted. Its API version:
+        ``auto`` or a version such as ``1.41`` (a fixed one saves a round trip per wait). A trigger row of the
+        previous release, with the endpoint as flat kwargs (``docker_url``, ``api_version``, ``tls_ca_cert``,
+        ``tls_client_cert``, ``tls_client_key``), still constructs: they are mapped onto the target.
     :param deadline: epoch seconds after which the wait ends with ``timeout``. Absolute, so a triggerer
         restart does not restart the clock.
     :param timeout_seconds: shorthand for ``deadline = now + timeout_seconds``; only the deadline is kept.
@@ -85,7 +88,6 @@ class DoodContainerTrigger(BaseTrigger):
         leaves it alone (a waiter that does not own the container). At the deadline the ``timeout`` event then
         says so in ``ending``: the resume, which Airflow may terminate (a late executor event of the deferring
         worker fails the try), does not have to be the one that ends it.
-    :param tls_ca_cert: CA file for a TLS endpoint; with ``tls_client_cert``/``tls_client_key``.
     :param host: the Docker host (the config's ``hosts:``) the container runs on. The triggerer then reaches
         it the way its own dood config says (`dood.hosts.endpoint_from_here`), and uses the endpoint above
         only when its config does not know the host.
@@ -108,40 +110,37 @@ class DoodContainerTrigger(BaseTrigger):
         self,
         *,
         container_id: str,
-        docker_url: str = DEFAULT_DOCKER_URL,
-        api_version: str = "auto",
+        target: DockerTarget | dict[str, Any] | None = None,
         deadline: float | None = None,
         timeout_seconds: float | None = None,
         retry_budget_seconds: float = 120.0,
         stop_grace_seconds: int | None = None,
-        tls_ca_cert: str | None = None,
-        tls_client_cert: str | None = None,
-        tls_client_key: str | None = None,
         host: str | None = None,
         resume: dict[str, Any] | None = None,
         resume_not_before: float | None = None,
         settle_seconds: float | None = None,
+        **previous_release: Any,
     ) -> None:
         super().__init__()
-        _validate(container_id, api_version, deadline, timeout_seconds, retry_budget_seconds, stop_grace_seconds)
+        self.target = DockerTarget.given(
+            target, previous_release, who="DoodContainerTrigger", default_url=DEFAULT_DOCKER_URL
+        )
+        _validate(
+            container_id, self.target.api_version, deadline, timeout_seconds, retry_budget_seconds, stop_grace_seconds
+        )
         _validate_settle(resume_not_before, settle_seconds)
         self.container_id = container_id
-        self.docker_url = docker_url
-        self.api_version = api_version
         self.deadline = float(deadline) if deadline is not None else None
         if timeout_seconds is not None:
             self.deadline = time.time() + timeout_seconds
         self.retry_budget_seconds = float(retry_budget_seconds)
         self.stop_grace_seconds = stop_grace_seconds
-        self.tls_ca_cert = tls_ca_cert
-        self.tls_client_cert = tls_client_cert
-        self.tls_client_key = tls_client_key
         self.host = host
         self.resume = resume
         self.resume_not_before = float(resume_not_before) if resume_not_before is not None else None
         if settle_seconds is not None:
             self.resume_not_before = time.time() + settle_seconds
-        self._handed_over = self._target()  # before `_reach_host`: the endpoint the task's worker reaches
+        self._handed_over = self.target  # before `_reach_host`: the endpoint the task's worker reaches
         self._ending: str | None = None  # set once this trigger began to end the container at its deadline
 
     @classmethod
@@ -163,17 +162,13 @@ class DoodContainerTrigger(BaseTrigger):
         docker = config.reachable_docker  # with several hosts: the one a triggerer on any host reaches
         return cls(
             container_id=container_id,
-            docker_url=docker.url,
-            api_version=docker.api_version,
+            target=DockerTarget.of(docker),
             timeout_seconds=timeout_seconds,
             deadline=deadline,
             retry_budget_seconds=docker.unreachable_timeout_seconds,
             stop_grace_seconds=(
                 config.defaults.stop_grace_period_seconds if stop_grace_seconds == "config" else stop_grace_seconds
             ),
-            tls_ca_cert=docker.tls_ca_cert,
-            tls_client_cert=docker.tls_client_cert,
-            tls_client_key=docker.tls_client_key,
             host=config.host,
             resume=resume,
             settle_seconds=settle_seconds,
@@ -182,14 +177,10 @@ class DoodContainerTrigger(BaseTrigger):
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return CLASSPATH, {
             "container_id": self.container_id,
-            "docker_url": self.docker_url,
-            "api_version": self.api_version,
+            "target": self.target.as_dict(),
             "deadline": self.deadline,
             "retry_budget_seconds": self.retry_budget_seconds,
             "stop_grace_seconds": self.stop_grace_seconds,
-            "tls_ca_cert": self.tls_ca_cert,
-            "tls_client_cert": self.tls_client_cert,
-            "tls_client_key": self.tls_client_key,
             "host": self.host,
             "resume": self.resume,
             "resume_not_before": self.resume_not_before,
@@ -234,8 +225,8 @@ class DoodContainerTrigger(BaseTrigger):
 
     async def _wait_until(self, remaining: float | None) -> dict[str, Any]:
         await self._reach_host()
-        self.log.info("Waiting for container %s to end (Docker events at %s)", self.container_id[:12], self.docker_url)
-        target = self._target()
+        target = self.target
+        self.log.info("Waiting for container %s to end (Docker events at %s)", self.container_id[:12], target.url)
         tls = (target.tls_ca_cert, target.tls_client_cert, target.tls_client_key)
         async with shared_hub(target, self._docker, lambda: tls_files(*tls)) as hub:
             try:
@@ -261,7 +252,7 @@ class DoodContainerTrigger(BaseTrigger):
         try:
             await self._reach_host()
             ending = detach(
-                self._target(),
+                self.target,
                 self.container_id,
                 self.stop_grace_seconds,
                 runs_root=self._runs_root_carried() or _runs_root(),
@@ -285,15 +276,7 @@ class DoodContainerTrigger(BaseTrigger):
         """The event with what the resume needs when its config cannot be read (`resume`), when given."""
         if self.resume is None:
             return event
-        handed = self._handed_over
-        docker = {
-            "url": handed.url,
-            "api_version": handed.api_version,
-            "tls_ca_cert": handed.tls_ca_cert,
-            "tls_client_cert": handed.tls_client_cert,
-            "tls_client_key": handed.tls_client_key,
-            "unreachable_timeout_seconds": self.retry_budget_seconds,
-        }
+        docker = {**self._handed_over.as_dict(), "unreachable_timeout_seconds": self.retry_budget_seconds}
         return {**event, RESUME_KEY: {**self.resume, "docker": docker}}
 
     async def on_kill(self) -> None:
@@ -308,7 +291,7 @@ class DoodContainerTrigger(BaseTrigger):
             return
         await self._reach_host()
         ending = detach(
-            self._target(),
+            self.target,
             self.container_id,
             self.stop_grace_seconds,
             runs_root=_runs_root(),
@@ -332,20 +315,15 @@ class DoodContainerTrigger(BaseTrigger):
         try:
             endpoint = await asyncio.to_thread(endpoint_from_here, self.host)
         except Exception as exc:  # noqa: BLE001 - the wait goes on the way the task saw it
-            self.log.warning("Host %s: this dood config cannot be read (%s); using %s", self.host, exc, self.docker_url)
+            self.log.warning("Host %s: this dood config cannot be read (%s); using %s", self.host, exc, self.target.url)
             return
         if endpoint is None:
-            self.log.info("Host %s is not in this triggerer's dood config; using %s", self.host, self.docker_url)
+            self.log.info("Host %s is not in this triggerer's dood config; using %s", self.host, self.target.url)
             return
         if "${" in endpoint.url:  # a variable of the config that this process's environment lacks
-            self.log.warning("Host %s: this dood config says %s; using %s", self.host, endpoint.url, self.docker_url)
+            self.log.warning("Host %s: this dood config says %s; using %s", self.host, endpoint.url, self.target.url)
             return
-        self.docker_url, self.api_version = endpoint.url, endpoint.api_version
-        self.tls_ca_cert, self.tls_client_cert, self.tls_client_key = (
-            endpoint.tls_ca_cert,
-            endpoint.tls_client_cert,
-            endpoint.tls_client_key,
-        )
+        self.target = DockerTarget.of(endpoint)
 
     # -- waiting --------------------------------------------------------------------------------
 
@@ -479,22 +457,10 @@ class DoodContainerTrigger(BaseTrigger):
                 return None
             raise
 
-    def _target(self) -> DockerTarget:
-        """The endpoint this trigger reaches, as one value (the shared session's key, the teardown's target)."""
-        return DockerTarget(
-            self.docker_url, self.api_version, self.tls_ca_cert, self.tls_client_cert, self.tls_client_key
-        )
-
     def _docker(self) -> aiodocker.Docker:
         """A new session, created inside the event loop (never stored between runs): the endpoint's shared
         one when this wait is the first on it, or the probe of `_daemon_going`."""
-        return async_docker(
-            self.docker_url,
-            self.api_version,
-            tls_ca_cert=self.tls_ca_cert,
-            tls_client_cert=self.tls_client_cert,
-            tls_client_key=self.tls_client_key,
-        )
+        return async_docker(self.target)
 
     # -- payloads (their shape: dood.lifecycle.outcome) ---------------------------------------------------
 
@@ -513,7 +479,7 @@ class DoodContainerTrigger(BaseTrigger):
 
     def _unreachable(self, problem: str, since: float | None) -> dict[str, Any]:
         message = unreachable_message(
-            self.docker_url,
+            self.target.url,
             since or time.time(),
             self.retry_budget_seconds,
             f"{problem} (while waiting for container {self.container_id[:12]})",

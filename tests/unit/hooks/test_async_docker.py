@@ -8,6 +8,7 @@ import os
 import subprocess
 from pathlib import Path
 
+from dood.engine.target import DockerTarget
 from dood.hooks.async_docker import async_docker, ssl_context
 
 SCRIPT = Path(__file__).resolve().parents[3] / "scripts" / "make-host-certs.sh"
@@ -32,11 +33,13 @@ async def _https_session(tmp_path):
     subprocess.run(["bash", str(SCRIPT), str(tmp_path), "host-b"], check=True, capture_output=True)
     client = tmp_path / "client"
     docker = async_docker(
-        "tcp://127.0.0.1:1",
-        "1.41",
-        tls_ca_cert=str(client / "ca.pem"),
-        tls_client_cert=str(client / "cert.pem"),
-        tls_client_key=str(client / "key.pem"),
+        DockerTarget(
+            "tcp://127.0.0.1:1",
+            "1.41",
+            tls_ca_cert=str(client / "ca.pem"),
+            tls_client_cert=str(client / "cert.pem"),
+            tls_client_key=str(client / "key.pem"),
+        )
     )
     try:
         assert docker.docker_host == "https://127.0.0.1:1"

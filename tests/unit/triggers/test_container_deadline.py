@@ -11,6 +11,7 @@ from types import SimpleNamespace
 import pytest
 
 import dood.triggers.container as container_trigger
+from dood.engine.target import DockerTarget
 from dood.lifecycle.outcome import ENDING_KEY, RESUME_KEY
 from dood.triggers.container import DoodContainerTrigger
 
@@ -39,7 +40,7 @@ def detached(monkeypatch):
 
 
 def _trigger(**kwargs) -> DoodContainerTrigger:
-    return DoodContainerTrigger(container_id="c" * 64, docker_url="tcp://proxy:2375", **kwargs)
+    return DoodContainerTrigger(container_id="c" * 64, target=DockerTarget("tcp://proxy:2375"), **kwargs)
 
 
 def test_a_deadline_already_passed_ends_the_container_it_owns_and_says_so(detached):
@@ -108,7 +109,7 @@ def test_a_wait_cancelled_before_its_deadline_leaves_the_container_to_on_kill(de
 
 def test_every_event_carries_the_resume_with_the_endpoint_handed_over(detached):
     trigger = _trigger(deadline=time.time() - 1, stop_grace_seconds=None, resume=CARRY, retry_budget_seconds=45)
-    trigger.docker_url = "unix:///run/dood/proxy.sock"  # what `_reach_host` may change in the triggerer
+    trigger.target = DockerTarget("unix:///run/dood/proxy.sock")  # what `_reach_host` may change in the triggerer
 
     async def first_event():
         async for event in trigger.run():

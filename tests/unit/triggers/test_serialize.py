@@ -8,14 +8,14 @@ import time
 import pytest
 
 from dood.config.model import parse_config
+from dood.engine.target import DockerTarget
 from dood.triggers.container import CLASSPATH, DoodContainerTrigger
 
 
 def test_serialize_round_trips_through_json():
     trigger = DoodContainerTrigger(
         container_id="abc123",
-        docker_url="tcp://dood-proxy:2375",
-        api_version="1.41",
+        target=DockerTarget("tcp://dood-proxy:2375", "1.41"),
         deadline=1_900_000_000.5,
         retry_budget_seconds=30,
         stop_grace_seconds=5,
@@ -27,6 +27,87 @@ def test_serialize_round_trips_through_json():
     again = DoodContainerTrigger(**restored_kwargs)
     assert again.serialize() == (classpath, kwargs)
     assert kwargs["deadline"] == 1_900_000_000.5
+    assert kwargs["target"] == {  # one value, a plain dict
+        "url": "tcp://dood-proxy:2375",
+        "api_version": "1.41",
+        "tls_ca_cert": None,
+        "tls_client_cert": None,
+        "tls_client_key": None,
+    }
+    assert again.target == DockerTarget("tcp://dood-proxy:2375", "1.41")
+
+
+#: What the previous release's serialize() returned (the endpoint as five flat kwargs), as its trigger rows hold it.
+PREVIOUS_RELEASE_ROW = {
+    "container_id": "cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc",
+    "docker_url": "tcp://gpu-b.example.com:2376",
+    "api_version": "1.41",
+    "deadline": 1900000000.5,
+    "retry_budget_seconds": 45.0,
+    "stop_grace_seconds": 10,
+    "tls_ca_cert": "/certs/ca.pem",
+    "tls_client_cert": "/certs/cert.pem",
+    "tls_client_key": "/certs/key.pem",
+    "host": "b",
+    "resume": {
+        "handle": {
+            "container_id": "cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc",
+            "run_dir": "/runs/dood/r1",
+        }
+    },
+    "resume_not_before": 1800000000.25,
+}
+
+
+def test_a_trigger_row_of_the_previous_release_constructs_and_serializes_the_new_way():
+    """An upgrade with tasks deferred: the triggerer builds their triggers from the rows the old release wrote."""
+    trigger = DoodContainerTrigger(**json.loads(json.dumps(PREVIOUS_RELEASE_ROW)))
+    assert trigger.target == DockerTarget(
+        "tcp://gpu-b.example.com:2376", "1.41", "/certs/ca.pem", "/certs/cert.pem", "/certs/key.pem"
+    )
+    classpath, kwargs = trigger.serialize()
+    assert classpath == CLASSPATH
+    assert not set(kwargs) & {"docker_url", "api_version", "tls_ca_cert", "tls_client_cert", "tls_client_key"}
+    assert kwargs["target"] == trigger.target.as_dict()
+    others = {k: v for k, v in PREVIOUS_RELEASE_ROW.items() if k not in kwargs and k != "container_id"}
+    assert set(others) == {"docker_url", "api_version", "tls_ca_cert", "tls_client_cert", "tls_client_key"}
+    assert {k: v for k, v in kwargs.items() if k != "target"} == {
+        k: v for k, v in PREVIOUS_RELEASE_ROW.items() if k not in others
+    }
+    again = DoodContainerTrigger(**json.loads(json.dumps(kwargs)))
+    assert again.serialize() == (classpath, kwargs) and again.target == trigger.target
+    docker = trigger._for_resume({"status": "success"})["resume"]["docker"]  # the endpoint the resume is handed
+    assert docker == {
+        "url": "tcp://gpu-b.example.com:2376",
+        "api_version": "1.41",
+        "tls_ca_cert": "/certs/ca.pem",
+        "tls_client_cert": "/certs/cert.pem",
+        "tls_client_key": "/certs/key.pem",
+        "unreachable_timeout_seconds": 45.0,
+    }
+
+
+def test_a_previous_release_row_without_tls_or_api_version_takes_the_defaults():
+    trigger = DoodContainerTrigger(container_id="abc", docker_url="unix:///run/dood/proxy.sock")
+    assert trigger.target == DockerTarget("unix:///run/dood/proxy.sock", "auto")
+    assert DoodContainerTrigger(container_id="abc").target == DockerTarget("unix:///var/run/docker.sock")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "fragment"),
+    [
+        ({"target": DockerTarget("tcp://a:2375"), "docker_url": "tcp://b:2375"}, ValueError, "not both"),
+        ({"dockr_url": "tcp://b:2375"}, TypeError, "unexpected keyword argument.*dockr_url"),
+        ({"target": {"url": "tcp://a:2375", "tls_ca": "/ca.pem"}}, ValueError, "target: unknown key.*'tls_ca'"),
+        ({"target": {"api_version": "1.41"}}, ValueError, "target.url"),
+        ({"target": {"url": "tcp://a:2375", "tls_ca_cert": 3}}, ValueError, "target.tls_ca_cert"),
+        ({"target": {"url": "tcp://a:2375", "api_version": "latest"}}, ValueError, "api_version"),
+        ({"target": "tcp://a:2375"}, ValueError, "target: a mapping"),
+    ],
+)
+def test_a_bad_endpoint_says_which_field_and_how(kwargs, error, fragment):
+    with pytest.raises(error, match=fragment):
+        DoodContainerTrigger(container_id="abc", **kwargs)
 
 
 def test_classpath_imports_the_class():
@@ -74,8 +155,8 @@ def test_from_config_uses_the_shared_docker_endpoint():
         }
     )
     _, kwargs = DoodContainerTrigger.from_config(config, "abc", timeout_seconds=10).serialize()
-    assert kwargs["docker_url"] == "unix:///run/other.sock"
-    assert kwargs["api_version"] == "1.41"
+    assert kwargs["target"]["url"] == "unix:///run/other.sock"
+    assert kwargs["target"]["api_version"] == "1.41"
     assert kwargs["stop_grace_seconds"] == 7
     assert kwargs["deadline"] > time.time()
 
@@ -96,10 +177,12 @@ def handed_over(host):
     """A trigger as the task serialized it: the endpoint and certificate paths its worker saw."""
     return DoodContainerTrigger(
         container_id="abc",
-        docker_url="tcp://10.0.0.9:2376",
-        tls_ca_cert="/old/ca.pem",
-        tls_client_cert="/old/cert.pem",
-        tls_client_key="/old/key.pem",
+        target=DockerTarget(
+            "tcp://10.0.0.9:2376",
+            tls_ca_cert="/old/ca.pem",
+            tls_client_cert="/old/cert.pem",
+            tls_client_key="/old/key.pem",
+        ),
         host=host,
     )
 
@@ -108,7 +191,7 @@ def reached(trigger):
     import asyncio
 
     asyncio.run(trigger._reach_host())
-    return trigger.docker_url, trigger.tls_client_cert
+    return trigger.target.url, trigger.target.tls_client_cert
 
 
 @pytest.fixture
