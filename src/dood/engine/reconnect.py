@@ -114,11 +114,14 @@ def unreachable_message(url: str, since: float, budget_seconds: float, problem: 
 class Backoff:
     """Jittered exponential delays between reconnects, within a budget of seconds spent failing in a row.
 
-    The jitter keeps hundreds of waiters from reconnecting in lockstep after a daemon restart.
+    The jitter keeps hundreds of waiters from reconnecting in lockstep after a daemon restart. Used by every
+    wait: `Reconnector` (blocking), `DoodContainerTrigger` and `DoodGpuTrigger` (async: they sleep themselves).
+    `clock`: monotonic seconds (`time.monotonic` when None), for a test's own clock.
     """
 
-    def __init__(self, budget_seconds: float) -> None:
+    def __init__(self, budget_seconds: float, *, clock: Callable[[], float] | None = None) -> None:
         self.budget_seconds = budget_seconds
+        self._clock = clock
         self.reset()
 
     def reset(self) -> None:
@@ -127,7 +130,7 @@ class Backoff:
 
     def next_delay(self) -> float | None:
         """Seconds to sleep before the next attempt, or None once the budget is spent."""
-        now = time.monotonic()
+        now = self._clock() if self._clock is not None else time.monotonic()
         if self._failing_since is None:
             self._failing_since = now
         left = self.budget_seconds - (now - self._failing_since)

@@ -26,6 +26,8 @@ import aiodocker
 import aiohttp
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+from dood.engine.reconnect import Backoff
+from dood.engine.target import DockerTarget
 from dood.exceptions import DoodConfigError
 from dood.gpus.discovery import known_devices
 from dood.gpus.engine_clock import offset_of
@@ -54,6 +56,14 @@ class DoodGpuTrigger(BaseTrigger):
     :param wanted: GPUs asked for: a count, or ``all``.
     :param devices: the inventory (``gpus.devices``, or as discovered through the engine).
     :param image: and ``user``, ``waiter``, ``labels``: what the ticket is created with when renewed.
+    :param target: the Docker endpoint (`dood.engine.target.DockerTarget`), or the plain dict it serializes to
+        (``target`` in the kwargs). A trigger row of the previous release, with the endpoint as flat kwargs
+        (``docker_url``, ``api_version``, ``tls_ca_cert``, ``tls_client_cert``, ``tls_client_key``), still
+        constructs: they are mapped onto the target.
+
+    While Docker does not answer, the wait looks again with `dood.engine.reconnect.Backoff` (jittered,
+    exponential), warning at each retry, and fires ``error`` once it has failed for ``UNREACHABLE_SECONDS``
+    in a row.
     """
 
     def __init__(
@@ -66,17 +76,15 @@ class DoodGpuTrigger(BaseTrigger):
         user: str | None,
         waiter: str,
         labels: dict[str, str],
-        docker_url: str,
-        api_version: str = "auto",
+        target: DockerTarget | dict[str, Any] | None = None,
         deadline: float | None = None,
         lease_seconds: float = 120,
         recheck_seconds: float = 10,
         created_hold_seconds: float = 120,
-        tls_ca_cert: str | None = None,
-        tls_client_cert: str | None = None,
-        tls_client_key: str | None = None,
+        **previous_release: Any,
     ) -> None:
         super().__init__()
+        self.target = DockerTarget.given(target, previous_release, who="DoodGpuTrigger")
         if wanted != "all" and (not isinstance(wanted, int) or wanted < 1):
             raise ValueError(f"wanted: a GPU count >= 1 or 'all', got {wanted!r}")
         self.ticket = ticket
@@ -86,15 +94,10 @@ class DoodGpuTrigger(BaseTrigger):
         self.user = user
         self.waiter = waiter
         self.labels = dict(labels)
-        self.docker_url = docker_url
-        self.api_version = api_version
         self.deadline = float(deadline) if deadline is not None else None
         self.lease_seconds = float(lease_seconds)
         self.recheck_seconds = float(recheck_seconds)
         self.created_hold_seconds = float(created_hold_seconds)
-        self.tls_ca_cert = tls_ca_cert
-        self.tls_client_cert = tls_client_cert
-        self.tls_client_key = tls_client_key
         self._offset: float | None = None  # daemon clock minus ours, measured once per run
         self._ended: set[str] = set()  # holders whose die/destroy was seen (`dood.gpus.wakeup.still_holding`)
         self._stalls = Stalls(self.lease_seconds + STALL_SLACK_SECONDS)  # tickets in turn nobody claims with
@@ -124,15 +127,11 @@ class DoodGpuTrigger(BaseTrigger):
             user=user,
             waiter=waiter,
             labels=labels,
-            docker_url=docker.url,
-            api_version=docker.api_version,
+            target=DockerTarget.of(docker),
             deadline=deadline,
             lease_seconds=gpus.ticket_lease_seconds,
             recheck_seconds=gpus.wait_recheck_seconds,
             created_hold_seconds=gpus.created_hold_seconds,
-            tls_ca_cert=docker.tls_ca_cert,
-            tls_client_cert=docker.tls_client_cert,
-            tls_client_key=docker.tls_client_key,
         )
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
@@ -144,15 +143,11 @@ class DoodGpuTrigger(BaseTrigger):
             "user": self.user,
             "waiter": self.waiter,
             "labels": self.labels,
-            "docker_url": self.docker_url,
-            "api_version": self.api_version,
+            "target": self.target.as_dict(),
             "deadline": self.deadline,
             "lease_seconds": self.lease_seconds,
             "recheck_seconds": self.recheck_seconds,
             "created_hold_seconds": self.created_hold_seconds,
-            "tls_ca_cert": self.tls_ca_cert,
-            "tls_client_cert": self.tls_client_cert,
-            "tls_client_key": self.tls_client_key,
         }
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
@@ -177,11 +172,11 @@ class DoodGpuTrigger(BaseTrigger):
         self.log.info(
             "Waiting for %s on %s as ticket %s (first come, first served; Docker events)",
             count_phrase(self.wanted),
-            self.docker_url,
+            self.target.url,
             self.ticket,
         )
         announced: tuple[int, tuple[str, ...]] | None = None
-        failing_since: float | None = None
+        backoff = Backoff(UNREACHABLE_SECONDS)
         until = 0.0  # the daemon time our ticket lasts until (0: not placed by this run yet)
         while True:
             if self.deadline is not None and time.time() >= self.deadline:
@@ -191,7 +186,7 @@ class DoodGpuTrigger(BaseTrigger):
                     self._offset = await self._clock_offset(docker)
                 async with self._events(docker) as stream:
                     holding, queue = await self._look(docker)
-                    failing_since = None
+                    backoff.reset()
                     if served(self.devices, holding, queue, key=self.ticket, wanted=self.wanted) is not None:
                         return self._payload(
                             "ready", f"Ticket {self.ticket}: the task's turn for {count_phrase(self.wanted)}."
@@ -204,21 +199,26 @@ class DoodGpuTrigger(BaseTrigger):
                         self.log.info(
                             "Waiting for %s on %s; %s waiter(s) before it; held by: %s",
                             count_phrase(self.wanted),
-                            self.docker_url,
+                            self.target.url,
                             ahead,
                             "; ".join(shown[1]) or "nobody",
                         )
                     wakeup = Wakeup(self.devices, self.ticket, self.wanted, ended=self._ended)
                     wakeup.looked(holding, queue)
                     await self._until_maybe_turn(stream, wakeup, until)
+                continue  # look again
             except aiodocker.DockerError as exc:
                 if exc.status < 500 and exc.status != 900:  # 900: aiodocker's "cannot connect"
                     return self._payload("error", f"Docker refused the GPU wait: {exc}")
-                failing_since = await self._pause(failing_since, exc)
+                problem: Exception = exc
             except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
-                failing_since = await self._pause(failing_since, exc)
-            if failing_since is not None and time.monotonic() - failing_since > UNREACHABLE_SECONDS:
-                return self._payload("error", f"Docker at {self.docker_url} stayed unreachable while waiting for GPUs.")
+                problem = exc
+            # Docker did not answer: look again after a backoff, until it has failed UNREACHABLE_SECONDS in a row
+            delay = backoff.next_delay()
+            if delay is None:
+                return self._payload("error", f"Docker at {self.target.url} stayed unreachable while waiting for GPUs.")
+            self.log.warning("GPU wait on %s: %s; looking again in %.1fs", self.target.url, problem, delay)
+            await asyncio.sleep(delay)
 
     async def _until_maybe_turn(self, stream: aiohttp.StreamReader, wakeup: Wakeup, until: float) -> None:
         """Read events until one says it may be our turn, the re-check interval, the ticket's renewal time
@@ -244,13 +244,6 @@ class DoodGpuTrigger(BaseTrigger):
                 continue
             if isinstance(event, dict) and wakeup.saw(event):
                 return
-
-    async def _pause(self, failing_since: float | None, problem: Exception) -> float:
-        failing_since = failing_since or time.monotonic()
-        delay = min(2.0, 0.2 + (time.monotonic() - failing_since) / 4) * random.uniform(0.5, 1.0)  # noqa: S311 - jitter
-        self.log.warning("GPU wait on %s: %s; looking again in %.1fs", self.docker_url, problem, delay)
-        await asyncio.sleep(delay)
-        return failing_since
 
     async def _look(self, docker: aiodocker.Docker) -> tuple[list[Holder], list[Ticket]]:
         listed_holders = await self._list(docker, GPUS_LABEL)
@@ -334,13 +327,7 @@ class DoodGpuTrigger(BaseTrigger):
         return time.time() + (self._offset or 0.0)
 
     def _docker(self) -> aiodocker.Docker:
-        return async_docker(
-            self.docker_url,
-            self.api_version,
-            tls_ca_cert=self.tls_ca_cert,
-            tls_client_cert=self.tls_client_cert,
-            tls_client_key=self.tls_client_key,
-        )
+        return async_docker(self.target)
 
     def _payload(self, status: str, message: str) -> dict[str, Any]:
         when = datetime.fromtimestamp(self.deadline, tz=timezone.utc).isoformat() if self.deadline else None

@@ -82,3 +82,13 @@ def test_backoff_grows_and_stops_at_the_budget(monkeypatch):
     assert sum(delays) == pytest.approx(5)
     backoff.reset()
     assert backoff.next_delay() <= 0.5
+
+
+def test_backoff_can_run_on_a_clock_of_its_own():
+    now = [50.0]
+    backoff = Backoff(budget_seconds=3, clock=lambda: now[0])
+    total = 0.0
+    while (delay := backoff.next_delay()) is not None:
+        total += delay
+        now[0] += delay
+    assert total == pytest.approx(3)
