@@ -330,8 +330,8 @@ def test_the_trigger_of_a_host_s_task_is_given_the_endpoint_every_host_reaches()
 
     trigger = DoodContainerTrigger.from_config(config().on_host("b"), "c" * 64)
     _, kwargs = trigger.serialize()
-    assert kwargs["docker_url"] == "tcp://gpu-b.example.com:2376"  # not the host-local unix socket
-    assert kwargs["tls_client_cert"] == "/certs/cert.pem"
+    assert kwargs["target"]["url"] == "tcp://gpu-b.example.com:2376"  # not the host-local unix socket
+    assert kwargs["target"]["tls_client_cert"] == "/certs/cert.pem"
 
 
 def test_a_resume_on_another_host_of_the_group_reaches_the_container_s_host(tmp_path, monkeypatch):
