@@ -28,18 +28,11 @@ os.environ["DOOD_CONFIG"] = str(_config)
 #   unless listed here. (The groups are this file's scheduler below, not xdist's `xdist_group` marks, which
 #   pytest-xdist 3.8 can no longer apply to node ids under pytest 9.2.)
 SERIAL = {
-    "integration/test_daemon_restart.py": "restarts a dockerd with --live-restore under a real scheduler",
-    "integration/test_userns.py": "second engines with --userns-remap (dockerd adds the dockremap user, subuid)",
     "integration/test_proxy_fuzz.py": "floods the engine's event buffer (256 events) and counts its volumes",
-    "integration/test_reattach.py": "counts creates from the engine's event buffer",
-    "integration/test_operator.py::test_the_no_retry_exit_code_fails_at_once_without_spending_retries": (
-        "counts creates from the engine's event buffer"
-    ),
-    "integration/test_proxy_attacks.py::test_bind_escapes_are_refused[../../../../../etc": (
-        "climbs five ../ from its tmp_path to reach /etc: an xdist worker's tmp_path is one level deeper"
-    ),
 }
 INDEPENDENT = {  # no dood_it* container on the main engine; each its own DAG ids, stack home or second engine
+    "integration/test_daemon_restart.py",  # restarts its own second engine (second_engine.py), not the main one
+    "integration/test_userns.py",  # its own engines with --userns-remap; the only tests that use dockremap
     "integration/test_kill_paths.py",
     "integration/test_resume_paths.py",
     "integration/test_handoff.py",

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import os
-import time
 
 import pytest
 
 from dood.mounts.run_directories import default_user
+from tests.integration.airflow_stack import MAIN_ENGINE_URL, EngineEvents
 from tests.integration.conftest import TEST_IMAGE, run_id_for, task_state, xcom_value
 
 
@@ -130,19 +130,16 @@ def test_execution_timeout_stops_and_removes_the_container(dag_run, next_date, o
     assert ours("dood_it_timeout") == []
 
 
-def test_the_no_retry_exit_code_fails_at_once_without_spending_retries(dag_run, next_date, ours, capfd, docker_api):
-    since = int(time.time()) - 1
-    dagrun = dag_run("dood_it_no_retry", next_date)
+def test_the_no_retry_exit_code_fails_at_once_without_spending_retries(dag_run, next_date, ours, capfd):
+    creates = EngineEvents(MAIN_ENGINE_URL, "dood_it_no_retry")  # recorded as they happen, not the daemon's buffer
+    try:
+        dagrun = dag_run("dood_it_no_retry", next_date)
+    finally:
+        creates.stop()
     log = capfd.readouterr().out
     assert dagrun.state == "failed" and task_state(dagrun) == "failed"
     assert "ContainerFailedNoRetry" in log and "exited with code 97" in log and "FAILED: accuracy" in log
-    created = docker_api.events(
-        since=since,
-        until=int(time.time()) + 1,
-        filters={"type": "container", "event": "create", "label": "dood.dag_id=dood_it_no_retry"},
-        decode=True,
-    )
-    assert len(list(created)) == 1  # counted by the engine: one try, though retries=3 were left
+    assert len(creates.of("create")) == 1  # counted by the engine: one try, though retries=3 were left
     assert ours("dood_it_no_retry") == []
 
 

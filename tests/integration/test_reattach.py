@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.airflow_stack import MAIN_ENGINE_URL, EngineEvents
 from tests.integration.conftest import xcom_value
 
 DAG_ID = "dood_it_reattach"
@@ -56,32 +57,25 @@ def set_task_state(dagrun_run_id: str, state: str) -> None:
         ti.state = state
 
 
-def created_containers(docker_api, since: float) -> list[dict]:
-    events = docker_api.events(
-        since=int(since),
-        until=int(time.time()) + 1,
-        filters={"type": "container", "event": "create", "label": f"dood.dag_id={DAG_ID}"},
-        decode=True,
-    )
-    return list(events)
-
-
 def test_worker_sigkilled_mid_training_next_try_reattaches(docker_api, dag_run, next_date, ours, tmp_path):
     from tests.integration.conftest import run_id_for
 
-    since = time.time() - 1
-    worker = start_worker(next_date, tmp_path)
-    container = wait_for_running_container(ours, worker)
-    os.killpg(worker.pid, signal.SIGKILL)
-    worker.wait(timeout=30)
-    assert docker_api.inspect_container(container["Id"])["State"]["Running"], "training died with the worker"
+    creates = EngineEvents(MAIN_ENGINE_URL, DAG_ID)  # recorded as they happen, not from the daemon's buffer
+    try:
+        worker = start_worker(next_date, tmp_path)
+        container = wait_for_running_container(ours, worker)
+        os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait(timeout=30)
+        assert docker_api.inspect_container(container["Id"])["State"]["Running"], "training died with the worker"
 
-    set_task_state(run_id_for(next_date), "up_for_retry")  # what the scheduler does for a dead worker
-    dagrun = dag_run(DAG_ID, next_date)
+        set_task_state(run_id_for(next_date), "up_for_retry")  # what the scheduler does for a dead worker
+        dagrun = dag_run(DAG_ID, next_date)
+    finally:
+        creates.stop()
 
     assert dagrun.state == "success"
     assert xcom_value(dagrun)["return_value"] == {"done": True, "try": 1}  # written by try 1's container
-    assert len(created_containers(docker_api, since)) == 1  # exactly one container was ever created
+    assert len(creates.of("create")) == 1  # exactly one container was ever created
     assert ours(DAG_ID) == []
 
 
