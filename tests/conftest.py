@@ -91,16 +91,28 @@ def pytest_xdist_make_scheduler(config, log):
 
 
 def pytest_sessionstart(session):
-    """Under xdist, the controller removes an interrupted earlier session's scheduled containers once (the
-    stacks of the workers then remove only their own: airflow_stack.py)."""
-    if hasattr(session.config, "workerinput") or not session.config.getoption("numprocesses", None):
+    """Under xdist, the controller removes an interrupted earlier session's stack containers once, before the
+    workers start (their stacks then remove only their own: airflow_stack.remove_stack_containers)."""
+    if not hasattr(session.config, "workerinput") and session.config.getoption("numprocesses", None):
+        _remove_leftover_stack_containers()
+
+
+def pytest_collection_finish(session):
+    """Without xdist, the same once collected, when the session runs tests that start stacks (never for the
+    unit tests alone: `make check` beside a running suite must not touch its containers)."""
+    if session.config.getoption("numprocesses", None) or hasattr(session.config, "workerinput"):
         return
+    if any(str(item.nodeid).startswith(("tests/integration/", "tests/ui/")) for item in session.items):
+        _remove_leftover_stack_containers()
+
+
+def _remove_leftover_stack_containers() -> None:
     import docker
 
     try:
         api = docker.APIClient(base_url="unix:///var/run/docker.sock")
         for container in api.containers(all=True, filters={"label": "dood.managed=true"}):
-            if container["Labels"].get("dood.dag_id", "").startswith("dood_sched_"):
+            if container["Labels"].get("dood.dag_id", "").startswith(("dood_sched_", "dood_ui")):
                 api.remove_container(container["Id"], force=True)
     except docker.errors.DockerException:
         pass  # no engine: the tests that need one say so

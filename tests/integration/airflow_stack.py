@@ -8,12 +8,14 @@ counted from the engine (labels `dood.dag_id=<dag>`), never from what dood says 
 
 from __future__ import annotations
 
+import fcntl
 import os
 import secrets
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -29,6 +31,7 @@ from dood.naming import MANAGED_LABEL
 from tests.ports import free_port
 
 SCHEDULED_DAGS = Path(__file__).parent / "scheduled_dags"
+TEMPLATES = Path(tempfile.gettempdir()) / "dood-test-airflow-db"  # migrated metadata DBs (migrated_database)
 AIRFLOW = str(Path(sys.executable).with_name("airflow"))
 SERVICES = ("scheduler", "dag-processor", "triggerer", "api-server")
 SCHEDULED_DAG_PREFIX = "dood_sched_"  # not "dood_it": the other integration tests remove every dood_it* container
@@ -49,10 +52,7 @@ class AirflowStack:
     # --- life ---
 
     def start(self) -> None:
-        migrate = subprocess.run(
-            [AIRFLOW, "db", "migrate"], env=self.env, capture_output=True, text=True, timeout=300, check=False
-        )
-        assert migrate.returncode == 0, f"airflow db migrate failed:\n{migrate.stdout[-2000:]}{migrate.stderr[-3000:]}"
+        migrated_database(self.env, self.home / "airflow.db")
         for service in SERVICES:
             self._start_service(service)
         self._wait_until(self._healthy, 180, "the Airflow services to become healthy")
@@ -233,6 +233,35 @@ def _database_error(response: requests.Response) -> str | None:
     return str(detail.get("orig_error"))
 
 
+def migrated_database(env: dict[str, str], target: Path) -> None:
+    """`target`: an empty metadata DB at Airflow's newest schema, copied from one `airflow db migrate` made once
+    per machine and Airflow version (under a lock: xdist workers start stacks at once). A migration costs each
+    stack 15-30 s of CPU, about 5 minutes of a 2-core `make test`; its result depends on nothing but the
+    version (the stacks differ in their environment, never in their schema)."""
+    import airflow
+
+    TEMPLATES.mkdir(exist_ok=True)
+    template = TEMPLATES / f"airflow-{airflow.__version__}.db"
+    with open(TEMPLATES / "lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not template.exists():
+            scratch = TEMPLATES / f"migrating-{os.getpid()}.db"
+            scratch.unlink(missing_ok=True)
+            migrate = subprocess.run(
+                [AIRFLOW, "db", "migrate"],
+                env={**env, "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{scratch}"},
+                capture_output=True,
+                text=True,
+                timeout=300,
+                check=False,
+            )
+            assert migrate.returncode == 0, (
+                f"airflow db migrate failed:\n{migrate.stdout[-2000:]}{migrate.stderr[-3000:]}"
+            )
+            scratch.rename(template)  # whole or not at all: a crashed migration never leaves a template
+    shutil.copyfile(template, target)
+
+
 def _ok(response: requests.Response) -> bool:
     return response.status_code == 200
 
@@ -277,7 +306,8 @@ def stack_env(home: Path, port: int, executor: str = "LocalExecutor") -> dict[st
         "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": str(HEARTBEAT_TIMEOUT_SECONDS),
         "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "2",
         "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
-        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",  # a DAG file a test adds is parsed within 5 s...
+        "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "600",  # ...and not parsed again every 30 s (CPU)
         "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "1",
         "DOOD_CONFIG": str(dood_config),
         "DOOD_STACK_ROOT": str(home),
@@ -295,44 +325,30 @@ def airflow_stack(tmp_path_factory, docker_api):
     os.chmod(marks, 0o777)
     port = free_port()
     stack = AirflowStack(home, f"http://127.0.0.1:{port}", stack_env(home, port))
-    # Under pytest-xdist another worker's stack may run dood_sched_* containers now: remove only this stack's
-    # (the controller removed an earlier session's leftovers: tests/conftest.py).
-    only = home if os.environ.get("PYTEST_XDIST_WORKER") else None
-    remove_scheduled_containers(docker_api, only)  # leftovers of an interrupted earlier session must not count
     try:
         stack.start()
         yield stack
     finally:
         stack.stop()
-        remove_scheduled_containers(docker_api, only)
+        remove_stack_containers(docker_api, home)
 
 
-def remove_scheduled_containers(docker_api, home: Path | None = None) -> None:
-    """Every dood_sched_* container, or (`home`) only those launched by the stack there: a bind mount from it."""
+def remove_stack_containers(docker_api, home: Path, prefix: str = SCHEDULED_DAG_PREFIX) -> None:
+    """The containers the stack at `home` launched (DAG ids with `prefix`, a bind mount from `home`), never
+    another's: under pytest-xdist, or a second pytest on the same engine, other stacks run theirs now (a test
+    once saw its held training force-removed by another process's stack teardown). An interrupted earlier
+    session's leftovers are removed once, at the session's start (tests/conftest.py)."""
     for container in docker_api.containers(all=True, filters={"label": f"{MANAGED_LABEL}=true"}):
-        if not container["Labels"].get("dood.dag_id", "").startswith(SCHEDULED_DAG_PREFIX):
+        if not container["Labels"].get("dood.dag_id", "").startswith(prefix):
             continue
         sources = [Path(mount.get("Source") or "/") for mount in container.get("Mounts") or []]
-        if home is None or any(source.is_relative_to(home) for source in sources):
+        if any(source.is_relative_to(home) for source in sources):
             docker_api.remove_container(container["Id"], force=True)
 
 
 def engine_containers(docker_api, dag_id: str) -> list[dict[str, Any]]:
     """Every container of this DAG the engine has, in any state."""
     return docker_api.containers(all=True, filters={"label": [f"{MANAGED_LABEL}=true", f"dood.dag_id={dag_id}"]})
-
-
-def created_since(docker_api, dag_id: str, since: float) -> list[dict[str, Any]]:
-    """The engine's `create` events of this DAG's containers since `since`."""
-    now = time.time()
-    return list(
-        docker_api.events(
-            since=int(since),
-            until=int(now) + 1,
-            filters={"type": "container", "event": "create", "label": f"dood.dag_id={dag_id}"},
-            decode=True,
-        )
-    )
 
 
 class EngineEvents:

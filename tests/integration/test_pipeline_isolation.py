@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.integration.airflow_stack import migrated_database
+
 REPO = Path(__file__).resolve().parents[2]
 DAGS = REPO / "dags"
 AIRFLOW = str(Path(sys.executable).parent / "airflow")
@@ -69,7 +71,7 @@ def test_airflow_lists_the_import_error_of_the_bad_pipeline_only(config_with_a_b
         assert lines, f"no JSON list in the output:\n{out}"
         return json.loads(lines[-1])
 
-    airflow("db", "migrate")
+    migrated_database(env, tmp_path / "airflow.db")
     airflow("dags", "reserialize")
     dags = {row["dag_id"]: row for row in json_of(airflow("dags", "list", "-o", "json"))}
     assert {"dood_breast_cancer", "dood_janitor"} <= set(dags), dags

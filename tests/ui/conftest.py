@@ -14,7 +14,7 @@ import docker
 import pytest
 import requests
 
-from tests.integration.airflow_stack import AirflowStack, stack_env
+from tests.integration.airflow_stack import AirflowStack, remove_stack_containers, stack_env
 from tests.ports import free_port
 
 HERE = Path(__file__).parent
@@ -149,9 +149,7 @@ def ui_stack(tmp_path_factory, docker_api):
         yield stack
     finally:
         stack.stop()
-        for c in docker_api.containers(all=True, filters={"label": ["dood.managed=true"]}):
-            if (c.get("Labels") or {}).get("dood.dag_id", "").startswith("dood_ui"):
-                docker_api.remove_container(c["Id"], force=True)
+        remove_stack_containers(docker_api, home, "dood_ui")  # only this stack's: another may run beside it
 
 
 @pytest.fixture(scope="module")  # Playwright's sync API runs an event loop: ended before other tests run
