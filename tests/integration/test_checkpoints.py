@@ -5,7 +5,8 @@ uninterrupted run's predictions, and its directory is gone after success; a trai
 at epoch k is adopted by the retry and loses no epoch; two mapped indexes never share a directory; a backfill of
 3 dates has 3; a clear starts from an empty one. What the engine and the filesystem show is what counts, never
 what dood says it did. The gated DAGs' containers wait for a file the test makes, never for a fixed time.
-`DOOD_CHECKPOINT_CLEAR_REPEATS=10` repeats the clear case (default 1)."""
+`DOOD_CHECKPOINT_CLEAR_REPEATS=10` repeats the clear case, `DOOD_CHECKPOINT_WORKER_KILL_REPEATS` the worker's kill
+(default 1)."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ EPOCHS = 6  # as in scheduled_dags/dood_sched_checkpoint.py
 KILL_AT = 3
 GATED_EPOCHS, GATED_AT = 5, 2  # as in scheduled_dags/dood_sched_checkpoint_gated.py
 CLEAR_REPEATS = range(int(os.environ.get("DOOD_CHECKPOINT_CLEAR_REPEATS", "1")))
+WORKER_KILL_REPEATS = range(int(os.environ.get("DOOD_CHECKPOINT_WORKER_KILL_REPEATS", "1")))
 
 
 def wait_for(condition, timeout: float, what: str, every: float = 0.2):
@@ -176,20 +178,33 @@ def log_of_try(stack, dag_id: str, run_id: str, try_number: int) -> str:
         return ""
 
 
-@pytest.mark.skipif(
-    os.environ.get("DOOD_CHECKPOINT_WORKER_KILL") != "1",
-    reason="open finding, opt-in (DOOD_CHECKPOINT_WORKER_KILL=1): on a fresh CI machine (2026-12-07) try 2 found no "
-    "adoptable container 6 s after its start, made a second one that resumed from the checkpoint, and the task failed; "
-    "passed 2 of 2 on this machine. Cause not found yet (docs/lifecycle.md)",
-)
-def test_the_worker_sigkilled_at_epoch_k_the_retry_adopts_the_training_and_no_epoch_is_lost(airflow_stack, docker_api):
+def story(stack, events: EngineEvents, dag_id: str, run_id: str, since: float) -> str:
+    """What the engine and both tries' logs say, for a failure message: every container event of the DAG
+    (seconds after `since`, the kill), then each try's log tail."""
+    lines = ["engine events (s after the worker's SIGKILL):"]
+    for event in list(events.events):
+        attributes = event.get("Actor", {}).get("Attributes", {})
+        detail = {k: attributes[k] for k in ("signal", "exitCode", "dood.try_number") if k in attributes}
+        at = event.get("timeNano", 0) / 1e9 - since
+        lines.append(f"  {at:+8.1f} {event.get('Action')} {attributes.get('name', '?')} {detail}")
+    for number in (1, 2):
+        lines.append(f"--- try {number}'s log (tail):\n{log_of_try(stack, dag_id, run_id, number)[-2500:]}")
+    return "\n".join(lines)
+
+
+@pytest.mark.parametrize("repeat", WORKER_KILL_REPEATS)
+def test_the_worker_sigkilled_at_epoch_k_the_retry_adopts_the_training_and_no_epoch_is_lost(
+    airflow_stack, docker_api, repeat
+):
     """The worker (task runner and supervisor) dies while the training waits after epoch k; the scheduler
     times its heartbeat out and starts try 2, which takes the still-running container over (one container in
     all): the training goes on from epoch k in the same process, every epoch trained once, and the task
-    instance's one checkpoint directory is gone after success."""
+    instance's one checkpoint directory is gone after success. A failure prints the engine's events of the DAG
+    and both tries' logs."""
     dag_id = "dood_sched_checkpoint_worker"
     opened = gate(airflow_stack, "checkpoint-worker.go")
     events = EngineEvents(MAIN_ENGINE_URL, dag_id)
+    killed_at = time.time()
     try:
         run_id = airflow_stack.trigger(dag_id)
         container = wait_for(lambda: run_container(docker_api, dag_id, run_id), 120, f"{run_id}'s training container")
@@ -201,24 +216,36 @@ def test_the_worker_sigkilled_at_epoch_k_the_retry_adopts_the_training_and_no_ep
 
         runner = airflow_stack.task_runner(task["id"])
         supervisor = runner.parent()
-        supervisor.kill()  # SIGKILL, the worker's two processes: nobody reports the try's end
-        runner.kill()
+        killed_at = time.time()
+        for process in (supervisor, runner):  # stopped first, so neither acts on the other's death...
+            process.suspend()
+        for process in (supervisor, runner):  # ...then SIGKILLed: nobody reports the try's end
+            process.kill()
 
-        def adopted() -> bool:
-            return "Reattaching to container" in log_of_try(airflow_stack, dag_id, run_id, 2)
-
-        wait_for(adopted, 120, "try 2 (after the heartbeat timeout) to take the held container over", every=1)
-        assert docker_api.inspect_container(container["Id"])["State"]["Running"], "the training stopped meanwhile"
+        deadline = time.monotonic() + 150
+        while "Reattaching to container" not in log_of_try(airflow_stack, dag_id, run_id, 2):
+            if time.monotonic() > deadline or len(events.of("create")) > 1:
+                pytest.fail(
+                    "waited for try 2 (after the heartbeat timeout) to take the held container over; "
+                    f"{len(events.of('create'))} container(s) created\n"
+                    + story(airflow_stack, events, dag_id, run_id, killed_at)
+                )
+            time.sleep(1)
+        state = docker_api.inspect_container(container["Id"])["State"]
+        assert state["Running"], f"the training stopped meanwhile: {state}\n" + story(
+            airflow_stack, events, dag_id, run_id, killed_at
+        )
         opened.touch()
 
         final = airflow_stack.wait_for_task(dag_id, run_id, ("success", "failed"), timeout=120)
     finally:
         opened.touch()
+        told = story(airflow_stack, events, dag_id, run_id, killed_at) if "run_id" in locals() else ""
         events.stop()
     try_2 = airflow_stack.task_log(dag_id, run_id, 2)
-    assert final["state"] == "success" and final["try_number"] == 2, f"{final}\n{try_2[-3000:]}"
-    assert len(events.of("create")) == 1, "try 2 must adopt the running training, not start another"
-    assert f"Reattaching to container {container['Names'][0].lstrip('/')} of try 1" in try_2, try_2[-3000:]
+    assert final["state"] == "success" and final["try_number"] == 2, f"{final}\n{told}"
+    assert len(events.of("create")) == 1, f"try 2 must adopt the running training, not start another\n{told}"
+    assert f"Reattaching to container {container['Names'][0].lstrip('/')} of try 1" in try_2, told
     result = airflow_stack.xcom(dag_id, run_id)
     assert (result["resumed_from_epoch"], result["epochs_run"]) == (0, GATED_EPOCHS), (
         f"one process trained every epoch, none lost to the worker's death: {result}"
