@@ -64,48 +64,65 @@ build_dood_wheel() {  # -> $WORK/dist/dood_airflow-*.whl
   rm -rf "$ROOT/build"  # setuptools' scratch folder
 }
 
-download_wheels() {  # Airflow + what images/airflow/requirements.txt and dood-airflow need, for the base's Python
-  local arch p plats=() constraints=() stamp want pyver
-  # The base's exact Python version, so environment markers (python_full_version < "3.11.3") resolve as in the image.
-  pyver="$(docker run --rm --entrypoint python3 "$BASE_IMAGE" -c 'import platform; print(platform.python_version())')" ||
-    die "cannot run python3 in $BASE_IMAGE"
-  # pip evaluates environment markers with the Python running it: it must be the image's minor version.
-  [[ "$(python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')" == "${pyver%.*}" ]] ||
-    die "the host's python3 is not Python ${pyver%.*} like $BASE_IMAGE: run this with a python3 ${pyver%.*} first on PATH"
+# The `pip download` of wheels for IMAGE's Python on this host's architecture, into PIP_DOWNLOAD (an array, no
+# -d yet) and PYVER; CONSTRAINTS: the project's virtualenv versions (tested there), where it exists. pip evaluates
+# environment markers (python_full_version < "3.11.3") with the Python running it: the host's python3 must be the
+# image's minor version. Shared by the Airflow and the MLflow wheels.
+pip_download_for() {
+  local image="$1" arch p plats=()
+  PYVER="$(docker run --rm --network none --entrypoint python3 "$image" -c 'import platform; print(platform.python_version())')" ||
+    die "cannot run python3 in $image"
+  [[ "$(python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')" == "${PYVER%.*}" ]] ||
+    die "the host's python3 is not Python ${PYVER%.*} like $image: run this with a python3 ${PYVER%.*} first on PATH"
   arch="$(uname -m)"
   case "$arch" in
     x86_64 | aarch64) for p in manylinux2014 manylinux_2_17 manylinux_2_28; do plats+=(--platform "${p}_$arch"); done ;;
     *) die "no wheel platform known for $arch" ;;
   esac
-  # The versions of the project's virtualenv (tested there) pin the image's, where it exists.
+  PIP_DOWNLOAD=(python3 -m pip download -q --disable-pip-version-check --only-binary=:all: --python-version "$PYVER"
+    "${plats[@]}")
+  CONSTRAINTS=()
   if [[ -x "$ROOT/.venv/bin/pip" ]]; then
     "$ROOT/.venv/bin/pip" freeze --exclude-editable --disable-pip-version-check >"$WORK/constraints.txt"
-    constraints=(-c "$WORK/constraints.txt")
+    CONSTRAINTS=(-c "$WORK/constraints.txt")
   fi
-  # Downloaded again only when what is asked for changes: requirements.txt or dood-airflow's dependencies.
-  want="$({ echo "$pyver extras=$DOOD_EXTRAS"; cat "$AIRFLOW_DIR/requirements.txt"; python3 - "$WORK"/dist/dood_airflow-*.whl <<'PYEOF'
+}
+
+# wheels_cached DIR WANT WHAT: true (and says so) when DIR holds the wheels of WANT (a hash of what is asked
+# for, kept in DIR/.stamp): downloaded again only when that changes, or with FORCE=1.
+wheels_cached() {
+  [[ "$FORCE" != 1 && -f "$1/.stamp" && "$(cat "$1/.stamp")" == "$2" ]] || return 1
+  say "$3 wheels: up to date in ${1#"$ROOT"/}/ ($(find "$1" -name '*.whl' | wc -l) wheels)"
+}
+
+# wheels_download DIR WANT WHAT SIZE LOG CMD...: an empty DIR, CMD run (its output in LOG, its tail shown when
+# it fails), then DIR's stamp.
+wheels_download() {
+  local dir="$1" want="$2" what="$3" size="$4" log="$5" t0
+  shift 5
+  t0=$(date +%s)
+  say "$what wheels: downloading Python $PYVER $(uname -m) wheels on the host into ${dir#"$ROOT"/}/ (about $size)"
+  rm -rf "$dir" && mkdir -p "$dir"
+  "$@" >"$log" 2>&1 || { grep -v '^WARNING: Location' "$log" | tail -n 20 >&2; die "pip download of the $what wheels failed"; }
+  echo "$want" >"$dir/.stamp"
+  say "$what wheels: $(find "$dir" -name '*.whl' | wc -l) wheels in $(($(date +%s) - t0))s"
+}
+
+download_wheels() {  # Airflow + what images/airflow/requirements.txt and dood-airflow need, for the base's Python
+  local want
+  pip_download_for "$BASE_IMAGE"
+  want="$({ echo "$PYVER extras=$DOOD_EXTRAS"; cat "$AIRFLOW_DIR/requirements.txt"; python3 - "$WORK"/dist/dood_airflow-*.whl <<'PYEOF'
 import sys, zipfile
 with zipfile.ZipFile(sys.argv[1]) as wheel:
     meta = next(n for n in wheel.namelist() if n.endswith(".dist-info/METADATA"))
     print("\n".join(line for line in wheel.read(meta).decode().splitlines() if line.startswith("Requires-Dist:")))
 PYEOF
   } | sha256sum | cut -c1-16)"
-  stamp="$WHEELS/.stamp"
-  if [[ "$FORCE" != 1 && -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
-    say "Airflow wheels: up to date in ${WHEELS#"$ROOT"/}/ ($(find "$WHEELS" -name '*.whl' | wc -l) wheels)"
-    return
-  fi
-  local t0
-  t0=$(date +%s)
-  say "Airflow wheels: downloading Python $pyver $arch wheels on the host into ${WHEELS#"$ROOT"/}/ (about 75 MB)"
-  rm -rf "$WHEELS" && mkdir -p "$WHEELS"
-  python3 -m pip download -q --disable-pip-version-check --only-binary=:all: --python-version "$pyver" \
-    "${plats[@]}" "${constraints[@]}" -d "$WHEELS" -r "$AIRFLOW_DIR/requirements.txt" \
-    "$(echo "$WORK"/dist/dood_airflow-*.whl)[$DOOD_EXTRAS]" \
-    >"$WORK/download.log" 2>&1 || { grep -v '^WARNING: Location' "$WORK/download.log" | tail -n 20 >&2; die "pip download failed"; }
+  wheels_cached "$WHEELS" "$want" Airflow && return
+  wheels_download "$WHEELS" "$want" Airflow "75 MB" "$WORK/download.log" \
+    "${PIP_DOWNLOAD[@]}" "${CONSTRAINTS[@]}" -d "$WHEELS" -r "$AIRFLOW_DIR/requirements.txt" \
+    "$(echo "$WORK"/dist/dood_airflow-*.whl)[$DOOD_EXTRAS]"
   rm -f "$WHEELS"/dood_airflow-*.whl  # installed in its own layer, so a plugin change does not redo the venv
-  echo "$want" >"$stamp"
-  say "Airflow wheels: $(find "$WHEELS" -name '*.whl' | wc -l) wheels in $(($(date +%s) - t0))s"
 }
 
 build_airflow() {
@@ -222,35 +239,16 @@ mlflow_hash() {  # what ends up in the tracking server's image
 }
 
 download_mlflow_wheels() {  # images/mlflow/requirements.txt (+ ui.txt, without dependencies) for MLFLOW_BASE's Python
-  local arch p plats=() constraints=() pyver want stamp="$MLFLOW_WHEELS/.stamp" t0
-  pyver="$(docker run --rm --network none --entrypoint python3 "$MLFLOW_BASE" -c 'import platform; print(platform.python_version())')" ||
-    die "cannot run python3 in $MLFLOW_BASE"
-  [[ "$(python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')" == "${pyver%.*}" ]] ||
-    die "the host's python3 is not Python ${pyver%.*} like $MLFLOW_BASE: run this with a python3 ${pyver%.*} first on PATH"
-  arch="$(uname -m)"
-  case "$arch" in
-    x86_64 | aarch64) for p in manylinux2014 manylinux_2_17 manylinux_2_28; do plats+=(--platform "${p}_$arch"); done ;;
-    *) die "no wheel platform known for $arch" ;;
-  esac
-  if [[ -x "$ROOT/.venv/bin/pip" ]]; then  # the versions the tests ran against
-    "$ROOT/.venv/bin/pip" freeze --exclude-editable --disable-pip-version-check >"$WORK/mlflow-constraints.txt"
-    constraints=(-c "$WORK/mlflow-constraints.txt")
-  fi
-  want="$({ echo "$pyver $arch"; cat "$MLFLOW_DIR/requirements.txt" "$MLFLOW_DIR/ui.txt"; } | sha256sum | cut -c1-16)"
-  if [[ "$FORCE" != 1 && -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
-    say "MLflow wheels: up to date in ${MLFLOW_WHEELS#"$ROOT"/}/ ($(find "$MLFLOW_WHEELS" -name '*.whl' | wc -l) wheels)"
-    return
-  fi
-  t0=$(date +%s)
-  say "MLflow wheels: downloading Python $pyver $arch wheels on the host into ${MLFLOW_WHEELS#"$ROOT"/}/ (about 70 MB)"
-  rm -rf "$MLFLOW_WHEELS" && mkdir -p "$MLFLOW_WHEELS"
-  local pip=(python3 -m pip download -q --disable-pip-version-check --only-binary=:all: --python-version "$pyver"
-    "${plats[@]}" -d "$MLFLOW_WHEELS")
-  { "${pip[@]}" "${constraints[@]}" -r "$MLFLOW_DIR/requirements.txt" && "${pip[@]}" --no-deps -r "$MLFLOW_DIR/ui.txt"; } \
-    >"$WORK/mlflow-download.log" 2>&1 ||
-    { grep -v '^WARNING: Location' "$WORK/mlflow-download.log" | tail -n 20 >&2; die "pip download of the MLflow wheels failed"; }
-  echo "$want" >"$stamp"
-  say "MLflow wheels: $(find "$MLFLOW_WHEELS" -name '*.whl' | wc -l) wheels in $(($(date +%s) - t0))s"
+  local want
+  pip_download_for "$MLFLOW_BASE"
+  want="$({ echo "$PYVER $(uname -m)"; cat "$MLFLOW_DIR/requirements.txt" "$MLFLOW_DIR/ui.txt"; } | sha256sum | cut -c1-16)"
+  wheels_cached "$MLFLOW_WHEELS" "$want" MLflow && return
+  wheels_download "$MLFLOW_WHEELS" "$want" MLflow "70 MB" "$WORK/mlflow-download.log" mlflow_pip_download
+}
+
+mlflow_pip_download() {  # the UI's files come from the full wheel, without its dependencies (images/mlflow/ui.txt)
+  "${PIP_DOWNLOAD[@]}" "${CONSTRAINTS[@]}" -d "$MLFLOW_WHEELS" -r "$MLFLOW_DIR/requirements.txt" &&
+    "${PIP_DOWNLOAD[@]}" --no-deps -d "$MLFLOW_WHEELS" -r "$MLFLOW_DIR/ui.txt"
 }
 
 build_mlflow() {
