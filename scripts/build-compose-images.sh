@@ -119,10 +119,13 @@ with zipfile.ZipFile(sys.argv[1]) as wheel:
 PYEOF
   } | sha256sum | cut -c1-16)"
   wheels_cached "$WHEELS" "$want" Airflow && return
-  wheels_download "$WHEELS" "$want" Airflow "75 MB" "$WORK/download.log" \
-    "${PIP_DOWNLOAD[@]}" "${CONSTRAINTS[@]}" -d "$WHEELS" -r "$AIRFLOW_DIR/requirements.txt" \
-    "$(echo "$WORK"/dist/dood_airflow-*.whl)[$DOOD_EXTRAS]"
-  rm -f "$WHEELS"/dood_airflow-*.whl  # installed in its own layer, so a plugin change does not redo the venv
+  wheels_download "$WHEELS" "$want" Airflow "75 MB" "$WORK/download.log" airflow_pip_download
+}
+
+airflow_pip_download() {
+  "${PIP_DOWNLOAD[@]}" "${CONSTRAINTS[@]}" -d "$WHEELS" -r "$AIRFLOW_DIR/requirements.txt" \
+    "$(echo "$WORK"/dist/dood_airflow-*.whl)[$DOOD_EXTRAS]" &&
+    rm -f "$WHEELS"/dood_airflow-*.whl  # installed in its own layer, so a plugin change does not redo the venv
 }
 
 build_airflow() {
