@@ -6,6 +6,7 @@ import asyncio
 import tempfile
 from pathlib import Path
 
+from dood.engine.target import DockerTarget
 from dood.triggers.container import DoodContainerTrigger
 from dood.triggers.event_hub import _hubs
 from tests.integration.test_trigger import CuttableProxy, trigger_for
@@ -21,7 +22,8 @@ def test_twenty_waits_share_one_stream_and_each_gets_its_own_exit(container):
 
     async def main():
         async with CuttableProxy(socket_path) as proxy:
-            triggers = [DoodContainerTrigger(container_id=cid, docker_url=f"unix://{socket_path}") for cid in ids]
+            target = DockerTarget(f"unix://{socket_path}")
+            triggers = [DoodContainerTrigger(container_id=cid, target=target) for cid in ids]
             payloads = await asyncio.wait_for(asyncio.gather(*map(_event, triggers)), 60)
             hubs_left = dict(_hubs.get(asyncio.get_running_loop(), {}))
             return payloads, proxy.connections, hubs_left
@@ -61,7 +63,7 @@ def test_a_broken_shared_stream_ends_every_feed_and_every_wait_inspects_again(co
     async def main():
         async with CuttableProxy(socket_path) as proxy:
             triggers = [
-                DoodContainerTrigger(container_id=cid, docker_url=f"unix://{socket_path}", api_version="1.41")
+                DoodContainerTrigger(container_id=cid, target=DockerTarget(f"unix://{socket_path}", "1.41"))
                 for cid in ids
             ]
             waiting = asyncio.gather(*map(_event, triggers))

@@ -107,7 +107,7 @@ def test_a_deferred_step_on_host_b_is_watched_through_host_b_s_tls_listener(
     original = DoodContainerTrigger.wait
 
     async def recording(self):
-        served.append((self.docker_url, self.tls_client_cert))
+        served.append((self.target.url, self.target.tls_client_cert))
         return await original(self)
 
     monkeypatch.setattr(DoodContainerTrigger, "wait", recording)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from dood.engine.target import DockerTarget
 from dood.triggers.container import DoodContainerTrigger
 
 DAG_ID = "dood_it_trigger"
@@ -33,7 +34,7 @@ def wait_for(trigger, *, during=None, timeout=60):
 
 
 def trigger_for(cid, **kwargs):
-    return DoodContainerTrigger(container_id=cid, docker_url=f"unix://{DOCKER_SOCKET}", **kwargs)
+    return DoodContainerTrigger(container_id=cid, target=DockerTarget(f"unix://{DOCKER_SOCKET}"), **kwargs)
 
 
 def test_exit_0_is_success_with_dockers_exit_time(container):
@@ -154,7 +155,7 @@ def test_die_of_an_earlier_run_is_not_taken_for_this_one(container, docker_api):
 
 def test_unreachable_docker_is_an_error_after_the_retry_budget():
     trigger = DoodContainerTrigger(
-        container_id="abc", docker_url="unix:///nonexistent/docker.sock", retry_budget_seconds=1.5
+        container_id="abc", target=DockerTarget("unix:///nonexistent/docker.sock"), retry_budget_seconds=1.5
     )
     started = time.monotonic()
     payload = wait_for(trigger)
@@ -255,7 +256,7 @@ def run_through_proxy(cid, outage_after, outage_seconds, **kwargs):
 
     async def main():
         async with CuttableProxy(socket_path) as proxy:
-            trigger = DoodContainerTrigger(container_id=cid, docker_url=f"unix://{socket_path}", **kwargs)
+            trigger = DoodContainerTrigger(container_id=cid, target=DockerTarget(f"unix://{socket_path}"), **kwargs)
             task = asyncio.create_task(anext(aiter(trigger.run())))
             await asyncio.sleep(outage_after)
             await proxy.outage(outage_seconds)
@@ -284,7 +285,7 @@ def test_exit_and_removal_during_an_outage_is_still_reported_from_the_replayed_d
 
     async def main():
         async with CuttableProxy(socket_path) as proxy:
-            trigger = DoodContainerTrigger(container_id=cid, docker_url=f"unix://{socket_path}", api_version="1.41")
+            trigger = DoodContainerTrigger(container_id=cid, target=DockerTarget(f"unix://{socket_path}", "1.41"))
             task = asyncio.create_task(anext(aiter(trigger.run())))
             await asyncio.sleep(0.5)
             await asyncio.gather(proxy.outage(2.5), remove_when_exited())
