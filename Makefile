@@ -33,9 +33,9 @@ images: docker
 
 ## make test: unit tests, integration tests on the real Docker engine and a real Airflow, and beside them the
 ## docker-compose stack end to end (Airflow in containers launching the steps through the host socket):
-## scripts/test-all.sh. DOOD_E2E_BESIDE=0: one after the other. DOOD_TEST_WORKERS=2 make test: the tests not
-## marked `serial` in 2 pytest-xdist workers (tests/conftest.py says which run beside which), then the `serial`
-## ones alone.
+## scripts/test-all.sh. pytest runs in DOOD_TEST_WORKERS (default 2) pytest-xdist workers, then the `serial` tests
+## alone (tests/conftest.py says which run beside which; DOOD_TEST_WORKERS=1: one process). DOOD_E2E_BESIDE=0: the
+## e2e after pytest instead of beside it.
 export DOOD_TEST_WORKERS DOOD_E2E_BESIDE
 test: venv images chromium redis
 	@bash scripts/test-all.sh

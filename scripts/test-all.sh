@@ -1,19 +1,21 @@
 #!/usr/bin/env bash
-# `make test`'s two suites side by side: pytest (unit, integration on the real engine and a real Airflow, the
-# browser) in the foreground, and the compose e2e (scripts/compose-e2e.sh) beside it. They share nothing but the
-# engine: pytest's tests touch only their own containers (dood_it*, their own stacks' dood_sched_*), the e2e its
-# compose projects. Side by side, the wall time is the longer of the two instead of their sum (2026-12-07, 2 cores:
-# pytest's 1,828 tests 39 min, the e2e's 27 tests 16 min beside them). The e2e's output goes to var/test-logs/e2e.log and is printed
-# once pytest is done; the exit code is non-zero when either failed.
-#   scripts/test-all.sh                  # DOOD_TEST_WORKERS=2: pytest's xdist phases (Makefile), then serial
-#   DOOD_E2E_BESIDE=0 scripts/test-all.sh   # one after the other, as before
+# `make test`: pytest (unit, integration on the real engine and a real Airflow, the browser) in the foreground, in
+# two pytest-xdist workers and then a short serial phase, and the compose e2e (scripts/compose-e2e.sh) beside it.
+# - pytest-xdist: the tests that can share the engine run in DOOD_TEST_WORKERS (default 2) workers, grouped by
+#   tests/conftest.py (the dood_it* tests of the main engine in order on one worker, each real-scheduler or
+#   second-engine file a group of its own); those marked `serial` (today only the fuzz: it floods the engine's
+#   event buffer) then run alone. DOOD_TEST_WORKERS=1: one process, no xdist.
+# - The e2e shares nothing with pytest but the engine: pytest's tests touch only their own containers (dood_it*,
+#   their own stacks' dood_sched_*), the e2e its compose projects. Its output goes to var/test-logs/e2e.log and is
+#   printed once pytest is done; DOOD_E2E_BESIDE=0 runs it after pytest instead.
+# The exit code is non-zero when either failed. Where the time goes: README, "Tests".
 set -uo pipefail
 
 NAME=test
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"  # ROOT, say, die
 cd "$ROOT"
 PY="${PYTHON:-$ROOT/.venv/bin/python}"
-WORKERS="${DOOD_TEST_WORKERS:-1}"
+WORKERS="${DOOD_TEST_WORKERS:-2}"
 LOGS="$ROOT/var/test-logs"
 mkdir -p "$LOGS"
 
@@ -21,8 +23,10 @@ run_pytest() {
   if [[ "$WORKERS" == 1 ]]; then
     "$PY" -m pytest tests --ignore=tests/e2e
   else
-    "$PY" -m pytest tests --ignore=tests/e2e -m "not serial" -n "$WORKERS" --dist loadgroup &&
-      "$PY" -m pytest tests --ignore=tests/e2e -m serial
+    local rc=0
+    "$PY" -m pytest tests --ignore=tests/e2e -m "not serial" -n "$WORKERS" --dist loadgroup || rc=$?
+    "$PY" -m pytest tests --ignore=tests/e2e -m serial || rc=$((rc ? rc : $?))  # run even after a failure: all is said
+    return "$rc"
   fi
 }
 
