@@ -220,7 +220,7 @@ LAXER: dict[str, tuple[frozenset[str], str]] = {
     "unknown-method": (frozenset({LLHTTP}), "llhttp knows a fixed list of methods; any token is one (RFC 9110 9.1)"),
     "chunk-size-space-after": (BOTH, "wire strips blanks around a chunk size (RFC 9112 7.1: 1*HEXDIG, no blanks)"),
     "chunk-size-space-before": (BOTH, "wire strips blanks around a chunk size (RFC 9112 7.1: 1*HEXDIG, no blanks)"),
-    "chunk-extension-space-before": (BOTH, "wire strips blanks around a chunk size (RFC 9112 7.1.1 BWS is lenient)"),
+    "chunk-extension-space-before": (BOTH, "BWS before ';' is valid by RFC 9112 7.1.1; both aiohttp parsers refuse it"),
     "chunk-trailer-malformed": (BOTH, "trailer lines are dropped unparsed: same end of body, but not validated"),
     "chunk-trailer-folded": (BOTH, "trailer lines are dropped unparsed: same end of body, but not validated"),
 }
