@@ -11,7 +11,12 @@ For each pipeline of the dood config that declares `inputs` and a `model_asset` 
   `POST /api/v2/assets/events {"asset_id": <id>, "extra": {"dataset_date": "2026-11-02"}}`.
 - `dood_<name>_deploy`, scheduled on the model asset, prints what it would deploy: the model's host path and
   digest, its metrics and the run that crowned it, read from the event's extra (promote emits it only when it
-  crowns a model).
+  crowns a model). A run the model's event triggered deploys that event's model; any other run (started by
+  hand, or `airflow dags test` as `make demo` does) deploys the current champion: the asset's newest event, read
+  through the task's `inlet_events`. Its log line says which. With no model event at all it fails, saying so.
+
+`make demo` (scripts/demo.sh) runs the chain without a scheduler: ingest, the pipeline, then deploy, each with
+`airflow dags test` for the demo's date; the events land in Airflow's metadata DB all the same.
 """
 
 from __future__ import annotations
@@ -125,19 +130,26 @@ def deploy_dag(name: str, pipeline: Any) -> DAG:
 
         @task(task_id="deploy", inlets=[model])
         def deploy(**context: Any) -> dict[str, Any]:
-            events = context["triggering_asset_events"].get(model) or []
-            if not events:
-                raise ValueError(
-                    f"no event of the model asset {model.name!r} started this run: it runs when pipeline {name}'s "
-                    "promote crowns a model (a manual run has nothing to deploy)"
-                )
-            extra = dict(events[-1].extra)
+            triggering = context["triggering_asset_events"].get(model) or []
+            if triggering:  # promote's event started this run: deploy that model
+                event, source, events = triggering[-1], "triggering", len(triggering)
+                which = f"triggered by the event of run {event.source_run_id}"
+            else:  # started by hand or `dags test`: the current champion, the asset's newest event
+                newest = context["inlet_events"][model]
+                if not len(newest):
+                    raise ValueError(
+                        f"the model asset {model.name!r} has no event: nothing to deploy. Pipeline {name}'s promote "
+                        "emits one when it crowns a model; this DAG then runs on it"
+                    )
+                event, source, events = newest[-1], "newest", 1
+                which = f"the newest model event, of run {event.source_run_id} (no model event triggered this run)"
+            extra = dict(event.extra or {})
             print(
                 f"would deploy {extra.get('model_path')} ({extra.get('model_digest')}), crowned by "
                 f"{extra.get('dag_id')} run {extra.get('run_id')} ({extra.get('reason')}): "
-                f"metrics {extra.get('metrics')}"
+                f"metrics {extra.get('metrics')}; {which}"
             )
-            return {"events": len(events), **extra}
+            return {"events": events, "source": source, "event_id": getattr(event, "id", None), **extra}
 
         deploy()
     return dag
