@@ -4,6 +4,8 @@ training, and the checks at the end. Run from the venv: `python scripts/demo.py 
 - `config BASE OUT --pipeline P --tracking-uri URI`: OUT is BASE (the dood config in force: $DOOD_CONFIG or
   config/dood.yaml, never edited) with the demo's changes: tracking to the demo's MLflow server; the train step
   waits $DOOD_EPOCH_SECONDS after each epoch (time to kill it between two) and retries 1 s after a failure.
+  Prints `chain` when the pipeline has an asset chain (dags/dood_example_assets.py makes its ingest and deploy
+  DAGs: `inputs`, `model_asset`, the example image), else `alone`.
 - `mlflow-start DIR --config BASE`: `mlflow server` from the venv, its store DIR/mlflow.db (SQLite), the
   artifacts it serves in DIR/artifacts, on a free port of the gateway of the steps' Docker network (BASE's
   `defaults.network`, else `bridge`): the steps' containers reach it there, the host too; prints `<url>` once
@@ -14,6 +16,15 @@ training, and the checks at the end. Run from the venv: `python scripts/demo.py 
   retry resumed where the killed try stopped (no epoch lost), the checkpoint is gone after success, and the
   store holds one parent run per DAG run with the step runs nested (one run per step: the retry continued
   train's). Exits non-zero saying what is wrong.
+- `unpause DAG_ID...`: the asset chain's consumers (the pipeline, its deploy DAG) unpaused in the demo's
+  metadata DB, so that Airflow queues the runs their assets' events call for (it queues none for a paused DAG).
+  The dags folder is written to the DB first when one of them is not there yet (a fresh DB), as `airflow dags
+  reserialize` does. No scheduler runs: the queued runs stay queued.
+- `chain P --date D --ingest-log L --pipeline-log L --deploy-log L`: the asset chain data -> pipeline -> model
+  -> deploy, read from Airflow's metadata DB (events, XComs, task states, the asset-triggered run queue) and
+  the runs' logs: the ingest run's data event and its extra, prepare of the pipeline's run read that
+  partition, promote's model event (or that it kept the champion), deploy's "would deploy" line naming the
+  newest model event, and the runs a scheduler would start. Exits non-zero when a link is missing.
 """
 
 from __future__ import annotations
@@ -30,6 +41,7 @@ import time
 import urllib.request
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -65,6 +77,11 @@ def write_config(args: argparse.Namespace) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     header = f"# Written by scripts/demo.sh from {args.base} (edit that one): tracking and the train step's pace.\n"
     out.write_text(header + yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    # the condition under which dags/dood_example_assets.py makes the pipeline's ingest and deploy DAGs
+    pipeline = pipelines[args.pipeline]
+    prepare = (pipeline.get("steps") or {}).get("prepare") or {}
+    with_chain = pipeline.get("inputs") and pipeline.get("model_asset") and prepare.get("image") == "dood-ml-example"
+    print("chain" if with_chain else "alone")
 
 
 # --- the MLflow server ---
@@ -254,6 +271,177 @@ def check_hierarchy(uri: str, experiment_name: str, dag_id: str, run_id: str, *,
     print(f"experiment_id={experiment.experiment_id}")
 
 
+# --- the asset chain ---
+
+FINISHED = re.compile(r"DagRun Finished: dag_id=(\S+?), .*?run_id=(\S+?), .*?state=(\w+)")
+
+
+def finished_run(log_path: str) -> tuple[str, str]:
+    """The (dag_id, run_id) that `airflow dags test`'s log says finished."""
+    found = FINISHED.findall(Path(log_path).read_text(errors="replace"))
+    if not found:
+        fail(f"{log_path} says no DagRun Finished")
+    dag_id, run_id, _state = found[-1]
+    return dag_id, run_id
+
+
+def sync_dags_folder() -> None:
+    """What `airflow dags reserialize` does: every DAG of the configured bundles (the dags folder) into the DB."""
+    from airflow.dag_processing.bundles.manager import DagBundlesManager
+    from airflow.dag_processing.dagbag import BundleDagBag, sync_bag_to_db
+    from airflow.utils.session import create_session
+
+    manager = DagBundlesManager()
+    with create_session() as session:
+        manager.sync_bundles_to_db(session=session)
+    for bundle in manager.get_all_dag_bundles():
+        bundle.initialize()
+        bag = BundleDagBag(bundle.path, bundle_path=bundle.path, bundle_name=bundle.name)
+        sync_bag_to_db(bag, bundle.name, bundle.version)
+
+
+def unpause(args: argparse.Namespace) -> None:
+    from airflow.models.dag import DagModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        missing = [dag_id for dag_id in args.dag_ids if session.get(DagModel, dag_id) is None]
+    if missing:
+        sync_dags_folder()
+    with create_session() as session:
+        for dag_id in args.dag_ids:
+            model = session.get(DagModel, dag_id)
+            if model is None:
+                fail(f"the DAG {dag_id} is not in the dags folder (its import error: airflow dags list-import-errors)")
+            model.is_paused = False
+
+
+def chain(args: argparse.Namespace) -> None:
+    from airflow.models.asset import AssetDagRunQueue, AssetEvent, AssetModel, DagScheduleAssetReference
+    from airflow.models.dag import DagModel
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    config = yaml.safe_load(Path(os.environ["DOOD_CONFIG"]).read_text(encoding="utf-8"))
+    pipeline = config["pipelines"][args.pipeline]
+    data_ref, model_ref = pipeline["inputs"][0], pipeline["model_asset"]
+    ingest_dag, ingest_run = finished_run(args.ingest_log)
+    dag_id, run_id = finished_run(args.pipeline_log)
+    deploy_dag, deploy_run = finished_run(args.deploy_log)
+
+    with create_session() as session:
+
+        def asset(ref: dict[str, str]) -> AssetModel:
+            name = ref.get("name") or ref["uri"]  # Airflow's default name is the URI
+            found = session.scalar(select(AssetModel).where(AssetModel.name == name))
+            if found is None:
+                fail(f"Airflow's DB has no asset {name!r}")
+            return found
+
+        def events(of: AssetModel, **where: str) -> list[AssetEvent]:
+            query = select(AssetEvent).where(AssetEvent.asset_id == of.id).order_by(AssetEvent.id)
+            for column, value in where.items():
+                query = query.where(getattr(AssetEvent, column) == value)
+            return list(session.scalars(query))
+
+        def xcom(dag: str, run: str, task: str) -> Any:
+            row = session.scalar(
+                select(XComModel).where(
+                    XComModel.dag_id == dag,
+                    XComModel.run_id == run,
+                    XComModel.task_id == task,
+                    XComModel.key == "return_value",
+                )
+            )
+            return XComModel.deserialize_value(row) if row is not None else None
+
+        data, model = asset(data_ref), asset(model_ref)
+
+        # data: the ingest run's event
+        landed = events(data, source_dag_id=ingest_dag, source_run_id=ingest_run)
+        if not landed:
+            fail(f"{ingest_dag} run {ingest_run} emitted no event of {data.name} (see {args.ingest_log})")
+        data_event = landed[-1]
+        extra = dict(data_event.extra or {})
+        part = f"{args.pipeline}/{args.date}"
+        if extra.get("dataset_date") != args.date or not str(extra.get("partition", "")).endswith("/" + part):
+            fail(f"the data event {data_event.id}'s extra {extra} does not name {args.date}'s partition {part}")
+        print(f"data    : {data.name} event {data_event.id} by {ingest_dag} run {ingest_run}, extra {extra}")
+
+        # pipeline: prepare read that partition
+        read = xcom(dag_id, run_id, "prepare") or {}
+        if read.get("partition") != f"{part}/part.csv" or read.get("rows") != extra.get("rows"):
+            fail(
+                f"prepare of {dag_id} run {run_id} did not read the landed partition {extra.get('partition')}: its "
+                f"result says partition {read.get('partition')!r}, {read.get('rows')} rows"
+            )
+        said = re.findall(
+            r"\[prepare\] (read the landed partition \S+ \(\d+ rows\))", Path(args.pipeline_log).read_text()
+        )
+        if not said:
+            fail(f"prepare's log in {args.pipeline_log} does not say 'read the landed partition'")
+        print(f"pipeline: {dag_id} run {run_id}: prepare {said[-1].strip()} = {extra['partition']}/part.csv")
+
+        # model: promote's event, or none when it kept the champion
+        crowned = events(model, source_dag_id=dag_id, source_run_id=run_id)
+        promote = session.scalar(
+            select(TaskInstance.state).where(
+                TaskInstance.dag_id == dag_id, TaskInstance.run_id == run_id, TaskInstance.task_id == "promote"
+            )
+        )
+        if crowned:
+            m = dict(crowned[-1].extra or {})
+            print(
+                f"model   : {model.name} event {crowned[-1].id}: {m.get('model_path')} ({m.get('model_digest')}), "
+                f"metrics {m.get('metrics')}, crowned by run {m.get('run_id')} ({m.get('reason')})"
+            )
+        elif str(promote) == "skipped":
+            print(f"model   : promote kept the champion: no {model.name} event")
+        else:
+            fail(f"promote of {dag_id} run {run_id} is {promote} and emitted no {model.name} event")
+
+        # deploy: the newest model event
+        newest = events(model)
+        deploy_said = Path(args.deploy_log).read_text(errors="replace")
+        line = re.findall(r"(would deploy .*?)(?: +\[[a-z._]+\].*)?$", deploy_said, re.M)
+        deployed = xcom(deploy_dag, deploy_run, "deploy") or {}
+        if not newest and "has no event: nothing to deploy" in deploy_said:
+            print(
+                f"deploy  : {deploy_dag} run {deploy_run} had nothing to deploy: {model.name} has no event in this DB "
+                "(a champion crowned before the pipeline had a model_asset, or under another Airflow DB, has none); "
+                "DEMO_CONF='{\"force_promote\": true}' make demo crowns one"
+            )
+        elif not line:
+            fail(f"{deploy_dag} run {deploy_run} printed no 'would deploy' line (see {args.deploy_log})")
+        elif not newest or deployed.get("event_id") != newest[-1].id:
+            newest_id = newest[-1].id if newest else None
+            fail(f"deploy deployed event {deployed.get('event_id')}, not the newest of {model.name} ({newest_id})")
+        else:
+            print(f"deploy  : {deploy_dag} run {deploy_run}: {line[-1].strip()}")
+
+        # what a scheduler would do with those events
+        queued = session.execute(
+            select(AssetDagRunQueue.target_dag_id, AssetModel.name, AssetDagRunQueue.created_at)
+            .join(AssetModel, AssetModel.id == AssetDagRunQueue.asset_id)
+            .where(AssetModel.id.in_([data.id, model.id]))
+            .order_by(AssetDagRunQueue.created_at)
+        ).all()
+        paused = session.execute(
+            select(DagScheduleAssetReference.dag_id, AssetModel.name)
+            .join(AssetModel, AssetModel.id == DagScheduleAssetReference.asset_id)
+            .join(DagModel, DagModel.dag_id == DagScheduleAssetReference.dag_id)
+            .where(AssetModel.id.in_([data.id, model.id]), DagModel.is_paused.is_(True))
+        ).all()
+    if dag_id not in {target for target, _, _ in queued}:
+        fail(f"Airflow queued no asset-triggered run of {dag_id} for the {data.name} event")
+    runs = " and ".join(f"{target} (on {name}, queued since {at:%H:%M:%S} UTC)" for target, name, at in queued)
+    print(f"queued  : a scheduler would now start {runs}: asset_dag_run_queue (no scheduler runs in the demo)")
+    for target, name in paused:
+        print(f"          {target} is scheduled on {name} too, but paused: nothing queued for it")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -282,6 +470,16 @@ def main() -> None:
     p.add_argument("--experiment", required=True)
     p.add_argument("--record", required=True)
     p.set_defaults(run=check)
+    p = commands.add_parser("unpause")
+    p.add_argument("dag_ids", nargs="+")
+    p.set_defaults(run=unpause)
+    p = commands.add_parser("chain")
+    p.add_argument("pipeline")
+    p.add_argument("--date", required=True)
+    p.add_argument("--ingest-log", required=True)
+    p.add_argument("--pipeline-log", required=True)
+    p.add_argument("--deploy-log", required=True)
+    p.set_defaults(run=chain)
     args = parser.parse_args()
     args.run(args)
 
