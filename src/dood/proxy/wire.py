@@ -20,6 +20,13 @@ _METHOD = re.compile(r"^[A-Z]+$")
 _BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 _TARGET = re.compile(r"^/[\x21-\x7e]*$")
 _STATUS = re.compile(rb"^HTTP/1\.[01] (\d{3})(?: (.*))?$")
+_HEX = re.compile(rb"[0-9A-Fa-f]+")
+#: The methods the Docker Engine API uses: an allow-list (501 for any other token).
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE"})
+#: Headers a request may carry at most once (Host exactly once on HTTP/1.1: RFC 9112 3.2).
+SINGLETONS = ("host", "content-length", "content-type")
+#: The hixie-76 WebSocket handshake: 8 bytes of body follow with no framing header. Never accepted.
+UNFRAMED_BODY_HEADERS = ("sec-websocket-key1", "sec-websocket-key2")
 # Hop-by-hop headers, and the framing ones the proxy sets itself: never copied from one side to the other.
 NOT_FORWARDED = frozenset(
     {
@@ -82,7 +89,7 @@ class Message:
             return None
         if not lengths:
             return -1
-        if len(set(lengths)) != 1 or not lengths[0].isdigit() or len(lengths[0]) > 15:
+        if len(lengths) != 1 or not lengths[0].isdigit() or len(lengths[0]) > 15:
             raise HttpError(400, "invalid Content-Length")
         return int(lengths[0])
 
@@ -161,8 +168,17 @@ async def read_request(reader: asyncio.StreamReader) -> Request | None:
         raise HttpError(400, f"malformed request line {lines[0][:80]!r}")
     if not _TARGET.match(parts[1]):
         raise HttpError(400, "the request target must be an absolute path")
+    if parts[0] not in METHODS:
+        raise HttpError(501, f"method {parts[0][:20]} is not one the Docker API uses")
     request = Request(start=lines[0].decode("latin-1"), headers=_headers(lines[1:]))
     request.method, request.target, request.version = parts
+    for name in SINGLETONS:
+        if len(request.values(name)) > 1:
+            raise HttpError(400, f"{name} header repeated")
+    if request.version == "HTTP/1.1" and not request.values("host"):
+        raise HttpError(400, "an HTTP/1.1 request without a Host header")
+    if any(request.values(name) for name in UNFRAMED_BODY_HEADERS):
+        raise HttpError(400, "the hixie-76 WebSocket handshake (a body without framing) is not accepted")
     request.body_length()  # refuse ambiguous framing before anything else
     return request
 
@@ -211,13 +227,15 @@ async def _read_chunked(reader: asyncio.StreamReader, limit: int) -> bytes:
     try:
         while True:
             line = await _line(reader)
-            size_text = line.split(b";", 1)[0].strip()
-            if not size_text or len(size_text) > 15 or not re.fullmatch(rb"[0-9A-Fa-f]+", size_text):
+            size_text = line.split(b";", 1)[0]  # 1*HEXDIG (RFC 9112 7.1), no blanks around it
+            if len(size_text) > 15 or not _HEX.fullmatch(size_text):
                 raise HttpError(400, "malformed chunk size")
             size = int(size_text, 16)
             if size == 0:
-                while await _line(reader):  # trailers: read and dropped
-                    pass
+                trailers = []
+                while trailer := await _line(reader):
+                    trailers.append(trailer)
+                _headers(trailers)  # checked like header lines, then dropped
                 return b"".join(parts)
             total += size
             if total > limit:

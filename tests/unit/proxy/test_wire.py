@@ -25,9 +25,9 @@ def parse(raw: bytes):
 def test_requests_are_parsed():
     request, body = parse(b"POST /containers/create HTTP/1.1\r\nHost: docker\r\nContent-Length: 2\r\n\r\n{}")
     assert (request.method, request.target, body, request.keep_alive) == ("POST", "/containers/create", b"{}", True)
-    request, body = parse(b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n")
+    request, body = parse(b"POST /x HTTP/1.1\r\nHost: docker\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n")
     assert body == b"{}"
-    request, _ = parse(b"POST /x HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n\r\n")
+    request, _ = parse(b"POST /x HTTP/1.1\r\nHost: docker\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n\r\n")
     assert request.wants_upgrade
     request, _ = parse(b"GET /x HTTP/1.0\r\n\r\n")
     assert not request.keep_alive
@@ -36,19 +36,19 @@ def test_requests_are_parsed():
 @pytest.mark.parametrize(
     ("raw", "status"),
     [
-        (b"POST /x HTTP/1.1\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
-        (b"POST /x HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n", 400),
-        (b"POST /x HTTP/1.1\r\nContent-Length: +2\r\n\r\n", 400),
-        (b"POST /x HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", 501),
-        (b"POST /x HTTP/1.1\r\nX: a\r\n b\r\n\r\n", 400),
-        (b"POST /x HTTP/1.1\r\nX : a\r\n\r\n", 400),
-        (b"POST /x HTTP/1.1\r\nX: a\nY: b\r\n\r\n", 400),
-        (b"POST http://docker/x HTTP/1.1\r\n\r\n", 400),
-        (b"POST /x  HTTP/1.1\r\n\r\n", 400),
+        (b"POST /x HTTP/1.1\r\nHost: docker\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
+        (b"POST /x HTTP/1.1\r\nHost: docker\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n", 400),
+        (b"POST /x HTTP/1.1\r\nHost: docker\r\nContent-Length: +2\r\n\r\n", 400),
+        (b"POST /x HTTP/1.1\r\nHost: docker\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", 501),
+        (b"POST /x HTTP/1.1\r\nHost: docker\r\nX: a\r\n b\r\n\r\n", 400),
+        (b"POST /x HTTP/1.1\r\nHost: docker\r\nX : a\r\n\r\n", 400),
+        (b"POST /x HTTP/1.1\r\nHost: docker\r\nX: a\nY: b\r\n\r\n", 400),
+        (b"POST http://docker/x HTTP/1.1\r\nHost: docker\r\n\r\n", 400),
+        (b"POST /x  HTTP/1.1\r\nHost: docker\r\n\r\n", 400),
         (b"POST /x HTTP/2.0\r\n\r\n", 400),
-        (b"POST /x HTTP/1.1\r\nContent-Length: 500\r\n\r\n", 413),
-        (b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nff\r\n", 413),
-        (b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400),
+        (b"POST /x HTTP/1.1\r\nHost: docker\r\nContent-Length: 500\r\n\r\n", 413),
+        (b"POST /x HTTP/1.1\r\nHost: docker\r\nTransfer-Encoding: chunked\r\n\r\nff\r\n", 413),
+        (b"POST /x HTTP/1.1\r\nHost: docker\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400),
     ],
 )
 def test_ambiguous_requests_are_refused(raw, status):

@@ -207,23 +207,11 @@ STRICTER: dict[str, tuple[frozenset[str], str]] = {
     "asterisk-form": (BOTH, "origin-form targets only"),
     "authority-form": (BOTH, "origin-form targets only: no CONNECT tunnels"),
     "non-ascii-target": (frozenset({PY}), "the target is visible ASCII (RFC 3986): the Docker API's paths are"),
+    "unknown-method": (frozenset({PY}), "the Docker API's methods only (an allow-list; llhttp refuses it too)"),
 }
 
 # wire.py accepts, a reference refuses: known disagreements, run as strict xfails. {case: (references, why)}
-LAXER: dict[str, tuple[frozenset[str], str]] = {
-    "no-host-http11": (BOTH, "HTTP/1.1 without Host (RFC 9112 3.2: 400): same framing; the proxy sends its own Host"),
-    "cl-twice-equal": (BOTH, "equal duplicate Content-Length (RFC 9112 6.3 allows taking it): same framing"),
-    "cl-twice-equal-other-case": (BOTH, "equal duplicate Content-Length (RFC 9112 6.3 allows taking it): same framing"),
-    "duplicate-host": (BOTH, "duplicate Host: framing agrees; Host is never forwarded, the proxy sets its own"),
-    "duplicate-content-type": (BOTH, "duplicate Content-Type: framing agrees; both are forwarded to the daemon"),
-    "sec-websocket-key1": (BOTH, "hixie-76: its 8-byte key3 follows with no Content-Length; wire reads no body there"),
-    "unknown-method": (frozenset({LLHTTP}), "llhttp knows a fixed list of methods; any token is one (RFC 9110 9.1)"),
-    "chunk-size-space-after": (BOTH, "wire strips blanks around a chunk size (RFC 9112 7.1: 1*HEXDIG, no blanks)"),
-    "chunk-size-space-before": (BOTH, "wire strips blanks around a chunk size (RFC 9112 7.1: 1*HEXDIG, no blanks)"),
-    "chunk-extension-space-before": (BOTH, "BWS before ';' is valid by RFC 9112 7.1.1; both aiohttp parsers refuse it"),
-    "chunk-trailer-malformed": (BOTH, "trailer lines are dropped unparsed: same end of body, but not validated"),
-    "chunk-trailer-folded": (BOTH, "trailer lines are dropped unparsed: same end of body, but not validated"),
-}
+LAXER: dict[str, tuple[frozenset[str], str]] = {}  # none since wire.py took the 12 the first run found (2026-12-07)
 
 REFERENCES = {LLHTTP: getattr(http_parser, "HttpRequestParserC", None), PY: http_parser.HttpRequestParserPy}
 
