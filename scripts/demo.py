@@ -1,15 +1,15 @@
 """The Python half of scripts/demo.sh: the demo's own config, its MLflow server, the on-purpose kill of one
 training, and the checks at the end. Run from the venv: `python scripts/demo.py <command> ...`.
 
-- `config BASE OUT --pipeline P --tracking-uri URI`: OUT is BASE (the dood config in force: $DOOD_CONFIG or
-  config/dood.yaml, never edited) with the demo's changes: tracking to the demo's MLflow server; the train step
-  waits $DOOD_EPOCH_SECONDS after each epoch (time to kill it between two) and retries 1 s after a failure.
-  Prints `chain` when the pipeline has an asset chain (dags/dood_example_assets.py makes its ingest and deploy
-  DAGs: `inputs`, `model_asset`, the example image), else `alone`.
-- `mlflow-start DIR --config BASE`: `mlflow server` from the venv, its store DIR/mlflow.db (SQLite), the
-  artifacts it serves in DIR/artifacts, on a free port of the gateway of the steps' Docker network (BASE's
-  `defaults.network`, else `bridge`): the steps' containers reach it there, the host too; prints `<url>` once
-  /health answers. Its own session, its pid in DIR/server.pid: demo.sh stops that process group.
+- `config BASE OUT --pipeline P`: OUT is BASE (the dood config in force: $DOOD_CONFIG or config/dood.yaml, never
+  edited) with the demo's changes: tracking to the demo's MLflow server, at a free port of the gateway of the
+  steps' Docker network (BASE's `defaults.network`, else `bridge`: the steps' containers reach it there, the host
+  too); the train step waits $DOOD_EPOCH_SECONDS after each epoch (time to kill it between two) and retries 1 s
+  after a failure. Prints `chain <url>` when the pipeline has an asset chain (dags/dood_example_assets.py makes
+  its ingest and deploy DAGs: `inputs`, `model_asset`, the example image), else `alone <url>`.
+- `mlflow-start DIR --url URL`: `mlflow server` from the venv on URL's host and port, its store DIR/mlflow.db
+  (SQLite), the artifacts it serves in DIR/artifacts; returns once /health answers. Its own session, its pid in
+  DIR/server.pid: demo.sh stops that process group.
 - `kill DAG_ID --task train --epoch K --record FILE`: waits for the first try's container of the task (found by
   its dood labels), follows its output to the line "epoch K/N", and `docker kill`s it; FILE says what it saw.
 - `check LOG --tracking-uri URI --pipeline P --record FILE`: from the Airflow log and the MLflow store: the
@@ -38,6 +38,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from collections import Counter
 from pathlib import Path
@@ -66,7 +67,11 @@ def write_config(args: argparse.Namespace) -> None:
     pipelines = data.get("pipelines") or {}
     if args.pipeline not in pipelines:
         sys.exit(f"demo: the dood config {args.base} has no pipeline {args.pipeline!r} (PIPELINE=...)")
-    data["tracking"] = {"mlflow": {"tracking_uri": args.tracking_uri}}
+    address = gateway_of((data.get("defaults") or {}).get("network") or "bridge")  # where the steps run
+    with socket.socket() as probe:
+        probe.bind((address, 0))
+        url = f"http://{address}:{probe.getsockname()[1]}"
+    data["tracking"] = {"mlflow": {"tracking_uri": url}}
     train = pipelines[args.pipeline].setdefault("steps", {}).get("train")
     if train is not None:
         train.setdefault("environment", {})["DOOD_EPOCH_SECONDS"] = str(args.epoch_seconds)
@@ -81,7 +86,7 @@ def write_config(args: argparse.Namespace) -> None:
     pipeline = pipelines[args.pipeline]
     prepare = (pipeline.get("steps") or {}).get("prepare") or {}
     with_chain = pipeline.get("inputs") and pipeline.get("model_asset") and prepare.get("image") == "dood-ml-example"
-    print("chain" if with_chain else "alone")
+    print("chain" if with_chain else "alone", url)
 
 
 # --- the MLflow server ---
@@ -100,12 +105,8 @@ def gateway_of(network: str) -> str:
 def start_mlflow(args: argparse.Namespace) -> None:
     root = Path(args.dir)
     root.mkdir(parents=True, exist_ok=True)
-    base = yaml.safe_load(Path(args.config).read_text(encoding="utf-8")) or {}
-    address = gateway_of((base.get("defaults") or {}).get("network") or "bridge")  # where the steps run
-    with socket.socket() as probe:
-        probe.bind((address, 0))
-        port = probe.getsockname()[1]
-    url = f"http://{address}:{port}"
+    url = args.url.rstrip("/")
+    address, port = urllib.parse.urlsplit(url).hostname, urllib.parse.urlsplit(url).port
     mlflow = Path(sys.executable).with_name("mlflow")
     command = [str(mlflow), "server", *store_args(root), "--host", address, "--port", str(port), "--workers", "1"]
     log = root / "server.log"
@@ -134,7 +135,6 @@ def start_mlflow(args: argparse.Namespace) -> None:
             tail = log.read_text(errors="replace")[-3000:]
             sys.exit(f"demo: the MLflow server at {url} did not answer /health within {args.timeout}s:\n{tail}")
         time.sleep(0.2)
-    print(url)
 
 
 def store_args(root: Path) -> list[str]:
@@ -449,12 +449,11 @@ def main() -> None:
     p.add_argument("base")
     p.add_argument("out")
     p.add_argument("--pipeline", required=True)
-    p.add_argument("--tracking-uri", required=True)
     p.add_argument("--epoch-seconds", type=float, default=0.5)
     p.set_defaults(run=write_config)
     p = commands.add_parser("mlflow-start")
     p.add_argument("dir")
-    p.add_argument("--config", required=True, help="the dood config whose defaults.network the steps run on")
+    p.add_argument("--url", required=True, help="where it listens: the tracking_uri `config` wrote")
     p.add_argument("--timeout", type=float, default=180)
     p.set_defaults(run=start_mlflow)
     p = commands.add_parser("kill")

@@ -59,13 +59,13 @@ stop_mlflow() {  # the server's process group (it runs in its own session), SIGT
 trap 'stop_mlflow; for pid in "${killer:-}" "${deployer:-}"; do [[ -n "$pid" ]] && kill "$pid" 2>/dev/null; done; true' EXIT
 
 section "Airflow metadata DB (SQLite in $AIRFLOW_HOME) and MLflow's local store ($MLFLOW_DIR)"
-"$PY" "$HELPER" mlflow-start "$MLFLOW_DIR" --config "$BASE_CONFIG" >"$DEMO_DIR/mlflow.url" &
+chain_and_url="$("$PY" "$HELPER" config "$BASE_CONFIG" "$DOOD_CONFIG" --pipeline "$PIPELINE")" || exit 1
+read -r CHAIN TRACKING_URI <<<"$chain_and_url"
+# MLflow starts while the DB is migrated and the data lands: the pipeline is the first to need it
+"$PY" "$HELPER" mlflow-start "$MLFLOW_DIR" --url "$TRACKING_URI" &
 starter=$!
 "$AIRFLOW" db migrate >"$DEMO_DIR/db-migrate.log" 2>&1 || { tail -n 20 "$DEMO_DIR/db-migrate.log"; exit 1; }
-wait "$starter" || die "the MLflow server did not start (see above and $MLFLOW_DIR/server.log)"
-TRACKING_URI="$(cat "$DEMO_DIR/mlflow.url")"
-CHAIN="$("$PY" "$HELPER" config "$BASE_CONFIG" "$DOOD_CONFIG" --pipeline "$PIPELINE" --tracking-uri "$TRACKING_URI")"
-echo "ready: MLflow at $TRACKING_URI (the steps reach it on the Docker bridge), dood config $DOOD_CONFIG"
+echo "ready: Airflow's DB; MLflow starting at $TRACKING_URI (the steps reach it on the Docker bridge); dood config $DOOD_CONFIG"
 
 # shown LOG PATTERN: the lines of an `airflow dags test` log that matter here, without timestamp and logger
 shown() { grep -E "$2" "$1" | sed -E 's/^[0-9T:.Z-]+ \[[a-z ]+\] //; s/ +\[(airflow|dood|task)[^]]*\].*$//' || true; }
@@ -88,6 +88,8 @@ if [[ "$CHAIN" == chain ]]; then
   shown "$INGEST_LOG" "\[ingest\]|Data asset event|DagRun Finished"
   finished "${DAG_ID}_ingest" "$INGEST_LOG" $rc
 fi
+
+wait "$starter" || die "the MLflow server did not start (see above and $MLFLOW_DIR/server.log)"
 
 section "Running $DAG_ID for $DATE with conf $CONF (full log: $LOG)"
 echo "Each step is a container launched through the Docker socket; its output follows."
