@@ -221,13 +221,16 @@ def sqlite_connect_args(home: Path) -> None:
 
 
 def _database_error(response: requests.Response) -> str | None:
-    """The database's own error of a 500 "Database error" (`[api] expose_stacktrace` is on), else None."""
+    """The database's own error of a 500 "Database error" (`[api] expose_stacktrace` is on), or Airflow's 503
+    "Database is locked" (backfill creation on SQLite under concurrent access), else None."""
     if response.status_code < 500:
         return None
     try:
         detail = response.json().get("detail")
     except ValueError:
         return None
+    if response.status_code == 503 and isinstance(detail, str) and detail.startswith("Database is locked"):
+        return detail
     if not isinstance(detail, dict) or detail.get("reason") != "Database error":
         return None
     return str(detail.get("orig_error"))
@@ -306,8 +309,7 @@ def stack_env(home: Path, port: int, executor: str = "LocalExecutor") -> dict[st
         "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": str(HEARTBEAT_TIMEOUT_SECONDS),
         "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "2",
         "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
-        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",  # a DAG file a test adds is parsed within 5 s...
-        "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "600",  # ...and not parsed again every 30 s (CPU)
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
         "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "1",
         "DOOD_CONFIG": str(dood_config),
         "DOOD_STACK_ROOT": str(home),

@@ -251,12 +251,13 @@ async def _pipe(reader, writer):
         writer.close()
 
 
-def run_through_proxy(cid, outage_after, outage_seconds, **kwargs):
+def run_through_proxy(cid, outage_after, outage_seconds, api_version="auto", **kwargs):
     socket_path = str(Path(tempfile.mkdtemp(prefix="dood-proxy-")) / "docker.sock")
 
     async def main():
         async with CuttableProxy(socket_path) as proxy:
-            trigger = DoodContainerTrigger(container_id=cid, target=DockerTarget(f"unix://{socket_path}"), **kwargs)
+            target = DockerTarget(f"unix://{socket_path}", api_version)
+            trigger = DoodContainerTrigger(container_id=cid, target=target, **kwargs)
             task = asyncio.create_task(anext(aiter(trigger.run())))
             await asyncio.sleep(outage_after)
             await proxy.outage(outage_seconds)
