@@ -17,7 +17,7 @@ import pytest
 import dood.triggers.gpus as gpus_module
 from dood.config.model import parse_config
 from dood.engine.reconnect import MAX_RETRY_SECONDS, Backoff
-from dood.engine.target import DockerTarget
+from dood.engine.target import FLAT_KWARGS, DockerTarget
 from dood.triggers.gpus import CLASSPATH, UNREACHABLE_SECONDS, DoodGpuTrigger
 
 
@@ -104,7 +104,6 @@ PREVIOUS_RELEASE_ROW = {
     "tls_client_cert": "/certs/cert.pem",
     "tls_client_key": "/certs/key.pem",
 }
-FLAT = ("docker_url", "api_version", "tls_ca_cert", "tls_client_cert", "tls_client_key")
 
 
 def test_a_trigger_row_of_the_previous_release_constructs_and_serializes_the_new_way():
@@ -116,7 +115,7 @@ def test_a_trigger_row_of_the_previous_release_constructs_and_serializes_the_new
     classpath, kwargs = trigger.serialize()
     assert classpath == CLASSPATH
     assert kwargs == {
-        **{k: v for k, v in PREVIOUS_RELEASE_ROW.items() if k not in FLAT},
+        **{k: v for k, v in PREVIOUS_RELEASE_ROW.items() if k not in FLAT_KWARGS},
         "target": {
             "url": "tcp://dood-proxy:2375",
             "api_version": "1.41",
@@ -130,7 +129,7 @@ def test_a_trigger_row_of_the_previous_release_constructs_and_serializes_the_new
 
 
 def test_an_endpoint_given_twice_or_not_at_all_is_refused():
-    row = {k: v for k, v in PREVIOUS_RELEASE_ROW.items() if k not in FLAT}
+    row = {k: v for k, v in PREVIOUS_RELEASE_ROW.items() if k not in FLAT_KWARGS}
     with pytest.raises(ValueError, match="DoodGpuTrigger: give target=.* or the previous release's docker_url"):
         DoodGpuTrigger(**row, target=DockerTarget("tcp://a:2375"), docker_url="tcp://b:2375")
     with pytest.raises(ValueError, match=r"DoodGpuTrigger: target is required \(DockerTarget.of\(config.docker\)\)"):

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from dood.config.model import parse_config
-from dood.engine.target import DockerTarget
+from dood.engine.target import FLAT_KWARGS, DockerTarget
 from dood.triggers.container import CLASSPATH, DoodContainerTrigger
 
 
@@ -67,7 +67,7 @@ def test_a_trigger_row_of_the_previous_release_constructs_and_serializes_the_new
     )
     classpath, kwargs = trigger.serialize()
     assert classpath == CLASSPATH
-    assert not set(kwargs) & {"docker_url", "api_version", "tls_ca_cert", "tls_client_cert", "tls_client_key"}
+    assert not set(kwargs) & set(FLAT_KWARGS)
     assert kwargs["target"] == trigger.target.as_dict()
     others = {k: v for k, v in PREVIOUS_RELEASE_ROW.items() if k not in kwargs and k != "container_id"}
     assert set(others) == {"docker_url", "api_version", "tls_ca_cert", "tls_client_cert", "tls_client_key"}
